@@ -1,0 +1,80 @@
+/* sdgen/common.h — error reporting and the activation arena shared by every module.
+ *
+ * Errors: every fallible function returns int (0 = ok, non-zero = failure) and fills an
+ * sd_err for its caller; main() prints the message once. sd_errf() formats the message and
+ * returns -1, so a check reads  `if (bad) return sd_errf(err, "%s: bad thing", path);`.
+ * The `code` field carries the process exit code the failure maps to (SD_EXIT_*).
+ *
+ * Arena: activations of one model call are bump-allocated from an sd_arena and released all
+ * at once with sd_arena_reset(). The arena grows by blocks while the first step finds its
+ * peak; the next reset merges the blocks into one, so later steps never call malloc. When a
+ * block cannot be had the arena jumps to the sd_arena_guard() of the model call in flight,
+ * which turns it into an SD_EXIT_OOM error instead of crashing.
+ */
+#ifndef SDGEN_COMMON_H
+#define SDGEN_COMMON_H
+
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Process exit codes (README "Exit codes"). */
+enum {
+    SD_EXIT_OK = 0,
+    SD_EXIT_ITEMS_FAILED = 1, /* a batch ran, some items failed */
+    SD_EXIT_INPUT = 2,        /* usage error or bad input file */
+    SD_EXIT_OOM = 3,          /* not enough memory */
+    SD_EXIT_INTERRUPTED = 130 /* SIGINT */
+};
+
+typedef struct sd_err {
+    int code;       /* SD_EXIT_* the failure maps to; SD_EXIT_INPUT unless set otherwise */
+    char msg[1024]; /* one line, no trailing newline */
+} sd_err;
+
+/* Format msg into err (if err is non-NULL), set code = SD_EXIT_INPUT, return -1. */
+int sd_errf(sd_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Same with an explicit exit code. */
+int sd_errcf(sd_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Prefix an existing message: "prefix: old message". Returns -1. */
+int sd_err_prefix(sd_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- arena ---- */
+typedef struct sd_arena_block {
+    struct sd_arena_block *next;
+    size_t size, used;
+    /* 64-byte aligned payload follows */
+} sd_arena_block;
+
+typedef struct sd_arena {
+    sd_arena_block *head;   /* current block (newest first) */
+    size_t in_use;          /* bytes handed out since the last reset */
+    size_t peak;            /* largest in_use seen */
+    size_t limit;           /* 0 = no limit; else refuse to grow past this many bytes */
+    jmp_buf *guard;         /* where to jump when memory runs out (NULL: abort) */
+} sd_arena;
+
+void sd_arena_init(sd_arena *a, size_t initial_bytes, size_t limit);
+void *sd_arena_alloc(sd_arena *a, size_t bytes);     /* 64-byte aligned, never NULL */
+void sd_arena_reset(sd_arena *a);                    /* free everything handed out */
+void sd_arena_free(sd_arena *a);
+size_t sd_arena_mark(const sd_arena *a);             /* for scoped release inside a call */
+void sd_arena_release(sd_arena *a, size_t mark);     /* back to a mark of the current block */
+
+/* Use around a model call:
+ *   jmp_buf jb; if (setjmp(jb)) { a->guard = NULL; return sd_errcf(err, SD_EXIT_OOM, ...); }
+ *   a->guard = &jb; ... ; a->guard = NULL;                                              */
+
+/* ---- misc ---- */
+double sd_now(void);                 /* monotonic seconds */
+size_t sd_peak_rss_bytes(void);      /* from getrusage */
+size_t sd_available_memory_bytes(void); /* MemAvailable from /proc/meminfo, 0 if unknown */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

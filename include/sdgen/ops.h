@@ -1,0 +1,85 @@
+/* sdgen/ops.h — the neural-network operations the text encoders, U-Net and VAE are built from.
+ *
+ * All activations are f32, contiguous. Images are NCHW [n, c, h, w]; sequences are
+ * [batch, tokens, channels]. Every op that makes a new tensor takes it from the arena;
+ * functions ending in `_` work in place. Weights follow PyTorch's layouts:
+ * linear w [out, in], conv w [out, in, kh, kw]. Matrix products and convolutions run
+ * through OpenBLAS sgemm; the rest is parallelised with OpenMP over sd_threads().
+ *
+ * Model code reads like the paper:
+ *     h = sd_groupnorm(a, x, 32, &g, &b, 1e-5f);  sd_silu_(h);  h = sd_conv2d(a, h, &w, &bias, 1, 1);
+ */
+#ifndef SDGEN_OPS_H
+#define SDGEN_OPS_H
+
+#include "sdgen/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Threads used by OpenBLAS and by sdgen's own loops (default: all online CPUs). */
+void sd_set_threads(int n);
+int sd_threads(void);
+
+/* y[..., out] = x[..., in] @ w[out, in]^T + b[out]   (b may be NULL). Any leading dims. */
+sd_tensor sd_linear(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b);
+
+/* 2-D convolution, x [n, cin, h, w], w [cout, cin, kh, kw], b [cout] or NULL.
+ * Symmetric zero padding `pad` on every side (PyTorch Conv2d padding=pad). */
+sd_tensor sd_conv2d(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b,
+                    int stride, int pad);
+/* Same with explicit padding (top, bottom, left, right), e.g. the VAE encoder's stride-2
+ * downsample pads (0, 1, 0, 1) as in the CompVis/diffusers Downsample. */
+sd_tensor sd_conv2d_pad(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b,
+                        int stride, int pad_t, int pad_b, int pad_l, int pad_r);
+
+/* GroupNorm over x [n, c, h, w] (or [n, c, L]) with `groups` groups, affine gain/bias [c]. */
+sd_tensor sd_groupnorm(sd_arena *a, sd_tensor x, int groups, const sd_tensor *gain,
+                       const sd_tensor *bias, float eps);
+/* GroupNorm followed by SiLU (fused; same result as the two ops in sequence). */
+sd_tensor sd_groupnorm_silu(sd_arena *a, sd_tensor x, int groups, const sd_tensor *gain,
+                            const sd_tensor *bias, float eps);
+/* LayerNorm over the last dimension, gain/bias [last dim]. */
+sd_tensor sd_layernorm(sd_arena *a, sd_tensor x, const sd_tensor *gain, const sd_tensor *bias,
+                       float eps);
+
+/* Activations, in place. */
+void sd_silu_(sd_tensor x);        /* x * sigmoid(x) */
+void sd_gelu_(sd_tensor x);        /* exact GELU: 0.5 x (1 + erf(x / sqrt 2)) */
+void sd_quick_gelu_(sd_tensor x);  /* x * sigmoid(1.702 x), as CLIP ViT-L/14 (OpenAI) */
+/* GEGLU: x [..., 2F] split in two halves along the last dim, h = x[..., :F], g = x[..., F:],
+ * out = h * gelu(g)  -> [..., F]  (diffusers GEGLU / CompVis GEGLU: proj then chunk(2)). */
+sd_tensor sd_geglu(sd_arena *a, sd_tensor x);
+
+/* Elementwise. */
+void sd_add_(sd_tensor x, sd_tensor y);                    /* x += y (same numel) */
+void sd_scale_(sd_tensor x, float s);                      /* x *= s */
+/* x [n, c, h, w] += v [n, c] broadcast over h, w (time embedding into a res block). */
+void sd_add_channel_bias_(sd_tensor x, sd_tensor v);
+/* Concatenate along dim 1 (channels for NCHW): [n, ca, ...] ++ [n, cb, ...]. */
+sd_tensor sd_concat1(sd_arena *a, sd_tensor x, sd_tensor y);
+/* Nearest-neighbour ×2 upsampling of NCHW. */
+sd_tensor sd_upsample2x(sd_arena *a, sd_tensor x);
+/* [n, c, h, w] -> [n, h*w, c] and back. */
+sd_tensor sd_nchw_to_nlc(sd_arena *a, sd_tensor x);
+sd_tensor sd_nlc_to_nchw(sd_arena *a, sd_tensor x, int64_t h, int64_t w);
+
+/* Softmax over the last dimension, in place. */
+void sd_softmax_(sd_tensor x);
+
+/* Scaled dot-product attention, multi-head.
+ * q [b, lq, heads*d], k and v [b, lk, heads*d] -> [b, lq, heads*d];
+ * scores scaled by 1/sqrt(d); causal: position i sees keys 0..i (CLIP text).
+ * Computed in blocks of queries, so the full lq × lk score matrix is never held at once. */
+sd_tensor sd_attention(sd_arena *a, sd_tensor q, sd_tensor k, sd_tensor v, int heads, int causal);
+
+/* Sinusoidal timestep embedding as in SD / diffusers get_timestep_embedding with
+ * flip_sin_to_cos=True, downscale_freq_shift=0: out [n, dim] = [cos(t·f_j) | sin(t·f_j)],
+ * f_j = exp(-ln(10000)·j/(dim/2)). */
+sd_tensor sd_timestep_embedding(sd_arena *a, const float *t, int n, int dim);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

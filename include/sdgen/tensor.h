@@ -1,0 +1,52 @@
+/* sdgen/tensor.h — the f32 tensor view used for weights and activations.
+ *
+ * An sd_tensor does not own its data: weights point into memory owned by the sd_model
+ * (the mmapped file, or a converted copy made once at load), activations into an sd_arena.
+ * Shapes are listed outermost first, as numpy/PyTorch print them; data is contiguous
+ * row-major (activations in NCHW, or [batch, tokens, channels] for sequences).
+ */
+#ifndef SDGEN_TENSOR_H
+#define SDGEN_TENSOR_H
+
+#include <stdint.h>
+
+#include "sdgen/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SD_MAX_DIMS 4
+
+typedef struct sd_tensor {
+    float *data;
+    int ndim;
+    int64_t ne[SD_MAX_DIMS]; /* ne[0] outermost; unused dims are 1 */
+} sd_tensor;
+
+static inline int64_t sd_numel(sd_tensor t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t.ndim; i++) n *= t.ne[i];
+    return n;
+}
+
+/* New uninitialised tensors from an arena. */
+sd_tensor sd_tensor_new(sd_arena *a, int ndim, const int64_t *shape);
+sd_tensor sd_tensor_2d(sd_arena *a, int64_t d0, int64_t d1);
+sd_tensor sd_tensor_3d(sd_arena *a, int64_t d0, int64_t d1, int64_t d2);
+sd_tensor sd_tensor_4d(sd_arena *a, int64_t n, int64_t c, int64_t h, int64_t w);
+/* Zero-filled / copied. */
+sd_tensor sd_tensor_zeros(sd_arena *a, int ndim, const int64_t *shape);
+sd_tensor sd_tensor_copy(sd_arena *a, sd_tensor src);
+/* View with another shape over the same data (numel must match; asserts). */
+sd_tensor sd_tensor_reshape(sd_tensor t, int ndim, const int64_t *shape);
+/* View of batch item(s) [i, i+count) along dim 0. */
+sd_tensor sd_tensor_slice0(sd_tensor t, int64_t i, int64_t count);
+/* "[2,4,8,8]" into buf. */
+const char *sd_shape_str(sd_tensor t, char *buf, int bufsize);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

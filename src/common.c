@@ -1,0 +1,180 @@
+/* common.c — error messages, the activation arena, clocks and memory figures. */
+#include "sdgen/common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static int verr(sd_err *err, int code, const char *fmt, va_list ap)
+{
+    if (err) {
+        err->code = code;
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    }
+    return -1;
+}
+
+int sd_errf(sd_err *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verr(err, SD_EXIT_INPUT, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int sd_errcf(sd_err *err, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verr(err, code, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int sd_err_prefix(sd_err *err, const char *fmt, ...)
+{
+    if (!err) return -1;
+    char prefix[512], old[sizeof err->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, err->msg, sizeof old);
+    size_t n = strlen(prefix);
+    if (n > sizeof err->msg - 3) n = sizeof err->msg - 3;
+    memcpy(err->msg, prefix, n);
+    memcpy(err->msg + n, ": ", 2);
+    size_t rest = sizeof err->msg - n - 3;
+    size_t m = strnlen(old, rest);
+    memcpy(err->msg + n + 2, old, m);
+    err->msg[n + 2 + m] = 0;
+    return -1;
+}
+
+/* ---- arena ---- */
+
+#define ARENA_ALIGN 64
+
+static size_t align_up(size_t n) { return (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1); }
+static size_t header_size(void) { return align_up(sizeof(sd_arena_block)); }
+
+static void arena_fail(sd_arena *a, size_t bytes)
+{
+    if (a->guard) longjmp(*a->guard, 1);
+    fprintf(stderr, "sdgen: out of memory allocating %zu bytes of activations\n", bytes);
+    exit(SD_EXIT_OOM);
+}
+
+static sd_arena_block *block_new(size_t size)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, ARENA_ALIGN, header_size() + size) != 0) return NULL;
+    sd_arena_block *b = p;
+    b->next = NULL;
+    b->size = size;
+    b->used = 0;
+    return b;
+}
+
+void sd_arena_init(sd_arena *a, size_t initial_bytes, size_t limit)
+{
+    memset(a, 0, sizeof *a);
+    a->limit = limit;
+    if (initial_bytes) a->head = block_new(align_up(initial_bytes));
+}
+
+void *sd_arena_alloc(sd_arena *a, size_t bytes)
+{
+    size_t n = align_up(bytes ? bytes : 1);
+    sd_arena_block *b = a->head;
+    if (!b || b->size - b->used < n) {
+        if (a->limit && a->in_use + n > a->limit) arena_fail(a, bytes);
+        size_t grow = n;
+        if (b && b->size > grow) grow = b->size; /* geometric-ish growth */
+        if (grow < ((size_t)64 << 20)) grow = (size_t)64 << 20;
+        sd_arena_block *nb = block_new(grow);
+        if (!nb) arena_fail(a, bytes);
+        nb->next = b;
+        a->head = b = nb;
+    }
+    void *p = (char *)b + header_size() + b->used;
+    b->used += n;
+    a->in_use += n;
+    if (a->in_use > a->peak) a->peak = a->in_use;
+    return p;
+}
+
+void sd_arena_reset(sd_arena *a)
+{
+    sd_arena_block *b = a->head;
+    if (b && b->next) {
+        /* Several blocks: replace them with one block as large as the peak, so the next
+         * call runs without allocating. */
+        while (b) {
+            sd_arena_block *n = b->next;
+            free(b);
+            b = n;
+        }
+        a->head = block_new(align_up(a->peak));
+        if (!a->head) arena_fail(a, a->peak);
+    } else if (b) {
+        b->used = 0;
+    }
+    a->in_use = 0;
+}
+
+void sd_arena_free(sd_arena *a)
+{
+    sd_arena_block *b = a->head;
+    while (b) {
+        sd_arena_block *n = b->next;
+        free(b);
+        b = n;
+    }
+    a->head = NULL;
+    a->in_use = 0;
+}
+
+size_t sd_arena_mark(const sd_arena *a) { return a->head ? a->head->used : 0; }
+
+void sd_arena_release(sd_arena *a, size_t mark)
+{
+    /* Only releases within the current block; memory in older blocks stays until reset. */
+    if (a->head && mark <= a->head->used) {
+        a->in_use -= a->head->used - mark;
+        a->head->used = mark;
+    }
+}
+
+/* ---- misc ---- */
+
+double sd_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+size_t sd_peak_rss_bytes(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (size_t)ru.ru_maxrss * 1024; /* Linux reports KiB */
+}
+
+size_t sd_available_memory_bytes(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t kb = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
+    }
+    fclose(f);
+    return kb * 1024;
+}
