@@ -1,0 +1,35 @@
+/* sdgen/clip.h — the text encoders: OpenAI CLIP ViT-L/14 (SD 1.x, HF CLIPTextModel names) and
+ * OpenCLIP ViT-H/14 (SD 2.x, open_clip names), both addressed by their LDM names under
+ * SD_PREFIX_CLIP / SD_PREFIX_OPENCLIP.
+ *
+ *     sd_tensor emb;
+ *     if (sd_text_encode(&m, &arena, tokens, n_seq, clip_skip, &emb, &err)) ...
+ *     ... emb is [n_seq, 77, D] in the arena (D = 768 for SD 1.x, 1024 for SD 2.x) ...
+ */
+#ifndef SDGEN_CLIP_H
+#define SDGEN_CLIP_H
+
+#include <stdint.h>
+
+#include "sdgen/common.h"
+#include "sdgen/model.h"
+#include "sdgen/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Encode n_seq token sequences of m->text.positions (77) ids each.
+ * tokens: n_seq × 77 ids, each checked against the vocabulary size.
+ * clip_skip: A1111 semantics; 1 (or 0) = the model's default output (SD 1.x: the last layer;
+ * SD 2.x: the penultimate layer, as the LDM FrozenOpenCLIPEmbedder), N > 1 stops N−1 layers
+ * earlier; the final LayerNorm is applied in every case.
+ * out: [n_seq, 77, D], allocated in the arena. Returns 0, or -1 with err filled
+ * (SD_EXIT_INPUT for bad tokens / missing weights, SD_EXIT_OOM when the arena runs out). */
+int sd_text_encode(sd_model *m, sd_arena *a, const int32_t *tokens, int n_seq, int clip_skip,
+                   sd_tensor *out, sd_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
