@@ -1,0 +1,135 @@
+/* test_ops.c — every op of include/sdgen/ops.h against PyTorch 1.13 outputs
+ * (tests/fixtures/ops/, written by scripts/make-op-fixtures.py). */
+#include <stdint.h>
+
+#include "sdgen/npy.h"
+#include "sdgen/ops.h"
+#include "testutil.h"
+
+#define NFIX 64
+static sd_npy fix[NFIX];
+static int nfix;
+
+/* Load tests/fixtures/ops/NAME.npy as a tensor view (kept until exit). */
+static sd_tensor load(const char *name)
+{
+    const char *src = getenv("SDGEN_SOURCE_DIR");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/fixtures/ops/%s.npy", src && *src ? src : ".", name);
+    sd_err err;
+    sd_tensor t = {0};
+    if (nfix >= NFIX || sd_npy_read(&fix[nfix], path, &err)) {
+        fprintf(stderr, "cannot load %s: %s\n", path, nfix >= NFIX ? "too many" : err.msg);
+        exit(1);
+    }
+    sd_npy *a = &fix[nfix++];
+    t.data = a->f32;
+    t.ndim = a->ndim;
+    for (int i = 0; i < SD_MAX_DIMS; i++) t.ne[i] = i < a->ndim ? a->shape[i] : 1;
+    return t;
+}
+
+static int same_shape(sd_tensor a, sd_tensor b)
+{
+    if (a.ndim != b.ndim) return 0;
+    for (int i = 0; i < a.ndim; i++)
+        if (a.ne[i] != b.ne[i]) return 0;
+    return 1;
+}
+
+#define EXPECT(what, got, want, tol)                                                           \
+    do {                                                                                       \
+        sd_tensor g_ = (got), w_ = (want);                                                     \
+        char b1_[64], b2_[64];                                                                 \
+        CHECK(same_shape(g_, w_), "%s: shape %s, want %s", what, sd_shape_str(g_, b1_, 64),    \
+              sd_shape_str(w_, b2_, 64));                                                      \
+        if (same_shape(g_, w_)) CHECK_CLOSE(what, g_.data, w_.data, sd_numel(w_), tol);        \
+    } while (0)
+
+int main(void)
+{
+    sd_set_threads(2);
+    CHECK(sd_threads() == 2, "sd_threads() = %d", sd_threads());
+    sd_arena ar;
+    sd_arena_init(&ar, 1 << 20, 0);
+    sd_arena *a = &ar;
+
+    {   /* linear */
+        sd_tensor x = load("linear_x"), w = load("linear_w"), b = load("linear_b");
+        EXPECT("linear", sd_linear(a, x, &w, &b), load("linear_y"), 2e-6);
+        EXPECT("linear no bias", sd_linear(a, x, &w, NULL), load("linear_nb_y"), 2e-6);
+    }
+    {   /* convolutions */
+        sd_tensor x = load("conv3_x"), w = load("conv3_w"), b = load("conv3_b");
+        EXPECT("conv 3x3 s1 p1", sd_conv2d(a, x, &w, &b, 1, 1), load("conv3_y"), 2e-6);
+        x = load("conv1_x"), w = load("conv1_w"), b = load("conv1_b");
+        EXPECT("conv 1x1", sd_conv2d(a, x, &w, &b, 1, 0), load("conv1_y"), 2e-6);
+        x = load("conv_s2a_x"), w = load("conv_s2a_w"), b = load("conv_s2a_b");
+        EXPECT("conv 3x3 s2 pad(0,1,0,1)", sd_conv2d_pad(a, x, &w, &b, 2, 0, 1, 0, 1),
+               load("conv_s2a_y"), 2e-6);
+        x = load("conv_s2_x"), w = load("conv_s2_w");
+        EXPECT("conv 3x3 s2 p1 odd, no bias", sd_conv2d(a, x, &w, NULL, 2, 1), load("conv_s2_y"), 2e-6);
+    }
+    {   /* norms */
+        sd_tensor x = load("gn_x"), g = load("gn_g"), b = load("gn_b");
+        EXPECT("groupnorm eps1e-5", sd_groupnorm(a, x, 4, &g, &b, 1e-5f), load("gn_y"), 2e-6);
+        EXPECT("groupnorm+silu", sd_groupnorm_silu(a, x, 4, &g, &b, 1e-5f), load("gn_silu_y"), 2e-6);
+        x = load("gn6_x"), g = load("gn6_g"), b = load("gn6_b");
+        EXPECT("groupnorm eps1e-6 mean 3 std 0.01", sd_groupnorm(a, x, 2, &g, &b, 1e-6f), load("gn6_y"), 5e-5);
+        x = load("ln_x"), g = load("ln_g"), b = load("ln_b");
+        EXPECT("layernorm", sd_layernorm(a, x, &g, &b, 1e-5f), load("ln_y"), 2e-6);
+    }
+    {   /* activations */
+        sd_tensor x = load("act_x");
+        sd_tensor y = sd_tensor_copy(a, x);
+        sd_silu_(y);
+        EXPECT("silu", y, load("silu_y"), 2e-6);
+        y = sd_tensor_copy(a, x);
+        sd_gelu_(y);
+        EXPECT("gelu", y, load("gelu_y"), 2e-6);
+        y = sd_tensor_copy(a, x);
+        sd_quick_gelu_(y);
+        EXPECT("quick_gelu", y, load("quick_gelu_y"), 2e-6);
+        EXPECT("geglu", sd_geglu(a, load("geglu_x")), load("geglu_y"), 2e-6);
+        y = sd_tensor_copy(a, load("softmax_x"));
+        sd_softmax_(y);
+        EXPECT("softmax", y, load("softmax_y"), 1e-6);
+    }
+    {   /* layout */
+        EXPECT("upsample2x", sd_upsample2x(a, load("up_x")), load("up_y"), 0);
+        sd_tensor x = load("conv3_x"); /* [2,3,7,6] */
+        sd_tensor l = sd_nchw_to_nlc(a, x);
+        CHECK(l.ndim == 3 && l.ne[0] == 2 && l.ne[1] == 42 && l.ne[2] == 3, "nchw_to_nlc shape");
+        CHECK(l.data[(1 * 42 + 5 * 6 + 4) * 3 + 2] == x.data[((1 * 3 + 2) * 7 + 5) * 6 + 4], "nchw_to_nlc value");
+        EXPECT("nlc_to_nchw round trip", sd_nlc_to_nchw(a, l, 7, 6), x, 0);
+        sd_tensor c = sd_concat1(a, load("conv_s2_y"), load("conv_s2_y"));
+        CHECK(c.ne[1] == 6 && c.ne[2] == 5 && c.ne[3] == 4, "concat1 shape");
+        sd_tensor cs = load("conv_s2_y"); /* [2,3,5,4] */
+        CHECK(c.data[(1 * 6 + 4) * 20 + 7] == cs.data[(1 * 3 + 1) * 20 + 7], "concat1 value");
+        sd_tensor z = sd_tensor_copy(a, cs);
+        sd_add_(z, cs);
+        sd_scale_(z, 0.25f);
+        CHECK(z.data[13] == cs.data[13] * 0.5f, "add_/scale_");
+        sd_tensor v = sd_tensor_2d(a, 2, 3);
+        for (int i = 0; i < 6; i++) v.data[i] = (float)i;
+        z = sd_tensor_copy(a, cs);
+        sd_add_channel_bias_(z, v);
+        CHECK(z.data[(1 * 3 + 2) * 20 + 3] == cs.data[(1 * 3 + 2) * 20 + 3] + 5.0f, "add_channel_bias_");
+    }
+    {   /* attention */
+        EXPECT("attention 2 heads Lq 300 (> block) Lk 77",
+               sd_attention(a, load("attn_q"), load("attn_k"), load("attn_v"), 2, 0), load("attn_y"), 2e-6);
+        EXPECT("attention causal 4 heads",
+               sd_attention(a, load("attnc_q"), load("attnc_k"), load("attnc_v"), 4, 1), load("attnc_y"), 2e-6);
+        EXPECT("attention causal Lq 290 (> block)",
+               sd_attention(a, load("attnc2_q"), load("attnc2_k"), load("attnc2_v"), 1, 1), load("attnc2_y"), 2e-6);
+    }
+    {   /* timestep embedding */
+        sd_tensor t = load("temb_t");
+        EXPECT("timestep embedding 320", sd_timestep_embedding(a, t.data, (int)t.ne[0], 320), load("temb320_y"), 3e-7);
+        EXPECT("timestep embedding 32", sd_timestep_embedding(a, t.data, (int)t.ne[0], 32), load("temb32_y"), 3e-7);
+    }
+    sd_arena_free(a);
+    for (int i = 0; i < nfix; i++) sd_npy_free(&fix[i]);
+    TEST_MAIN_END();
+}
