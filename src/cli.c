@@ -1,8 +1,10 @@
-/* cli.c — argument parsing and the sdgen commands (generate, info, tokenize, bench). */
+/* cli.c — dispatch `sdgen [COMMAND] ...` to the subcommands. */
 #include "cli.h"
 
 #include <stdio.h>
 #include <string.h>
+
+#include "commands.h"
 
 int sd_cli_main(int argc, char **argv)
 {
@@ -10,6 +12,8 @@ int sd_cli_main(int argc, char **argv)
         printf("sdgen %s\n", SDGEN_VERSION);
         return 0;
     }
-    fprintf(stderr, "sdgen: the command line is being assembled; only --version works in this build\n");
+    if (argc > 1 && !strcmp(argv[1], "info")) return sd_cmd_info(argc - 1, argv + 1);
+    /* tokenize: wired once cmd_tokenize.c lands */
+    fprintf(stderr, "sdgen: usage: sdgen info MODEL | sdgen tokenize TEXT | sdgen --version\n");
     return 2;
 }
