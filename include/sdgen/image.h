@@ -1,0 +1,103 @@
+/* sdgen/image.h — RGB8 images: PNG output with A1111 `parameters` metadata, init-image loading,
+ * PIL-exact Lanczos resize, the VAE-encoder float conversion, and atomic file writes.
+ *
+ * PNG output: stb_image_write encodes the pixels; a `parameters` text chunk is then inserted right
+ * after IHDR (as PIL's PngImagePlugin places text chunks when A1111 saves): tEXt when the text is
+ * representable in Latin-1, else iTXt (UTF-8), exactly PIL's PngInfo.add_text() rule. The file is
+ * written to a unique temporary name in the same directory, fsync'ed and renamed, so a crash or
+ * SIGINT never leaves a half-written PNG under the final name.
+ *
+ * Init images (diffusers 0.25.1 VaeImageProcessor, golden README §3.8): decoded with stb_image to
+ * RGB8 (alpha dropped as PIL's convert("RGB") does), the size rounded down to multiples of 8, a
+ * Lanczos resize (PIL Image.resize(LANCZOS), fixed-point 8-bit path) when that changes it, then
+ * image_in = 2·(u8/255) − 1 in float32, NCHW.
+ */
+#ifndef SDGEN_IMAGE_H
+#define SDGEN_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sdgen/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Caps for untrusted images, checked from the header before any pixel is decoded. */
+#define SD_IMAGE_MAX_SIDE 16384
+#define SD_IMAGE_MAX_PIXELS (64LL * 1024 * 1024)      /* 64 Mpx = 192 MiB as RGB8 */
+#define SD_IMAGE_MAX_FILE_BYTES (256LL * 1024 * 1024)
+#define SD_PNG_TEXT_MAX (1 << 20)                     /* longest text chunk written or read */
+
+typedef struct sd_image {
+    int w, h;         /* pixels */
+    uint8_t *rgb;     /* w*h*3 bytes, row-major, RGB (malloc'ed; sd_image_free) */
+} sd_image;
+
+void sd_image_free(sd_image *im);
+
+/* Load a PNG or JPEG file as RGB8 (grey/palette/alpha converted as PIL's convert("RGB")).
+ * Errors: "FILE: cannot open: ...", "FILE: not a PNG or JPEG image", "FILE: image too large (WxH)",
+ * "FILE: corrupt image: <reason>". */
+int sd_image_load(sd_image *out, const char *path, sd_err *err);
+/* Same from memory; `name` is used in the messages. */
+int sd_image_load_mem(sd_image *out, const void *data, size_t n, const char *name, sd_err *err);
+
+/* Resize with PIL's Image.resize((w, h), Image.LANCZOS) arithmetic (Pillow libImaging/Resample.c:
+ * Lanczos a=3 support scaled by the reduction factor, coefficients normalised in double and rounded to
+ * 22-bit fixed point, horizontal pass then vertical pass, each rounding to uint8). Equal sizes copy. */
+int sd_image_resize_lanczos(const sd_image *in, int w, int h, sd_image *out, sd_err *err);
+
+/* diffusers' init-image size: W, H rounded down to multiples of 8 (VaeImageProcessor
+ * get_default_height_width). Fails when either becomes 0. */
+int sd_image_init_size(int w, int h, int *w8, int *h8, sd_err *err);
+
+/* RGB8 HWC -> float32 NCHW [1,3,h,w]: (float)u8/255.0f * 2 - 1 (golden §3.8, bit-exact with numpy). */
+void sd_image_to_float(const sd_image *im, float *out);
+
+/* Convenience: load `path`, round its size down to multiples of 8, Lanczos-resize if needed.
+ * *resized is set to 1 when a resize happened (so the caller can say so). */
+int sd_image_load_init(sd_image *out, const char *path, int *resized, sd_err *err);
+
+/* ---- PNG output ---- */
+
+/* Encode RGB8 pixels (stride = w*3) as a PNG in memory with an optional text chunk
+ * (keyword 1..79 Latin-1 chars, text UTF-8; NULL text = no chunk). *png is malloc'ed. */
+int sd_png_encode(const uint8_t *rgb, int w, int h, const char *keyword, const char *text,
+                  uint8_t **png, size_t *png_len, sd_err *err);
+
+/* sd_png_encode + sd_file_write_atomic. The existing file is replaced only if overwrite != 0;
+ * otherwise an existing path is an error ("PATH: already exists"). */
+int sd_png_write(const char *path, const uint8_t *rgb, int w, int h, const char *parameters,
+                 int overwrite, sd_err *err);
+
+/* Insert a tEXt/iTXt chunk after IHDR into an existing PNG byte stream (new buffer in *out). */
+int sd_png_insert_text(const uint8_t *png, size_t n, const char *keyword, const char *text,
+                       uint8_t **out, size_t *out_len, sd_err *err);
+
+/* Read back the text of the first tEXt / zTXt / iTXt chunk with this keyword, as UTF-8 (*text
+ * malloc'ed). Returns 0 and sets *text = NULL when there is no such chunk; -1 on a damaged PNG
+ * (bad signature, truncated chunk, CRC mismatch). *is_itxt (may be NULL) tells which kind it was. */
+int sd_png_read_text(const char *path, const char *keyword, char **text, int *is_itxt, sd_err *err);
+int sd_png_read_text_mem(const uint8_t *png, size_t n, const char *name, const char *keyword,
+                         char **text, int *is_itxt, sd_err *err);
+
+/* PNG/zlib CRC-32 (ISO 3309, polynomial 0xEDB88320 reflected) of a byte range, continuing `crc`
+ * (start with 0). */
+uint32_t sd_crc32(uint32_t crc, const void *data, size_t n);
+
+/* ---- files ---- */
+
+/* Write data to path atomically: a unique temporary file in the same directory (created with
+ * O_EXCL, mode 0666 & ~umask), write, fsync, rename over path, fsync the directory (best effort).
+ * On failure the temporary file is removed and the message names `path`. */
+int sd_file_write_atomic(const char *path, const void *data, size_t n, sd_err *err);
+
+/* Can files be created in the directory that will hold `path`? Checked before hours of compute. */
+int sd_check_output_dir(const char *path, sd_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,772 @@
+/* image.c — PNG output with text metadata, init-image loading, PIL-exact Lanczos resize, atomic writes
+ * (image.h). stb_image / stb_image_write are compiled here, and only here. */
+#include "sdgen/image.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zlib.h>
+
+/* stb: PNG and JPEG only (smaller attack surface for untrusted init images), no stdio (we read the
+ * file ourselves under a size cap), dimensions capped in the decoder too (loosely, so that the
+ * header read reports the size for the "image too large (WxH)" message). PNG deflate goes through
+ * zlib (smaller files than stb's own compressor). */
+static unsigned char *sd_stbiw_zlib(unsigned char *data, int data_len, int *out_len, int quality);
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_NO_STDIO
+#define STBI_NO_LINEAR
+#define STBI_NO_HDR
+#define STBI_MAX_DIMENSIONS (1 << 20) /* our own, tighter caps run on the header's size first */
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_WRITE_NO_STDIO
+#define STBIW_ZLIB_COMPRESS sd_stbiw_zlib
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wtype-limits"
+#include <stb_image.h>
+#include <stb_image_write.h>
+#pragma GCC diagnostic pop
+
+static unsigned char *sd_stbiw_zlib(unsigned char *data, int data_len, int *out_len, int quality)
+{
+    (void)quality;
+    uLongf cap = compressBound((uLong)data_len);
+    unsigned char *out = malloc(cap);
+    if (!out) return NULL;
+    if (compress2(out, &cap, data, (uLong)data_len, 6) != Z_OK || cap > INT_MAX) {
+        free(out);
+        return NULL;
+    }
+    *out_len = (int)cap;
+    return out;
+}
+
+void sd_image_free(sd_image *im)
+{
+    if (!im) return;
+    free(im->rgb);
+    im->rgb = NULL;
+    im->w = im->h = 0;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* CRC-32 (PNG spec §5.5 / ISO 3309), table-driven. */
+
+uint32_t sd_crc32(uint32_t crc, const void *data, size_t n)
+{
+    static uint32_t table[256];
+    static int ready; /* benign race: every thread computes the same table */
+    if (!ready) {
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            table[i] = c;
+        }
+        ready = 1;
+    }
+    const uint8_t *p = data;
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++) crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+static uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* UTF-8 helpers. */
+
+/* Decode one UTF-8 sequence (strict: no overlongs, no surrogates, ≤ U+10FFFF). Returns its length, 0 if
+ * invalid. */
+static int utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
+{
+    if (n == 0) return 0;
+    unsigned c = s[0];
+    if (c < 0x80) { *cp = c; return 1; }
+    int len;
+    uint32_t v, min;
+    if ((c & 0xE0) == 0xC0) { len = 2; v = c & 0x1F; min = 0x80; }
+    else if ((c & 0xF0) == 0xE0) { len = 3; v = c & 0x0F; min = 0x800; }
+    else if ((c & 0xF8) == 0xF0) { len = 4; v = c & 0x07; min = 0x10000; }
+    else return 0;
+    if ((size_t)len > n) return 0;
+    for (int i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        v = v << 6 | (s[i] & 0x3F);
+    }
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
+    *cp = v;
+    return len;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* PNG text chunks. */
+
+static int valid_keyword(const char *k)
+{
+    /* PNG spec §11.3.4.2: 1–79 bytes of printable Latin-1, no leading/trailing/double spaces. */
+    size_t n = strlen(k);
+    if (n < 1 || n > 79 || k[0] == ' ' || k[n - 1] == ' ') return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)k[i];
+        if (!((c >= 32 && c <= 126) || c >= 161)) return 0;
+        if (c == ' ' && k[i + 1] == ' ') return 0;
+    }
+    return 1;
+}
+
+int sd_png_insert_text(const uint8_t *png, size_t n, const char *keyword, const char *text,
+                       uint8_t **out, size_t *out_len, sd_err *err)
+{
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+    *out = NULL;
+    *out_len = 0;
+    if (n < 33 || memcmp(png, sig, 8) || get_be32(png + 8) != 13 || memcmp(png + 12, "IHDR", 4))
+        return sd_errf(err, "PNG encoder output does not start with IHDR");
+    if (!valid_keyword(keyword)) return sd_errf(err, "invalid PNG text keyword \"%s\"", keyword);
+    size_t tlen = strlen(text);
+    if (tlen > SD_PNG_TEXT_MAX) return sd_errf(err, "PNG text too long (%zu bytes, max %d)", tlen, SD_PNG_TEXT_MAX);
+
+    /* Decide tEXt vs iTXt as PIL's PngInfo.add_text does: Latin-1 if every code point fits. */
+    int latin1 = 1;
+    size_t nlat = 0;
+    for (size_t i = 0; i < tlen;) {
+        uint32_t cp;
+        int l = utf8_decode((const unsigned char *)text + i, tlen - i, &cp);
+        if (!l) return sd_errf(err, "PNG text is not valid UTF-8 (byte %zu)", i);
+        if (cp > 0xFF) latin1 = 0;
+        i += (size_t)l;
+        nlat++;
+    }
+    size_t klen = strlen(keyword);
+    size_t dlen = latin1 ? klen + 1 + nlat : klen + 1 + 2 + 1 + 1 + tlen; /* iTXt: flag, method, "", "" */
+    size_t total = n + 12 + dlen;
+    uint8_t *o = malloc(total);
+    if (!o) return sd_errcf(err, SD_EXIT_OOM, "out of memory for the PNG");
+    memcpy(o, png, 33);
+    uint8_t *c = o + 33;
+    put_be32(c, (uint32_t)dlen);
+    memcpy(c + 4, latin1 ? "tEXt" : "iTXt", 4);
+    uint8_t *d = c + 8;
+    memcpy(d, keyword, klen);
+    d[klen] = 0;
+    d += klen + 1;
+    if (latin1) {
+        for (size_t i = 0; i < tlen;) {
+            uint32_t cp;
+            i += (size_t)utf8_decode((const unsigned char *)text + i, tlen - i, &cp);
+            *d++ = (uint8_t)cp;
+        }
+    } else {
+        *d++ = 0; /* compression flag: uncompressed */
+        *d++ = 0; /* compression method */
+        *d++ = 0; /* empty language tag */
+        *d++ = 0; /* empty translated keyword */
+        memcpy(d, text, tlen);
+        d += tlen;
+    }
+    put_be32(d, sd_crc32(0, c + 4, 4 + dlen)); /* CRC covers type + data */
+    memcpy(d + 4, png + 33, n - 33);
+    *out = o;
+    *out_len = total;
+    return 0;
+}
+
+typedef struct { uint8_t *p; size_t n, cap; int failed; } membuf;
+
+static void membuf_write(void *ctx, void *data, int size)
+{
+    membuf *m = ctx;
+    if (m->failed || size <= 0) return;
+    if (m->n + (size_t)size > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 65536;
+        while (cap < m->n + (size_t)size) cap *= 2;
+        uint8_t *p = realloc(m->p, cap);
+        if (!p) { m->failed = 1; return; }
+        m->p = p;
+        m->cap = cap;
+    }
+    memcpy(m->p + m->n, data, (size_t)size);
+    m->n += (size_t)size;
+}
+
+int sd_png_encode(const uint8_t *rgb, int w, int h, const char *keyword, const char *text,
+                  uint8_t **png, size_t *png_len, sd_err *err)
+{
+    *png = NULL;
+    *png_len = 0;
+    if (w <= 0 || h <= 0 || w > SD_IMAGE_MAX_SIDE || h > SD_IMAGE_MAX_SIDE)
+        return sd_errf(err, "cannot encode a %dx%d PNG", w, h);
+    membuf m = {0};
+    if (!stbi_write_png_to_func(membuf_write, &m, w, h, 3, rgb, w * 3) || m.failed) {
+        free(m.p);
+        return sd_errcf(err, SD_EXIT_OOM, "PNG encoding failed (%dx%d): out of memory", w, h);
+    }
+    if (!text) {
+        *png = m.p;
+        *png_len = m.n;
+        return 0;
+    }
+    int rc = sd_png_insert_text(m.p, m.n, keyword ? keyword : "parameters", text, png, png_len, err);
+    free(m.p);
+    return rc;
+}
+
+/* Inflate a zTXt / compressed iTXt payload, capped at SD_PNG_TEXT_MAX bytes. */
+static int inflate_capped(const uint8_t *src, size_t n, uint8_t **out, size_t *out_len)
+{
+    size_t cap = SD_PNG_TEXT_MAX;
+    uint8_t *buf = malloc(cap + 1);
+    if (!buf) return -1;
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (inflateInit(&zs) != Z_OK) { free(buf); return -1; }
+    zs.next_in = (Bytef *)src;
+    zs.avail_in = (uInt)n;
+    zs.next_out = buf;
+    zs.avail_out = (uInt)cap;
+    int r = inflate(&zs, Z_FINISH);
+    size_t got = cap - zs.avail_out;
+    inflateEnd(&zs);
+    if (r != Z_STREAM_END) { free(buf); return -1; }
+    buf[got] = 0;
+    *out = buf;
+    *out_len = got;
+    return 0;
+}
+
+int sd_png_read_text_mem(const uint8_t *png, size_t n, const char *name, const char *keyword,
+                         char **text, int *is_itxt, sd_err *err)
+{
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+    *text = NULL;
+    if (is_itxt) *is_itxt = 0;
+    if (n < 8 || memcmp(png, sig, 8)) return sd_errf(err, "%s: not a PNG file", name);
+    size_t klen = strlen(keyword);
+    size_t pos = 8;
+    while (pos < n) {
+        if (n - pos < 12) return sd_errf(err, "%s: truncated PNG chunk at byte %zu", name, pos);
+        uint32_t len = get_be32(png + pos);
+        if (len > 0x7FFFFFFFu || len > n - pos - 12)
+            return sd_errf(err, "%s: PNG chunk length %u at byte %zu runs past the end", name, len, pos);
+        const uint8_t *type = png + pos + 4, *d = png + pos + 8;
+        if (sd_crc32(0, type, 4 + (size_t)len) != get_be32(d + len))
+            return sd_errf(err, "%s: CRC mismatch in PNG chunk %.4s at byte %zu", name, (const char *)type, pos);
+        if (!memcmp(type, "IEND", 4)) break;
+        int kind = !memcmp(type, "tEXt", 4) ? 1 : !memcmp(type, "zTXt", 4) ? 2 : !memcmp(type, "iTXt", 4) ? 3 : 0;
+        if (kind && len > klen && !memcmp(d, keyword, klen) && d[klen] == 0) {
+            const uint8_t *p = d + klen + 1, *end = d + len;
+            uint8_t *raw = NULL;
+            size_t rawn = 0;
+            int latin1 = kind != 3;
+            if (kind == 1) {
+                rawn = (size_t)(end - p);
+                if (rawn > SD_PNG_TEXT_MAX) return sd_errf(err, "%s: PNG text chunk too long", name);
+                raw = malloc(rawn + 1);
+                if (!raw) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", name);
+                memcpy(raw, p, rawn);
+            } else if (kind == 2) {
+                if (p >= end || *p != 0) return sd_errf(err, "%s: zTXt with an unknown compression method", name);
+                if (inflate_capped(p + 1, (size_t)(end - p - 1), &raw, &rawn))
+                    return sd_errf(err, "%s: corrupt zTXt chunk", name);
+            } else {
+                if (end - p < 2) return sd_errf(err, "%s: truncated iTXt chunk", name);
+                int compressed = p[0];
+                if (p[1] != 0) return sd_errf(err, "%s: iTXt with an unknown compression method", name);
+                p += 2;
+                for (int skip = 0; skip < 2; skip++) { /* language tag, translated keyword */
+                    const uint8_t *z = memchr(p, 0, (size_t)(end - p));
+                    if (!z) return sd_errf(err, "%s: truncated iTXt chunk", name);
+                    p = z + 1;
+                }
+                if (compressed) {
+                    if (inflate_capped(p, (size_t)(end - p), &raw, &rawn))
+                        return sd_errf(err, "%s: corrupt compressed iTXt chunk", name);
+                } else {
+                    rawn = (size_t)(end - p);
+                    if (rawn > SD_PNG_TEXT_MAX) return sd_errf(err, "%s: PNG text chunk too long", name);
+                    raw = malloc(rawn + 1);
+                    if (!raw) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", name);
+                    memcpy(raw, p, rawn);
+                }
+                if (is_itxt) *is_itxt = 1;
+            }
+            if (latin1) { /* Latin-1 -> UTF-8: at most 2 bytes each */
+                char *u = malloc(2 * rawn + 1);
+                if (!u) { free(raw); return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", name); }
+                size_t k = 0;
+                for (size_t i = 0; i < rawn; i++) {
+                    uint8_t c = raw[i];
+                    if (c < 0x80) u[k++] = (char)c;
+                    else { u[k++] = (char)(0xC0 | c >> 6); u[k++] = (char)(0x80 | (c & 0x3F)); }
+                }
+                u[k] = 0;
+                free(raw);
+                *text = u;
+            } else {
+                raw[rawn] = 0;
+                *text = (char *)raw;
+            }
+            return 0;
+        }
+        pos += 12 + (size_t)len;
+    }
+    return 0;
+}
+
+/* Read a whole file under a size cap. */
+static int read_file_capped(const char *path, long long cap, uint8_t **data, size_t *n, sd_err *err)
+{
+    *data = NULL;
+    *n = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return sd_errf(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return sd_errf(err, "%s: not a regular file", path);
+    }
+    if (st.st_size > cap) {
+        close(fd);
+        return sd_errf(err, "%s: file too large (%lld bytes, max %lld)", path, (long long)st.st_size, cap);
+    }
+    size_t sz = (size_t)st.st_size;
+    uint8_t *buf = malloc(sz ? sz : 1);
+    if (!buf) {
+        close(fd);
+        return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory reading %zu bytes", path, sz);
+    }
+    size_t got = 0;
+    while (got < sz) {
+        ssize_t r = read(fd, buf + got, sz - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = errno;
+            free(buf);
+            close(fd);
+            return sd_errf(err, "%s: read error: %s", path, r < 0 ? strerror(e) : "file shrank while reading");
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    *data = buf;
+    *n = sz;
+    return 0;
+}
+
+int sd_png_read_text(const char *path, const char *keyword, char **text, int *is_itxt, sd_err *err)
+{
+    uint8_t *d;
+    size_t n;
+    *text = NULL;
+    if (read_file_capped(path, SD_IMAGE_MAX_FILE_BYTES, &d, &n, err)) return -1;
+    int rc = sd_png_read_text_mem(d, n, path, keyword, text, is_itxt, err);
+    free(d);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Loading. */
+
+int sd_image_load_mem(sd_image *out, const void *data, size_t n, const char *name, sd_err *err)
+{
+    static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+    const uint8_t *p = data;
+    out->w = out->h = 0;
+    out->rgb = NULL;
+    int is_png = n >= 8 && !memcmp(p, png_sig, 8);
+    int is_jpg = n >= 3 && p[0] == 0xFF && p[1] == 0xD8 && p[2] == 0xFF;
+    if (!is_png && !is_jpg) return sd_errf(err, "%s: not a PNG or JPEG image", name);
+    if ((long long)n > SD_IMAGE_MAX_FILE_BYTES) return sd_errf(err, "%s: file too large (%zu bytes)", name, n);
+    int w = 0, h = 0, comp = 0;
+    /* Header first: refuse huge images before allocating their pixels. */
+    if (!stbi_info_from_memory(p, (int)n, &w, &h, &comp)) {
+        const char *why = stbi_failure_reason();
+        if (why && strstr(why, "too large")) return sd_errf(err, "%s: image too large (over %d pixels per side)", name, SD_IMAGE_MAX_SIDE);
+        return sd_errf(err, "%s: corrupt image: %s", name, why ? why : "unreadable header");
+    }
+    if (w <= 0 || h <= 0) return sd_errf(err, "%s: corrupt image: empty (%dx%d)", name, w, h);
+    if (w > SD_IMAGE_MAX_SIDE || h > SD_IMAGE_MAX_SIDE || (long long)w * h > SD_IMAGE_MAX_PIXELS)
+        return sd_errf(err, "%s: image too large (%dx%d)", name, w, h);
+    int w2, h2, c2;
+    uint8_t *px = stbi_load_from_memory(p, (int)n, &w2, &h2, &c2, 3);
+    if (!px) {
+        const char *why = stbi_failure_reason();
+        if (why && !strcmp(why, "outofmem")) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory decoding %dx%d", name, w, h);
+        return sd_errf(err, "%s: corrupt image: %s", name, why ? why : "decode failed");
+    }
+    if (w2 != w || h2 != h) {
+        stbi_image_free(px);
+        return sd_errf(err, "%s: corrupt image: size changed while decoding", name);
+    }
+    /* Hand out memory from malloc so sd_image_free() can use free(). stb uses malloc by default;
+     * copy anyway to keep that an stb implementation detail. */
+    size_t bytes = (size_t)w * h * 3;
+    out->rgb = malloc(bytes);
+    if (!out->rgb) {
+        stbi_image_free(px);
+        return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory (%dx%d)", name, w, h);
+    }
+    memcpy(out->rgb, px, bytes);
+    stbi_image_free(px);
+    out->w = w;
+    out->h = h;
+    return 0;
+}
+
+int sd_image_load(sd_image *out, const char *path, sd_err *err)
+{
+    uint8_t *d;
+    size_t n;
+    out->w = out->h = 0;
+    out->rgb = NULL;
+    if (read_file_capped(path, SD_IMAGE_MAX_FILE_BYTES, &d, &n, err)) return -1;
+    int rc = sd_image_load_mem(out, d, n, path, err);
+    free(d);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Lanczos resize, following Pillow's libImaging/Resample.c (8 bits per channel path). */
+
+#define SD_PREC_BITS (32 - 8 - 2) /* Pillow PRECISION_BITS: 22 fraction bits, room for overshoot */
+
+static double sinc(double x)
+{
+    if (x == 0.0) return 1.0;
+    x = x * M_PI;
+    return sin(x) / x;
+}
+
+static double lanczos3(double x)
+{
+    if (-3.0 <= x && x < 3.0) return sinc(x) * sinc(x / 3);
+    return 0.0;
+}
+
+/* Per output index: first input index, tap count and ksize fixed-point weights. */
+typedef struct { int ksize; int *bounds; int32_t *k; } sd_coeffs;
+
+static int coeffs_compute(int in_size, int out_size, sd_coeffs *c)
+{
+    /* Pillow: scale = (in1 - in0) / out with the box (0, in) as floats; the filter widens by the
+     * reduction factor when downscaling (antialiasing), never narrows when upscaling. */
+    double scale = (double)(float)in_size / out_size;
+    double filterscale = scale < 1.0 ? 1.0 : scale;
+    double support = 3.0 * filterscale;
+    int ksize = (int)ceil(support) * 2 + 1;
+    c->ksize = ksize;
+    c->bounds = malloc((size_t)out_size * 2 * sizeof(int));
+    c->k = malloc((size_t)out_size * ksize * sizeof(int32_t));
+    double *kd = malloc((size_t)ksize * sizeof(double));
+    if (!c->bounds || !c->k || !kd) {
+        free(c->bounds); free(c->k); free(kd);
+        c->bounds = NULL; c->k = NULL;
+        return -1;
+    }
+    double ss = 1.0 / filterscale;
+    for (int xx = 0; xx < out_size; xx++) {
+        double center = (xx + 0.5) * scale; /* in0 = 0 */
+        int xmin = (int)(center - support + 0.5);
+        if (xmin < 0) xmin = 0;
+        int xmax = (int)(center + support + 0.5);
+        if (xmax > in_size) xmax = in_size;
+        xmax -= xmin;
+        double ww = 0.0;
+        for (int x = 0; x < xmax; x++) {
+            double w = lanczos3((x + xmin - center + 0.5) * ss);
+            kd[x] = w;
+            ww += w;
+        }
+        int32_t *k = c->k + (size_t)xx * ksize;
+        for (int x = 0; x < ksize; x++) {
+            double v = x < xmax ? (ww != 0.0 ? kd[x] / ww : kd[x]) : 0.0;
+            /* Pillow normalize_coeffs_8bpc: round half away from zero to 22-bit fixed point */
+            k[x] = v < 0 ? (int32_t)(-0.5 + v * (1 << SD_PREC_BITS)) : (int32_t)(0.5 + v * (1 << SD_PREC_BITS));
+        }
+        c->bounds[2 * xx] = xmin;
+        c->bounds[2 * xx + 1] = xmax;
+    }
+    free(kd);
+    return 0;
+}
+
+static inline uint8_t clip8(int64_t acc)
+{
+    /* Pillow clip8: acc >> PRECISION_BITS, clamped to 0..255 (the +0.5 is in the initial acc). */
+    if (acc < 0) return 0;
+    int64_t v = acc >> SD_PREC_BITS;
+    return v > 255 ? 255 : (uint8_t)v;
+}
+
+int sd_image_resize_lanczos(const sd_image *in, int w, int h, sd_image *out, sd_err *err)
+{
+    out->w = out->h = 0;
+    out->rgb = NULL;
+    if (w <= 0 || h <= 0 || w > SD_IMAGE_MAX_SIDE || h > SD_IMAGE_MAX_SIDE || (long long)w * h > SD_IMAGE_MAX_PIXELS)
+        return sd_errf(err, "cannot resize to %dx%d", w, h);
+    if (!in->rgb || in->w <= 0 || in->h <= 0) return sd_errf(err, "cannot resize an empty image");
+    int need_h = w != in->w, need_v = h != in->h;
+    const uint8_t *src = in->rgb;
+    int sw = in->w, sh = in->h;
+    uint8_t *tmp = NULL;
+    if (need_h) {
+        sd_coeffs c;
+        if (coeffs_compute(in->w, w, &c)) return sd_errcf(err, SD_EXIT_OOM, "out of memory for the resize");
+        tmp = malloc((size_t)w * sh * 3);
+        if (!tmp) {
+            free(c.bounds); free(c.k);
+            return sd_errcf(err, SD_EXIT_OOM, "out of memory for the resize");
+        }
+        for (int y = 0; y < sh; y++) {
+            const uint8_t *row = src + (size_t)y * sw * 3;
+            uint8_t *orow = tmp + (size_t)y * w * 3;
+            for (int xx = 0; xx < w; xx++) {
+                int xmin = c.bounds[2 * xx], xn = c.bounds[2 * xx + 1];
+                const int32_t *k = c.k + (size_t)xx * c.ksize;
+                int64_t a0 = 1 << (SD_PREC_BITS - 1), a1 = a0, a2 = a0;
+                for (int x = 0; x < xn; x++) {
+                    const uint8_t *p = row + (size_t)(xmin + x) * 3;
+                    a0 += (int64_t)p[0] * k[x];
+                    a1 += (int64_t)p[1] * k[x];
+                    a2 += (int64_t)p[2] * k[x];
+                }
+                orow[3 * xx] = clip8(a0);
+                orow[3 * xx + 1] = clip8(a1);
+                orow[3 * xx + 2] = clip8(a2);
+            }
+        }
+        free(c.bounds);
+        free(c.k);
+        src = tmp;
+        sw = w;
+    }
+    uint8_t *dst = malloc((size_t)w * h * 3);
+    if (!dst) {
+        free(tmp);
+        return sd_errcf(err, SD_EXIT_OOM, "out of memory for the resize");
+    }
+    if (need_v) {
+        sd_coeffs c;
+        if (coeffs_compute(in->h, h, &c)) {
+            free(tmp); free(dst);
+            return sd_errcf(err, SD_EXIT_OOM, "out of memory for the resize");
+        }
+        for (int yy = 0; yy < h; yy++) {
+            int ymin = c.bounds[2 * yy], yn = c.bounds[2 * yy + 1];
+            const int32_t *k = c.k + (size_t)yy * c.ksize;
+            uint8_t *orow = dst + (size_t)yy * w * 3;
+            for (int xx = 0; xx < w * 3; xx++) {
+                int64_t a = 1 << (SD_PREC_BITS - 1);
+                for (int y = 0; y < yn; y++) a += (int64_t)src[(size_t)(ymin + y) * sw * 3 + xx] * k[y];
+                orow[xx] = clip8(a);
+            }
+        }
+        free(c.bounds);
+        free(c.k);
+    } else {
+        memcpy(dst, src, (size_t)w * h * 3);
+    }
+    free(tmp);
+    out->rgb = dst;
+    out->w = w;
+    out->h = h;
+    return 0;
+}
+
+int sd_image_init_size(int w, int h, int *w8, int *h8, sd_err *err)
+{
+    *w8 = w - w % 8;
+    *h8 = h - h % 8;
+    if (*w8 <= 0 || *h8 <= 0) return sd_errf(err, "init image %dx%d is smaller than 8x8", w, h);
+    return 0;
+}
+
+void sd_image_to_float(const sd_image *im, float *out)
+{
+    /* diffusers VaeImageProcessor: np.array(img).astype(float32) / 255.0 (a float32 division), then
+     * 2.0 * x - 1.0 in float32 (the product is exact, only the subtraction rounds). */
+    size_t plane = (size_t)im->w * im->h;
+    for (size_t i = 0; i < plane; i++)
+        for (int c = 0; c < 3; c++) {
+            float v = (float)im->rgb[3 * i + c] / 255.0f;
+            out[c * plane + i] = 2.0f * v - 1.0f;
+        }
+}
+
+int sd_image_load_init(sd_image *out, const char *path, int *resized, sd_err *err)
+{
+    sd_image im;
+    if (resized) *resized = 0;
+    if (sd_image_load(&im, path, err)) return -1;
+    int w8, h8;
+    if (sd_image_init_size(im.w, im.h, &w8, &h8, err)) {
+        sd_image_free(&im);
+        return sd_err_prefix(err, "%s", path);
+    }
+    if (w8 == im.w && h8 == im.h) {
+        *out = im;
+        return 0;
+    }
+    int rc = sd_image_resize_lanczos(&im, w8, h8, out, err);
+    sd_image_free(&im);
+    if (rc) return sd_err_prefix(err, "%s", path);
+    if (resized) *resized = 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Atomic file writes. */
+
+static int split_dir(const char *path, char *dir, size_t dn, const char **base)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        if (dn < 2) return -1;
+        strcpy(dir, ".");
+        *base = path;
+        return 0;
+    }
+    size_t l = (size_t)(slash - path);
+    if (l == 0) l = 1; /* "/file" -> dir "/" */
+    if (l >= dn) return -1;
+    memcpy(dir, path, l);
+    dir[l] = 0;
+    *base = slash + 1;
+    return 0;
+}
+
+/* Create a unique temporary file next to path. Returns the fd, fills tmp. */
+static int make_temp(const char *path, char *tmp, size_t tn, int *eno)
+{
+    char dir[PATH_MAX];
+    const char *base;
+    if (split_dir(path, dir, sizeof dir, &base) || !*base) { *eno = EINVAL; return -1; }
+    static unsigned counter; /* uniqueness within the process; pid + time across processes */
+    for (int tries = 0; tries < 64; tries++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        unsigned r = (unsigned)ts.tv_nsec ^ (++counter * 2654435761u);
+        int k = snprintf(tmp, tn, "%s/.%.64s.tmp-%ld-%08x", dir, base, (long)getpid(), r);
+        if (k < 0 || (size_t)k >= tn) { *eno = ENAMETOOLONG; return -1; }
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd >= 0) return fd;
+        if (errno != EEXIST) { *eno = errno; return -1; }
+    }
+    *eno = EEXIST;
+    return -1;
+}
+
+static void fsync_dir_of(const char *path)
+{
+    char dir[PATH_MAX];
+    const char *base;
+    if (split_dir(path, dir, sizeof dir, &base)) return;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+}
+
+static int write_atomic(const char *path, const void *data, size_t n, int noclobber, sd_err *err)
+{
+    char tmp[PATH_MAX + 128];
+    int eno = 0;
+    int fd = make_temp(path, tmp, sizeof tmp, &eno);
+    if (fd < 0) return sd_errf(err, "%s: cannot write: %s", path, strerror(eno));
+    const uint8_t *p = data;
+    size_t left = n;
+    while (left) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            eno = w < 0 ? errno : EIO;
+            goto fail;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0 && errno != EINVAL && errno != EROFS) { eno = errno; goto fail; }
+    if (close(fd) != 0) { fd = -1; eno = errno; goto fail; }
+    fd = -1;
+    if (noclobber) {
+        /* link() fails with EEXIST atomically; fall back to check + rename where links aren't supported */
+        if (link(tmp, path) == 0) {
+            unlink(tmp);
+            fsync_dir_of(path);
+            return 0;
+        }
+        if (errno == EEXIST) {
+            unlink(tmp);
+            return sd_errf(err, "%s: already exists (use --overwrite to replace it)", path);
+        }
+        struct stat st;
+        if (lstat(path, &st) == 0) {
+            unlink(tmp);
+            return sd_errf(err, "%s: already exists (use --overwrite to replace it)", path);
+        }
+    }
+    if (rename(tmp, path) != 0) { eno = errno; goto fail; }
+    fsync_dir_of(path);
+    return 0;
+fail:
+    if (fd >= 0) close(fd);
+    unlink(tmp);
+    return sd_errf(err, "%s: cannot write: %s", path, strerror(eno));
+}
+
+int sd_file_write_atomic(const char *path, const void *data, size_t n, sd_err *err)
+{
+    return write_atomic(path, data, n, 0, err);
+}
+
+int sd_png_write(const char *path, const uint8_t *rgb, int w, int h, const char *parameters, int overwrite,
+                 sd_err *err)
+{
+    uint8_t *png;
+    size_t n;
+    if (sd_png_encode(rgb, w, h, "parameters", parameters, &png, &n, err)) return sd_err_prefix(err, "%s", path);
+    int rc = write_atomic(path, png, n, !overwrite, err);
+    free(png);
+    return rc;
+}
+
+int sd_check_output_dir(const char *path, sd_err *err)
+{
+    char dir[PATH_MAX];
+    const char *base;
+    if (split_dir(path, dir, sizeof dir, &base) || !*base) return sd_errf(err, "%s: not a file name", path);
+    struct stat st;
+    if (stat(dir, &st) != 0) return sd_errf(err, "%s: output directory %s: %s", path, dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return sd_errf(err, "%s: %s is not a directory", path, dir);
+    /* Try it: access(W_OK) misjudges read-only mounts, ACLs and root. */
+    char tmp[PATH_MAX + 128];
+    int eno = 0;
+    int fd = make_temp(path, tmp, sizeof tmp, &eno);
+    if (fd < 0) return sd_errf(err, "%s: output directory %s is not writable: %s", path, dir, strerror(eno));
+    close(fd);
+    unlink(tmp);
+    return 0;
+}
