@@ -1,0 +1,130 @@
+/* cond.c — prompt → conditioning tensor (see include/sdgen/cond.h).
+ *
+ * References: AUTOMATIC1111 modules/sd_hijack_clip.py (forward, process_tokens: one encoder call
+ * per 77-token chunk, outputs concatenated along the token axis), modules/sd_emphasis.py
+ * (EmphasisOriginal.after_transformers: original_mean = z.mean(); z *= multipliers;
+ * z *= original_mean / z.mean()), modules/sd_samplers_cfg_denoiser.py (pad_cond_uncond:
+ * the shorter of cond/uncond gets cond_stage_model_empty_prompt repeated).
+ */
+#include "sdgen/cond.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "sdgen/clip.h"
+#include "sdgen/prompt.h"
+
+int sd_tokenizer_for_model(sd_tokenizer **out, const sd_model *m, const char *cli_vocab, sd_err *err)
+{
+    sd_vocab_search s = {0};
+    s.cli_path = cli_vocab;
+    if (m) {
+        s.model_path = m->path;
+        s.model_is_folder = m->is_folder;
+        s.tokenizer_dir = m->tokenizer_dir;
+        s.embedded_merges = sd_model_meta(m, "sdgen.bpe_merges");
+    }
+    return sd_tokenizer_find(out, &s, err);
+}
+
+sd_tensor sd_cond_tensor(const sd_cond *c)
+{
+    sd_tensor t = {0};
+    t.data = c->data;
+    t.ndim = 3;
+    t.ne[0] = 1;
+    t.ne[1] = (int64_t)SD_TOK_CONTEXT * c->n_chunks;
+    t.ne[2] = c->dim;
+    t.ne[3] = 1;
+    return t;
+}
+
+void sd_cond_free(sd_cond *c)
+{
+    free(c->data);
+    memset(c, 0, sizeof *c);
+}
+
+/* Mean of n floats (double accumulation; torch's float mean differs by rounding only). */
+static float mean_f(const float *x, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += x[i];
+    return (float)(s / (double)n);
+}
+
+static int encode_chunks(sd_model *m, sd_arena *a, const int32_t *tokens, int n_chunks, int clip_skip,
+                         float **data, int *dim, sd_err *err)
+{
+    sd_tensor emb;
+    if (sd_text_encode(m, a, tokens, n_chunks, clip_skip, &emb, err)) return -1;
+    if (emb.ndim != 3 || emb.ne[0] != n_chunks || emb.ne[1] != SD_TOK_CONTEXT || emb.ne[2] <= 0)
+        return sd_errf(err, "text encoder returned an unexpected shape");
+    size_t n = (size_t)sd_numel(emb);
+    float *d = malloc(n * sizeof *d);
+    if (!d) return sd_errcf(err, SD_EXIT_OOM, "out of memory (conditioning, %zu floats)", n);
+    memcpy(d, emb.data, n * sizeof *d);
+    *data = d;
+    *dim = (int)emb.ne[2];
+    return 0;
+}
+
+int sd_text_condition(sd_model *m, sd_arena *a, sd_tokenizer *t, const char *prompt, int weighting,
+                      int clip_skip, sd_cond *out, sd_err *err)
+{
+    memset(out, 0, sizeof *out);
+    sd_prompt_chunks ch;
+    if (sd_prompt_chunk(t, prompt, m->text.pad_id, weighting, &ch, err)) return -1;
+    if (ch.n_chunks > 64) {
+        int n = ch.n_chunks;
+        sd_prompt_chunks_free(&ch);
+        return sd_errf(err, "prompt too long: %d chunks of 75 tokens (at most 64)", n);
+    }
+    float *z = NULL;
+    int dim = 0;
+    if (encode_chunks(m, a, ch.tokens, ch.n_chunks, clip_skip, &z, &dim, err)) {
+        sd_prompt_chunks_free(&ch);
+        return -1;
+    }
+    size_t per = (size_t)SD_TOK_CONTEXT * (size_t)dim;
+    for (int c = 0; c < ch.n_chunks; c++) {
+        const float *w = ch.weights + (size_t)c * SD_TOK_CONTEXT;
+        int any = 0;
+        for (int i = 0; i < SD_TOK_CONTEXT; i++) any |= w[i] != 1.0f;
+        if (!any) continue; /* A1111's rescale is exactly ×1 here: keep the reference bits */
+        float *zc = z + (size_t)c * per;
+        float orig = mean_f(zc, per);
+        for (int i = 0; i < SD_TOK_CONTEXT; i++)
+            for (int d = 0; d < dim; d++) zc[(size_t)i * dim + d] *= w[i];
+        float now = mean_f(zc, per);
+        float r = orig / now;
+        for (size_t i = 0; i < per; i++) zc[i] *= r;
+    }
+    out->data = z;
+    out->dim = dim;
+    out->n_chunks = ch.n_chunks;
+    out->n_text_tokens = ch.n_text_tokens;
+    out->weighted = ch.weighted;
+    sd_prompt_chunks_free(&ch);
+    return 0;
+}
+
+int sd_cond_match_length(sd_model *m, sd_arena *a, sd_tokenizer *t, int clip_skip, sd_cond *cond,
+                         sd_cond *uncond, sd_err *err)
+{
+    if (cond->n_chunks == uncond->n_chunks) return 0;
+    if (cond->dim != uncond->dim) return sd_errf(err, "cond/uncond widths differ (%d vs %d)", cond->dim, uncond->dim);
+    sd_cond *s = cond->n_chunks < uncond->n_chunks ? cond : uncond;
+    int target = cond->n_chunks > uncond->n_chunks ? cond->n_chunks : uncond->n_chunks;
+    sd_cond empty;
+    if (sd_text_condition(m, a, t, "", 1, clip_skip, &empty, err)) return -1;
+    size_t per = (size_t)SD_TOK_CONTEXT * (size_t)s->dim;
+    float *d = realloc(s->data, per * (size_t)target * sizeof *d);
+    if (!d) { sd_cond_free(&empty); return sd_errcf(err, SD_EXIT_OOM, "out of memory"); }
+    for (int c = s->n_chunks; c < target; c++) memcpy(d + per * (size_t)c, empty.data, per * sizeof *d);
+    s->data = d;
+    s->padded_chunks += target - s->n_chunks;
+    s->n_chunks = target;
+    sd_cond_free(&empty);
+    return 0;
+}
