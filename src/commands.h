@@ -3,4 +3,5 @@
 #define SDGEN_COMMANDS_H
 int sd_cmd_info(int argc, char **argv);     /* cmd_info.c */
 int sd_cmd_tokenize(int argc, char **argv); /* cmd_tokenize.c */
+int sd_cmd_generate(int argc, char **argv); /* cmd_generate.c */
 #endif

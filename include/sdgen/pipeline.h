@@ -1,0 +1,89 @@
+/* sdgen/pipeline.h — text-to-image and image-to-image, as diffusers' StableDiffusion pipelines.
+ *
+ *     sd_pipeline p; sd_err err;
+ *     if (sd_pipeline_open(&p, "model.safetensors", NULL, &err)) ...   // model + tokenizer
+ *     sd_gen_opts o; sd_gen_opts_default(&o);
+ *     o.prompt = "a lighthouse at dusk"; o.seed = 42;
+ *     sd_gen_result r;
+ *     if (sd_generate(&p, &o, &r, &err)) ...                            // r.rgb: r.w × r.h × 3
+ *     sd_gen_result_free(&r); sd_pipeline_close(&p);
+ *
+ * The order of operations, the random draws and the float32 arithmetic follow
+ * ../shared/golden/README.md §3 (diffusers 0.25.1), so the same seed gives the same image.
+ */
+#ifndef SDGEN_PIPELINE_H
+#define SDGEN_PIPELINE_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "sdgen/common.h"
+#include "sdgen/model.h"
+#include "sdgen/sched.h"
+#include "sdgen/tokenizer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sd_pipeline {
+    sd_model model;
+    sd_tokenizer *tok;
+    sd_arena arena;
+} sd_pipeline;
+
+/* Progress callback: called after each denoising step (i from 1 to n). */
+typedef void (*sd_progress_fn)(void *user, int step, int n_steps, double seconds_this_step);
+
+typedef struct sd_gen_opts {
+    const char *prompt;
+    const char *negative_prompt;
+    int width, height;             /* multiples of 8; img2img: 0 = the init image's size */
+    int steps;
+    float cfg_scale;               /* 1 = no unconditional pass */
+    uint64_t seed;
+    sd_sampler sampler;
+    sd_schedule schedule;
+    sd_spacing spacing;
+    sd_prediction prediction;      /* SD_PRED_UNKNOWN = the model's */
+    int rng_kind;                  /* SD_RNG_CPU / SD_RNG_CUDA */
+    int clip_skip;                 /* 1 = no skipping */
+    int weighting;                 /* A1111 prompt weights (1) or literal (0) */
+    const char *init_image;        /* NULL = txt2img */
+    double strength;               /* img2img */
+    const char *dump_dir;          /* NULL = no .npy dumps */
+    size_t max_memory;             /* 0 = what the machine has available */
+    sd_progress_fn progress;
+    void *progress_user;
+    volatile sig_atomic_t *interrupted; /* checked between steps; non-zero stops with code 130 */
+} sd_gen_opts;
+
+typedef struct sd_gen_result {
+    uint8_t *rgb;                  /* w*h*3, malloc'ed */
+    int w, h;
+    sd_prediction prediction;      /* what was used */
+    int chunks_cond, chunks_uncond;/* 75-token chunks of the prompts */
+    int init_resized;              /* img2img: the init image was resized to multiples of 8 */
+    int steps_run;
+    double t_text, t_denoise, t_decode, t_encode;
+} sd_gen_result;
+
+void sd_gen_opts_default(sd_gen_opts *o);
+/* Open the model, then find its vocabulary (vocab_path: --vocab or NULL). */
+int sd_pipeline_open(sd_pipeline *p, const char *model_path, const char *vocab_path, sd_err *err);
+void sd_pipeline_close(sd_pipeline *p);
+/* Check options against the model before any work (steps, sizes, strength, memory). */
+int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err);
+/* Estimated peak bytes of activations for a U-Net / VAE call at this size. */
+size_t sd_gen_memory_estimate(const sd_model *m, int width, int height, int batch);
+int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *err);
+void sd_gen_result_free(sd_gen_result *r);
+
+/* Decoder output → 8-bit pixels: round_half_even(clamp(x/2 + 0.5, 0, 1)·255) in float32,
+ * NCHW [1,3,h,w] → HWC RGB (golden README §3.7). */
+void sd_image_float_to_rgb8(const float *img, int w, int h, uint8_t *rgb);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

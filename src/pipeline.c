@@ -1,0 +1,373 @@
+/* pipeline.c — the generator: prompt → conditioning → denoising loop → VAE decode → pixels.
+ *
+ * Follows diffusers 0.25.1 StableDiffusionPipeline / StableDiffusionImg2ImgPipeline, as pinned
+ * down in ../shared/golden/README.md §3: one random generator per image, drawn in the order
+ * (img2img: posterior sample, then start noise), (txt2img: start noise), then one draw per
+ * step for the samplers that need it; classifier-free guidance as one batch of 2 with the
+ * unconditional half first; g = u + cfg·(c − u) in float32.
+ */
+#include "sdgen/pipeline.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "sdgen/cond.h"
+#include "sdgen/image.h"
+#include "sdgen/npy.h"
+#include "sdgen/rng.h"
+#include "sdgen/unet.h"
+#include "sdgen/vae.h"
+
+void sd_gen_opts_default(sd_gen_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->prompt = "";
+    o->negative_prompt = "";
+    o->width = 512;
+    o->height = 512;
+    o->steps = 20;
+    o->cfg_scale = 7.5f;
+    o->sampler = SD_SAMPLER_EULER_A;
+    o->schedule = SD_SCHEDULE_DEFAULT;
+    o->spacing = SD_SPACING_DEFAULT;
+    o->prediction = SD_PRED_UNKNOWN;
+    o->rng_kind = SD_RNG_CPU;
+    o->clip_skip = 1;
+    o->weighting = 1;
+    o->strength = 0.75;
+}
+
+int sd_pipeline_open(sd_pipeline *p, const char *model_path, const char *vocab_path, sd_err *err)
+{
+    memset(p, 0, sizeof *p);
+    if (sd_model_open(&p->model, model_path, err)) return -1;
+    sd_model *m = &p->model;
+    if (m->family == SD_FAMILY_SDXL) {
+        sd_errf(err, "%s: SDXL checkpoints are not supported yet (sdgen runs SD 1.x and SD 2.x)", model_path);
+        goto fail;
+    }
+    if (!m->has_unet || !m->has_text || !m->has_vae || !m->vae.has_decoder) {
+        sd_errf(err, "%s: a text-to-image model needs a U-Net, a text encoder and a VAE decoder; this one has%s%s%s",
+                model_path, m->has_unet ? " a U-Net" : "", m->has_text ? " a text encoder" : "",
+                m->has_vae ? " a VAE" : "");
+        goto fail;
+    }
+    if (m->unet.in_channels != m->vae.z_channels || m->unet.out_channels != m->vae.z_channels) {
+        sd_errf(err, "%s: the U-Net works on %d channels but the VAE latent has %d", model_path, m->unet.in_channels,
+                m->vae.z_channels);
+        goto fail;
+    }
+    if (sd_tokenizer_for_model(&p->tok, m, vocab_path, err)) goto fail;
+    if (sd_tokenizer_vocab_size(p->tok) > m->text.vocab) {
+        sd_errf(err, "%s: the vocabulary (%s) has %d tokens but the text encoder only %d", model_path,
+                sd_tokenizer_source(p->tok), sd_tokenizer_vocab_size(p->tok), m->text.vocab);
+        goto fail;
+    }
+    sd_arena_init(&p->arena, 0, 0);
+    return 0;
+fail:
+    sd_tokenizer_free(p->tok);
+    sd_model_close(m);
+    memset(p, 0, sizeof *p);
+    return -1;
+}
+
+void sd_pipeline_close(sd_pipeline *p)
+{
+    sd_arena_free(&p->arena);
+    sd_tokenizer_free(p->tok);
+    sd_model_close(&p->model);
+    memset(p, 0, sizeof *p);
+}
+
+size_t sd_gen_memory_estimate(const sd_model *m, int width, int height, int batch)
+{
+    /* Activation peak, measured on SD 1.5 (docs/PERFORMANCE.md) and scaled with the pixel count:
+     * the U-Net's largest live set is ~70 level-0-sized maps per batch item; the VAE decoder's
+     * is a handful of full-resolution maps of its widest top level plus a conv's column buffer. */
+    double hw = (double)(width / 8) * (double)(height / 8);
+    double unet = hw * m->unet.model_channels * 4.0 * 70.0 * batch;
+    double px = (double)width * height;
+    int top = m->vae.ch * m->vae.ch_mult[m->vae.n_levels > 1 ? 1 : 0];
+    double vae = px * (double)m->vae.ch * 4.0 * 6.0 + px * top * 4.0 * 9.0 / 4.0;
+    return (size_t)(unet > vae ? unet : vae);
+}
+
+int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err)
+{
+    if (o->steps < 1 || o->steps > SD_SCHED_MAX_STEPS)
+        return sd_errf(err, "steps must be between 1 and %d (got %d)", SD_SCHED_MAX_STEPS, o->steps);
+    if (!(o->cfg_scale >= 0) || o->cfg_scale > 100)
+        return sd_errf(err, "cfg scale must be between 0 and 100 (got %g)", o->cfg_scale);
+    if (!o->init_image || o->width || o->height) {
+        if (o->width < 8 || o->height < 8 || o->width % 8 || o->height % 8)
+            return sd_errf(err, "width and height must be positive multiples of 8 (got %dx%d)", o->width, o->height);
+        if (o->width / 8 > SD_UNET_MAX_SIDE || o->height / 8 > SD_UNET_MAX_SIDE)
+            return sd_errf(err, "width and height must be at most %d (got %dx%d)", 8 * SD_UNET_MAX_SIDE, o->width,
+                           o->height);
+    }
+    if (o->init_image && !(o->strength >= 0 && o->strength <= 1))
+        return sd_errf(err, "strength must be between 0 and 1 (got %g)", o->strength);
+    if (o->init_image && !p->model.vae.has_encoder)
+        return sd_errf(err, "%s: image-to-image needs a VAE encoder, which this model lacks", p->model.path);
+    if (o->clip_skip < 1 || o->clip_skip > p->model.text.layers_used)
+        return sd_errf(err, "clip skip must be between 1 and %d for this model (got %d)", p->model.text.layers_used,
+                       o->clip_skip);
+    if (o->width > 0 && o->height > 0) {
+        size_t need = sd_gen_memory_estimate(&p->model, o->width, o->height, o->cfg_scale == 1.0f ? 1 : 2);
+        size_t have = o->max_memory ? o->max_memory : sd_available_memory_bytes();
+        if (have && need > have)
+            return sd_errcf(err, SD_EXIT_OOM,
+                            "%dx%d needs about %.1f GB of activation memory but only %.1f GB is available "
+                            "(use a smaller size, or --max-memory to override)",
+                            o->width, o->height, need / 1e9, have / 1e9);
+    }
+    return 0;
+}
+
+void sd_image_float_to_rgb8(const float *img, int w, int h, uint8_t *rgb)
+{
+    size_t plane = (size_t)w * h;
+    for (int c = 0; c < 3; c++)
+        for (size_t i = 0; i < plane; i++) {
+            float v = img[c * plane + i] / 2.0f + 0.5f;
+            v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+            rgb[i * 3 + c] = (uint8_t)nearbyintf(v * 255.0f); /* round half to even (default FE mode) */
+        }
+}
+
+/* ---- dumps (--dump-dir): the golden cases' file names and shapes ---- */
+
+static int dump_f32(const char *dir, const char *name, const float *d, int ndim, const int64_t *shape, sd_err *err)
+{
+    if (!dir) return 0;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s.npy", dir, name);
+    return sd_npy_write_f32(path, d, ndim, shape, err);
+}
+
+static int dump_tokens(const char *dir, const char *name, sd_tokenizer *t, const char *text, int pad, int weighting,
+                       sd_err *err)
+{
+    if (!dir) return 0;
+    (void)weighting;
+    int32_t ids[SD_TOK_CONTEXT];
+    if (sd_tokenize_77(t, text, pad, ids, NULL, NULL, err)) return -1;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s.npy", dir, name);
+    return sd_npy_write_i32(path, ids, 2, (const int64_t[]){1, SD_TOK_CONTEXT}, err);
+}
+
+static int make_dir(const char *dir, sd_err *err)
+{
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) return sd_errf(err, "%s: cannot create directory: %s", dir, strerror(errno));
+    return 0;
+}
+
+/* ---- the run ---- */
+
+int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *err)
+{
+    memset(r, 0, sizeof *r);
+    sd_model *m = &p->model;
+    sd_arena *a = &p->arena;
+    sd_cond cond = {0}, uncond = {0};
+    sd_sched s;
+    int sched_ok = 0;
+    float *x = NULL, *noise = NULL, *xin = NULL, *g = NULL, *steps_dump = NULL, *img_f = NULL;
+    sd_image init = {0};
+    int rc = -1;
+    const int use_cfg = o->cfg_scale != 1.0f;
+    const char *dump = o->dump_dir;
+
+    if (sd_gen_validate(p, o, err)) return -1;
+    if (dump && make_dir(dump, err)) return -1;
+
+    int W = o->width, H = o->height;
+    if (o->init_image) {
+        if (sd_image_load_init(&init, o->init_image, &r->init_resized, err)) return -1;
+        /* diffusers' img2img takes its size from the image; an explicit size resizes to it. */
+        if (W && H && (init.w != W || init.h != H)) {
+            sd_image rs = {0};
+            if (sd_image_resize_lanczos(&init, W, H, &rs, err)) goto out;
+            sd_image_free(&init);
+            init = rs;
+            r->init_resized = 1;
+        }
+        W = init.w;
+        H = init.h;
+        if (sd_gen_validate(p, &(sd_gen_opts){.steps = o->steps, .cfg_scale = o->cfg_scale, .width = W, .height = H,
+                                               .clip_skip = o->clip_skip, .max_memory = o->max_memory},
+                            err))
+            goto out;
+    }
+    const int h = H / 8, w = W / 8, zc = m->vae.z_channels;
+    const int64_t n = (int64_t)zc * h * w;
+
+    /* 1. text */
+    double t0 = sd_now();
+    if (sd_text_condition(m, a, p->tok, o->prompt, o->weighting, o->clip_skip, &cond, err)) goto out;
+    if (use_cfg) {
+        if (sd_text_condition(m, a, p->tok, o->negative_prompt, o->weighting, o->clip_skip, &uncond, err)) goto out;
+        if (sd_cond_match_length(m, a, p->tok, o->clip_skip, &cond, &uncond, err)) goto out;
+    }
+    sd_arena_reset(a);
+    r->chunks_cond = cond.n_chunks;
+    r->chunks_uncond = use_cfg ? uncond.n_chunks : 0;
+    r->t_text = sd_now() - t0;
+    const int D = cond.dim, L = 77 * cond.n_chunks;
+    if (dump) {
+        if (dump_tokens(dump, "tokens_cond", p->tok, o->prompt, m->text.pad_id, o->weighting, err) ||
+            dump_tokens(dump, "tokens_uncond", p->tok, o->negative_prompt, m->text.pad_id, o->weighting, err) ||
+            dump_f32(dump, "text_emb_cond", cond.data, 3, (const int64_t[]){1, L, D}, err) ||
+            (use_cfg && dump_f32(dump, "text_emb_uncond", uncond.data, 3, (const int64_t[]){1, L, D}, err)))
+            goto out;
+    }
+
+    /* 2. schedule and random stream */
+    r->prediction = o->prediction != SD_PRED_UNKNOWN ? o->prediction : m->prediction;
+    if (r->prediction == SD_PRED_UNKNOWN) r->prediction = SD_PRED_EPS;
+    if (sd_sched_init(&s, o->sampler, o->schedule, o->spacing, r->prediction, o->steps, &m->sched, err)) goto out;
+    sched_ok = 1;
+    sd_rng rng;
+    sd_rng_init(&rng, o->rng_kind, o->seed);
+    x = malloc((size_t)n * sizeof(float));
+    noise = malloc((size_t)n * sizeof(float));
+    xin = malloc((size_t)n * 2 * sizeof(float));
+    g = malloc((size_t)n * sizeof(float));
+    if (!x || !noise || !xin || !g) {
+        sd_errcf(err, SD_EXIT_OOM, "out of memory for the latents");
+        goto out;
+    }
+
+    /* 3. start latent */
+    if (o->init_image) {
+        double te = sd_now();
+        sd_tensor img = sd_tensor_4d(a, 1, 3, H, W);
+        sd_image_to_float(&init, img.data);
+        sd_tensor moments;
+        if (sd_vae_encode(m, a, img, &moments, err)) goto out;
+        sd_rng_randn(&rng, noise, n); /* draw 1: the posterior sample's ε */
+        sd_vae_sample(moments.data, noise, (int64_t)h * w, zc, m->vae.scale_factor, x);
+        sd_arena_reset(a);
+        r->t_encode = sd_now() - te;
+        if (dump_f32(dump, "latents_encoded", x, 4, (const int64_t[]){1, zc, h, w}, err)) goto out;
+        if (sd_sched_set_strength(&s, o->strength, err)) goto out;
+        sd_rng_randn(&rng, noise, n); /* draw 2: the start noise */
+        sd_sched_add_noise(&s, x, noise, x, n);
+    } else {
+        sd_rng_randn(&rng, noise, n);
+        sd_sched_init_latent(&s, noise, x, n);
+    }
+    if (dump_f32(dump, "latents_init", x, 4, (const int64_t[]){1, zc, h, w}, err)) goto out;
+    if (dump) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/timesteps.npy", dump);
+        if (s.int_timesteps) {
+            int32_t ts[SD_SCHED_MAX_STEPS];
+            for (int i = 0; i < s.n_steps; i++) ts[i] = (int32_t)s.timesteps[i];
+            if (sd_npy_write_i32(path, ts, 1, (const int64_t[]){s.n_steps}, err)) goto out;
+        } else if (sd_npy_write_f32(path, s.timesteps, 1, (const int64_t[]){s.n_steps}, err)) {
+            goto out;
+        }
+        if (s.has_sigmas && dump_f32(dump, "sigmas", s.sigmas, 1, (const int64_t[]){s.n_steps + 1}, err)) goto out;
+        steps_dump = malloc((size_t)n * (size_t)(s.n_steps ? s.n_steps : 1) * sizeof(float));
+        if (!steps_dump) {
+            sd_errcf(err, SD_EXIT_OOM, "out of memory for --dump-dir");
+            goto out;
+        }
+    }
+
+    /* 4. denoising */
+    double td = sd_now();
+    const int B = use_cfg ? 2 : 1;
+    for (int i = 0; i < s.n_steps; i++) {
+        if (o->interrupted && *o->interrupted) {
+            sd_errcf(err, SD_EXIT_INTERRUPTED, "interrupted at step %d of %d", i, s.n_steps);
+            goto out;
+        }
+        double ts0 = sd_now();
+        sd_sched_scale_input(&s, i, x, xin, n);
+        if (use_cfg) memcpy(xin + n, xin, (size_t)n * sizeof(float));
+        sd_tensor xt = {.data = xin, .ndim = 4, .ne = {B, zc, h, w}};
+        sd_tensor ctx = sd_tensor_3d(a, B, L, D);
+        if (use_cfg) {
+            memcpy(ctx.data, uncond.data, (size_t)L * D * sizeof(float));
+            memcpy(ctx.data + (size_t)L * D, cond.data, (size_t)L * D * sizeof(float));
+        } else {
+            memcpy(ctx.data, cond.data, (size_t)L * D * sizeof(float));
+        }
+        float tt[2] = {s.timesteps[i], s.timesteps[i]};
+        sd_tensor out;
+        if (sd_unet_forward(m, a, xt, tt, ctx, &out, err)) goto out;
+        if (use_cfg) {
+            const float *u = out.data, *c = out.data + n;
+            for (int64_t k = 0; k < n; k++) g[k] = u[k] + o->cfg_scale * (c[k] - u[k]);
+        } else {
+            memcpy(g, out.data, (size_t)n * sizeof(float));
+        }
+        sd_arena_reset(a);
+        const float *z = NULL;
+        if (sd_sched_needs_noise(&s, i)) {
+            sd_rng_randn(&rng, noise, n);
+            z = noise;
+        }
+        if (sd_sched_step(&s, i, x, g, z, n, err)) goto out;
+        if (steps_dump) memcpy(steps_dump + (size_t)i * n, x, (size_t)n * sizeof(float));
+        r->steps_run = i + 1;
+        if (o->progress) o->progress(o->progress_user, i + 1, s.n_steps, sd_now() - ts0);
+    }
+    r->t_denoise = sd_now() - td;
+    if (steps_dump &&
+        dump_f32(dump, "step_latents", steps_dump, 5, (const int64_t[]){s.n_steps, 1, zc, h, w}, err))
+        goto out;
+    if (dump_f32(dump, "latents_final", x, 4, (const int64_t[]){1, zc, h, w}, err)) goto out;
+
+    /* 5. decode: image = VAE(latents / scale_factor) */
+    double tv = sd_now();
+    {
+        sd_tensor zt = sd_tensor_4d(a, 1, zc, h, w);
+        for (int64_t k = 0; k < n; k++) zt.data[k] = x[k] / m->vae.scale_factor;
+        sd_tensor img;
+        if (sd_vae_decode(m, a, zt, &img, err)) goto out;
+        r->w = W;
+        r->h = H;
+        r->rgb = malloc((size_t)W * H * 3);
+        if (!r->rgb) {
+            sd_errcf(err, SD_EXIT_OOM, "out of memory for the image");
+            goto out;
+        }
+        sd_image_float_to_rgb8(img.data, W, H, r->rgb);
+        if (dump_f32(dump, "image_float", img.data, 4, (const int64_t[]){1, 3, H, W}, err)) goto out;
+        sd_arena_reset(a);
+    }
+    r->t_decode = sd_now() - tv;
+    rc = 0;
+out:
+    if (rc) {
+        free(r->rgb);
+        r->rgb = NULL;
+    }
+    sd_arena_reset(a);
+    if (sched_ok) sd_sched_free(&s);
+    sd_cond_free(&cond);
+    sd_cond_free(&uncond);
+    sd_image_free(&init);
+    free(x);
+    free(noise);
+    free(xin);
+    free(g);
+    free(steps_dump);
+    free(img_f);
+    return rc;
+}
+
+void sd_gen_result_free(sd_gen_result *r)
+{
+    free(r->rgb);
+    r->rgb = NULL;
+}
