@@ -21,9 +21,11 @@ extern "C" {
 
 /* Encode n_seq token sequences of m->text.positions (77) ids each.
  * tokens: n_seq × 77 ids, each checked against the vocabulary size.
- * clip_skip: A1111 semantics; 1 (or 0) = the model's default output (SD 1.x: the last layer;
- * SD 2.x: the penultimate layer, as the LDM FrozenOpenCLIPEmbedder), N > 1 stops N−1 layers
- * earlier; the final LayerNorm is applied in every case.
+ * clip_skip: AUTOMATIC1111 semantics. 1 (or 0) = the model's default output (SD 1.x: the last
+ * layer; SD 2.x: the penultimate block, as the LDM FrozenOpenCLIPEmbedder). For SD 1.x CLIP,
+ * N > 1 takes hidden_states[−N] (N−1 layers fewer) and then final_layer_norm; N larger than the
+ * layer count is an error. For SD 2.x (OpenCLIP) A1111 does not use the setting (sd_hijack_open_clip
+ * always takes the penultimate block), and neither does sdgen: clip_skip is ignored there.
  * out: [n_seq, 77, D], allocated in the arena. Returns 0, or -1 with err filled
  * (SD_EXIT_INPUT for bad tokens / missing weights, SD_EXIT_OOM when the arena runs out). */
 int sd_text_encode(sd_model *m, sd_arena *a, const int32_t *tokens, int n_seq, int clip_skip,

@@ -1,0 +1,44 @@
+/* sdgen/vae.h — the Stable Diffusion autoencoder (CompVis AutoencoderKL, "first_stage_model."),
+ * addressed by its LDM weight names (diffusers folders are translated by the loader).
+ *
+ *     sd_tensor img;                                   // z already divided by the scale factor
+ *     if (sd_vae_decode(&m, &arena, z, &img, &err)) ...
+ *     sd_tensor mom;                                   // img2img: encode, then sample
+ *     if (sd_vae_encode(&m, &arena, image_in, &mom, &err)) ...
+ *     sd_vae_sample(mom.data, eps, h * w, m.vae.z_channels, m.vae.scale_factor, latent);
+ */
+#ifndef SDGEN_VAE_H
+#define SDGEN_VAE_H
+
+#include <stdint.h>
+
+#include "sdgen/common.h"
+#include "sdgen/model.h"
+#include "sdgen/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Decoder: z [n, z_channels, h, w] (latent already divided by the scale factor, §3.7) ->
+ * img [n, 3, h·2^(levels−1), w·2^(levels−1)] in the arena (nominally [−1, 1], not clamped).
+ * post_quant_conv is applied first. Batch items are decoded one after another, so peak memory
+ * is that of one image. Returns 0, or -1 with err (SD_EXIT_INPUT / SD_EXIT_OOM). */
+int sd_vae_decode(sd_model *m, sd_arena *a, sd_tensor z, sd_tensor *img, sd_err *err);
+
+/* Encoder: img [n, 3, H, W] in [−1, 1] (H, W multiples of 2^(levels−1)) ->
+ * moments [n, 2·z_channels, h, w] after quant_conv: channels 0..z−1 = mean, z..2z−1 = logvar
+ * (not clamped). */
+int sd_vae_encode(sd_model *m, sd_arena *a, sd_tensor img, sd_tensor *moments, sd_err *err);
+
+/* Posterior sample of ONE batch item (diffusers DiagonalGaussianDistribution.sample, §3.8 step 5):
+ * out[c, i] = scale · (mean[c, i] + exp(0.5 · clamp(logvar[c, i], −30, 20)) · eps[c, i]),
+ * each operation rounded to float32 in that order (no fused multiply-add).
+ * moments: [2·z_channels, plane], eps and out: [z_channels, plane]; plane = h·w. */
+void sd_vae_sample(const float *moments, const float *eps, int64_t per_channel_plane, int z_channels,
+                   float scale, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,227 @@
+/* clip.c — the text encoders of Stable Diffusion 1.x and 2.x, by LDM weight names.
+ *
+ * SD 1.x (HF transformers CLIPTextModel under SD_PREFIX_CLIP): x = token_embedding[id] +
+ * position_embedding[pos]; each encoder layer is pre-LayerNorm
+ *   x += out_proj(attn(q_proj, k_proj, v_proj of layer_norm1(x)))   (causal mask)
+ *   x += fc2(act(fc1(layer_norm2(x))))                              (act: quick_gelu or gelu)
+ * and the output is final_layer_norm(x) after the last layer (last_hidden_state).
+ *
+ * SD 2.x (OpenCLIP text tower under SD_PREFIX_OPENCLIP, as LDM FrozenOpenCLIPEmbedder
+ * encode_with_transformer): the same residual block with ln_1, fused attn.in_proj (rows q, k, v),
+ * attn.out_proj, ln_2, mlp.c_fc, GELU (erf), mlp.c_proj; it stops after block layers−2
+ * (layer "penultimate") and applies ln_final.
+ *
+ * LayerNorm eps is 1e-5 in both (transformers layer_norm_eps, torch nn.LayerNorm default).
+ *
+ * clip_skip follows AUTOMATIC1111: for the HF CLIP model (FrozenCLIPEmbedderWithCustomWords.
+ * encode_with_transformers) clip_skip N > 1 takes hidden_states[−N], i.e. the output of layer
+ * layers−N+1, and then applies final_layer_norm; for OpenCLIP
+ * (FrozenOpenCLIPEmbedderWithCustomWords) the setting is not used: always the penultimate block.
+ */
+#include "sdgen/clip.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "sdgen/ops.h"
+
+#define CLIP_SEQ 77
+#define CLIP_LN_EPS 1e-5f
+
+typedef struct clip_ctx {
+    sd_model *m;
+    sd_err *err;
+    const char *pfx;
+} clip_ctx;
+
+/* Fetch "<prefix><fmt...>" and require the given shape (d[i] < 0: any). */
+static int clip_w(clip_ctx *c, sd_tensor *out, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static int clip_w(clip_ctx *c, sd_tensor *out, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
+{
+    char name[512];
+    int n0 = snprintf(name, sizeof name, "%s", c->pfx);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(name + n0, sizeof name - (size_t)n0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || n0 + n >= (int)sizeof name) return sd_errf(c->err, "text encoder: weight name too long");
+    if (sd_model_weight(c->m, name, out, c->err)) return -1;
+    int ok = out->ndim == ndim && (d0 < 0 || out->ne[0] == d0) && (ndim < 2 || d1 < 0 || out->ne[1] == d1);
+    if (!ok) {
+        char got[96];
+        sd_shape_str(*out, got, sizeof got);
+        return sd_errf(c->err, "text encoder: %s has shape %s, expected %s[%lld%s%lld]", name, got,
+                       ndim == 1 ? "" : "2-D ", (long long)d0, ndim == 1 ? "" : ",", ndim == 1 ? 0LL : (long long)d1);
+    }
+    return 0;
+}
+
+/* A view of rows [r0, r0+nr) of a 2-D weight, or of elements [r0, r0+nr) of a 1-D bias. */
+static sd_tensor clip_rows(sd_tensor t, int64_t r0, int64_t nr)
+{
+    sd_tensor r = t;
+    int64_t inner = t.ndim == 2 ? t.ne[1] : 1;
+    r.data = t.data + r0 * inner;
+    r.ne[0] = nr;
+    return r;
+}
+
+typedef struct clip_layer_w {
+    sd_tensor ln1_g, ln1_b, wq, bq, wk, bk, wv, bv, wo, bo, ln2_g, ln2_b, w1, b1, w2, b2;
+} clip_layer_w;
+
+static int clip_layer_weights(clip_ctx *c, const sd_text_config *t, int l, clip_layer_w *w)
+{
+    const int64_t D = t->width, F = t->mlp;
+    if (t->kind == SD_TEXT_CLIP_HF) {
+        const char *L = "encoder.layers.";
+        if (clip_w(c, &w->ln1_g, 1, D, 0, "%s%d.layer_norm1.weight", L, l) ||
+            clip_w(c, &w->ln1_b, 1, D, 0, "%s%d.layer_norm1.bias", L, l) ||
+            clip_w(c, &w->wq, 2, D, D, "%s%d.self_attn.q_proj.weight", L, l) ||
+            clip_w(c, &w->bq, 1, D, 0, "%s%d.self_attn.q_proj.bias", L, l) ||
+            clip_w(c, &w->wk, 2, D, D, "%s%d.self_attn.k_proj.weight", L, l) ||
+            clip_w(c, &w->bk, 1, D, 0, "%s%d.self_attn.k_proj.bias", L, l) ||
+            clip_w(c, &w->wv, 2, D, D, "%s%d.self_attn.v_proj.weight", L, l) ||
+            clip_w(c, &w->bv, 1, D, 0, "%s%d.self_attn.v_proj.bias", L, l) ||
+            clip_w(c, &w->wo, 2, D, D, "%s%d.self_attn.out_proj.weight", L, l) ||
+            clip_w(c, &w->bo, 1, D, 0, "%s%d.self_attn.out_proj.bias", L, l) ||
+            clip_w(c, &w->ln2_g, 1, D, 0, "%s%d.layer_norm2.weight", L, l) ||
+            clip_w(c, &w->ln2_b, 1, D, 0, "%s%d.layer_norm2.bias", L, l) ||
+            clip_w(c, &w->w1, 2, F, D, "%s%d.mlp.fc1.weight", L, l) ||
+            clip_w(c, &w->b1, 1, F, 0, "%s%d.mlp.fc1.bias", L, l) ||
+            clip_w(c, &w->w2, 2, D, F, "%s%d.mlp.fc2.weight", L, l) ||
+            clip_w(c, &w->b2, 1, D, 0, "%s%d.mlp.fc2.bias", L, l))
+            return -1;
+        return 0;
+    }
+    /* OpenCLIP: torch nn.MultiheadAttention's packed in_proj, q, k, v stacked along rows. */
+    const char *R = "transformer.resblocks.";
+    sd_tensor win, bin;
+    if (clip_w(c, &w->ln1_g, 1, D, 0, "%s%d.ln_1.weight", R, l) ||
+        clip_w(c, &w->ln1_b, 1, D, 0, "%s%d.ln_1.bias", R, l) ||
+        clip_w(c, &win, 2, 3 * D, D, "%s%d.attn.in_proj_weight", R, l) ||
+        clip_w(c, &bin, 1, 3 * D, 0, "%s%d.attn.in_proj_bias", R, l) ||
+        clip_w(c, &w->wo, 2, D, D, "%s%d.attn.out_proj.weight", R, l) ||
+        clip_w(c, &w->bo, 1, D, 0, "%s%d.attn.out_proj.bias", R, l) ||
+        clip_w(c, &w->ln2_g, 1, D, 0, "%s%d.ln_2.weight", R, l) ||
+        clip_w(c, &w->ln2_b, 1, D, 0, "%s%d.ln_2.bias", R, l) ||
+        clip_w(c, &w->w1, 2, F, D, "%s%d.mlp.c_fc.weight", R, l) ||
+        clip_w(c, &w->b1, 1, F, 0, "%s%d.mlp.c_fc.bias", R, l) ||
+        clip_w(c, &w->w2, 2, D, F, "%s%d.mlp.c_proj.weight", R, l) ||
+        clip_w(c, &w->b2, 1, D, 0, "%s%d.mlp.c_proj.bias", R, l))
+        return -1;
+    w->wq = clip_rows(win, 0, D);
+    w->wk = clip_rows(win, D, D);
+    w->wv = clip_rows(win, 2 * D, D);
+    w->bq = clip_rows(bin, 0, D);
+    w->bk = clip_rows(bin, D, D);
+    w->bv = clip_rows(bin, 2 * D, D);
+    return 0;
+}
+
+/* Scratch of one sub-layer is released right after it: x is updated in place and was
+ * allocated before the mark. If the arena had to add a block meanwhile, the scratch stays
+ * until the caller's reset. */
+static void clip_release(sd_arena *a, sd_arena_block *blk, size_t mark)
+{
+    if (a->head == blk && blk) sd_arena_release(a, mark);
+}
+
+int sd_text_encode(sd_model *m, sd_arena *a, const int32_t *tokens, int n_seq, int clip_skip, sd_tensor *out,
+                   sd_err *err)
+{
+    const sd_text_config *t = &m->text;
+    if (!m->has_text) return sd_errf(err, "text encoder: the model has no text encoder");
+    if (n_seq < 1 || n_seq > 4096) return sd_errf(err, "text encoder: %d sequences (1..4096)", n_seq);
+    if (t->width < 1 || t->width > 8192 || t->heads < 1 || t->width % t->heads || t->layers < 1 ||
+        t->layers > 256 || t->mlp < 1 || t->mlp > 65536 || t->vocab < 1 || t->layers_used < 1 ||
+        t->layers_used > t->layers)
+        return sd_errf(err, "text encoder: unsupported configuration (width %d, heads %d, layers %d/%d, mlp %d, vocab %d)",
+                       t->width, t->heads, t->layers_used, t->layers, t->mlp, t->vocab);
+    if (clip_skip < 0) return sd_errf(err, "text encoder: clip_skip %d must be >= 1", clip_skip);
+
+    /* Layers to run (see the header comment for the A1111 convention). */
+    int n_run = t->layers_used;
+    if (t->kind == SD_TEXT_CLIP_HF && clip_skip > 1) {
+        n_run = t->layers_used - (clip_skip - 1);
+        if (n_run < 1)
+            return sd_errf(err, "text encoder: clip_skip %d leaves no layer of %d to run (at most %d)", clip_skip,
+                           t->layers_used, t->layers_used);
+    }
+
+    clip_ctx c = {m, err, t->kind == SD_TEXT_CLIP_HF ? SD_PREFIX_CLIP : SD_PREFIX_OPENCLIP};
+    const int64_t D = t->width;
+    sd_tensor tok, pos, lnf_g, lnf_b;
+    if (t->kind == SD_TEXT_CLIP_HF) {
+        if (clip_w(&c, &tok, 2, -1, D, "embeddings.token_embedding.weight") ||
+            clip_w(&c, &pos, 2, -1, D, "embeddings.position_embedding.weight") ||
+            clip_w(&c, &lnf_g, 1, D, 0, "final_layer_norm.weight") ||
+            clip_w(&c, &lnf_b, 1, D, 0, "final_layer_norm.bias"))
+            return -1;
+    } else {
+        if (clip_w(&c, &tok, 2, -1, D, "token_embedding.weight") ||
+            clip_w(&c, &pos, 2, -1, D, "positional_embedding") ||
+            clip_w(&c, &lnf_g, 1, D, 0, "ln_final.weight") || clip_w(&c, &lnf_b, 1, D, 0, "ln_final.bias"))
+            return -1;
+    }
+    if (pos.ne[0] < CLIP_SEQ)
+        return sd_errf(err, "text encoder: %lld position embeddings, need %d", (long long)pos.ne[0], CLIP_SEQ);
+    const int64_t vocab = tok.ne[0] < t->vocab ? tok.ne[0] : t->vocab;
+    for (int64_t i = 0; i < (int64_t)n_seq * CLIP_SEQ; i++)
+        if (tokens[i] < 0 || tokens[i] >= vocab)
+            return sd_errf(err, "text encoder: token id %d at sequence %lld position %lld is outside the vocabulary (0..%lld)",
+                           (int)tokens[i], (long long)(i / CLIP_SEQ), (long long)(i % CLIP_SEQ), (long long)vocab - 1);
+
+    jmp_buf jb;
+    jmp_buf *prev = a->guard;
+    if (setjmp(jb)) {
+        a->guard = prev;
+        return sd_errcf(err, SD_EXIT_OOM, "text encoder: out of memory");
+    }
+    a->guard = &jb;
+
+    /* Embeddings: token row + position row (CLIPTextEmbeddings; OpenCLIP adds positional_embedding). */
+    sd_tensor x = sd_tensor_3d(a, n_seq, CLIP_SEQ, D);
+    for (int64_t s = 0; s < n_seq; s++)
+        for (int64_t p = 0; p < CLIP_SEQ; p++) {
+            const float *te = tok.data + (int64_t)tokens[s * CLIP_SEQ + p] * D, *pe = pos.data + p * D;
+            float *xo = x.data + (s * CLIP_SEQ + p) * D;
+            for (int64_t j = 0; j < D; j++) xo[j] = te[j] + pe[j];
+        }
+
+    for (int l = 0; l < n_run; l++) {
+        clip_layer_w w;
+        if (clip_layer_weights(&c, t, l, &w)) {
+            a->guard = prev;
+            return -1;
+        }
+        sd_arena_block *blk = a->head;
+        size_t mark = sd_arena_mark(a);
+        sd_tensor h = sd_layernorm(a, x, &w.ln1_g, &w.ln1_b, CLIP_LN_EPS);
+        sd_tensor q = sd_linear(a, h, &w.wq, &w.bq);
+        sd_tensor k = sd_linear(a, h, &w.wk, &w.bk);
+        sd_tensor v = sd_linear(a, h, &w.wv, &w.bv);
+        sd_tensor o = sd_attention(a, q, k, v, t->heads, 1);
+        o = sd_linear(a, o, &w.wo, &w.bo);
+        sd_add_(x, o);
+        clip_release(a, blk, mark);
+
+        blk = a->head;
+        mark = sd_arena_mark(a);
+        h = sd_layernorm(a, x, &w.ln2_g, &w.ln2_b, CLIP_LN_EPS);
+        h = sd_linear(a, h, &w.w1, &w.b1);
+        if (t->act == SD_ACT_QUICK_GELU)
+            sd_quick_gelu_(h);
+        else
+            sd_gelu_(h);
+        h = sd_linear(a, h, &w.w2, &w.b2);
+        sd_add_(x, h);
+        clip_release(a, blk, mark);
+    }
+
+    *out = sd_layernorm(a, x, &lnf_g, &lnf_b, CLIP_LN_EPS);
+    a->guard = prev;
+    return 0;
+}

@@ -1,0 +1,419 @@
+/* vae.c — the Stable Diffusion autoencoder (CompVis ldm/modules/diffusionmodules/model.py
+ * Encoder/Decoder, AutoencoderKL in ldm/models/autoencoder.py), by LDM weight names.
+ *
+ * Decoder: post_quant_conv (1×1) → conv_in → mid (res, attn, res) → up levels from the deepest
+ * (decoder.up.{n_levels−1}) to 0, each with num_res_blocks+1 res blocks and, except level 0, a
+ * nearest-×2 upsample + 3×3 conv → GroupNorm+SiLU → conv_out.
+ * Encoder: conv_in → down levels 0..n_levels−1 with num_res_blocks res blocks each and, except
+ * the last level, a stride-2 3×3 conv after zero padding (0 top, 1 bottom, 0 left, 1 right) →
+ * mid → GroupNorm+SiLU → conv_out (2·z_channels, "double_z") → quant_conv (1×1).
+ * Every GroupNorm has `groups` groups and eps 1e-6 (CompVis Normalize, diffusers norm_eps 1e-6).
+ *
+ * Memory: activations at full resolution are large (512×512 output: 128 MB per 128-channel
+ * tensor), so each block compacts its result down to where its temporaries started
+ * (vae_keep) and batch items are decoded one at a time.
+ */
+#include "sdgen/vae.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "sdgen/ops.h"
+
+#define VAE_EPS 1e-6f
+#define VAE_MAX_SIDE 16384 /* pixels per side: bounds every size computed below */
+
+typedef struct vae_ctx {
+    sd_model *m;
+    sd_arena *a;
+    sd_err *err;
+    int groups;
+} vae_ctx;
+
+/* ---- arena scoping ---- */
+
+typedef struct vae_mark {
+    sd_arena_block *blk;
+    size_t used;
+} vae_mark;
+
+static vae_mark vae_mark_now(sd_arena *a)
+{
+    vae_mark k = {a->head, sd_arena_mark(a)};
+    return k;
+}
+
+/* Keep only y of everything allocated since mark k: move it down to the mark and release the
+ * rest. When the arena had to add a block since the mark, nothing is moved (the memory comes
+ * back at the next reset, after which the arena is one block and this always compacts). */
+static sd_tensor vae_keep(sd_arena *a, vae_mark k, sd_tensor y)
+{
+    if (a->head != k.blk || !k.blk) return y;
+    sd_arena_release(a, k.used);
+    sd_tensor t = sd_tensor_new(a, y.ndim, y.ne);
+    if (t.data != y.data) memmove(t.data, y.data, (size_t)sd_numel(y) * sizeof(float));
+    return t;
+}
+
+/* ---- weights, looked up by name and checked against the shape the code will index ---- */
+
+/* Fetch "<fmt...>" and require ndim dims equal to d[] (d[i] < 0: any). */
+static int vae_w(vae_ctx *c, sd_tensor *out, int ndim, const int64_t *d, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int vae_w(vae_ctx *c, sd_tensor *out, int ndim, const int64_t *d, const char *fmt, ...)
+{
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    if (n < 0 || n >= (int)sizeof name) return sd_errf(c->err, "vae: weight name too long");
+    if (sd_model_weight(c->m, name, out, c->err)) return -1;
+    int ok = out->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++)
+        if (d[i] >= 0 && out->ne[i] != d[i]) ok = 0;
+    if (!ok) {
+        char got[96];
+        sd_shape_str(*out, got, sizeof got);
+        return sd_errf(c->err, "vae: %s has shape %s, expected %d dims [%lld,%lld,%lld,%lld] (-1 = any)",
+                       name, got, ndim, (long long)d[0], ndim > 1 ? (long long)d[1] : 1LL,
+                       ndim > 2 ? (long long)d[2] : 1LL, ndim > 3 ? (long long)d[3] : 1LL);
+    }
+    return 0;
+}
+
+/* Conv weight [cout, cin, k, k] and bias [cout] under "<base>". */
+static int vae_conv_w(vae_ctx *c, const char *base, int64_t cout, int64_t cin, int64_t k,
+                      sd_tensor *w, sd_tensor *b)
+{
+    int64_t dw[4] = {cout, cin, k, k}, db[1] = {cout};
+    if (vae_w(c, w, 4, dw, "%s.weight", base)) return -1;
+    return vae_w(c, b, 1, db, "%s.bias", base);
+}
+
+/* GroupNorm gain/bias [ch]. */
+static int vae_norm_w(vae_ctx *c, const char *base, int64_t ch, sd_tensor *g, sd_tensor *b)
+{
+    int64_t d[1] = {ch};
+    if (ch % c->groups != 0)
+        return sd_errf(c->err, "vae: %s: %lld channels not divisible into %d groups", base, (long long)ch,
+                       c->groups);
+    if (vae_w(c, g, 1, d, "%s.weight", base)) return -1;
+    return vae_w(c, b, 1, d, "%s.bias", base);
+}
+
+/* Conv of x with the weights under base (k×k, stride 1, "same" padding). */
+static int vae_conv(vae_ctx *c, const char *base, sd_tensor x, int64_t cout, int k, sd_tensor *y)
+{
+    sd_tensor w, b;
+    if (vae_conv_w(c, base, cout, x.ne[1], k, &w, &b)) return -1;
+    *y = sd_conv2d(c->a, x, &w, &b, 1, k / 2);
+    return 0;
+}
+
+/* ---- blocks ---- */
+
+/* CompVis ResnetBlock without time embedding (temb_channels 0):
+ * h = conv2(silu(norm2(conv1(silu(norm1(x)))))); out = shortcut(x) + h, the shortcut being
+ * the 1×1 nin_shortcut when the channel count changes. Dropout is the identity at inference. */
+static int vae_resblock(vae_ctx *c, const char *base, sd_tensor x, int64_t cout, sd_tensor *out)
+{
+    char nb[320];
+    sd_tensor g, b;
+    const int64_t cin = x.ne[1];
+    vae_mark k = vae_mark_now(c->a);
+
+    snprintf(nb, sizeof nb, "%s.norm1", base);
+    if (vae_norm_w(c, nb, cin, &g, &b)) return -1;
+    sd_tensor h = sd_groupnorm_silu(c->a, x, c->groups, &g, &b, VAE_EPS);
+    snprintf(nb, sizeof nb, "%s.conv1", base);
+    if (vae_conv(c, nb, h, cout, 3, &h)) return -1;
+    h = vae_keep(c->a, k, h);
+
+    snprintf(nb, sizeof nb, "%s.norm2", base);
+    if (vae_norm_w(c, nb, cout, &g, &b)) return -1;
+    sd_tensor h2 = sd_groupnorm_silu(c->a, h, c->groups, &g, &b, VAE_EPS);
+    h2 = vae_keep(c->a, k, h2); /* moved down over h, which is dead now */
+    snprintf(nb, sizeof nb, "%s.conv2", base);
+    if (vae_conv(c, nb, h2, cout, 3, &h)) return -1;
+
+    if (cin != cout) {
+        sd_tensor s;
+        snprintf(nb, sizeof nb, "%s.nin_shortcut", base);
+        if (vae_conv(c, nb, x, cout, 1, &s)) return -1;
+        sd_add_(h, s);
+    } else {
+        sd_add_(h, x);
+    }
+    *out = vae_keep(c->a, k, h);
+    return 0;
+}
+
+/* CompVis AttnBlock: single-head self-attention over the h·w positions of GroupNorm(x), q/k/v
+ * and proj_out are 1×1 convolutions (LDM weights [C, C, 1, 1], applied here as linear maps on
+ * [1, h·w, C]), scores scaled by C^−1/2; out = x + proj_out(attn). */
+static int vae_attnblock(vae_ctx *c, const char *base, sd_tensor x, sd_tensor *out)
+{
+    const int64_t C = x.ne[1], H = x.ne[2], W = x.ne[3];
+    sd_tensor g, b, w[4], bias[4];
+    static const char *const names[4] = {"q", "k", "v", "proj_out"};
+    char nb[320];
+    snprintf(nb, sizeof nb, "%s.norm", base);
+    if (vae_norm_w(c, nb, C, &g, &b)) return -1;
+    for (int i = 0; i < 4; i++) {
+        snprintf(nb, sizeof nb, "%s.%s", base, names[i]);
+        if (vae_conv_w(c, nb, C, C, 1, &w[i], &bias[i])) return -1;
+        int64_t s2[2] = {C, C};
+        w[i] = sd_tensor_reshape(w[i], 2, s2);
+    }
+    vae_mark k = vae_mark_now(c->a);
+    sd_tensor hn = sd_groupnorm(c->a, x, c->groups, &g, &b, VAE_EPS);
+    sd_tensor t = sd_nchw_to_nlc(c->a, hn);
+    sd_tensor q = sd_linear(c->a, t, &w[0], &bias[0]);
+    sd_tensor kk = sd_linear(c->a, t, &w[1], &bias[1]);
+    sd_tensor v = sd_linear(c->a, t, &w[2], &bias[2]);
+    sd_tensor o = sd_attention(c->a, q, kk, v, 1, 0);
+    o = sd_linear(c->a, o, &w[3], &bias[3]);
+    sd_tensor y = sd_nlc_to_nchw(c->a, o, H, W);
+    sd_add_(y, x);
+    *out = vae_keep(c->a, k, y);
+    return 0;
+}
+
+/* mid.block_1, mid.attn_1, mid.block_2 under "<pfx>mid". */
+static int vae_mid(vae_ctx *c, const char *pfx, sd_tensor x, sd_tensor *out)
+{
+    char nb[256];
+    const int64_t C = x.ne[1];
+    snprintf(nb, sizeof nb, "%smid.block_1", pfx);
+    if (vae_resblock(c, nb, x, C, &x)) return -1;
+    snprintf(nb, sizeof nb, "%smid.attn_1", pfx);
+    if (vae_attnblock(c, nb, x, &x)) return -1;
+    snprintf(nb, sizeof nb, "%smid.block_2", pfx);
+    return vae_resblock(c, nb, x, C, out);
+}
+
+/* norm_out, SiLU, conv_out (3×3) under pfx. */
+static int vae_out(vae_ctx *c, const char *pfx, sd_tensor x, int64_t cout, sd_tensor *out)
+{
+    char nb[256];
+    sd_tensor g, b;
+    vae_mark k = vae_mark_now(c->a);
+    snprintf(nb, sizeof nb, "%snorm_out", pfx);
+    if (vae_norm_w(c, nb, x.ne[1], &g, &b)) return -1;
+    sd_tensor h = sd_groupnorm_silu(c->a, x, c->groups, &g, &b, VAE_EPS);
+    snprintf(nb, sizeof nb, "%sconv_out", pfx);
+    if (vae_conv(c, nb, h, cout, 3, &h)) return -1;
+    *out = vae_keep(c->a, k, h);
+    return 0;
+}
+
+static int vae_check_config(const sd_model *m, sd_err *err)
+{
+    const sd_vae_config *v = &m->vae;
+    if (!m->has_vae) return sd_errf(err, "vae: the model has no VAE (%s*)", SD_PREFIX_VAE);
+    if (v->n_levels < 1 || v->n_levels > SD_MAX_LEVELS || v->ch < 1 || v->ch > 4096 || v->z_channels < 1 ||
+        v->z_channels > 64 || v->num_res_blocks < 1 || v->num_res_blocks > 16 || v->groups < 1 ||
+        v->in_channels < 1 || v->in_channels > 16)
+        return sd_errf(err, "vae: unsupported configuration (levels %d, ch %d, z %d, res blocks %d, groups %d)",
+                       v->n_levels, v->ch, v->z_channels, v->num_res_blocks, v->groups);
+    for (int i = 0; i < v->n_levels; i++)
+        if (v->ch_mult[i] < 1 || v->ch_mult[i] > 64)
+            return sd_errf(err, "vae: bad ch_mult[%d] = %d", i, v->ch_mult[i]);
+    return 0;
+}
+
+/* Run the decoder on one item z [1, zc, h, w]; result [1, 3, 8h, 8w] allocated last. */
+static int vae_decode_one(vae_ctx *c, sd_tensor z, sd_tensor *out)
+{
+    const sd_vae_config *v = &c->m->vae;
+    const int L = v->n_levels;
+    char nb[256];
+    vae_mark k = vae_mark_now(c->a);
+    sd_tensor x;
+    if (vae_conv(c, SD_PREFIX_VAE "post_quant_conv", z, v->z_channels, 1, &x)) return -1;
+    int64_t cin = (int64_t)v->ch * v->ch_mult[L - 1];
+    if (vae_conv(c, SD_PREFIX_VAE "decoder.conv_in", x, cin, 3, &x)) return -1;
+    x = vae_keep(c->a, k, x);
+    if (vae_mid(c, SD_PREFIX_VAE "decoder.", x, &x)) return -1;
+    for (int lvl = L - 1; lvl >= 0; lvl--) {
+        int64_t cout = (int64_t)v->ch * v->ch_mult[lvl];
+        for (int j = 0; j < v->num_res_blocks + 1; j++) {
+            snprintf(nb, sizeof nb, SD_PREFIX_VAE "decoder.up.%d.block.%d", lvl, j);
+            if (vae_resblock(c, nb, x, cout, &x)) return -1;
+            x = vae_keep(c->a, k, x);
+        }
+        if (lvl != 0) {
+            /* CompVis Upsample(with_conv=True): nearest ×2, then a 3×3 conv, padding 1. */
+            sd_tensor u = sd_upsample2x(c->a, x);
+            snprintf(nb, sizeof nb, SD_PREFIX_VAE "decoder.up.%d.upsample.conv", lvl);
+            if (vae_conv(c, nb, u, cout, 3, &u)) return -1;
+            x = vae_keep(c->a, k, u);
+        }
+    }
+    if (vae_out(c, SD_PREFIX_VAE "decoder.", x, 3, &x)) return -1;
+    *out = vae_keep(c->a, k, x);
+    return 0;
+}
+
+/* Run the encoder + quant_conv on one item img [1, 3, H, W]; result [1, 2zc, h, w] allocated last. */
+static int vae_encode_one(vae_ctx *c, sd_tensor img, sd_tensor *out)
+{
+    const sd_vae_config *v = &c->m->vae;
+    const int L = v->n_levels;
+    char nb[256];
+    vae_mark k = vae_mark_now(c->a);
+    sd_tensor x;
+    int64_t ch = v->ch;
+    if (vae_conv(c, SD_PREFIX_VAE "encoder.conv_in", img, ch, 3, &x)) return -1;
+    x = vae_keep(c->a, k, x);
+    for (int lvl = 0; lvl < L; lvl++) {
+        int64_t cout = (int64_t)v->ch * v->ch_mult[lvl];
+        for (int j = 0; j < v->num_res_blocks; j++) {
+            snprintf(nb, sizeof nb, SD_PREFIX_VAE "encoder.down.%d.block.%d", lvl, j);
+            if (vae_resblock(c, nb, x, cout, &x)) return -1;
+            x = vae_keep(c->a, k, x);
+        }
+        if (lvl != L - 1) {
+            /* CompVis Downsample(with_conv=True): F.pad(x, (0, 1, 0, 1)) then a 3×3 conv with
+             * stride 2 and no padding (diffusers Downsample2D with padding 0 does the same). */
+            sd_tensor w, b;
+            snprintf(nb, sizeof nb, SD_PREFIX_VAE "encoder.down.%d.downsample.conv", lvl);
+            if (vae_conv_w(c, nb, cout, cout, 3, &w, &b)) return -1;
+            sd_tensor d = sd_conv2d_pad(c->a, x, &w, &b, 2, 0, 1, 0, 1);
+            x = vae_keep(c->a, k, d);
+        }
+    }
+    if (vae_mid(c, SD_PREFIX_VAE "encoder.", x, &x)) return -1;
+    if (vae_out(c, SD_PREFIX_VAE "encoder.", x, 2 * (int64_t)v->z_channels, &x)) return -1;
+    if (vae_conv(c, SD_PREFIX_VAE "quant_conv", x, 2 * (int64_t)v->z_channels, 1, &x)) return -1;
+    *out = vae_keep(c->a, k, x);
+    return 0;
+}
+
+int sd_vae_decode(sd_model *m, sd_arena *a, sd_tensor z, sd_tensor *img, sd_err *err)
+{
+    if (vae_check_config(m, err)) return -1;
+    const sd_vae_config *v = &m->vae;
+    const int64_t f = (int64_t)1 << (v->n_levels - 1);
+    char sh[96];
+    if (z.ndim != 4 || z.ne[1] != v->z_channels || z.ne[0] < 1 || z.ne[2] < 1 || z.ne[3] < 1 ||
+        z.ne[2] * f > VAE_MAX_SIDE || z.ne[3] * f > VAE_MAX_SIDE || z.ne[0] > 4096)
+        return sd_errf(err, "vae decode: latent has shape %s, expected [n,%d,h,w] with h,w <= %lld",
+                       sd_shape_str(z, sh, sizeof sh), v->z_channels, (long long)(VAE_MAX_SIDE / f));
+    const int64_t n = z.ne[0], H = z.ne[2] * f, W = z.ne[3] * f;
+
+    vae_ctx c = {m, a, err, v->groups};
+    jmp_buf jb;
+    jmp_buf *prev = a->guard;
+    if (setjmp(jb)) {
+        a->guard = prev;
+        return sd_errcf(err, SD_EXIT_OOM, "vae decode: out of memory for a %lldx%lld image", (long long)W,
+                        (long long)H);
+    }
+    a->guard = &jb;
+    sd_tensor res = sd_tensor_4d(a, n, 3, H, W);
+    for (int64_t i = 0; i < n; i++) {
+        vae_mark k = vae_mark_now(a);
+        sd_tensor one;
+        if (vae_decode_one(&c, sd_tensor_slice0(z, i, 1), &one)) {
+            a->guard = prev;
+            return sd_err_prefix(err, "vae decode");
+        }
+        memcpy(res.data + i * 3 * H * W, one.data, (size_t)(3 * H * W) * sizeof(float));
+        if (a->head == k.blk) sd_arena_release(a, k.used);
+    }
+    a->guard = prev;
+    *img = res;
+    return 0;
+}
+
+int sd_vae_encode(sd_model *m, sd_arena *a, sd_tensor img, sd_tensor *moments, sd_err *err)
+{
+    if (vae_check_config(m, err)) return -1;
+    const sd_vae_config *v = &m->vae;
+    const int64_t f = (int64_t)1 << (v->n_levels - 1);
+    char sh[96];
+    if (img.ndim != 4 || img.ne[1] != v->in_channels || img.ne[0] < 1 || img.ne[0] > 4096 || img.ne[2] < f ||
+        img.ne[3] < f || img.ne[2] % f || img.ne[3] % f || img.ne[2] > VAE_MAX_SIDE || img.ne[3] > VAE_MAX_SIDE)
+        return sd_errf(err, "vae encode: image has shape %s, expected [n,%d,H,W] with H,W multiples of %lld, <= %d",
+                       sd_shape_str(img, sh, sizeof sh), v->in_channels, (long long)f, VAE_MAX_SIDE);
+    const int64_t n = img.ne[0], h = img.ne[2] / f, w = img.ne[3] / f, zc2 = 2 * (int64_t)v->z_channels;
+
+    vae_ctx c = {m, a, err, v->groups};
+    jmp_buf jb;
+    jmp_buf *prev = a->guard;
+    if (setjmp(jb)) {
+        a->guard = prev;
+        return sd_errcf(err, SD_EXIT_OOM, "vae encode: out of memory for a %lldx%lld image",
+                        (long long)img.ne[3], (long long)img.ne[2]);
+    }
+    a->guard = &jb;
+    sd_tensor res = sd_tensor_4d(a, n, zc2, h, w);
+    for (int64_t i = 0; i < n; i++) {
+        vae_mark k = vae_mark_now(a);
+        sd_tensor one;
+        if (vae_encode_one(&c, sd_tensor_slice0(img, i, 1), &one)) {
+            a->guard = prev;
+            return sd_err_prefix(err, "vae encode");
+        }
+        if (one.ne[1] != zc2 || one.ne[2] != h || one.ne[3] != w) {
+            a->guard = prev;
+            return sd_errf(err, "vae encode: encoder produced an unexpected shape %s",
+                           sd_shape_str(one, sh, sizeof sh));
+        }
+        memcpy(res.data + i * zc2 * h * w, one.data, (size_t)(zc2 * h * w) * sizeof(float));
+        if (a->head == k.blk) sd_arena_release(a, k.used);
+    }
+    a->guard = prev;
+    *moments = res;
+    return 0;
+}
+
+/* exp as PyTorch's float32 CPU kernel computes it (ATen Vectorized<float>::exp = SLEEF
+ * Sleef_expf8_u10, the AVX2 build, whose multiply-adds are fused): q = rint(d / ln 2), a two-part
+ * Cody-Waite reduction s = d − q·ln 2, a degree-6 polynomial in s, then scaling by 2^q applied in
+ * two halves so that no intermediate power of two overflows. glibc's expf differs from it by one
+ * ulp on a few percent of the inputs, which README §3.8 asks to avoid for latents_encoded. */
+static float vae_torch_expf(float d)
+{
+    if (d != d) return d; /* NaN: keep it (and keep the int conversion below defined) */
+    const int q = (int)rintf(d * 1.442695040888963407359924681001892137426645954152985934135449406931f);
+    const float qf = (float)q;
+    float s = fmaf(qf, -0.693145751953125f, d);
+    s = fmaf(qf, -1.428606765330187045e-06f, s);
+    float u = 0.000198527617612853646278381f;
+    u = fmaf(u, s, 0.00139304355252534151077271f);
+    u = fmaf(u, s, 0.00833336077630519866943359f);
+    u = fmaf(u, s, 0.0416664853692054748535156f);
+    u = fmaf(u, s, 0.166666671633720397949219f);
+    u = fmaf(u, s, 0.5f);
+    u = 1.0f + fmaf(s * s, u, s);
+    if (d < -104.0f) return 0.0f;
+    if (d > 100.0f) return INFINITY;
+    union { uint32_t u; float f; } lo = {.u = (uint32_t)((q >> 1) + 127) << 23},
+                                   hi = {.u = (uint32_t)((q - (q >> 1)) + 127) << 23};
+    return u * lo.f * hi.f;
+}
+
+/* diffusers DiagonalGaussianDistribution: logvar clamped to [−30, 20], std = exp(0.5·logvar),
+ * sample = mean + std·ε; the img2img pipeline then multiplies by the VAE scaling factor.
+ * PyTorch evaluates each of these as a separate float32 tensor op, so no multiply-add may be
+ * fused here (the volatile stores keep the compiler from contracting them). */
+void sd_vae_sample(const float *moments, const float *eps, int64_t per_channel_plane, int z_channels,
+                   float scale, float *out)
+{
+    const int64_t n = per_channel_plane * z_channels;
+    const float *mean = moments, *logvar = moments + n;
+    for (int64_t i = 0; i < n; i++) {
+        float lv = logvar[i];
+        lv = lv < -30.0f ? -30.0f : (lv > 20.0f ? 20.0f : lv);
+        volatile float half = 0.5f * lv;
+        volatile float sd = vae_torch_expf(half);
+        volatile float t = sd * eps[i];
+        volatile float zz = mean[i] + t;
+        out[i] = scale * zz;
+    }
+}
