@@ -1,0 +1,153 @@
+/* sdgen/sched.h — noise schedules and samplers, step for step as the reference computes them.
+ *
+ * golden/README.md §3.4–3.8 is the specification: diffusers 0.25.1's DDIMScheduler,
+ * DDPMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler and 0.27.0's
+ * DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint, final_sigmas_type "zero"), with
+ * every operation in float32 as those classes do it (ᾱ table, σ table, timesteps, σ lists,
+ * step arithmetic), so latents match the reference to float32 rounding.
+ *
+ * The generator loops like the diffusers pipeline:
+ *
+ *     sd_sched s; sd_err err;
+ *     if (sd_sched_init(&s, SD_SAMPLER_EULER_A, SD_SCHEDULE_DEFAULT, SD_SPACING_DEFAULT,
+ *                       SD_PRED_EPS, steps, NULL, &err)) ...
+ *     // txt2img: x = noise · init_noise_sigma
+ *     sd_rng_randn(&rng, noise, n); sd_sched_init_latent(&s, noise, x, n);
+ *     // img2img instead: sd_sched_set_strength(&s, strength, &err); draw noise;
+ *     //                  sd_sched_add_noise(&s, encoded, noise, x, n);
+ *     for (int i = 0; i < s.n_steps; i++) {
+ *         sd_sched_scale_input(&s, i, x, x_in, n);        // U-Net input
+ *         ... U-Net on [x_in; x_in] at timestep s.timesteps[i], guidance → g ...
+ *         if (sd_sched_needs_noise(&s, i)) sd_rng_randn(&rng, z, n);
+ *         if (sd_sched_step(&s, i, x, g, z, n, &err)) ...;   // x updated in place
+ *     }
+ *     sd_sched_free(&s);
+ */
+#ifndef SDGEN_SCHED_H
+#define SDGEN_SCHED_H
+
+#include <stdint.h>
+
+#include "sdgen/common.h"
+#include "sdgen/model.h" /* sd_prediction, sd_sched_config */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum sd_sampler {
+    SD_SAMPLER_DDIM = 0,
+    SD_SAMPLER_DDPM,
+    SD_SAMPLER_EULER,
+    SD_SAMPLER_EULER_A,
+    SD_SAMPLER_DPMPP_2M,
+    SD_SAMPLER_COUNT
+} sd_sampler;
+
+typedef enum sd_schedule { SD_SCHEDULE_DEFAULT = 0, SD_SCHEDULE_KARRAS } sd_schedule;
+
+/* Timestep spacing (diffusers `timestep_spacing`). DEFAULT = the sampler class's default:
+ * leading for ddim/ddpm, linspace for euler/euler_a/dpmpp_2m (§3.4). */
+typedef enum sd_spacing {
+    SD_SPACING_DEFAULT = 0,
+    SD_SPACING_LEADING,
+    SD_SPACING_LINSPACE,
+    SD_SPACING_TRAILING
+} sd_spacing;
+
+#define SD_SCHED_MAX_TRAIN 4096 /* num_train_timesteps bound */
+#define SD_SCHED_MAX_STEPS 1000 /* inference steps bound (also ≤ num_train_timesteps) */
+
+typedef struct sd_sched {
+    sd_sampler sampler;
+    sd_schedule schedule;
+    sd_spacing spacing;        /* resolved (never DEFAULT after init) */
+    sd_prediction prediction;  /* SD_PRED_EPS or SD_PRED_V */
+    int num_train;             /* 1000 */
+    int steps;                 /* requested steps: the full schedule's length */
+
+    float alphas_cumprod[SD_SCHED_MAX_TRAIN]; /* ᾱ_t, float32 as torch computes it */
+    float sigma_table[SD_SCHED_MAX_TRAIN];    /* σ_t = sqrt((1 − ᾱ_t)/ᾱ_t), float32 */
+
+    /* The full schedule for `steps` (img2img's timesteps_all). */
+    float timesteps_all[SD_SCHED_MAX_STEPS];
+    float sigmas_all[SD_SCHED_MAX_STEPS + 1]; /* σ samplers: steps + 1 values, last 0 */
+    int has_sigmas;                           /* euler, euler_a, dpmpp_2m */
+    int int_timesteps;                        /* ddim, ddpm, dpmpp_2m: integer timesteps */
+
+    /* The steps run: the whole schedule, or its tail after sd_sched_set_strength(). */
+    int t_start;                         /* index of the first step run in the full schedule */
+    int n_steps;                         /* number of steps run */
+    float timesteps[SD_SCHED_MAX_STEPS]; /* U-Net timestep of each step run */
+    float sigmas[SD_SCHED_MAX_STEPS + 1];/* σ of each step run + the final one (σ samplers) */
+    int sigma_start;                     /* index into sigmas_all of step 0 of the run */
+    float init_noise_sigma;              /* txt2img latent = noise · init_noise_sigma */
+
+    /* dpmpp_2m multistep history: x0 of the previous step. */
+    float *prev_x0;
+    int64_t prev_n;
+    int have_prev;     /* lower_order_nums ≥ 1 */
+    int last_step;     /* index of the last step taken, for order checks (−1: none) */
+} sd_sched;
+
+/* Build the schedule. cfg may be NULL (SD 1.x/2.x defaults: 1000 steps, scaled_linear
+ * 0.00085…0.012, steps_offset 1); a non-empty cfg->timestep_spacing is used when spacing is
+ * SD_SPACING_DEFAULT. Errors (exit code 2): steps out of 1..min(1000, num_train_timesteps),
+ * karras with ddim/ddpm, trailing spacing where diffusers' arange yields steps + 1 timesteps,
+ * unknown beta schedule, prediction not eps/v. */
+int sd_sched_init(sd_sched *s, sd_sampler sampler, sd_schedule schedule, sd_spacing spacing,
+                  sd_prediction prediction, int steps, const sd_sched_config *cfg, sd_err *err);
+void sd_sched_free(sd_sched *s);
+
+/* img2img (§3.8): keep the last int(steps·strength) steps (double product, truncated;
+ * t_start = steps − that). strength in (0, 1]; fails when no step would run. */
+int sd_sched_set_strength(sd_sched *s, double strength, sd_err *err);
+
+/* txt2img start latent: x = noise · init_noise_sigma (float32). x may equal noise. */
+void sd_sched_init_latent(const sd_sched *s, const float *noise, float *x, int64_t n);
+
+/* img2img start latent from the encoded image at the first timestep run (§3.8 step 6):
+ * ddim/ddpm √ᾱ_t·x0 + √(1−ᾱ_t)·noise; euler/euler_a x0 + noise·σ; dpmpp_2m α(σ)·x0 + σα(σ)·noise.
+ * out may equal x0 or noise. */
+void sd_sched_add_noise(const sd_sched *s, const float *x0, const float *noise, float *out, int64_t n);
+
+/* U-Net input of step i (§3.5): x / sqrt(σ_i² + 1) for euler/euler_a, else a copy.
+ * out may equal x. */
+void sd_sched_scale_input(const sd_sched *s, int i, const float *x, float *out, int64_t n);
+/* The divisor above (1 for ddim/ddpm/dpmpp_2m). */
+float sd_sched_input_divisor(const sd_sched *s, int i);
+
+/* Whether step i consumes one randn draw of the latent's size (ddpm: t > 0; euler, euler_a:
+ * always; ddim and dpmpp_2m: never). The caller draws it before sd_sched_step. */
+int sd_sched_needs_noise(const sd_sched *s, int i);
+
+/* One sampler step: x (the latent before step i) becomes the latent after it. g = guided model
+ * output (eps or v), noise = this step's draw (may be NULL when !needs_noise). Steps must run
+ * in order 0, 1, … (dpmpp_2m keeps the previous x0). Fails on out-of-order use, a latent size
+ * change, missing noise or out of memory. */
+int sd_sched_step(sd_sched *s, int i, float *x, const float *g, const float *noise, int64_t n,
+                  sd_err *err);
+
+/* Karras σ list (k-diffusion / diffusers use_karras_sigmas, ρ = 7) of n values from sigma_max
+ * down to sigma_min, in double (exposed for tests). */
+void sd_sched_karras_sigmas(double sigma_min, double sigma_max, int n, double *out);
+
+/* ---- names ---- */
+/* Accepts ddim, ddpm, euler, euler_a (euler-a, "Euler a"), dpmpp_2m (dpm++_2m, "DPM++ 2M");
+ * case-insensitive; '-' and ' ' count as '_'. A1111's "DPM++ 2M Karras" also sets *schedule to
+ * karras when schedule is non-NULL. 0 ok, −1 unknown. */
+int sd_sampler_parse(const char *name, sd_sampler *out, sd_schedule *schedule);
+const char *sd_sampler_name(sd_sampler s);        /* "ddim", "euler_a", … */
+const char *sd_sampler_a1111_name(sd_sampler s);  /* "DDIM", "DDPM", "Euler", "Euler a", "DPM++ 2M" */
+int sd_schedule_parse(const char *name, sd_schedule *out); /* "default"/"automatic", "karras" */
+const char *sd_schedule_name(sd_schedule s);               /* "default", "karras" */
+/* A1111 infotext "Schedule type": "Karras" for karras, "Automatic" (the sampler's own
+ * default schedule) otherwise. */
+const char *sd_schedule_a1111_name(sd_schedule s);
+int sd_spacing_parse(const char *name, sd_spacing *out);  /* "leading", "linspace", "trailing", "default" */
+const char *sd_spacing_name(sd_spacing s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,485 @@
+/* test_sched.c — schedules and sampler steps against the golden cases and a torch re-derivation.
+ *
+ * Golden cases (golden/README.md §3.4–3.8): alphas_cumprod, timesteps, sigmas exact; the start
+ * latent (txt2img noise·init_noise_sigma, img2img add_noise) exact; the first U-Net input
+ * (input scaling) exact; every step from the reference latent before it, the guided output and
+ * the step noise to step_latents[i] within 3e-5·max(1, max|ref|) (we print the real errors).
+ * Unit checks: README §3.4 examples (Karras n = 6, spacings), strength rounding (§3.8), names.
+ * tests/fixtures/sched/sched_ref.json (scripts/make-sched-fixtures.py, torch float32 and numpy
+ * re-derivation of the diffusers classes): ddpm eps/v steps, spacings and Karras lists that no
+ * golden case covers.
+ */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "sdgen/npy.h"
+#include "sdgen/sched.h"
+#include "testutil.h"
+
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
+    if (b) b[n] = 0;
+    fclose(f);
+    return b;
+}
+
+static int bits_equal(float a, float b) { return memcmp(&a, &b, 4) == 0; }
+
+static int64_t count_diff(const float *a, const float *b, int64_t n)
+{
+    int64_t d = 0;
+    for (int64_t i = 0; i < n; i++) d += !bits_equal(a[i], b[i]);
+    return d;
+}
+
+static int load(sd_npy *a, const char *dir, const char *name)
+{
+    char rel[512];
+    snprintf(rel, sizeof rel, "golden/cases/%s/%s", dir, name);
+    FILE *f = fopen(sd_test_path(rel), "rb");
+    if (!f) return -1;
+    fclose(f);
+    sd_err err;
+    if (sd_npy_read(a, sd_test_path(rel), &err)) {
+        CHECK(0, "%s: %s", rel, err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static double jnum(const cJSON *o, const char *k, double dflt)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : dflt;
+}
+
+static double g_worst_rel = 0; /* worst step error / max(1, max|ref|) over all cases */
+
+static void test_case(const char *dir)
+{
+    char rel[512];
+    snprintf(rel, sizeof rel, "golden/cases/%s/case.json", dir);
+    char *txt = read_text(sd_test_path(rel));
+    CHECK(txt != NULL, "cannot read %s", rel);
+    if (!txt) return;
+    cJSON *c = cJSON_Parse(txt);
+    free(txt);
+    if (!c) { CHECK(0, "%s does not parse", rel); return; }
+
+    sd_sampler sampler;
+    sd_schedule schedule;
+    sd_prediction pred = !strcmp(jstr(c, "prediction"), "v") ? SD_PRED_V : SD_PRED_EPS;
+    CHECK(sd_sampler_parse(jstr(c, "sampler"), &sampler, NULL) == 0, "%s: sampler", dir);
+    CHECK(sd_schedule_parse(jstr(c, "schedule"), &schedule) == 0, "%s: schedule", dir);
+    int steps = (int)jnum(c, "steps", 0);
+    double strength = jnum(c, "strength", -1);
+
+    sd_sched s;
+    sd_err err;
+    if (sd_sched_init(&s, sampler, schedule, SD_SPACING_DEFAULT, pred, steps, NULL, &err)) {
+        CHECK(0, "%s: sd_sched_init: %s", dir, err.msg);
+        cJSON_Delete(c);
+        return;
+    }
+    if (strength > 0 && sd_sched_set_strength(&s, strength, &err)) CHECK(0, "%s: set_strength: %s", dir, err.msg);
+
+    sd_npy a, b, m, z;
+    char what[256];
+    /* ᾱ table */
+    if (load(&a, dir, "alphas_cumprod.npy") == 0) {
+        CHECK(a.numel == s.num_train, "%s: alphas_cumprod has %lld values", dir, (long long)a.numel);
+        int64_t d = count_diff(s.alphas_cumprod, a.f32, a.numel);
+        snprintf(what, sizeof what, "%s alphas_cumprod", dir);
+        CHECK(d == 0, "%s: %lld of %lld values not bit-exact", what, (long long)d, (long long)a.numel);
+        if (d == 0) printf("ok   %s: %lld values bit-exact\n", what, (long long)a.numel);
+        sd_npy_free(&a);
+    }
+    /* timesteps of the steps run */
+    if (load(&a, dir, "timesteps.npy") == 0) {
+        CHECK(a.numel == s.n_steps, "%s: %lld timesteps, schedule runs %d", dir, (long long)a.numel, s.n_steps);
+        if (a.numel == s.n_steps) {
+            int64_t d = count_diff(s.timesteps, a.f32, a.numel);
+            CHECK(d == 0, "%s timesteps: %lld differ (first: got %g want %g)", dir, (long long)d, s.timesteps[0], a.f32[0]);
+            if (d == 0) printf("ok   %s timesteps exact (%d: %g … %g)\n", dir, s.n_steps, s.timesteps[0], s.timesteps[s.n_steps - 1]);
+        }
+        sd_npy_free(&a);
+    }
+    if (load(&a, dir, "sigmas.npy") == 0) {
+        CHECK(s.has_sigmas && a.numel == s.n_steps + 1, "%s: sigmas count %lld", dir, (long long)a.numel);
+        if (a.numel == s.n_steps + 1) {
+            int64_t d = count_diff(s.sigmas, a.f32, a.numel);
+            snprintf(what, sizeof what, "%s sigmas", dir);
+            if (d) CHECK_CLOSE(what, s.sigmas, a.f32, a.numel, 0.0);
+            else printf("ok   %s: %lld values bit-exact\n", what, (long long)a.numel);
+            CHECK(d == 0, "%s not exact", what);
+        }
+        sd_npy_free(&a);
+    }
+    const cJSON *ins = cJSON_GetObjectItemCaseSensitive(c, "init_noise_sigma");
+    if (cJSON_IsNumber(ins))
+        CHECK(s.init_noise_sigma == (float)ins->valuedouble, "%s: init_noise_sigma %.9g want %.9g", dir,
+              s.init_noise_sigma, ins->valuedouble);
+
+    /* start latent */
+    sd_npy init, noise;
+    if (load(&init, dir, "latents_init.npy") || load(&noise, dir, "noise.npy")) {
+        CHECK(0, "%s: latents_init / noise missing", dir);
+        sd_sched_free(&s);
+        cJSON_Delete(c);
+        return;
+    }
+    int64_t n = init.numel;
+    float *x = malloc(sizeof(float) * (size_t)n);
+    if (strength > 0) {
+        sd_npy enc;
+        CHECK(load(&enc, dir, "latents_encoded.npy") == 0, "%s: latents_encoded", dir);
+        sd_sched_add_noise(&s, enc.f32, noise.f32, x, n);
+        sd_npy_free(&enc);
+        snprintf(what, sizeof what, "%s latents_init = add_noise(latents_encoded, noise, t=%g)", dir, s.timesteps[0]);
+    } else {
+        sd_sched_init_latent(&s, noise.f32, x, n);
+        snprintf(what, sizeof what, "%s latents_init = noise·%g", dir, s.init_noise_sigma);
+    }
+    int64_t d = count_diff(x, init.f32, n);
+    CHECK(d == 0, "%s: %lld values not bit-exact", what, (long long)d);
+    if (d == 0) printf("ok   %s: bit-exact\n", what);
+
+    /* first U-Net input and timestep */
+    if (load(&a, dir, "unet0_sample.npy") == 0) {
+        float *xin = malloc(sizeof(float) * (size_t)n);
+        sd_sched_scale_input(&s, 0, init.f32, xin, n);
+        int64_t d0 = count_diff(xin, a.f32, n), d1 = a.numel == 2 * n ? count_diff(xin, a.f32 + n, n) : n;
+        CHECK(d0 == 0 && d1 == 0, "%s unet0_sample: %lld/%lld values differ", dir, (long long)d0, (long long)d1);
+        free(xin);
+        sd_npy_free(&a);
+    }
+    if (load(&a, dir, "unet0_timestep.npy") == 0) {
+        CHECK(a.f32[0] == s.timesteps[0], "%s unet0_timestep %g vs %g", dir, a.f32[0], s.timesteps[0]);
+        sd_npy_free(&a);
+    }
+
+    /* every step from the reference latent before it */
+    int have_noise = load(&z, dir, "step_noise.npy") == 0;
+    if (load(&b, dir, "step_latents.npy") == 0 && load(&m, dir, "step_model_output.npy") == 0) {
+        CHECK(b.numel == n * s.n_steps && m.numel == n * s.n_steps, "%s: step tensors have %lld values", dir,
+              (long long)b.numel);
+        for (int i = 0; i < s.n_steps && b.numel == n * s.n_steps; i++) {
+            memcpy(x, i == 0 ? init.f32 : b.f32 + (int64_t)(i - 1) * n, sizeof(float) * (size_t)n);
+            int need = sd_sched_needs_noise(&s, i);
+            CHECK(need == have_noise, "%s step %d: needs_noise %d but step_noise.npy %s", dir, i, need,
+                  have_noise ? "exists" : "is absent");
+            const float *zi = have_noise ? z.f32 + (int64_t)i * n : NULL;
+            if (sd_sched_step(&s, i, x, m.f32 + (int64_t)i * n, zi, n, &err)) {
+                CHECK(0, "%s step %d: %s", dir, i, err.msg);
+                break;
+            }
+            const float *ref = b.f32 + (int64_t)i * n;
+            double maxref = 0, maxabs = 0;
+            for (int64_t j = 0; j < n; j++) {
+                if (fabs(ref[j]) > maxref) maxref = fabs(ref[j]);
+                double e = fabs((double)x[j] - ref[j]);
+                if (e > maxabs) maxabs = e;
+            }
+            double scale = maxref > 1 ? maxref : 1;
+            if (maxabs / scale > g_worst_rel) g_worst_rel = maxabs / scale;
+            snprintf(what, sizeof what, "%s step %d (t=%g) [%lld/%lld bit-exact, err/max(1,max|ref|)=%.2g]", dir, i,
+                     s.timesteps[i], (long long)(n - count_diff(x, ref, n)), (long long)n, maxabs / scale);
+            CHECK_CLOSE(what, x, ref, n, 3e-5 * scale);
+        }
+        sd_npy_free(&b);
+        sd_npy_free(&m);
+    }
+    if (have_noise) sd_npy_free(&z);
+    free(x);
+    sd_npy_free(&init);
+    sd_npy_free(&noise);
+    sd_sched_free(&s);
+    cJSON_Delete(c);
+}
+
+/* README §3.4 examples. */
+static void test_examples(void)
+{
+    sd_sched s;
+    sd_err err;
+    CHECK(sd_sched_init(&s, SD_SAMPLER_DPMPP_2M, SD_SCHEDULE_KARRAS, SD_SPACING_DEFAULT, SD_PRED_EPS, 6, NULL, &err) == 0,
+          "karras init: %s", err.msg);
+    const float kt[6] = {999, 837, 594, 249, 30, 0};
+    const double ks[7] = {14.614645, 6.082158, 2.2321613, 0.6925739, 0.16975795, 0.029167533, 0};
+    for (int i = 0; i < 6; i++) CHECK(s.timesteps[i] == kt[i], "karras n=6 t[%d] = %g want %g", i, s.timesteps[i], kt[i]);
+    for (int i = 0; i < 7; i++)
+        CHECK(fabs(s.sigmas[i] - ks[i]) <= 1e-7 * ks[i] + 1e-12, "karras n=6 σ[%d] = %.9g want %.9g", i, s.sigmas[i], ks[i]);
+    CHECK(fabsf(s.sigma_table[0] - 0.0291675f) < 1e-7f && fabsf(s.sigma_table[999] - 14.614645f) < 2e-6f,
+          "σ table ends %.9g %.9g", s.sigma_table[0], s.sigma_table[999]);
+    sd_sched_free(&s);
+
+    struct { sd_sampler smp; sd_spacing sp; int n; float t[6]; } ex[] = {
+        {SD_SAMPLER_DDIM, SD_SPACING_DEFAULT, 4, {751, 501, 251, 1}},
+        {SD_SAMPLER_DDPM, SD_SPACING_DEFAULT, 5, {801, 601, 401, 201, 1}},
+        {SD_SAMPLER_EULER_A, SD_SPACING_DEFAULT, 5, {999, 749.25f, 499.5f, 249.75f, 0}},
+        {SD_SAMPLER_DPMPP_2M, SD_SPACING_DEFAULT, 5, {999, 799, 599, 400, 200}},
+        {SD_SAMPLER_DDIM, SD_SPACING_TRAILING, 4, {999, 749, 499, 249}},
+        {SD_SAMPLER_EULER, SD_SPACING_LEADING, 4, {751, 501, 251, 1}},
+    };
+    for (size_t e = 0; e < sizeof ex / sizeof ex[0]; e++) {
+        CHECK(sd_sched_init(&s, ex[e].smp, SD_SCHEDULE_DEFAULT, ex[e].sp, SD_PRED_EPS, ex[e].n, NULL, &err) == 0,
+              "init: %s", err.msg);
+        for (int i = 0; i < ex[e].n; i++)
+            CHECK(s.timesteps[i] == ex[e].t[i], "%s/%s n=%d t[%d] = %g want %g", sd_sampler_name(ex[e].smp),
+                  sd_spacing_name(s.spacing), ex[e].n, i, s.timesteps[i], ex[e].t[i]);
+        sd_sched_free(&s);
+    }
+    /* dpmpp_2m default: σ_i are table entries, σ_n = 0. */
+    sd_sched_init(&s, SD_SAMPLER_DPMPP_2M, SD_SCHEDULE_DEFAULT, SD_SPACING_DEFAULT, SD_PRED_EPS, 5, NULL, &err);
+    CHECK(s.sigmas[0] == s.sigma_table[999] && s.sigmas[3] == s.sigma_table[400] && s.sigmas[5] == 0.0f,
+          "dpmpp default σ list");
+    CHECK(s.init_noise_sigma == 1.0f, "dpmpp init_noise_sigma");
+    sd_sched_free(&s);
+    /* euler leading: init_noise_sigma = sqrt(σmax² + 1) */
+    sd_sched_init(&s, SD_SAMPLER_EULER, SD_SCHEDULE_DEFAULT, SD_SPACING_LEADING, SD_PRED_EPS, 4, NULL, &err);
+    CHECK(s.init_noise_sigma == sqrtf(s.sigmas[0] * s.sigmas[0] + 1.0f), "euler leading init_noise_sigma %g",
+          s.init_noise_sigma);
+    sd_sched_free(&s);
+}
+
+static void test_strength_and_errors(void)
+{
+    sd_sched s;
+    sd_err err;
+    /* §3.8: 50·0.58 = 28.999999999999996 → 28 steps; 100·0.29 → 28. */
+    sd_sched_init(&s, SD_SAMPLER_DDIM, SD_SCHEDULE_DEFAULT, SD_SPACING_DEFAULT, SD_PRED_EPS, 50, NULL, &err);
+    CHECK(sd_sched_set_strength(&s, 0.58, &err) == 0 && s.n_steps == 28 && s.t_start == 22, "50·0.58 → %d steps",
+          s.n_steps);
+    CHECK(s.timesteps[0] == s.timesteps_all[22] && s.timesteps[27] == 1.0f, "strength timesteps");
+    sd_sched_free(&s);
+    sd_sched_init(&s, SD_SAMPLER_EULER, SD_SCHEDULE_DEFAULT, SD_SPACING_DEFAULT, SD_PRED_EPS, 100, NULL, &err);
+    CHECK(sd_sched_set_strength(&s, 0.29, &err) == 0 && s.n_steps == 28, "100·0.29 → %d steps", s.n_steps);
+    CHECK(s.sigmas[0] == s.sigmas_all[72] && s.sigmas[28] == 0.0f, "euler strength σ list");
+    CHECK(sd_sched_set_strength(&s, 1.0, &err) == 0 && s.n_steps == 100 && s.t_start == 0, "strength 1");
+    CHECK(sd_sched_set_strength(&s, 0.001, &err) != 0, "strength·steps < 1 must fail");
+    CHECK(sd_sched_set_strength(&s, 1.5, &err) != 0, "strength > 1 must fail");
+    sd_sched_free(&s);
+    CHECK(sd_sched_init(&s, SD_SAMPLER_DDIM, SD_SCHEDULE_KARRAS, SD_SPACING_DEFAULT, SD_PRED_EPS, 10, NULL, &err) != 0 &&
+              strstr(err.msg, "karras") != NULL,
+          "ddim + karras must fail with a clear message");
+    printf("     ddim+karras: %s\n", err.msg);
+    CHECK(sd_sched_init(&s, SD_SAMPLER_DDPM, SD_SCHEDULE_KARRAS, SD_SPACING_DEFAULT, SD_PRED_EPS, 10, NULL, &err) != 0,
+          "ddpm + karras must fail");
+    CHECK(sd_sched_init(&s, SD_SAMPLER_EULER, SD_SCHEDULE_DEFAULT, SD_SPACING_DEFAULT, SD_PRED_EPS, 0, NULL, &err) != 0,
+          "0 steps must fail");
+    CHECK(sd_sched_init(&s, SD_SAMPLER_EULER, SD_SCHEDULE_DEFAULT, SD_SPACING_DEFAULT, SD_PRED_EPS, 1001, NULL, &err) != 0,
+          "1001 steps must fail");
+    /* diffusers' np.arange(1000, 0, -1000/61) has 62 entries: refused. */
+    CHECK(sd_sched_init(&s, SD_SAMPLER_DDIM, SD_SCHEDULE_DEFAULT, SD_SPACING_TRAILING, SD_PRED_EPS, 61, NULL, &err) != 0,
+          "trailing 61 must fail");
+    /* steps out of order */
+    float x[16] = {0}, g[16] = {0};
+    sd_sched_init(&s, SD_SAMPLER_DDIM, SD_SCHEDULE_DEFAULT, SD_SPACING_DEFAULT, SD_PRED_EPS, 4, NULL, &err);
+    CHECK(sd_sched_step(&s, 1, x, g, NULL, 16, &err) != 0, "step 1 before step 0 must fail");
+    CHECK(sd_sched_step(&s, 0, x, g, NULL, 16, &err) == 0, "step 0");
+    sd_sched_free(&s);
+    sd_sched_init(&s, SD_SAMPLER_EULER_A, SD_SCHEDULE_DEFAULT, SD_SPACING_DEFAULT, SD_PRED_EPS, 4, NULL, &err);
+    CHECK(sd_sched_step(&s, 0, x, g, NULL, 16, &err) != 0, "euler_a without noise must fail");
+    sd_sched_free(&s);
+}
+
+static void test_names(void)
+{
+    sd_sampler smp;
+    sd_schedule sch = SD_SCHEDULE_DEFAULT;
+    const char *ok[][2] = {{"ddim", "DDIM"}, {"ddpm", "DDPM"}, {"euler", "Euler"}, {"euler_a", "Euler a"}, {"dpmpp_2m", "DPM++ 2M"}};
+    for (int i = 0; i < 5; i++) {
+        CHECK(sd_sampler_parse(ok[i][0], &smp, NULL) == 0 && smp == (sd_sampler)i, "parse %s", ok[i][0]);
+        CHECK(sd_sampler_parse(ok[i][1], &smp, NULL) == 0 && smp == (sd_sampler)i, "parse %s", ok[i][1]);
+        CHECK(!strcmp(sd_sampler_name((sd_sampler)i), ok[i][0]), "name %d", i);
+        CHECK(!strcmp(sd_sampler_a1111_name((sd_sampler)i), ok[i][1]), "a1111 name %d", i);
+    }
+    CHECK(sd_sampler_parse("euler-a", &smp, NULL) == 0 && smp == SD_SAMPLER_EULER_A, "euler-a");
+    CHECK(sd_sampler_parse("DPM++ 2M Karras", &smp, &sch) == 0 && smp == SD_SAMPLER_DPMPP_2M && sch == SD_SCHEDULE_KARRAS,
+          "DPM++ 2M Karras");
+    CHECK(sd_sampler_parse("plms", &smp, NULL) != 0, "plms must fail");
+    CHECK(sd_schedule_parse("karras", &sch) == 0 && sch == SD_SCHEDULE_KARRAS, "karras");
+    CHECK(sd_schedule_parse("default", &sch) == 0 && sch == SD_SCHEDULE_DEFAULT, "default");
+    CHECK(!strcmp(sd_schedule_a1111_name(SD_SCHEDULE_KARRAS), "Karras"), "Karras label");
+    CHECK(!strcmp(sd_schedule_a1111_name(SD_SCHEDULE_DEFAULT), "Automatic"), "Automatic label");
+    sd_spacing sp;
+    CHECK(sd_spacing_parse("trailing", &sp) == 0 && sp == SD_SPACING_TRAILING, "trailing");
+    CHECK(sd_spacing_parse("bogus", &sp) != 0, "bogus spacing");
+}
+
+/* ---- fixture: torch/numpy re-derivation (scripts/make-sched-fixtures.py) ---- */
+
+static void read_floats(const cJSON *arr, float *out, int cap, int *n)
+{
+    int i = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, arr) if (i < cap) out[i++] = (float)v->valuedouble;
+    *n = i;
+}
+
+static void test_fixture(void)
+{
+    char path[4096];
+    const char *src = getenv("SDGEN_SOURCE_DIR");
+    snprintf(path, sizeof path, "%s/tests/fixtures/sched/sched_ref.json", src && *src ? src : "..");
+    char *txt = read_text(path);
+    CHECK(txt != NULL, "cannot read %s", path);
+    if (!txt) return;
+    cJSON *root = cJSON_Parse(txt);
+    free(txt);
+    if (!root) { CHECK(0, "fixture does not parse"); return; }
+
+    /* schedules: timesteps / sigmas / init_noise_sigma for sampler × schedule × spacing × n */
+    int n_sched = 0, n_sched_exact = 0;
+    double worst_t = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(root, "schedules")) {
+        sd_sampler smp;
+        sd_schedule sch;
+        sd_spacing sp;
+        int ok = sd_sampler_parse(jstr(e, "sampler"), &smp, NULL) == 0 && sd_schedule_parse(jstr(e, "schedule"), &sch) == 0 &&
+                 sd_spacing_parse(jstr(e, "spacing"), &sp) == 0;
+        CHECK(ok, "fixture entry names");
+        if (!ok) continue;
+        int steps = (int)jnum(e, "steps", 0);
+        sd_sched s;
+        sd_err err;
+        if (sd_sched_init(&s, smp, sch, sp, SD_PRED_EPS, steps, NULL, &err)) {
+            CHECK(0, "fixture %s/%s/%s n=%d: %s", jstr(e, "sampler"), jstr(e, "schedule"), jstr(e, "spacing"), steps, err.msg);
+            continue;
+        }
+        static float t[SD_SCHED_MAX_STEPS + 1], sg[SD_SCHED_MAX_STEPS + 2];
+        int nt, ns;
+        read_floats(cJSON_GetObjectItemCaseSensitive(e, "timesteps"), t, SD_SCHED_MAX_STEPS + 1, &nt);
+        read_floats(cJSON_GetObjectItemCaseSensitive(e, "sigmas"), sg, SD_SCHED_MAX_STEPS + 2, &ns);
+        int exact = nt == s.n_steps && count_diff(t, s.timesteps, nt) == 0;
+        if (ns) exact = exact && ns == s.n_steps + 1 && count_diff(sg, s.sigmas, ns) == 0;
+        exact = exact && s.init_noise_sigma == (float)jnum(e, "init_noise_sigma", 0);
+        n_sched++;
+        n_sched_exact += exact;
+        if (!exact) {
+            double mt = 0, ms = 0;
+            for (int i = 0; i < nt && i < s.n_steps; i++) if (fabs(t[i] - s.timesteps[i]) > mt) mt = fabs(t[i] - s.timesteps[i]);
+            for (int i = 0; i < ns && i <= s.n_steps; i++)
+                if (fabs(sg[i] - s.sigmas[i]) / (sg[i] > 1 ? sg[i] : 1) > ms) ms = fabs(sg[i] - s.sigmas[i]) / (sg[i] > 1 ? sg[i] : 1);
+            if (mt > worst_t) worst_t = mt;
+            CHECK(0, "fixture %s/%s/%s n=%d: timesteps/sigmas differ (max |dt| %.3g, max rel dsigma %.3g, n %d/%d, "
+                     "init_noise_sigma %.9g vs %.9g)",
+                  jstr(e, "sampler"), jstr(e, "schedule"), jstr(e, "spacing"), steps, mt, ms, nt, s.n_steps,
+                  s.init_noise_sigma, jnum(e, "init_noise_sigma", 0));
+        }
+        sd_sched_free(&s);
+    }
+    printf("fixture schedules: %d/%d bit-exact (max |dt| elsewhere %.3g)\n", n_sched_exact, n_sched, worst_t);
+    CHECK(n_sched > 0, "fixture has no schedules");
+
+    /* step runs: whole trajectories in float32 from the fixture's start latent */
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(root, "runs")) {
+        sd_sampler smp;
+        sd_schedule sch;
+        sd_spacing sp;
+        sd_sampler_parse(jstr(e, "sampler"), &smp, NULL);
+        sd_schedule_parse(jstr(e, "schedule"), &sch);
+        sd_spacing_parse(jstr(e, "spacing"), &sp);
+        sd_prediction pred = !strcmp(jstr(e, "prediction"), "v") ? SD_PRED_V : SD_PRED_EPS;
+        int steps = (int)jnum(e, "steps", 0);
+        double strength = jnum(e, "strength", -1);
+        sd_sched s;
+        sd_err err;
+        if (sd_sched_init(&s, smp, sch, sp, pred, steps, NULL, &err)) {
+            CHECK(0, "fixture run %s: %s", jstr(e, "name"), err.msg);
+            continue;
+        }
+        if (strength > 0) sd_sched_set_strength(&s, strength, &err);
+        const cJSON *xs = cJSON_GetObjectItemCaseSensitive(e, "x");
+        const cJSON *gs = cJSON_GetObjectItemCaseSensitive(e, "g");
+        const cJSON *zs = cJSON_GetObjectItemCaseSensitive(e, "z");
+        int nsteps = cJSON_GetArraySize(gs);
+        CHECK(nsteps == s.n_steps, "fixture run %s: %d steps vs %d", jstr(e, "name"), nsteps, s.n_steps);
+        float x[256], ref[256], g[256], z[256];
+        int n, ng, nz;
+        read_floats(cJSON_GetArrayItem(xs, 0), x, 256, &n);
+        if (strength > 0) {
+            /* img2img start latent: add_noise(enc, noise) at the first step run (§3.8). */
+            float enc[256], nz0[256], got[256];
+            int ne, nn;
+            read_floats(cJSON_GetObjectItemCaseSensitive(e, "enc"), enc, 256, &ne);
+            read_floats(cJSON_GetObjectItemCaseSensitive(e, "noise"), nz0, 256, &nn);
+            sd_sched_add_noise(&s, enc, nz0, got, ne);
+            CHECK(ne == n && nn == n && count_diff(got, x, n) == 0, "fixture run %s: add_noise not bit-exact",
+                  jstr(e, "name"));
+        }
+        double worst = 0;
+        int64_t exact = 0, total = 0;
+        for (int i = 0; i < nsteps && nsteps == s.n_steps; i++) {
+            read_floats(cJSON_GetArrayItem(gs, i), g, 256, &ng);
+            read_floats(cJSON_GetArrayItem(zs, i), z, 256, &nz);
+            CHECK(sd_sched_needs_noise(&s, i) == (nz > 0), "fixture run %s step %d needs_noise", jstr(e, "name"), i);
+            /* Each step starts from the reference latent, as for the golden cases. */
+            int nr;
+            if (i > 0) read_floats(cJSON_GetArrayItem(xs, i), x, 256, &nr);
+            if (sd_sched_step(&s, i, x, g, nz ? z : NULL, n, &err)) { CHECK(0, "run %s: %s", jstr(e, "name"), err.msg); break; }
+            read_floats(cJSON_GetArrayItem(xs, i + 1), ref, 256, &nr);
+            double maxref = 0, maxabs = 0;
+            for (int j = 0; j < n; j++) {
+                if (fabs(ref[j]) > maxref) maxref = fabs(ref[j]);
+                if (fabs((double)x[j] - ref[j]) > maxabs) maxabs = fabs((double)x[j] - ref[j]);
+            }
+            double r = maxabs / (maxref > 1 ? maxref : 1);
+            if (r > worst) worst = r;
+            exact += n - count_diff(x, ref, n);
+            total += n;
+        }
+        char what[256];
+        snprintf(what, sizeof what, "fixture run %s: %lld/%lld bit-exact, worst err/max(1,max|ref|) %.3g", jstr(e, "name"),
+                 (long long)exact, (long long)total, worst);
+        CHECK(worst <= 2e-6, "%s", what);
+        if (worst <= 2e-6) printf("ok   %s\n", what);
+        sd_sched_free(&s);
+    }
+    cJSON_Delete(root);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int main(void)
+{
+    test_examples();
+    test_strength_and_errors();
+    test_names();
+
+    DIR *d = opendir(sd_test_path("golden/cases"));
+    CHECK(d != NULL, "cannot list golden/cases");
+    if (d) {
+        char *names[64];
+        int n = 0;
+        struct dirent *e;
+        while ((e = readdir(d)) && n < 64)
+            if (e->d_name[0] != '.') names[n++] = strdup(e->d_name);
+        closedir(d);
+        qsort(names, (size_t)n, sizeof *names, cmp_str);
+        CHECK(n >= 7, "expected at least 7 cases, found %d", n);
+        for (int i = 0; i < n; i++) {
+            test_case(names[i]);
+            free(names[i]);
+        }
+    }
+    printf("golden steps: worst err/max(1,max|ref|) = %.3g (tolerance 3e-5)\n", g_worst_rel);
+    test_fixture();
+    TEST_MAIN_END();
+}
