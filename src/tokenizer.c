@@ -364,6 +364,7 @@ static int parse_merges(sd_tokenizer *t, char *text, size_t len, int skip_header
             if (nf < 3) { f[nf] = text + s; fl[nf] = i - s; }
             nf++;
         }
+        if (nf == 0) { p = q + 1; continue; } /* blank line: skipped (as the demo model's tokenizer does) */
         if (nf != 2)
             return sd_errf(err, "%s: line %d: expected a merge \"A B\" (two fields), found %d", what, line_no, nf);
         if (fl[0] > TOK_MAX_TOKEN_BYTES || fl[1] > TOK_MAX_TOKEN_BYTES)
@@ -446,6 +447,17 @@ static int read_file_any(const char *path, char **out, size_t *len, sd_err *err)
         }
         if (r == 0) break;
         n += (size_t)r;
+    }
+    int ez = Z_OK;
+    const char *zm = gzerror(f, &ez);
+    if (ez != Z_OK && ez != Z_STREAM_END) {
+        /* a truncated .gz reads as a shorter list without this check */
+        size_t pl = strlen(path);
+        if (zm && !strncmp(zm, path, pl) && !strncmp(zm + pl, ": ", 2)) zm += pl + 2; /* zlib prefixes the path */
+        sd_errf(err, "%s: damaged or truncated: %s", path, zm ? zm : "read error");
+        free(buf);
+        gzclose(f);
+        return -1;
     }
     gzclose(f);
     buf[n] = 0;
@@ -591,7 +603,8 @@ int sd_tokenizer_from_merges(sd_tokenizer **out, const char *text, size_t len, c
     int header = k < len && (copy[k] == '#' || copy[k] == '"');
     sd_tokenizer *t = tok_new(what);
     if (!t) { free(copy); return sd_errcf(err, SD_EXIT_OOM, "out of memory"); }
-    int rc = build_clip(t, copy, len, header, TOK_MAX_MERGES, what, err);
+    /* at most 48894 merges, as CLIP and the demo model's tokenizer (scripts/demo-model/bpe.py) keep */
+    int rc = build_clip(t, copy, len, header, TOK_CLIP_MERGES, what, err);
     free(copy);
     if (rc) { sd_tokenizer_free(t); return -1; }
     *out = t;

@@ -186,7 +186,7 @@ static void check_small_and_errors(void)
     sd_err err;
     sd_tokenizer *t = NULL;
     /* demo-model form: merges in memory, header line, CLIP construction */
-    const char *m = "#version: 0.2\nh e\nl l\nhe ll\n";
+    const char *m = "#version: 0.2\nh e\n\nl l\nhe ll\n"; /* blank lines are skipped */
     CHECK(sd_tokenizer_from_merges(&t, m, strlen(m), "demo", &err) == 0, "from_merges: %s", err.msg);
     if (t) {
         CHECK(sd_tokenizer_vocab_size(t) == 517, "demo vocab size %d", sd_tokenizer_vocab_size(t));
@@ -233,6 +233,18 @@ static void check_small_and_errors(void)
     write_file(p, "{}");
     remove(q);
     CHECK(sd_tokenizer_load(&t, p, &err) != 0 && strstr(err.msg, "merges.txt"), "vocab.json without partner: %s", err.msg);
+    /* a truncated .gz is refused, not read as a shorter merges list */
+    {
+        size_t glen;
+        char *gzb = slurp(sd_test_path("clip/bpe_simple_vocab_16e6.txt.gz"), &glen);
+        snprintf(p, sizeof p, "%s/trunc.txt.gz", d);
+        FILE *f = fopen(p, "wb");
+        if (f && gzb) { fwrite(gzb, 1, glen / 2, f); }
+        if (f) fclose(f);
+        free(gzb);
+        CHECK(sd_tokenizer_load(&t, p, &err) != 0 && strstr(err.msg, "trunc.txt.gz") && strstr(err.msg, "truncated"),
+              "truncated gz: %s", err.msg);
+    }
     snprintf(p, sizeof p, "%s/nope", d);
     CHECK(sd_tokenizer_load(&t, p, &err) != 0 && strstr(err.msg, "nope"), "missing path: %s", err.msg);
     snprintf(p, sizeof p, "%s/empty", d);

@@ -53,7 +53,8 @@ void sd_tokens_free(sd_tokens *t);
 int sd_tokenizer_load(sd_tokenizer **out, const char *path, sd_err *err);
 
 /* Build from a merges list held in memory (e.g. a model's "sdgen.bpe_merges" metadata): an
- * optional header line (starting with '#' or '"'), then "a b" merge lines. The vocabulary is the
+ * optional header line (starting with '#' or '"'), then "a b" merge lines (blank lines skipped; at
+ * most the first 49152-256-2 = 48894 merges are used, as CLIP does). The vocabulary is the
  * CLIP construction: 256 byte symbols, the same + "</w>", every merge joined, then
  * <|startoftext|>, <|endoftext|> (so BOS/EOS are the last two ids). `what` names the source in
  * error messages. */
