@@ -1,0 +1,210 @@
+/* golden_cli.h — run a golden case through the `sdgen` binary, exactly as a user would (its
+ * case.json keys become command-line options verbatim), and compare every dumped tensor, the
+ * PNG's pixels and its parameters chunk against the reference (tolerances: golden README §5). */
+#ifndef SDGEN_GOLDEN_CLI_H
+#define SDGEN_GOLDEN_CLI_H
+
+#include <cjson/cJSON.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sdgen/image.h"
+#include "sdgen/npy.h"
+#include "sdgen/params.h"
+#include "testutil.h"
+
+static char *read_text_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    if (b) b[n] = 0;
+    fclose(f);
+    return b;
+}
+
+static int run_argv(char **argv)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static double max_abs_of(const float *v, long n)
+{
+    double m = 0;
+    for (long i = 0; i < n; i++)
+        if (fabs(v[i]) > m) m = fabs(v[i]);
+    return m;
+}
+
+/* Compare OUT/name.npy with CASE/name.npy; tol < 0 means relative latent tolerance 3e-5·max(1, max|ref|). */
+static void compare_npy(const char *case_dir, const char *out_dir, const char *name, double tol)
+{
+    char a[4096], b[4096], what[256];
+    snprintf(a, sizeof a, "%s/%s.npy", out_dir, name);
+    snprintf(b, sizeof b, "%s/%s.npy", case_dir, name);
+    sd_npy got, want;
+    sd_err e1 = {0}, e2 = {0};
+    int ok1 = sd_npy_read(&got, a, &e1) == 0, ok2 = sd_npy_read(&want, b, &e2) == 0;
+    CHECK(ok1, "%s: %s", name, e1.msg);
+    CHECK(ok2, "%s: %s", name, e2.msg);
+    if (ok1 && ok2) {
+        CHECK(got.numel == want.numel, "%s: %lld values, reference has %lld", name, (long long)got.numel,
+              (long long)want.numel);
+        if (got.numel == want.numel) {
+            if (tol < 0) tol = 3e-5 * fmax(1.0, max_abs_of(want.f32, (long)want.numel));
+            snprintf(what, sizeof what, "%s %s", strrchr(case_dir, '/') + 1, name);
+            CHECK_CLOSE(what, got.f32, want.f32, got.numel, tol);
+        }
+    }
+    if (ok1) sd_npy_free(&got);
+    if (ok2) sd_npy_free(&want);
+}
+
+static const char *jstr(const cJSON *c, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static void run_golden_case(const char *sdgen, const char *case_name, const char *model_override)
+{
+    char case_dir[4096], json_path[4200];
+    snprintf(case_dir, sizeof case_dir, "%s", sd_test_path("golden/cases"));
+    snprintf(case_dir + strlen(case_dir), sizeof case_dir - strlen(case_dir), "/%s", case_name);
+    snprintf(json_path, sizeof json_path, "%s/case.json", case_dir);
+    char *txt = read_text_file(json_path);
+    CHECK(txt != NULL, "cannot read %s", json_path);
+    if (!txt) return;
+    cJSON *c = cJSON_Parse(txt);
+    free(txt);
+    CHECK(c != NULL, "%s: bad JSON", json_path);
+    if (!c) return;
+
+    char out_dir[4096], png[4200], model[4096], init[4200], vocab[4096];
+    snprintf(out_dir, sizeof out_dir, "%s/golden-%s", sd_test_tmp(), case_name);
+    snprintf(png, sizeof png, "%s/image.png", out_dir);
+    mkdir(out_dir, 0777);
+    snprintf(vocab, sizeof vocab, "%s", sd_test_path("clip"));
+    if (model_override) snprintf(model, sizeof model, "%s", model_override);
+    else snprintf(model, sizeof model, "%s/%s", sd_test_path("golden"), jstr(c, "model"));
+
+    /* case.json key -> CLI option, verbatim */
+    static const char *keys[][2] = {{"prompt", "--prompt"},     {"negative_prompt", "--negative-prompt"},
+                                    {"width", "--width"},       {"height", "--height"},
+                                    {"steps", "--steps"},       {"cfg_scale", "--cfg-scale"},
+                                    {"seed", "--seed"},         {"sampler", "--sampler"},
+                                    {"schedule", "--schedule"}, {"rng", "--rng"},
+                                    {"prediction", "--prediction"}, {"clip_skip", "--clip-skip"},
+                                    {"strength", "--strength"}};
+    char *argv[64];
+    char vals[32][256];
+    int n = 0, nv = 0;
+    argv[n++] = (char *)sdgen;
+    argv[n++] = "-q";
+    argv[n++] = "--overwrite";
+    argv[n++] = "--model";
+    argv[n++] = model;
+    argv[n++] = "--vocab";
+    argv[n++] = vocab;
+    argv[n++] = "--output";
+    argv[n++] = png;
+    argv[n++] = "--dump-dir";
+    argv[n++] = out_dir;
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, keys[k][0]);
+        if (!v) continue;
+        argv[n++] = (char *)keys[k][1];
+        if (cJSON_IsString(v)) snprintf(vals[nv], sizeof vals[nv], "%s", v->valuestring);
+        else if (v->valuedouble == (double)(long long)v->valuedouble) snprintf(vals[nv], sizeof vals[nv], "%lld", (long long)v->valuedouble);
+        else snprintf(vals[nv], sizeof vals[nv], "%.17g", v->valuedouble);
+        argv[n++] = vals[nv++];
+    }
+    if (jstr(c, "init_image")) {
+        snprintf(init, sizeof init, "%s/%s", case_dir, jstr(c, "init_image"));
+        argv[n++] = "--init-image";
+        argv[n++] = init;
+    }
+    argv[n] = NULL;
+    int rc = run_argv(argv);
+    CHECK(rc == 0, "%s: sdgen exited with %d", case_name, rc);
+    if (rc == 0) {
+        int img2img = jstr(c, "init_image") != NULL;
+        compare_npy(case_dir, out_dir, "tokens_cond", 0);
+        compare_npy(case_dir, out_dir, "tokens_uncond", 0);
+        compare_npy(case_dir, out_dir, "text_emb_cond", 2e-5);
+        compare_npy(case_dir, out_dir, "text_emb_uncond", 2e-5);
+        compare_npy(case_dir, out_dir, "timesteps", 0);
+        if (img2img) {
+            compare_npy(case_dir, out_dir, "latents_encoded", 1e-4);
+            compare_npy(case_dir, out_dir, "latents_init", 1e-4);
+        } else {
+            compare_npy(case_dir, out_dir, "latents_init", 0);
+        }
+        compare_npy(case_dir, out_dir, "step_latents", -1);
+        compare_npy(case_dir, out_dir, "latents_final", -1);
+        compare_npy(case_dir, out_dir, "image_float", 1e-4);
+
+        /* PNG: every value within 1 LSB, at most 0.2% differ */
+        char ref[4200];
+        snprintf(ref, sizeof ref, "%s/image.png", case_dir);
+        sd_image ia = {0}, ib = {0};
+        sd_err le = {0};
+        int la = sd_image_load(&ia, png, &le) == 0, lb = sd_image_load(&ib, ref, &le) == 0;
+        const unsigned char *a = la ? ia.rgb : NULL, *b = lb ? ib.rgb : NULL;
+        int w1 = ia.w, h1 = ia.h, w2 = ib.w, h2 = ib.h;
+        CHECK(a && b && w1 == w2 && h1 == h2, "%s: PNG missing or of the wrong size", case_name);
+        if (a && b && w1 == w2 && h1 == h2) {
+            long nval = (long)w1 * h1 * 3, ndiff = 0;
+            int maxd = 0;
+            for (long i = 0; i < nval; i++) {
+                int d = abs((int)a[i] - (int)b[i]);
+                if (d) ndiff++;
+                if (d > maxd) maxd = d;
+            }
+            printf("%s image.png: max diff %d LSB, %ld of %ld values differ\n", case_name, maxd, ndiff, nval);
+            CHECK(maxd <= 1 && ndiff * 500 <= nval, "%s image.png: max diff %d, %ld of %ld differ", case_name, maxd,
+                  ndiff, nval);
+        }
+        sd_image_free(&ia);
+        sd_image_free(&ib);
+
+        /* the parameters chunk parses back to the run's settings */
+        char *text = NULL;
+        int itxt = 0;
+        sd_err e = {0};
+        CHECK(sd_png_read_text(png, "parameters", &text, &itxt, &e) == 0, "%s: %s", case_name, e.msg);
+        if (text) {
+            sd_gen_params gp;
+            sd_params_init(&gp);
+            CHECK(sd_params_parse(text, &gp, &e) == 0, "%s: parameters do not parse: %s", case_name, e.msg);
+            CHECK(!strcmp(gp.prompt, jstr(c, "prompt")), "%s: prompt read back as \"%s\"", case_name, gp.prompt);
+            const char *seed = sd_params_get(&gp, "Seed");
+            char want_seed[32];
+            snprintf(want_seed, sizeof want_seed, "%d", cJSON_GetObjectItem(c, "seed")->valueint);
+            CHECK(seed && !strcmp(seed, want_seed), "%s: Seed read back as %s", case_name, seed ? seed : "(none)");
+            const char *steps = sd_params_get(&gp, "Steps");
+            CHECK(steps && atoi(steps) == cJSON_GetObjectItem(c, "steps")->valueint, "%s: Steps read back as %s",
+                  case_name, steps ? steps : "(none)");
+            sd_params_free(&gp);
+            free(text);
+        }
+    }
+    cJSON_Delete(c);
+}
+
+#endif
