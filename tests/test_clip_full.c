@@ -3,9 +3,9 @@
  * latents_final / 0.18215 → image_float within 1e-4 (README §3.2, §3.7, §5).
  *
  * The 2 GB checkpoint is $SDGEN_SD15 when that names a file; otherwise it is generated (never
- * skipped): with scripts/make-full-ckpts.sh when present, else by building the shared
- * tools/mkckpt.c and running `mkckpt golden/manifests/sd15.json sd15.safetensors 0` into
- * $SDGEN_TEST_TMP (about 30 s). Label "full" (tests/CMakeLists.txt).
+ * skipped) into $SDGEN_TEST_TMP/full: with scripts/make-full-ckpts.sh when present, else by
+ * building the shared tools/mkckpt.c and running `mkckpt golden/manifests/sd15.json
+ * sd15.safetensors 0` (about 30 s). Label "full" (tests/CMakeLists.txt).
  */
 #include <cjson/cJSON.h>
 #include <sys/stat.h>
@@ -33,7 +33,12 @@ static int sd15_path(char *out, size_t outsz)
         snprintf(out, outsz, "%s", env);
         return 0;
     }
-    const char *tmp = sd_test_tmp();
+    /* $SDGEN_TEST_TMP/full, where the other full-size tests generate it too. */
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s/full", sd_test_tmp());
+    char mk[4300];
+    snprintf(mk, sizeof mk, "mkdir -p '%s'", tmp);
+    if (system(mk) != 0) return -1;
     snprintf(out, outsz, "%s/sd15.safetensors", tmp);
     if (is_file_of(out, SD15_BYTES)) return 0;
 
@@ -42,7 +47,7 @@ static int sd15_path(char *out, size_t outsz)
     char script[4096];
     snprintf(script, sizeof script, "%s/scripts/make-full-ckpts.sh", src && *src ? src : ".");
     if (is_file_of(script, -1)) {
-        /* The script writes sd15.safetensors into the folder it is given (or $SDGEN_SD15's). */
+        /* The script writes OUT_DIR/sd15.safetensors and checks its sha256. */
         snprintf(cmd, sizeof cmd, "bash '%s' '%s' sd15", script, tmp);
         printf("generating the SD 1.5 checkpoint: %s\n", cmd);
         fflush(stdout);
