@@ -8,7 +8,6 @@
 #include "sdgen/prompt.h"
 
 #include <ctype.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 

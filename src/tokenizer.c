@@ -26,7 +26,7 @@
 #define TOK_MAX_MERGES 1000000
 #define TOK_MAX_ID (1 << 22)
 #define TOK_MAX_TOKEN_BYTES 4096     /* one vocabulary string */
-#define TOK_MAX_TEXT (64 << 10)      /* prompt bytes: BPE is quadratic in a word's length */
+#define TOK_MAX_TEXT (32 << 10)      /* prompt bytes: BPE is quadratic in a word's length (1 s for a 32 KiB random word) */
 #define TOK_CLIP_MERGES (49152 - 256 - 2) /* CLIP/transformers use merge lines 1..48894 */
 #define TOK_CACHE_MAX 8192
 

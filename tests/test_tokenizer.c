@@ -330,7 +330,7 @@ int main(void)
         check_golden_cases(gz);
         check_unicode(gz);
         /* bounded input */
-        size_t big = (64 << 10) + 1;
+        size_t big = (32 << 10) + 1;
         char *s = malloc(big + 1);
         memset(s, 'a', big);
         s[big] = 0;

@@ -73,7 +73,8 @@ const char *sd_tokenizer_token_str(const sd_tokenizer *t, int id);
 const char *sd_tokenizer_source(const sd_tokenizer *t);
 
 /* BPE ids of TEXT (UTF-8; invalid bytes are dropped), no BOS/EOS, no truncation: transformers'
- * tokenizer(text, add_special_tokens=False).input_ids. Appended to *out. */
+ * tokenizer(text, add_special_tokens=False).input_ids. Appended to *out. TEXT is at most 32 KiB
+ * (BPE cost grows with the square of a word's length); longer is an error. */
 int sd_tokenize(sd_tokenizer *t, const char *text, int pad_id, sd_tokens *out, sd_err *err);
 
 /* What the pipelines feed the encoder: BOS, up to 75 tokens, EOS, then pad_id up to 77.
