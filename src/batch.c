@@ -1,0 +1,665 @@
+/* batch.c — `--prompts FILE` parser (JSON Lines or one prompt per line) and output-path templates
+ * (batch.h). The JSON reader is a small strict RFC 8259 parser for one flat object per line: it keeps
+ * numbers as written (a 64-bit seed does not fit a double) and reports the first problem precisely. */
+#include "sdgen/batch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- UTF-8 ---- */
+
+/* Length of a valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
+static int utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    int len;
+    unsigned v, min;
+    if ((c & 0xE0) == 0xC0) { len = 2; v = c & 0x1F; min = 0x80; }
+    else if ((c & 0xF0) == 0xE0) { len = 3; v = c & 0x0F; min = 0x800; }
+    else if ((c & 0xF8) == 0xF0) { len = 4; v = c & 0x07; min = 0x10000; }
+    else return 0;
+    if ((size_t)len > n) return 0;
+    for (int i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        v = v << 6 | (s[i] & 0x3F);
+    }
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
+    return len;
+}
+
+static char *dupn(const char *s, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, s, n);
+        d[n] = 0;
+    }
+    return d;
+}
+
+/* ---- the JSON line reader ---- */
+
+typedef struct {
+    const char *s;
+    size_t n, i;
+    char msg[200];
+} jp;
+
+static int jfail(jp *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int jfail(jp *j, const char *fmt, ...)
+{
+    if (!j->msg[0]) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(j->msg, sizeof j->msg, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+static void jws(jp *j)
+{
+    while (j->i < j->n && (j->s[j->i] == ' ' || j->s[j->i] == '\t' || j->s[j->i] == '\r')) j->i++;
+}
+
+static int hex4(const char *s, unsigned *v)
+{
+    *v = 0;
+    for (int d = 0; d < 4; d++) {
+        char h = s[d];
+        unsigned x = h >= '0' && h <= '9' ? (unsigned)(h - '0') : h >= 'a' && h <= 'f' ? (unsigned)(h - 'a' + 10)
+                   : h >= 'A' && h <= 'F' ? (unsigned)(h - 'A' + 10) : 99u;
+        if (x > 15) return -1;
+        *v = *v * 16 + x;
+    }
+    return 0;
+}
+
+/* String at j->i (which is '"'). *out malloc'ed (NULL when out is NULL: just skip). */
+static int jstring(jp *j, char **out)
+{
+    size_t start = j->i;
+    j->i++;
+    char *o = out ? malloc(j->n - start + 1) : NULL; /* decoded is never longer than the source */
+    if (out && !o) return jfail(j, "out of memory");
+    size_t k = 0;
+    for (;;) {
+        if (j->i >= j->n) { free(o); return jfail(j, "unterminated string (column %zu)", start + 1); }
+        unsigned char c = (unsigned char)j->s[j->i];
+        if (c == '"') { j->i++; break; }
+        if (c < 0x20) { free(o); return jfail(j, "control character in a string (column %zu)", j->i + 1); }
+        if (c != '\\') {
+            if (o) o[k++] = (char)c;
+            j->i++;
+            continue;
+        }
+        if (j->i + 1 >= j->n) { free(o); return jfail(j, "unterminated string (column %zu)", start + 1); }
+        char e = j->s[j->i + 1];
+        j->i += 2;
+        char lit = 0;
+        switch (e) {
+        case '"': lit = '"'; break;
+        case '\\': lit = '\\'; break;
+        case '/': lit = '/'; break;
+        case 'b': lit = '\b'; break;
+        case 'f': lit = '\f'; break;
+        case 'n': lit = '\n'; break;
+        case 'r': lit = '\r'; break;
+        case 't': lit = '\t'; break;
+        case 'u': {
+            unsigned v;
+            if (j->i + 4 > j->n || hex4(j->s + j->i, &v)) { free(o); return jfail(j, "bad \\u escape (column %zu)", j->i - 1); }
+            j->i += 4;
+            if (v >= 0xD800 && v <= 0xDBFF) {
+                unsigned lo;
+                if (j->i + 6 > j->n || j->s[j->i] != '\\' || j->s[j->i + 1] != 'u' || hex4(j->s + j->i + 2, &lo) ||
+                    lo < 0xDC00 || lo > 0xDFFF) {
+                    free(o);
+                    return jfail(j, "unpaired UTF-16 surrogate in a \\u escape (column %zu)", j->i - 5);
+                }
+                j->i += 6;
+                v = 0x10000 + ((v - 0xD800) << 10) + (lo - 0xDC00);
+            } else if (v >= 0xDC00 && v <= 0xDFFF) {
+                free(o);
+                return jfail(j, "unpaired UTF-16 surrogate in a \\u escape (column %zu)", j->i - 5);
+            }
+            if (v == 0) { free(o); return jfail(j, "NUL character (\\u0000) in a string"); }
+            if (o) {
+                if (v < 0x80) o[k++] = (char)v;
+                else if (v < 0x800) { o[k++] = (char)(0xC0 | v >> 6); o[k++] = (char)(0x80 | (v & 0x3F)); }
+                else if (v < 0x10000) { o[k++] = (char)(0xE0 | v >> 12); o[k++] = (char)(0x80 | ((v >> 6) & 0x3F)); o[k++] = (char)(0x80 | (v & 0x3F)); }
+                else { o[k++] = (char)(0xF0 | v >> 18); o[k++] = (char)(0x80 | ((v >> 12) & 0x3F)); o[k++] = (char)(0x80 | ((v >> 6) & 0x3F)); o[k++] = (char)(0x80 | (v & 0x3F)); }
+            }
+            continue;
+        }
+        default: free(o); return jfail(j, "bad escape \\%c in a string (column %zu)", e, j->i - 1);
+        }
+        if (o) o[k++] = lit;
+    }
+    if (o) {
+        o[k] = 0;
+        *out = o;
+    }
+    return 0;
+}
+
+/* Number at j->i: RFC 8259 grammar. Span in [*a, *b); *is_int when no fraction/exponent. */
+static int jnumber(jp *j, size_t *a, size_t *b, int *is_int)
+{
+    size_t i = j->i, n = j->n;
+    const char *s = j->s;
+    *a = i;
+    *is_int = 1;
+    if (i < n && s[i] == '-') i++;
+    if (i >= n || s[i] < '0' || s[i] > '9') return jfail(j, "bad number (column %zu)", *a + 1);
+    if (s[i] == '0') i++;
+    else while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    if (i < n && s[i] == '.') {
+        *is_int = 0;
+        i++;
+        if (i >= n || s[i] < '0' || s[i] > '9') return jfail(j, "bad number (column %zu)", *a + 1);
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        *is_int = 0;
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+        if (i >= n || s[i] < '0' || s[i] > '9') return jfail(j, "bad number (column %zu)", *a + 1);
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    }
+    j->i = i;
+    *b = i;
+    return 0;
+}
+
+static int jliteral(jp *j, const char *lit)
+{
+    size_t l = strlen(lit);
+    if (j->n - j->i < l || memcmp(j->s + j->i, lit, l)) return jfail(j, "unexpected character '%c' (column %zu)", j->s[j->i], j->i + 1);
+    j->i += l;
+    return 0;
+}
+
+/* Skip any value (for the ignored informational keys); nesting capped. */
+static int jskip(jp *j, int depth)
+{
+    if (depth > 32) return jfail(j, "JSON nested too deeply");
+    jws(j);
+    if (j->i >= j->n) return jfail(j, "unexpected end of line, a value was expected");
+    char c = j->s[j->i];
+    if (c == '"') return jstring(j, NULL);
+    if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        j->i++;
+        jws(j);
+        if (j->i < j->n && j->s[j->i] == close) { j->i++; return 0; }
+        for (;;) {
+            if (c == '{') {
+                jws(j);
+                if (j->i >= j->n || j->s[j->i] != '"') return jfail(j, "object key must be a string (column %zu)", j->i + 1);
+                if (jstring(j, NULL)) return -1;
+                jws(j);
+                if (j->i >= j->n || j->s[j->i] != ':') return jfail(j, "':' expected (column %zu)", j->i + 1);
+                j->i++;
+            }
+            if (jskip(j, depth + 1)) return -1;
+            jws(j);
+            if (j->i < j->n && j->s[j->i] == ',') { j->i++; continue; }
+            if (j->i < j->n && j->s[j->i] == close) { j->i++; return 0; }
+            return jfail(j, "',' or '%c' expected (column %zu)", close, j->i + 1);
+        }
+    }
+    if (c == 't') return jliteral(j, "true");
+    if (c == 'f') return jliteral(j, "false");
+    if (c == 'n') return jliteral(j, "null");
+    if (c != '-' && (c < '0' || c > '9')) {
+        if (c > 32 && c < 127) return jfail(j, "invalid JSON value starting with '%c' (column %zu)", c, j->i + 1);
+        return jfail(j, "invalid JSON value (column %zu)", j->i + 1);
+    }
+    size_t a, b;
+    int is_int;
+    return jnumber(j, &a, &b, &is_int);
+}
+
+/* ---- keys ---- */
+
+enum { K_STR, K_INT, K_U64, K_NUM, K_IGNORE };
+
+typedef struct {
+    const char *name;
+    int type;
+    const char *choices; /* "a|b|c" for enumerations; NULL: any string (the generator checks option
+                          * values such as sampler names itself, with its aliases) */
+} keydef;
+
+static const keydef KEYS[] = {
+    {"prompt", K_STR, NULL},
+    {"negative_prompt", K_STR, NULL},
+    {"sampler", K_STR, NULL},
+    {"schedule", K_STR, NULL},
+    {"rng", K_STR, NULL},
+    {"prediction", K_STR, NULL},
+    {"timestep_spacing", K_STR, NULL},
+    {"output", K_STR, NULL},
+    {"init_image", K_STR, NULL},
+    {"model", K_STR, NULL},
+    {"seed", K_U64, NULL},
+    {"steps", K_INT, NULL},
+    {"width", K_INT, NULL},
+    {"height", K_INT, NULL},
+    {"clip_skip", K_INT, NULL},
+    {"batch_count", K_INT, NULL},
+    {"cfg_scale", K_NUM, NULL},
+    {"strength", K_NUM, NULL},
+    {"eta", K_NUM, NULL},
+    /* golden case.json keys that describe a run rather than set an option */
+    {"name", K_IGNORE, NULL},
+    {"family", K_IGNORE, NULL},
+    {"model_sha256", K_IGNORE, NULL},
+    {"latent_shape", K_IGNORE, NULL},
+    {"timesteps", K_IGNORE, NULL},
+    {"timesteps_all", K_IGNORE, NULL},
+    {"init_timestep", K_IGNORE, NULL},
+    {"t_start", K_IGNORE, NULL},
+    {"init_noise_sigma", K_IGNORE, NULL},
+    {"vae_scaling_factor", K_IGNORE, NULL},
+    {"tokenizer_pad_id", K_IGNORE, NULL},
+    {"stats", K_IGNORE, NULL},
+    {"reference", K_IGNORE, NULL},
+};
+
+static int in_choices(const char *v, const char *choices)
+{
+    size_t l = strlen(v);
+    for (const char *c = choices; *c;) {
+        const char *bar = strchr(c, '|');
+        size_t cl = bar ? (size_t)(bar - c) : strlen(c);
+        if (cl == l && !memcmp(c, v, l)) return 1;
+        if (!bar) break;
+        c = bar + 1;
+    }
+    return 0;
+}
+
+static char **str_field(sd_batch_item *it, const char *k)
+{
+    if (!strcmp(k, "prompt")) return &it->prompt;
+    if (!strcmp(k, "negative_prompt")) return &it->negative_prompt;
+    if (!strcmp(k, "sampler")) return &it->sampler;
+    if (!strcmp(k, "schedule")) return &it->schedule;
+    if (!strcmp(k, "rng")) return &it->rng;
+    if (!strcmp(k, "prediction")) return &it->prediction;
+    if (!strcmp(k, "timestep_spacing")) return &it->timestep_spacing;
+    if (!strcmp(k, "output")) return &it->output;
+    if (!strcmp(k, "init_image")) return &it->init_image;
+    return &it->model;
+}
+
+static void item_clear(sd_batch_item *it)
+{
+    free(it->error);
+    free(it->prompt); free(it->negative_prompt); free(it->sampler); free(it->schedule); free(it->rng);
+    free(it->prediction); free(it->timestep_spacing); free(it->output); free(it->init_image); free(it->model);
+    for (int i = 0; i < it->n_set; i++) {
+        free(it->set_key[i]);
+        free(it->set_value[i]);
+    }
+    int line = it->line;
+    memset(it, 0, sizeof *it);
+    it->line = line;
+}
+
+static int add_set(sd_batch_item *it, jp *j, const char *k, const char *v, size_t vn)
+{
+    if (it->n_set >= SD_BATCH_MAX_KEYS) return jfail(j, "too many keys (max %d)", SD_BATCH_MAX_KEYS);
+    it->set_key[it->n_set] = dupn(k, strlen(k));
+    it->set_value[it->n_set] = dupn(v, vn);
+    it->n_set++;
+    if (!it->set_key[it->n_set - 1] || !it->set_value[it->n_set - 1]) return jfail(j, "out of memory");
+    return 0;
+}
+
+/* Parse one JSON line into it. Returns 0 or -1 with j->msg. */
+static int parse_object(jp *j, sd_batch_item *it)
+{
+    unsigned char seen[sizeof KEYS / sizeof *KEYS] = {0};
+    jws(j);
+    if (j->i >= j->n || j->s[j->i] != '{') return jfail(j, "not a JSON object (a line must start with '{')");
+    j->i++;
+    jws(j);
+    int first = 1;
+    if (j->i < j->n && j->s[j->i] == '}') {
+        j->i++;
+        first = -1;
+    }
+    while (first >= 0) {
+        jws(j);
+        if (!first && j->i < j->n && j->s[j->i] == '}') return jfail(j, "trailing comma before '}' (column %zu)", j->i + 1);
+        first = 0;
+        if (j->i >= j->n || j->s[j->i] != '"') return jfail(j, "object key must be a string (column %zu)", j->i + 1);
+        char *key;
+        if (jstring(j, &key)) return -1;
+        size_t kidx = 0;
+        while (kidx < sizeof KEYS / sizeof *KEYS && strcmp(KEYS[kidx].name, key)) kidx++;
+        if (kidx == sizeof KEYS / sizeof *KEYS) {
+            jfail(j, "unknown key \"%.60s\"", key);
+            free(key);
+            return -1;
+        }
+        free(key);
+        const keydef *kd = &KEYS[kidx];
+        if (seen[kidx]) return jfail(j, "duplicate key \"%s\"", kd->name);
+        seen[kidx] = 1;
+        jws(j);
+        if (j->i >= j->n || j->s[j->i] != ':') return jfail(j, "':' expected after \"%s\" (column %zu)", kd->name, j->i + 1);
+        j->i++;
+        jws(j);
+        if (j->i >= j->n) return jfail(j, "value expected for \"%s\"", kd->name);
+        char c = j->s[j->i];
+        if (kd->type == K_IGNORE) {
+            if (jskip(j, 0)) return -1;
+        } else if (c == 'n') {
+            if (jliteral(j, "null")) return -1; /* null: not set */
+        } else if (kd->type == K_STR) {
+            if (c != '"') {
+                if (jskip(j, 0)) return -1;
+                return jfail(j, "\"%s\" must be a string", kd->name);
+            }
+            char *v;
+            if (jstring(j, &v)) return -1;
+            if (kd->choices && !in_choices(v, kd->choices)) {
+                jfail(j, "\"%s\": unknown value \"%.60s\" (expected %s)", kd->name, v, kd->choices);
+                free(v);
+                return -1;
+            }
+            char **f = str_field(it, kd->name);
+            free(*f);
+            *f = v;
+            if (add_set(it, j, kd->name, v, strlen(v))) return -1;
+        } else {
+            if (c != '-' && (c < '0' || c > '9')) {
+                if (jskip(j, 0)) return -1;
+                return jfail(j, "\"%s\" must be a number", kd->name);
+            }
+            size_t a, b;
+            int is_int;
+            if (jnumber(j, &a, &b, &is_int)) return -1;
+            char num[64];
+            if (b - a >= sizeof num) return jfail(j, "\"%s\": number too long", kd->name);
+            memcpy(num, j->s + a, b - a);
+            num[b - a] = 0;
+            if (kd->type == K_NUM) {
+                double d = strtod(num, NULL);
+                if (!isfinite(d)) return jfail(j, "\"%s\": %s is out of range", kd->name, num);
+                if (!strcmp(kd->name, "cfg_scale")) { it->has_cfg_scale = 1; it->cfg_scale = d; }
+                else if (!strcmp(kd->name, "strength")) { it->has_strength = 1; it->strength = d; }
+                else { it->has_eta = 1; it->eta = d; }
+            } else if (!is_int) {
+                return jfail(j, "\"%s\" must be an integer, not %s", kd->name, num);
+            } else if (kd->type == K_U64) {
+                errno = 0;
+                char *e;
+                unsigned long long u = strtoull(num, &e, 10);
+                if (num[0] == '-' || errno == ERANGE || *e)
+                    return jfail(j, "\"%s\": %s is out of range (0 to 18446744073709551615)", kd->name, num);
+                it->has_seed = 1;
+                it->seed = u;
+            } else {
+                errno = 0;
+                long long v = strtoll(num, NULL, 10);
+                if (errno == ERANGE || v < -2147483647LL || v > 2147483647LL)
+                    return jfail(j, "\"%s\": %s is out of range", kd->name, num);
+                int iv = (int)v;
+                if (!strcmp(kd->name, "steps")) { it->has_steps = 1; it->steps = iv; }
+                else if (!strcmp(kd->name, "width")) { it->has_width = 1; it->width = iv; }
+                else if (!strcmp(kd->name, "height")) { it->has_height = 1; it->height = iv; }
+                else if (!strcmp(kd->name, "clip_skip")) { it->has_clip_skip = 1; it->clip_skip = iv; }
+                else { it->has_batch_count = 1; it->batch_count = iv; }
+            }
+            if (add_set(it, j, kd->name, num, strlen(num))) return -1;
+        }
+        jws(j);
+        if (j->i < j->n && j->s[j->i] == ',') { j->i++; continue; }
+        if (j->i < j->n && j->s[j->i] == '}') { j->i++; break; }
+        return jfail(j, "',' or '}' expected (column %zu)", j->i + 1);
+    }
+    jws(j);
+    if (j->i < j->n) return jfail(j, "unexpected text after the object (column %zu)", j->i + 1);
+    if (!it->prompt) return jfail(j, "missing \"prompt\"");
+    return 0;
+}
+
+/* ---- the file ---- */
+
+static int add_item(sd_batch *b, int *cap, int line, const char *name, sd_err *err)
+{
+    if (b->n >= SD_BATCH_MAX_ITEMS) return sd_errf(err, "%s:%d: more than %d items in one batch file", name, line, SD_BATCH_MAX_ITEMS);
+    if (b->n == *cap) {
+        int nc = *cap ? *cap * 2 : 64;
+        sd_batch_item *q = realloc(b->items, (size_t)nc * sizeof *q);
+        if (!q) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", name);
+        b->items = q;
+        *cap = nc;
+    }
+    memset(&b->items[b->n], 0, sizeof b->items[b->n]);
+    b->items[b->n].line = line;
+    b->n++;
+    return 0;
+}
+
+static int set_error(sd_batch *b, sd_batch_item *it, const char *name, const char *msg, sd_err *err)
+{
+    item_clear(it);
+    size_t l = strlen(name) + strlen(msg) + 32;
+    it->error = malloc(l);
+    if (!it->error) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", name);
+    snprintf(it->error, l, "%s:%d: %s", name, it->line, msg);
+    b->n_errors++;
+    return 0;
+}
+
+void sd_batch_free(sd_batch *b)
+{
+    for (int i = 0; i < b->n; i++) item_clear(&b->items[i]);
+    free(b->items);
+    memset(b, 0, sizeof *b);
+}
+
+int sd_batch_parse_mem(const char *data, size_t n, const char *name, sd_batch *b, sd_err *err)
+{
+    memset(b, 0, sizeof *b);
+    if (!name) name = "batch";
+    if ((long long)n > SD_BATCH_MAX_FILE) return sd_errf(err, "%s: file too large (%zu bytes)", name, n);
+    size_t pos = 0;
+    if (n >= 3 && !memcmp(data, "\xEF\xBB\xBF", 3)) pos = 3; /* UTF-8 byte order mark */
+    int cap = 0, mode = -1, line = 0;
+    while (pos < n) {
+        line++;
+        const char *nl = memchr(data + pos, '\n', n - pos);
+        size_t end = nl ? (size_t)(nl - data) : n;
+        const char *s = data + pos;
+        size_t len = end - pos;
+        pos = nl ? end + 1 : n;
+        if (len && s[len - 1] == '\r') len--; /* CRLF files */
+        size_t f = 0;
+        while (f < len && (s[f] == ' ' || s[f] == '\t' || s[f] == '\r' || s[f] == '\v' || s[f] == '\f')) f++;
+        if (f == len || s[f] == '#') continue; /* blank or comment */
+        if (mode < 0) mode = s[f] == '{';
+        if (add_item(b, &cap, line, name, err)) {
+            sd_batch_free(b);
+            return -1;
+        }
+        sd_batch_item *it = &b->items[b->n - 1];
+        const char *problem = NULL;
+        char msg[256];
+        if (len > SD_BATCH_MAX_LINE) {
+            snprintf(msg, sizeof msg, "line too long (%zu bytes, max %d)", len, SD_BATCH_MAX_LINE);
+            problem = msg;
+        } else if (memchr(s, 0, len)) {
+            problem = "contains a NUL byte";
+        } else {
+            for (size_t i = 0; i < len;) {
+                int l = utf8_len((const unsigned char *)s + i, len - i);
+                if (!l) {
+                    snprintf(msg, sizeof msg, "not valid UTF-8 (byte %zu)", i + 1);
+                    problem = msg;
+                    break;
+                }
+                i += (size_t)l;
+            }
+        }
+        if (!problem && mode == 1) {
+            jp j = {s, len, 0, {0}};
+            if (parse_object(&j, it)) {
+                snprintf(msg, sizeof msg, "%s", j.msg);
+                problem = msg;
+            }
+        } else if (!problem) {
+            size_t e = len;
+            while (e > f && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\v' || s[e - 1] == '\f')) e--;
+            it->prompt = dupn(s + f, e - f);
+            it->set_key[0] = dupn("prompt", 6);
+            it->set_value[0] = dupn(s + f, e - f);
+            it->n_set = 1;
+            if (!it->prompt || !it->set_key[0] || !it->set_value[0]) {
+                sd_batch_free(b);
+                return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", name);
+            }
+        }
+        if (problem && set_error(b, it, name, problem, err)) {
+            sd_batch_free(b);
+            return -1;
+        }
+    }
+    b->json = mode == 1;
+    return 0;
+}
+
+int sd_batch_parse_file(const char *path, sd_batch *b, sd_err *err)
+{
+    memset(b, 0, sizeof *b);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return sd_errf(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
+        close(fd);
+        return sd_errf(err, "%s: not a file", path);
+    }
+    /* read to EOF (works for pipes and /dev/stdin too), capped */
+    size_t cap = S_ISREG(st.st_mode) && st.st_size > 0 && st.st_size <= SD_BATCH_MAX_FILE ? (size_t)st.st_size + 1 : 65536;
+    size_t n = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        close(fd);
+        return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", path);
+    }
+    for (;;) {
+        if (n == cap) {
+            if ((long long)cap > SD_BATCH_MAX_FILE) {
+                free(buf);
+                close(fd);
+                return sd_errf(err, "%s: file too large (max %lld bytes)", path, SD_BATCH_MAX_FILE);
+            }
+            char *q = realloc(buf, cap * 2);
+            if (!q) {
+                free(buf);
+                close(fd);
+                return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", path);
+            }
+            buf = q;
+            cap *= 2;
+        }
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            int e = errno;
+            free(buf);
+            close(fd);
+            return sd_errf(err, "%s: read error: %s", path, strerror(e));
+        }
+        if (r == 0) break;
+        n += (size_t)r;
+    }
+    close(fd);
+    int rc = sd_batch_parse_mem(buf, n, path, b, err);
+    free(buf);
+    return rc;
+}
+
+/* ---- output paths ---- */
+
+void sd_sanitize_prompt(const char *prompt, char *out, size_t n)
+{
+    size_t cap = n - 1 < SD_PROMPT_PART_MAX ? n - 1 : SD_PROMPT_PART_MAX;
+    size_t k = 0;
+    const unsigned char *p = (const unsigned char *)(prompt ? prompt : "");
+    size_t plen = strlen((const char *)p);
+    for (size_t i = 0; i < plen && k < cap;) {
+        unsigned c = p[i];
+        int l = utf8_len(p + i, plen - i);
+        int bad = !l || c < 0x20 || c == 0x7F || strchr(" \t/\\\"'<>:|?*#", (int)c) != NULL;
+        if (bad) {
+            if (k > 0 && out[k - 1] != '_') out[k++] = '_';
+            i += l ? (size_t)l : 1;
+            continue;
+        }
+        if (k + (size_t)l > cap) break; /* never cut a character in two */
+        memcpy(out + k, p + i, (size_t)l);
+        k += (size_t)l;
+        i += (size_t)l;
+    }
+    while (k > 0 && (out[k - 1] == '_' || out[k - 1] == '.' || out[k - 1] == '-')) k--;
+    size_t s = 0;
+    while (s < k && (out[s] == '_' || out[s] == '.' || out[s] == '-')) s++;
+    memmove(out, out + s, k - s);
+    k -= s;
+    if (!k) {
+        snprintf(out, n, "image");
+        return;
+    }
+    out[k] = 0;
+}
+
+int sd_output_path(const char *tmpl, int index, uint64_t seed, const char *prompt, char *out, size_t n, sd_err *err)
+{
+    size_t k = 0;
+    char tmp[SD_PROMPT_PART_MAX + 32];
+    for (const char *t = tmpl; *t;) {
+        const char *piece;
+        size_t pl;
+        if (t[0] == '{' && t[1] == '{') { piece = "{"; pl = 1; t += 2; }
+        else if (t[0] == '}' && t[1] == '}') { piece = "}"; pl = 1; t += 2; }
+        else if (t[0] == '{') {
+            const char *close = strchr(t, '}');
+            size_t nl = close ? (size_t)(close - t - 1) : 0;
+            if (close && nl == 5 && !memcmp(t + 1, "index", 5)) snprintf(tmp, sizeof tmp, "%d", index);
+            else if (close && nl == 4 && !memcmp(t + 1, "seed", 4)) snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)seed);
+            else if (close && nl == 6 && !memcmp(t + 1, "prompt", 6)) sd_sanitize_prompt(prompt, tmp, sizeof tmp);
+            else return sd_errf(err, "output template \"%s\": unknown placeholder %.*s (use {index}, {seed}, {prompt}, {{, }})",
+                                tmpl, close ? (int)(nl + 2) : 1, t);
+            piece = tmp;
+            pl = strlen(tmp);
+            t = close + 1;
+        } else { piece = t; pl = 1; t++; }
+        if (k + pl >= n) return sd_errf(err, "output template \"%s\": path too long", tmpl);
+        memcpy(out + k, piece, pl);
+        k += pl;
+    }
+    if (n == 0) return sd_errf(err, "output path buffer too small");
+    out[k] = 0;
+    if (!k) return sd_errf(err, "empty output path");
+    return 0;
+}
+
+int sd_output_template_varies(const char *tmpl)
+{
+    return strstr(tmpl, "{index}") != NULL || strstr(tmpl, "{seed}") != NULL;
+}

@@ -1,0 +1,255 @@
+/* test_batch.c — the --prompts batch file (JSON Lines / plain text) and output-path templates. */
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "sdgen/batch.h"
+#include "testutil.h"
+
+static void write_text(const char *path, const char *s, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        fwrite(s, 1, n, f);
+        fclose(f);
+    }
+}
+
+/* 20 item lines, 2 of them malformed, plus comments and blank lines between them. */
+static void test_jsonl_20(const char *tmp)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/batch20.jsonl", tmp);
+    char text[8192] = "# a batch of 20 prompts\n\n";
+    int bad_lines[2] = {0, 0}, nb = 0;
+    int line = 2;
+    for (int i = 1; i <= 20; i++) {
+        char l[512];
+        if (i == 7) snprintf(l, sizeof l, "{\"prompt\": \"item %d\", \"steps\": 20,}\n", i);      /* trailing comma */
+        else if (i == 15) snprintf(l, sizeof l, "{\"prompt\": \"item %d\", \"stepz\": 5}\n", i); /* unknown key */
+        else snprintf(l, sizeof l, "{\"prompt\": \"item %d\", \"seed\": %d, \"steps\": %d, \"cfg_scale\": 7.5}\n", i, 100 + i, 10 + i);
+        line++;
+        if (i == 7 || i == 15) bad_lines[nb++] = line;
+        strcat(text, l);
+        if (i % 5 == 0) {
+            strcat(text, "   # comment after item\n\n");
+            line += 2;
+        }
+    }
+    write_text(path, text, strlen(text));
+    sd_batch b;
+    sd_err err = {0};
+    int rc = sd_batch_parse_file(path, &b, &err);
+    CHECK(rc == 0, "parse batch20: %s", err.msg);
+    if (rc) return;
+    CHECK(b.json == 1, "JSON mode");
+    CHECK(b.n == 20 && b.n_errors == 2, "20 items, 2 errors: got %d items, %d errors", b.n, b.n_errors);
+    int good = 0, k = 0;
+    for (int i = 0; i < b.n; i++) {
+        const sd_batch_item *it = &b.items[i];
+        if (it->error) {
+            char want[4300];
+            snprintf(want, sizeof want, "%s:%d: ", path, bad_lines[k < 2 ? k : 1]);
+            CHECK(!strncmp(it->error, want, strlen(want)), "error %d: '%s' (want prefix '%s')", k, it->error, want);
+            CHECK(it->line == bad_lines[k < 2 ? k : 1], "error line %d", it->line);
+            k++;
+            continue;
+        }
+        good++;
+        char want[32];
+        int num = atoi(it->prompt + 5);
+        snprintf(want, sizeof want, "item %d", num);
+        CHECK(!strcmp(it->prompt, want) && it->has_seed && it->seed == (uint64_t)(100 + num) && it->has_steps &&
+                  it->steps == 10 + num && it->has_cfg_scale && it->cfg_scale == 7.5 && !it->has_width,
+              "item %d fields", num);
+        CHECK(it->n_set == 4 && !strcmp(it->set_key[1], "seed"), "item %d generic settings", num);
+    }
+    CHECK(good == 18, "18 good items, got %d", good);
+    printf("ok   batch of 20 lines: %d items, %d errors:\n     %s\n     %s\n", good, b.n_errors, k > 0 ? b.items[6].error : "", k > 1 ? b.items[14].error : "");
+    sd_batch_free(&b);
+}
+
+/* One malformed line each: the message names the problem. */
+static void test_jsonl_errors(void)
+{
+    static const struct { const char *line, *want; } E[] = {
+        {"{\"prompt\": \"a\", \"steps\": \"20\"}", "\"steps\" must be a number"},
+        {"{\"prompt\": \"a\", \"steps\": 20.5}", "\"steps\" must be an integer"},
+        {"{\"prompt\": \"a\", \"steps\": 1e3}", "\"steps\" must be an integer"},
+        {"{\"prompt\": 5}", "\"prompt\" must be a string"},
+        {"{\"negative_prompt\": \"x\"}", "missing \"prompt\""},
+        {"{\"prompt\": \"a\", \"prompt\": \"b\"}", "duplicate key \"prompt\""},
+        {"{\"prompt\": \"a\", \"Seed\": 1}", "unknown key \"Seed\""},
+        {"{\"prompt\": \"a\", \"seed\": -1}", "out of range"},
+        {"{\"prompt\": \"a\", \"seed\": 18446744073709551616}", "out of range"},
+        {"{\"prompt\": \"a\", \"width\": 99999999999}", "out of range"},
+        {"{\"prompt\": \"a\"", "expected"},
+        {"{\"prompt\": \"a\"} x", "unexpected text after the object"},
+        {"{\"prompt\": \"a\\q\"}", "bad escape"},
+        {"{\"prompt\": \"a\\ud800\"}", "surrogate"},
+        {"{\"prompt\": \"a\\u0000b\"}", "NUL"},
+        {"{\"prompt\": \"tab\there\"}", "control character"},
+        {"{\"prompt\": 'single'}", "invalid JSON value starting with '''"},
+        {"{\"prompt\": \"a\", \"cfg_scale\": 1e999}", "out of range"},
+        {"{\"prompt\": \"a\", \"cfg_scale\": .5}", "invalid JSON value starting with '.'"},
+        {"{\"prompt\": \"a\",}", "trailing comma"},
+        {"{\"prompt\": \"a\", \"cfg_scale\": 01}", "',' or '}' expected"},
+        {"{\"prompt\": \"a\", \"strength\": true}", "must be a number"},
+        {"{\"prompt\": \"a\", \"stats\": {\"x\": [1, 2, {\"y\": null}]}, \"bad\": 1}", "unknown key \"bad\""},
+        {"[\"prompt\"]", "not a JSON object"},
+        {"{\"prompt\": \"caf\xe9\"}", "not valid UTF-8"},
+    };
+    for (size_t i = 0; i < sizeof E / sizeof *E; i++) {
+        char buf[1024];
+        int n = snprintf(buf, sizeof buf, "{\"prompt\": \"first\"}\n%s\n", E[i].line);
+        sd_batch b;
+        sd_err err = {0};
+        int rc = sd_batch_parse_mem(buf, (size_t)n, "t.jsonl", &b, &err);
+        CHECK(rc == 0 && b.n == 2 && b.n_errors == 1 && b.items[1].error && !strncmp(b.items[1].error, "t.jsonl:2: ", 11) &&
+                  strstr(b.items[1].error, E[i].want),
+              "case %zu (%s): got '%s', want '%s'", i, E[i].line, rc == 0 && b.n == 2 && b.items[1].error ? b.items[1].error : err.msg, E[i].want);
+        if (rc == 0) sd_batch_free(&b);
+    }
+    /* good lines with every key, null, nested ignored case.json keys */
+    const char *good =
+        "{\"prompt\": \"p \\\"q\\\" \\u732b \\ud83d\\ude00\", \"negative_prompt\": \"n\", \"seed\": 18446744073709551615, \"steps\": 4,"
+        " \"cfg_scale\": 7.5, \"width\": 64, \"height\": 48, \"sampler\": \"euler_a\", \"schedule\": \"karras\", \"output\": \"o-{index}.png\","
+        " \"strength\": 0.6, \"init_image\": \"init.png\", \"clip_skip\": 2, \"rng\": \"cuda\", \"prediction\": \"v\", \"batch_count\": 3,"
+        " \"timestep_spacing\": \"trailing\", \"eta\": 0, \"model\": \"m.safetensors\", \"family\": \"sd1\", \"latent_shape\": [1, 4, 8, 8],"
+        " \"reference\": {\"a\": [true, false, null, -1.5e-3]}, \"name\": null}\r\n";
+    sd_batch b;
+    sd_err err = {0};
+    int rc = sd_batch_parse_mem(good, strlen(good), "g.jsonl", &b, &err);
+    CHECK(rc == 0 && b.n == 1 && b.n_errors == 0, "all keys: %s", rc ? err.msg : b.n && b.items[0].error ? b.items[0].error : "");
+    if (rc == 0 && b.n == 1 && !b.items[0].error) {
+        const sd_batch_item *it = &b.items[0];
+        CHECK(!strcmp(it->prompt, "p \"q\" \xe7\x8c\xab \xf0\x9f\x98\x80"), "decoded prompt '%s'", it->prompt);
+        CHECK(it->has_seed && it->seed == UINT64_MAX, "64-bit seed");
+        CHECK(it->steps == 4 && it->width == 64 && it->height == 48 && it->clip_skip == 2 && it->batch_count == 3 && it->has_eta &&
+                  it->eta == 0 && it->strength == 0.6,
+              "numbers");
+        CHECK(!strcmp(it->sampler, "euler_a") && !strcmp(it->schedule, "karras") && !strcmp(it->rng, "cuda") &&
+                  !strcmp(it->prediction, "v") && !strcmp(it->timestep_spacing, "trailing") && !strcmp(it->output, "o-{index}.png") &&
+                  !strcmp(it->init_image, "init.png") && !strcmp(it->model, "m.safetensors") && !strcmp(it->negative_prompt, "n"),
+              "strings");
+        CHECK(it->n_set == 19 && !strcmp(it->set_key[2], "seed") && !strcmp(it->set_value[2], "18446744073709551615"),
+              "generic settings (%d)", it->n_set);
+    }
+    if (rc == 0) sd_batch_free(&b);
+}
+
+static void test_plain(void)
+{
+    const char *text = "\xEF\xBB\xBF# prompts\r\n"
+                       "a red apple\r\n"
+                       "\r\n"
+                       "   # indented comment\n"
+                       "  a blue car  \n"
+                       "\t\n"
+                       "{not json in plain mode}\n"
+                       "bad \xff byte\n"
+                       "last line without newline";
+    sd_batch b;
+    sd_err err = {0};
+    int rc = sd_batch_parse_mem(text, strlen(text), "p.txt", &b, &err);
+    CHECK(rc == 0 && b.json == 0, "plain mode: %s", err.msg);
+    if (rc) return;
+    CHECK(b.n == 5 && b.n_errors == 1, "plain: %d items %d errors", b.n, b.n_errors);
+    if (b.n == 5) {
+        CHECK(b.items[0].line == 2 && !strcmp(b.items[0].prompt, "a red apple"), "line 2 '%s'", b.items[0].prompt);
+        CHECK(b.items[1].line == 5 && !strcmp(b.items[1].prompt, "a blue car"), "line 5 '%s'", b.items[1].prompt);
+        CHECK(b.items[2].line == 7 && !strcmp(b.items[2].prompt, "{not json in plain mode}"), "line 7");
+        CHECK(b.items[3].line == 8 && b.items[3].error && !strcmp(b.items[3].error, "p.txt:8: not valid UTF-8 (byte 5)"), "line 8: %s",
+              b.items[3].error ? b.items[3].error : "(none)");
+        CHECK(b.items[4].line == 9 && !strcmp(b.items[4].prompt, "last line without newline") && b.items[4].n_set == 1, "line 9");
+    }
+    sd_batch_free(&b);
+
+    /* over-long line: an error item, the parse goes on */
+    size_t big = SD_BATCH_MAX_LINE + 10;
+    char *s = malloc(big + 32);
+    memset(s, 'x', big);
+    memcpy(s + big, "\nnext\n", 7);
+    rc = sd_batch_parse_mem(s, big + 6, "long.txt", &b, &err);
+    CHECK(rc == 0 && b.n == 2 && b.items[0].error && strstr(b.items[0].error, "long.txt:1: line too long") && !b.items[1].error,
+          "long line: %s", rc == 0 && b.n ? (b.items[0].error ? b.items[0].error : "no error") : err.msg);
+    if (rc == 0) sd_batch_free(&b);
+    free(s);
+
+    /* empty file and comments only: no items, not an error */
+    rc = sd_batch_parse_mem("# nothing\n\n", 11, "e.txt", &b, &err);
+    CHECK(rc == 0 && b.n == 0, "comments only");
+    sd_batch_free(&b);
+    rc = sd_batch_parse_file("/nonexistent/prompts.txt", &b, &err);
+    CHECK(rc != 0 && strstr(err.msg, "/nonexistent/prompts.txt"), "missing file: '%s'", err.msg);
+    /* NUL byte inside a line */
+    rc = sd_batch_parse_mem("ok\nbad\0line\n", 12, "nul.txt", &b, &err);
+    CHECK(rc == 0 && b.n == 2 && b.items[1].error && strstr(b.items[1].error, "nul.txt:2: contains a NUL byte"), "NUL line");
+    if (rc == 0) sd_batch_free(&b);
+}
+
+static void test_golden_case_line(void)
+{
+    /* A golden case.json, joined onto one line, is a valid batch line */
+    FILE *f = fopen(sd_test_path("golden/cases/p7-tiny-sd1-img2img-ddim/case.json"), "rb");
+    if (!f) { printf("skip golden case.json line\n"); return; }
+    static char buf[65536];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    for (size_t i = 0; i < n; i++) if (buf[i] == '\n') buf[i] = ' ';
+    sd_batch b;
+    sd_err err = {0};
+    int rc = sd_batch_parse_mem(buf, n, "case.jsonl", &b, &err);
+    CHECK(rc == 0 && b.n == 1 && !b.items[0].error, "case.json line: %s", rc ? err.msg : b.items[0].error ? b.items[0].error : "");
+    if (rc == 0 && b.n == 1 && !b.items[0].error) {
+        const sd_batch_item *it = &b.items[0];
+        CHECK(!strcmp(it->prompt, "a watercolor painting of a harbor") && it->seed == 21 && it->steps == 10 && it->strength == 0.6 &&
+                  !strcmp(it->init_image, "init.png") && !strcmp(it->sampler, "ddim") && it->width == 64 && !strcmp(it->model, "models/tiny-sd1.safetensors"),
+              "p7 settings");
+    }
+    if (rc == 0) sd_batch_free(&b);
+}
+
+static void test_output_path(void)
+{
+    char out[256];
+    sd_err err = {0};
+    CHECK(sd_output_path("out/{index}-{seed}.png", 3, 18446744073709551615ULL, "x", out, sizeof out, &err) == 0 &&
+              !strcmp(out, "out/3-18446744073709551615.png"),
+          "index/seed: %s", out);
+    CHECK(sd_output_path("{prompt}.png", 1, 0, "A cat/dog: \"hello\"  <world>?\n\tline2 ", out, sizeof out, &err) == 0 &&
+              !strcmp(out, "A_cat_dog_hello_world_line2.png"),
+          "sanitised prompt: %s", out);
+    CHECK(sd_output_path("{prompt}.png", 1, 0, "../../etc/passwd", out, sizeof out, &err) == 0 && !strcmp(out, "etc_passwd.png"),
+          "no traversal: %s", out);
+    CHECK(sd_output_path("{prompt}.png", 1, 0, "", out, sizeof out, &err) == 0 && !strcmp(out, "image.png"), "empty prompt: %s", out);
+    CHECK(sd_output_path("{prompt}.png", 1, 0, "-rf --help", out, sizeof out, &err) == 0 && !strcmp(out, "rf_--help.png"), "leading dash: %s", out);
+    CHECK(sd_output_path("{{literal}}_{index}.png", 12, 0, "", out, sizeof out, &err) == 0 && !strcmp(out, "{literal}_12.png"), "braces: %s", out);
+    CHECK(sd_output_path("{idx}.png", 1, 0, "", out, sizeof out, &err) != 0 && strstr(err.msg, "{idx}"), "unknown placeholder: %s", err.msg);
+    CHECK(sd_output_path("{index", 1, 0, "", out, sizeof out, &err) != 0, "unterminated placeholder");
+    CHECK(sd_output_path("{prompt}{prompt}{prompt}{prompt}", 1, 0, "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz", out, 64, &err) != 0 &&
+              strstr(err.msg, "too long"),
+          "too long for the buffer");
+    /* 80-byte cap on a UTF-8 boundary: 30 × "猫" (3 bytes) -> 26 cats = 78 bytes */
+    char cats[128] = "";
+    for (int i = 0; i < 30; i++) strcat(cats, "\xe7\x8c\xab");
+    char sp[128];
+    sd_sanitize_prompt(cats, sp, sizeof sp);
+    CHECK(strlen(sp) == 78, "UTF-8 cap: %zu bytes", strlen(sp));
+    sd_sanitize_prompt("a\xff" "b", sp, sizeof sp);
+    CHECK(!strcmp(sp, "a_b"), "invalid UTF-8 byte: %s", sp);
+    CHECK(sd_output_template_varies("x_{seed}.png") && sd_output_template_varies("{index}") && !sd_output_template_varies("{prompt}.png"),
+          "template varies");
+}
+
+int main(void)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s/batch", sd_test_tmp());
+    mkdir(tmp, 0755);
+    test_jsonl_20(tmp);
+    test_jsonl_errors();
+    test_plain();
+    test_golden_case_line();
+    test_output_path();
+    TEST_MAIN_END();
+}
