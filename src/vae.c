@@ -293,6 +293,98 @@ static int vae_encode_one(vae_ctx *c, sd_tensor img, sd_tensor *out)
     return 0;
 }
 
+/* ---- activation memory bound ----
+ * vae_keep compacts only inside one arena block, so before a call the arena is given one block
+ * with room for the whole call (vae_reserve). The bound walks the same blocks as the code above
+ * and counts, in floats, what is alive at the worst moment of each: e.g. a res block holds x,
+ * norm1(x), conv1's output and the conv's im2col band; an upsample holds x, the ×2 copy and the
+ * conv output. The im2col band is bounded as in ops.c (8 Mi floats, at least one output row). */
+
+#define VAE_COL_BAND_FLOATS ((int64_t)8 << 20)
+
+static int64_t vae_col(int64_t cin, int k, int64_t oh, int64_t ow)
+{
+    if (k == 1) return 0;
+    int64_t K = cin * k * k, full = K * oh * ow, band = VAE_COL_BAND_FLOATS > K * ow ? VAE_COL_BAND_FLOATS : K * ow;
+    return full < band ? full : band;
+}
+
+static int64_t vae_max(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* Peak floats of one res block on x [cin, hh, ww] (x included, result kept). */
+static int64_t vae_res_peak(int64_t cin, int64_t cout, int64_t hh, int64_t ww)
+{
+    const int64_t R = hh * ww;
+    int64_t p = (2 * cin + cout) * R + vae_col(cin, 3, hh, ww);
+    p = vae_max(p, (cin + 2 * cout) * R + vae_col(cout, 3, hh, ww));
+    if (cin != cout) p = vae_max(p, (cin + 3 * cout) * R);
+    return p;
+}
+
+/* Peak floats of the mid attention on [C, hh, ww]. */
+static int64_t vae_attn_peak(int64_t C, int64_t hh, int64_t ww)
+{
+    const int64_t L = hh * ww, scores = vae_max((int64_t)2 << 20, L);
+    return 9 * C * L + scores;
+}
+
+static size_t vae_decode_bytes(const sd_vae_config *v, int64_t n, int64_t h, int64_t w)
+{
+    const int L = v->n_levels;
+    int64_t c = (int64_t)v->ch * v->ch_mult[L - 1], hh = h, ww = w;
+    int64_t p = (int64_t)v->z_channels * 2 * hh * ww + c * hh * ww + vae_col(v->z_channels, 3, hh, ww);
+    p = vae_max(p, vae_res_peak(c, c, hh, ww));
+    p = vae_max(p, vae_attn_peak(c, hh, ww));
+    for (int lvl = L - 1; lvl >= 0; lvl--) {
+        int64_t cout = (int64_t)v->ch * v->ch_mult[lvl];
+        p = vae_max(p, vae_res_peak(c, cout, hh, ww));
+        c = cout;
+        if (lvl != 0) {
+            hh *= 2;
+            ww *= 2;
+            p = vae_max(p, c * hh * ww / 4 + 2 * c * hh * ww + vae_col(c, 3, hh, ww));
+        }
+    }
+    p = vae_max(p, 2 * c * hh * ww + 3 * hh * ww + vae_col(c, 3, hh, ww));
+    /* + the output of all items, + alignment slack */
+    return (size_t)(p + 3 * n * hh * ww) * sizeof(float) + ((size_t)1 << 20);
+}
+
+static size_t vae_encode_bytes(const sd_vae_config *v, int64_t n, int64_t H, int64_t W)
+{
+    const int L = v->n_levels;
+    int64_t c = v->ch, hh = H, ww = W;
+    int64_t p = c * hh * ww + vae_col(v->in_channels, 3, hh, ww);
+    for (int lvl = 0; lvl < L; lvl++) {
+        int64_t cout = (int64_t)v->ch * v->ch_mult[lvl];
+        p = vae_max(p, vae_res_peak(c, cout, hh, ww));
+        c = cout;
+        if (lvl != L - 1) {
+            p = vae_max(p, c * hh * ww + c * (hh / 2) * (ww / 2) + vae_col(c, 3, hh / 2, ww / 2));
+            hh /= 2;
+            ww /= 2;
+        }
+    }
+    p = vae_max(p, vae_res_peak(c, c, hh, ww));
+    p = vae_max(p, vae_attn_peak(c, hh, ww));
+    p = vae_max(p, 2 * c * hh * ww + 4 * (int64_t)v->z_channels * hh * ww + vae_col(c, 3, hh, ww));
+    return (size_t)(p + 2 * (int64_t)v->z_channels * n * hh * ww) * sizeof(float) + ((size_t)1 << 20);
+}
+
+/* Make sure the arena's current block has `bytes` free, adding one block if needed, so that
+ * the call that follows stays in one block. Inside the caller's OOM guard. */
+static void vae_reserve(sd_arena *a, size_t bytes)
+{
+    sd_arena_block *before = a->head;
+    if (before && before->size - before->used >= bytes) return;
+    size_t mark = sd_arena_mark(a);
+    (void)sd_arena_alloc(a, bytes);
+    if (a->head != before)
+        sd_arena_release(a, 0); /* the new block holds only this reservation: empty it again */
+    else
+        sd_arena_release(a, mark);
+}
+
 int sd_vae_decode(sd_model *m, sd_arena *a, sd_tensor z, sd_tensor *img, sd_err *err)
 {
     if (vae_check_config(m, err)) return -1;
@@ -314,6 +406,7 @@ int sd_vae_decode(sd_model *m, sd_arena *a, sd_tensor z, sd_tensor *img, sd_err 
                         (long long)H);
     }
     a->guard = &jb;
+    vae_reserve(a, vae_decode_bytes(v, n, z.ne[2], z.ne[3]));
     sd_tensor res = sd_tensor_4d(a, n, 3, H, W);
     for (int64_t i = 0; i < n; i++) {
         vae_mark k = vae_mark_now(a);
@@ -351,6 +444,7 @@ int sd_vae_encode(sd_model *m, sd_arena *a, sd_tensor img, sd_tensor *moments, s
                         (long long)img.ne[3], (long long)img.ne[2]);
     }
     a->guard = &jb;
+    vae_reserve(a, vae_encode_bytes(v, n, img.ne[2], img.ne[3]));
     sd_tensor res = sd_tensor_4d(a, n, zc2, h, w);
     for (int64_t i = 0; i < n; i++) {
         vae_mark k = vae_mark_now(a);
