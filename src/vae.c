@@ -219,9 +219,18 @@ static int vae_check_config(const sd_model *m, sd_err *err)
         v->in_channels < 1 || v->in_channels > 16)
         return sd_errf(err, "vae: unsupported configuration (levels %d, ch %d, z %d, res blocks %d, groups %d)",
                        v->n_levels, v->ch, v->z_channels, v->num_res_blocks, v->groups);
-    for (int i = 0; i < v->n_levels; i++)
+    for (int i = 0; i < v->n_levels; i++) {
         if (v->ch_mult[i] < 1 || v->ch_mult[i] > 64)
             return sd_errf(err, "vae: bad ch_mult[%d] = %d", i, v->ch_mult[i]);
+        /* SD VAEs have attn_resolutions [] (attention only in the middle block); a file with
+         * per-level attention would be silently mis-run, so refuse it. */
+        char nb[160];
+        snprintf(nb, sizeof nb, SD_PREFIX_VAE "decoder.up.%d.attn.0.q.weight", i);
+        const int dec_attn = sd_model_find(m, nb) != NULL;
+        snprintf(nb, sizeof nb, SD_PREFIX_VAE "encoder.down.%d.attn.0.q.weight", i);
+        if (dec_attn || sd_model_find(m, nb))
+            return sd_errf(err, "vae: attention at level %d (attn_resolutions) is not supported", i);
+    }
     return 0;
 }
 

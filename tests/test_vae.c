@@ -103,6 +103,17 @@ static void check_case(const char *dir, const char *name)
                 dt = sd_now() - t0;
                 CHECK(rc == 0 && !memcmp(first, img2.data, (size_t)sd_numel(img) * sizeof(float)),
                       "%s: second decode differs from the first", name);
+                /* A batch of 2 (z, z/2) decodes item by item: item 0 is the same bits. */
+                int64_t s2[4] = {2, z.ne[1], z.ne[2], z.ne[3]};
+                sd_tensor zz = sd_tensor_new(&a, 4, s2);
+                for (int64_t i = 0; i < sd_numel(z); i++) {
+                    zz.data[i] = z.data[i];
+                    zz.data[sd_numel(z) + i] = z.data[i] * 0.5f;
+                }
+                sd_tensor img3;
+                rc = sd_vae_decode(&m, &a, zz, &img3, &err);
+                CHECK(rc == 0 && img3.ne[0] == 2 && !memcmp(first, img3.data, (size_t)sd_numel(img) * sizeof(float)),
+                      "%s: batch-of-2 decode, item 0 differs (rc %d)", name, rc);
                 free(first);
                 CHECK(rc == 0, "%s: second decode: %s", name, err.msg);
                 if (rc == 0) {
