@@ -6,6 +6,9 @@
  * statistics are accumulated in double, softmax subtracts the row maximum, attention applies
  * the 1/sqrt(d) scale as the sgemm alpha as diffusers' AttnProcessor does (baddbmm with
  * alpha = scale, then softmax, then bmm).
+ * Inner loops carry `#pragma omp simd`: the build's -O2 uses GCC's "very cheap" vectoriser cost
+ * model, which leaves loops with a remainder scalar; the pragma vectorises them regardless
+ * (reductions then sum in a different order, well inside the tolerances).
  */
 #include "sdgen/ops.h"
 
@@ -15,6 +18,10 @@
 #include <math.h>
 #include <omp.h>
 #include <string.h>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define SD_OPS_AVX2 1
+#endif
 
 /* ---- threads ---- */
 
@@ -59,6 +66,52 @@ sd_tensor sd_linear(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tenso
 
 /* Bound on the im2col scratch (floats): large images are processed in bands of output rows. */
 #define SD_IM2COL_MAX_FLOATS ((int64_t)8 << 20)
+/* Batch items whose outputs together have at most this many pixels share one sgemm: OpenBLAS
+ * packs the weight matrix once per call, which dominates at small sizes (8×8 latents). */
+#define SD_CONV_BATCH_COLS 8192
+
+typedef struct conv_geom {
+    int64_t cin, h, w, kh, kw, oh, ow;
+    int stride, pad_t, pad_l;
+} conv_geom;
+
+/* im2col of output rows [r0, r0 + rows) of one image xi [cin, h, w] into col: row k of col
+ * (k = (ci·kh + ky)·kw + kx) starts at col + k·ld, the first pixel of the band at column 0. */
+static void im2col(const conv_geom *g, const float *xi, int64_t r0, int64_t rows, float *col, int64_t ld)
+{
+    const int64_t K = g->cin * g->kh * g->kw, ow = g->ow;
+#pragma omp parallel for if (K * rows * ow >= SD_PAR_MIN)
+    for (int64_t k = 0; k < K; k++) {
+        const int64_t ci = k / (g->kh * g->kw), ky = (k / g->kw) % g->kh, kx = k % g->kw;
+        const float *xc = xi + ci * g->h * g->w;
+        float *dst = col + k * ld;
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t iy = (r0 + r) * g->stride - g->pad_t + ky;
+            float *d = dst + r * ow;
+            if (iy < 0 || iy >= g->h) {
+                memset(d, 0, (size_t)ow * sizeof(float));
+                continue;
+            }
+            const float *src = xc + iy * g->w;
+            const int64_t s = g->stride, off = kx - g->pad_l;
+            if (s == 1) {
+                /* valid ox: 0 <= ox + off < w; zeros left and right of it */
+                int64_t lo = -off, hi = g->w - off;
+                if (lo < 0) lo = 0;
+                if (hi > ow) hi = ow;
+                if (hi < lo) hi = lo;
+                for (int64_t ox = 0; ox < lo; ox++) d[ox] = 0.0f;
+                if (hi > lo) memcpy(d + lo, src + lo + off, (size_t)(hi - lo) * sizeof(float));
+                for (int64_t ox = hi; ox < ow; ox++) d[ox] = 0.0f;
+                continue;
+            }
+            for (int64_t ox = 0; ox < ow; ox++) {
+                const int64_t ix = ox * s + off;
+                d[ox] = (ix >= 0 && ix < g->w) ? src[ix] : 0.0f;
+            }
+        }
+    }
+}
 
 sd_tensor sd_conv2d_pad(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b,
                         int stride, int pad_t, int pad_b, int pad_l, int pad_r)
@@ -72,21 +125,52 @@ sd_tensor sd_conv2d_pad(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_t
     assert(oh > 0 && ow > 0);
     sd_tensor y = sd_tensor_4d(a, n, cout, oh, ow);
     const int64_t ohw = oh * ow, K = cin * kh * kw;
+    const conv_geom g = {cin, h, wd, kh, kw, oh, ow, stride, pad_t, pad_l};
+    const int is1x1 = kh == 1 && kw == 1 && stride == 1 && !pad_t && !pad_b && !pad_l && !pad_r;
+    /* Bias enters the product with beta = 1 (output prefilled), as PyTorch's addmm does. */
+    const float beta = b ? 1.0f : 0.0f;
+    if (b) assert(sd_numel(*b) == cout);
+
+    if (n > 1 && n * ohw <= SD_CONV_BATCH_COLS && K * n * ohw <= SD_IM2COL_MAX_FLOATS) {
+        /* Small images: col [K, n·ohw] for all items, T [cout, n·ohw] = W · col, scatter to NCHW. */
+        const int64_t nc = n * ohw;
+        size_t mark = sd_arena_mark(a);
+        float *col = sd_arena_alloc(a, (size_t)(K * nc) * sizeof(float));
+        float *tmp = sd_arena_alloc(a, (size_t)(cout * nc) * sizeof(float));
+        for (int64_t i = 0; i < n; i++) {
+            const float *xi = x.data + i * cin * h * wd;
+            if (is1x1)
+                for (int64_t c = 0; c < cin; c++)
+                    memcpy(col + c * nc + i * ohw, xi + c * ohw, (size_t)ohw * sizeof(float));
+            else
+                im2col(&g, xi, 0, oh, col + i * ohw, nc);
+        }
+        if (b)
+            for (int64_t c = 0; c < cout; c++)
+#pragma omp simd
+                for (int64_t j = 0; j < nc; j++) tmp[c * nc + j] = b->data[c];
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)cout, (int)nc, (int)K, 1.0f, w->data,
+                    (int)K, col, (int)nc, beta, tmp, (int)nc);
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t c = 0; c < cout; c++)
+                memcpy(y.data + (i * cout + c) * ohw, tmp + c * nc + i * ohw, (size_t)ohw * sizeof(float));
+        sd_arena_release(a, mark);
+        return y;
+    }
 
     if (b) {
-        assert(sd_numel(*b) == cout);
         float *yd = y.data;
         const float *bd = b->data;
 #pragma omp parallel for collapse(2) if (n * cout * ohw >= SD_PAR_MIN)
         for (int64_t i = 0; i < n; i++)
             for (int64_t c = 0; c < cout; c++) {
                 float *p = yd + (i * cout + c) * ohw;
+#pragma omp simd
                 for (int64_t j = 0; j < ohw; j++) p[j] = bd[c];
             }
     }
-    const float beta = b ? 1.0f : 0.0f;
 
-    if (kh == 1 && kw == 1 && stride == 1 && !pad_t && !pad_b && !pad_l && !pad_r) {
+    if (is1x1) {
         /* 1×1 convolution = W [cout, cin] · X [cin, h·w]: no im2col. */
         for (int64_t i = 0; i < n; i++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)cout, (int)ohw, (int)cin,
@@ -106,32 +190,7 @@ sd_tensor sd_conv2d_pad(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_t
         for (int64_t r0 = 0; r0 < oh; r0 += band) {
             const int64_t rows = r0 + band <= oh ? band : oh - r0;
             const int64_t ncol = rows * ow;
-#pragma omp parallel for if (K * ncol >= SD_PAR_MIN)
-            for (int64_t k = 0; k < K; k++) {
-                const int64_t ci = k / (kh * kw), ky = (k / kw) % kh, kx = k % kw;
-                const float *xc = xi + ci * h * wd;
-                float *dst = col + k * ncol;
-                for (int64_t r = 0; r < rows; r++) {
-                    const int64_t iy = (r0 + r) * stride - pad_t + ky;
-                    float *d = dst + r * ow;
-                    if (iy < 0 || iy >= h) {
-                        memset(d, 0, (size_t)ow * sizeof(float));
-                        continue;
-                    }
-                    const float *src = xc + iy * wd;
-                    if (stride == 1) {
-                        for (int64_t ox = 0; ox < ow; ox++) {
-                            const int64_t ix = ox - pad_l + kx;
-                            d[ox] = (ix >= 0 && ix < wd) ? src[ix] : 0.0f;
-                        }
-                    } else {
-                        for (int64_t ox = 0; ox < ow; ox++) {
-                            const int64_t ix = ox * stride - pad_l + kx;
-                            d[ox] = (ix >= 0 && ix < wd) ? src[ix] : 0.0f;
-                        }
-                    }
-                }
-            }
+            im2col(&g, xi, r0, rows, col, ncol);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)cout, (int)ncol, (int)K,
                         1.0f, w->data, (int)K, col, (int)ncol, beta,
                         y.data + i * cout * ohw + r0 * ow, (int)ohw);
@@ -180,6 +239,55 @@ static inline float sd_expf(float d)
 
 static inline float silu1(float v) { return v / (1.0f + sd_expf(-v)); }
 
+#ifdef SD_OPS_AVX2
+/* sd_expf on 8 lanes: the same operations in the same order, so the same bits. */
+static inline __m256 sd_exp8(__m256 d)
+{
+    const __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(
+        d, _mm256_set1_ps(1.442695040888963407359924681001892137426645954152985934135449406931f)));
+    const __m256 qf = _mm256_cvtepi32_ps(q);
+    __m256 s = _mm256_fmadd_ps(qf, _mm256_set1_ps(-0.693145751953125f), d);
+    s = _mm256_fmadd_ps(qf, _mm256_set1_ps(-1.428606765330187045e-06f), s);
+    __m256 u = _mm256_set1_ps(0.000198527617612853646278381f);
+    u = _mm256_fmadd_ps(u, s, _mm256_set1_ps(0.00139304355252534151077271f));
+    u = _mm256_fmadd_ps(u, s, _mm256_set1_ps(0.00833336077630519866943359f));
+    u = _mm256_fmadd_ps(u, s, _mm256_set1_ps(0.0416664853692054748535156f));
+    u = _mm256_fmadd_ps(u, s, _mm256_set1_ps(0.166666671633720397949219f));
+    u = _mm256_fmadd_ps(u, s, _mm256_set1_ps(0.5f));
+    u = _mm256_add_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(_mm256_mul_ps(s, s), u, s));
+    const __m256i q1 = _mm256_srai_epi32(q, 1), q2 = _mm256_sub_epi32(q, q1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    u = _mm256_mul_ps(u, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(q1, bias), 23)));
+    u = _mm256_mul_ps(u, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(q2, bias), 23)));
+    u = _mm256_blendv_ps(u, _mm256_setzero_ps(), _mm256_cmp_ps(d, _mm256_set1_ps(-104.0f), _CMP_LT_OQ));
+    u = _mm256_blendv_ps(u, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(d, _mm256_set1_ps(100.0f), _CMP_GT_OQ));
+    return u;
+}
+
+static inline __m256 silu8(__m256 v)
+{
+    const __m256 e = sd_exp8(_mm256_sub_ps(_mm256_setzero_ps(), v));
+    return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+#endif
+
+/* dst[j] = silu(src[j]·sc + sh) (silu = 0: without the SiLU) for j < n. */
+static void affine_act(float *dst, const float *src, int64_t n, float sc, float sh, int silu)
+{
+    int64_t j = 0;
+#ifdef SD_OPS_AVX2
+    const __m256 vs = _mm256_set1_ps(sc), vh = _mm256_set1_ps(sh);
+    for (; j + 8 <= n; j += 8) {
+        __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(src + j), vs, vh);
+        _mm256_storeu_ps(dst + j, silu ? silu8(v) : v);
+    }
+#endif
+    for (; j < n; j++) {
+        const float v = fmaf(src[j], sc, sh);
+        dst[j] = silu ? silu1(v) : v;
+    }
+}
+
 /* GroupNorm as PyTorch's CPU kernel: per (n, group) mean and 1/sqrt(var + eps) (biased
  * variance), then y = x·(rstd·γ_c) + (β_c − mean·rstd·γ_c). Statistics in double. */
 static sd_tensor groupnorm_impl(sd_arena *a, sd_tensor x, int groups, const sd_tensor *gain,
@@ -199,9 +307,11 @@ static sd_tensor groupnorm_impl(sd_arena *a, sd_tensor x, int groups, const sd_t
         for (int64_t g = 0; g < groups; g++) {
             const float *p = xd + (i * c + g * cpg) * hw;
             double s = 0;
+#pragma omp simd reduction(+ : s)
             for (int64_t j = 0; j < gsz; j++) s += p[j];
             const double mean = s / (double)gsz;
             double v = 0;
+#pragma omp simd reduction(+ : v)
             for (int64_t j = 0; j < gsz; j++) {
                 const double d = p[j] - mean;
                 v += d * d;
@@ -212,12 +322,7 @@ static sd_tensor groupnorm_impl(sd_arena *a, sd_tensor x, int groups, const sd_t
                 const double gm = gd ? gd[ch] : 1.0;
                 const float sc = (float)(rstd * gm);
                 const float sh = (float)((bd ? bd[ch] : 0.0) - mean * rstd * gm);
-                const float *src = p + cc * hw;
-                float *dst = yd + (i * c + ch) * hw;
-                if (silu)
-                    for (int64_t j = 0; j < hw; j++) dst[j] = silu1(src[j] * sc + sh);
-                else
-                    for (int64_t j = 0; j < hw; j++) dst[j] = src[j] * sc + sh;
+                affine_act(yd + (i * c + ch) * hw, p + cc * hw, hw, sc, sh, silu);
             }
         }
     return y;
@@ -249,14 +354,17 @@ sd_tensor sd_layernorm(sd_arena *a, sd_tensor x, const sd_tensor *gain, const sd
         const float *p = xd + r * d;
         float *q = yd + r * d;
         double s = 0;
+#pragma omp simd reduction(+ : s)
         for (int64_t j = 0; j < d; j++) s += p[j];
         const double mean = s / (double)d;
         double v = 0;
+#pragma omp simd reduction(+ : v)
         for (int64_t j = 0; j < d; j++) {
             const double t = p[j] - mean;
             v += t * t;
         }
         const double rstd = 1.0 / sqrt(v / (double)d + (double)eps);
+#pragma omp simd
         for (int64_t j = 0; j < d; j++) {
             float t = (float)((p[j] - mean) * rstd);
             if (gd) t *= gd[j];
@@ -271,10 +379,10 @@ sd_tensor sd_layernorm(sd_arena *a, sd_tensor x, const sd_tensor *gain, const sd
 
 void sd_silu_(sd_tensor x)
 {
-    const int64_t n = sd_numel(x);
+    const int64_t n = sd_numel(x), chunk = 4096;
     float *p = x.data;
 #pragma omp parallel for if (n >= SD_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) p[i] = silu1(p[i]);
+    for (int64_t i = 0; i < n; i += chunk) affine_act(p + i, p + i, n - i < chunk ? n - i : chunk, 1.0f, 0.0f, 1);
 }
 
 static inline float gelu1(float v) { return 0.5f * v * (1.0f + erff(v * (float)M_SQRT1_2)); }
@@ -324,7 +432,7 @@ void sd_add_(sd_tensor x, sd_tensor y)
     assert(n == sd_numel(y));
     float *p = x.data;
     const float *q = y.data;
-#pragma omp parallel for if (n >= SD_PAR_MIN)
+#pragma omp parallel for simd if (n >= SD_PAR_MIN)
     for (int64_t i = 0; i < n; i++) p[i] += q[i];
 }
 
@@ -332,7 +440,7 @@ void sd_scale_(sd_tensor x, float s)
 {
     const int64_t n = sd_numel(x);
     float *p = x.data;
-#pragma omp parallel for if (n >= SD_PAR_MIN)
+#pragma omp parallel for simd if (n >= SD_PAR_MIN)
     for (int64_t i = 0; i < n; i++) p[i] *= s;
 }
 
@@ -348,6 +456,7 @@ void sd_add_channel_bias_(sd_tensor x, sd_tensor v)
         for (int64_t ch = 0; ch < c; ch++) {
             float *d = p + (i * c + ch) * hw;
             const float s = q[i * c + ch];
+#pragma omp simd
             for (int64_t j = 0; j < hw; j++) d[j] += s;
         }
 }
@@ -432,19 +541,45 @@ sd_tensor sd_nlc_to_nchw(sd_arena *a, sd_tensor x, int64_t h, int64_t w)
 
 /* ---- softmax / attention ---- */
 
-/* Softmax of one row of n values, the first `valid` of which take part (the rest get 0). */
+/* Softmax of one row of n values, the first `valid` of which take part (the rest get 0):
+ * max, exp(x − max) and its sum, then x · (1/sum), as PyTorch's vectorised last-dim softmax. */
 static void softmax_row(float *p, int64_t n, int64_t valid)
 {
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < valid; j++) mx = p[j] > mx ? p[j] : mx;
-    float s = 0.0f;
-    for (int64_t j = 0; j < valid; j++) {
+    int64_t j = 0;
+    float mx = -INFINITY, s = 0.0f;
+#ifdef SD_OPS_AVX2
+    if (valid >= 8) {
+        __m256 vm = _mm256_loadu_ps(p);
+        for (j = 8; j + 8 <= valid; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(p + j));
+        float t[8];
+        _mm256_storeu_ps(t, vm);
+        for (int k = 0; k < 8; k++) mx = t[k] > mx ? t[k] : mx;
+    }
+    for (; j < valid; j++) mx = p[j] > mx ? p[j] : mx;
+    const __m256 vmx = _mm256_set1_ps(mx);
+    __m256 vs = _mm256_setzero_ps();
+    for (j = 0; j + 8 <= valid; j += 8) {
+        const __m256 e = sd_exp8(_mm256_sub_ps(_mm256_loadu_ps(p + j), vmx));
+        _mm256_storeu_ps(p + j, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    {
+        float t[8];
+        _mm256_storeu_ps(t, vs);
+        for (int k = 0; k < 8; k++) s += t[k];
+    }
+#else
+    for (; j < valid; j++) mx = p[j] > mx ? p[j] : mx;
+    j = 0;
+#endif
+    for (; j < valid; j++) {
         p[j] = sd_expf(p[j] - mx);
         s += p[j];
     }
     const float inv = 1.0f / s;
-    for (int64_t j = 0; j < valid; j++) p[j] *= inv;
-    for (int64_t j = valid; j < n; j++) p[j] = 0.0f;
+#pragma omp simd
+    for (j = 0; j < valid; j++) p[j] *= inv;
+    for (j = valid; j < n; j++) p[j] = 0.0f;
 }
 
 void sd_softmax_(sd_tensor x)

@@ -6,6 +6,37 @@
 #include "sdgen/ops.h"
 #include "testutil.h"
 
+/* Direct convolution in double, for shapes the fixtures do not cover. */
+static void naive_conv(const sd_tensor *x, const sd_tensor *w, const float *b, int s, int pt, int pl,
+                       sd_tensor *y)
+{
+    const int64_t n = x->ne[0], ci = x->ne[1], h = x->ne[2], wd = x->ne[3];
+    const int64_t co = w->ne[0], kh = w->ne[2], kw = w->ne[3], oh = y->ne[2], ow = y->ne[3];
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t o = 0; o < co; o++)
+            for (int64_t r = 0; r < oh; r++)
+                for (int64_t c = 0; c < ow; c++) {
+                    double acc = b ? b[o] : 0.0;
+                    for (int64_t k = 0; k < ci; k++)
+                        for (int64_t ky = 0; ky < kh; ky++)
+                            for (int64_t kx = 0; kx < kw; kx++) {
+                                const int64_t iy = r * s - pt + ky, ix = c * s - pl + kx;
+                                if (iy < 0 || iy >= h || ix < 0 || ix >= wd) continue;
+                                acc += (double)x->data[((i * ci + k) * h + iy) * wd + ix] *
+                                       w->data[((o * ci + k) * kh + ky) * kw + kx];
+                            }
+                    y->data[((i * co + o) * oh + r) * ow + c] = (float)acc;
+                }
+}
+
+static void fill(sd_tensor t, unsigned seed)
+{
+    for (int64_t i = 0; i < sd_numel(t); i++) {
+        seed = seed * 1664525u + 1013904223u;
+        t.data[i] = (float)(seed >> 8) / 8388608.0f - 1.0f;
+    }
+}
+
 #define NFIX 64
 static sd_npy fix[NFIX];
 static int nfix;
@@ -69,6 +100,29 @@ int main(void)
                load("conv_s2a_y"), 2e-6);
         x = load("conv_s2_x"), w = load("conv_s2_w");
         EXPECT("conv 3x3 s2 p1 odd, no bias", sd_conv2d(a, x, &w, NULL, 2, 1), load("conv_s2_y"), 2e-6);
+    }
+    {   /* paths the fixtures do not reach: 70×70 batch 2 (one sgemm per image), batch 3 small
+         * stride 2 with asymmetric padding (one sgemm for the batch), 1×1 batch 3 */
+        sd_tensor x = sd_tensor_4d(a, 2, 3, 70, 70), w = sd_tensor_4d(a, 4, 3, 3, 3), b = sd_tensor_2d(a, 1, 4);
+        fill(x, 1); fill(w, 2); fill(b, 3);
+        sd_tensor want = sd_tensor_4d(a, 2, 4, 70, 70);
+        naive_conv(&x, &w, b.data, 1, 1, 1, &want);
+        EXPECT("conv 3x3 70x70 batch 2 vs direct", sd_conv2d(a, x, &w, &b, 1, 1), want, 5e-6);
+        x = sd_tensor_4d(a, 3, 5, 11, 10);
+        w = sd_tensor_4d(a, 6, 5, 3, 3);
+        fill(x, 4); fill(w, 5);
+        want = sd_tensor_4d(a, 3, 6, 5, 5);
+        naive_conv(&x, &w, NULL, 2, 0, 0, &want);
+        EXPECT("conv 3x3 s2 pad(0,1,0,1) batch 3 vs direct", sd_conv2d_pad(a, x, &w, NULL, 2, 0, 1, 0, 1), want, 5e-6);
+        w = sd_tensor_4d(a, 7, 5, 1, 1);
+        fill(w, 6);
+        want = sd_tensor_4d(a, 3, 7, 11, 10);
+        naive_conv(&x, &w, b.data, 1, 0, 0, &want);
+        sd_tensor b7 = sd_tensor_2d(a, 1, 7);
+        memcpy(b7.data, b.data, 4 * sizeof(float));
+        b7.data[4] = 0.5f; b7.data[5] = -0.25f; b7.data[6] = 0.125f;
+        naive_conv(&x, &w, b7.data, 1, 0, 0, &want);
+        EXPECT("conv 1x1 batch 3 vs direct", sd_conv2d(a, x, &w, &b7, 1, 0), want, 5e-6);
     }
     {   /* norms */
         sd_tensor x = load("gn_x"), g = load("gn_g"), b = load("gn_b");
