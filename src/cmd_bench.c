@@ -1,0 +1,331 @@
+/* cmd_bench.c — `sdgen bench`: how fast this machine runs a model, against how fast the same
+ * process runs OpenBLAS sgemm. Loads once, warms up, then times the text encoder, the U-Net with
+ * classifier-free guidance (batch 2) and the VAE decoder. FLOPs are counted from the architecture
+ * (convolutions, linears and attention products: 2 per multiply-add; norms and activations are
+ * not counted), so "GFLOP/s" compares directly with sgemm's. */
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "sdgen/cond.h"
+#include "sdgen/ops.h"
+#include "sdgen/pipeline.h"
+#include "sdgen/rng.h"
+#include "sdgen/unet.h"
+#include "sdgen/vae.h"
+
+/* ---- FLOP counts (per batch item) ---- */
+
+static double conv_flops(double cin, double cout, double k, double h, double w) { return 2 * cin * cout * k * k * h * w; }
+
+static double res_flops(double cin, double cout, double h, double w, double ted)
+{
+    double f = conv_flops(cin, cout, 3, h, w) + conv_flops(cout, cout, 3, h, w) + 2 * ted * cout;
+    if (cin != cout) f += conv_flops(cin, cout, 1, h, w);
+    return f;
+}
+
+static double transformer_flops(const sd_unet_config *u, double c, double h, double w, double lctx)
+{
+    double n = h * w, f = 2 * 2 * n * c * c; /* proj_in, proj_out */
+    for (int d = 0; d < u->transformer_depth; d++) {
+        f += 2 * n * c * c * 4 + 2 * 2 * n * n * c;                                        /* self-attention */
+        f += 2 * n * c * c * 2 + 2 * 2 * lctx * c * u->context_dim + 2 * 2 * n * lctx * c; /* cross-attention */
+        f += 2 * n * c * 8 * c + 2 * n * 4 * c * c;                                        /* GEGLU feed-forward */
+    }
+    return f;
+}
+
+static double unet_flops(const sd_unet_config *u, int h0, int w0, int lctx)
+{
+    double mc = u->model_channels, ted = u->time_embed_dim, f = 0;
+    double h = h0, w = w0, ch = mc;
+    double skip_ch[64];
+    int ns = 0;
+    f += 2 * mc * ted + 2 * ted * ted;
+    f += conv_flops(u->in_channels, mc, 3, h, w);
+    skip_ch[ns++] = mc;
+    double hs[SD_MAX_LEVELS], ws[SD_MAX_LEVELS];
+    for (int l = 0; l < u->n_levels; l++) {
+        double co = mc * u->channel_mult[l];
+        hs[l] = h;
+        ws[l] = w;
+        for (int j = 0; j < u->num_res_blocks; j++) {
+            f += res_flops(ch, co, h, w, ted);
+            ch = co;
+            if (u->attn[l]) f += transformer_flops(u, ch, h, w, lctx);
+            skip_ch[ns++] = ch;
+        }
+        if (l != u->n_levels - 1) {
+            h = ceil(h / 2);
+            w = ceil(w / 2);
+            f += conv_flops(ch, ch, 3, h, w);
+            skip_ch[ns++] = ch;
+        }
+    }
+    f += 2 * res_flops(ch, ch, h, w, ted);
+    if (u->mid_attn) f += transformer_flops(u, ch, h, w, lctx);
+    for (int l = u->n_levels - 1; l >= 0; l--) {
+        double co = mc * u->channel_mult[l];
+        h = hs[l];
+        w = ws[l];
+        for (int j = 0; j <= u->num_res_blocks; j++) {
+            f += res_flops(ch + skip_ch[--ns], co, h, w, ted);
+            ch = co;
+            if (u->attn[l]) f += transformer_flops(u, ch, h, w, lctx);
+        }
+        if (l > 0) f += conv_flops(ch, ch, 3, hs[l - 1], ws[l - 1]);
+    }
+    f += conv_flops(mc, u->out_channels, 3, h0, w0);
+    return f;
+}
+
+static double vae_decoder_flops(const sd_vae_config *v, int h0, int w0)
+{
+    double L = v->n_levels, c = v->ch * v->ch_mult[v->n_levels - 1], h = h0, w = w0, f = 0;
+    f += 2 * v->z_channels * v->z_channels * h * w;
+    f += conv_flops(v->z_channels, c, 3, h, w);
+    f += 2 * res_flops(c, c, h, w, 0) + 2 * 4 * h * w * c * c + 2 * 2 * (h * w) * (h * w) * c;
+    for (int l = (int)L - 1; l >= 0; l--) {
+        double co = v->ch * v->ch_mult[l];
+        for (int j = 0; j <= v->num_res_blocks; j++) {
+            f += res_flops(c, co, h, w, 0);
+            c = co;
+        }
+        if (l != 0) {
+            h *= 2;
+            w *= 2;
+            f += conv_flops(c, c, 3, h, w);
+        }
+    }
+    f += conv_flops(c, v->in_channels, 3, h, w);
+    return f;
+}
+
+static double text_flops(const sd_text_config *t)
+{
+    double n = 77, W = t->width, F = t->mlp;
+    return t->layers_used * (2 * n * W * W * 4 + 2 * 2 * n * n * W + 2 * 2 * n * W * F);
+}
+
+/* ---- sgemm peak, measured here ---- */
+
+static double sgemm_gflops(int n, int reps)
+{
+    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n), *c = malloc(sizeof(float) * n * n);
+    if (!a || !b || !c) {
+        free(a);
+        free(b);
+        free(c);
+        return 0;
+    }
+    for (long i = 0; i < (long)n * n; i++) {
+        a[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
+        b[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t = sd_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+        t = sd_now() - t;
+        if (t < best) best = t;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return 2.0 * n * n * n / best / 1e9;
+}
+
+static int cmp_double(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+int sd_cmd_bench(int argc, char **argv)
+{
+    const char *model = NULL, *vocab = NULL;
+    int W = 512, H = 512, steps = 3, threads = 0, json = 0, no_vae = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) model = argv[++i];
+        else if ((!strcmp(a, "-W") || !strcmp(a, "--width")) && v) W = atoi(argv[++i]);
+        else if ((!strcmp(a, "-H") || !strcmp(a, "--height")) && v) H = atoi(argv[++i]);
+        else if (!strcmp(a, "--steps") && v) steps = atoi(argv[++i]);
+        else if (!strcmp(a, "--threads") && v) threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--vocab") && v) vocab = argv[++i];
+        else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--no-vae")) no_vae = 1;
+        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            printf("usage: sdgen bench -m MODEL [-W 512] [-H 512] [--steps 3] [--threads N] [--no-vae] [--json]\n"
+                   "Times the text encoder, U-Net steps with CFG (batch 2, after one warm-up step) and the VAE decoder;\n"
+                   "reports s/step, achieved GFLOP/s, that as a share of OpenBLAS sgemm measured in the same process,\n"
+                   "and peak resident memory.\n");
+            return 0;
+        } else {
+            fprintf(stderr, "sdgen bench: unknown or incomplete option %s (see --help)\n", a);
+            return SD_EXIT_INPUT;
+        }
+    }
+    if (!model) {
+        fprintf(stderr, "sdgen bench: no model given (-m MODEL)\n");
+        return SD_EXIT_INPUT;
+    }
+    if (W < 8 || H < 8 || W % 8 || H % 8 || W > 4096 || H > 4096 || steps < 1 || steps > 1000) {
+        fprintf(stderr, "sdgen bench: width/height must be multiples of 8 up to 4096 and steps 1..1000\n");
+        return SD_EXIT_INPUT;
+    }
+    if (threads > 0) sd_set_threads(threads);
+    sd_pipeline p;
+    sd_err err = {0};
+    double tl = sd_now();
+    if (sd_pipeline_open(&p, model, vocab, &err)) {
+        fprintf(stderr, "sdgen: %s\n", err.msg);
+        return err.code ? err.code : SD_EXIT_INPUT;
+    }
+    double t_load = sd_now() - tl;
+    sd_model *m = &p.model;
+    int rc = 0;
+    const int h = H / 8, w = W / 8, zc = m->vae.z_channels;
+    const int64_t n = (int64_t)zc * h * w;
+
+    double peak = sgemm_gflops(1536, 3);
+
+    /* text: cond + uncond, after a warm-up that converts the weights */
+    sd_cond c = {0}, u = {0};
+    if (sd_text_condition(m, &p.arena, p.tok, "a photograph of an astronaut riding a horse", 1, 1, &c, &err)) goto fail;
+    sd_cond_free(&c);
+    sd_arena_reset(&p.arena);
+    double tt = sd_now();
+    if (sd_text_condition(m, &p.arena, p.tok, "a photograph of an astronaut riding a horse", 1, 1, &c, &err) ||
+        sd_text_condition(m, &p.arena, p.tok, "", 1, 1, &u, &err))
+        goto fail;
+    double t_text = sd_now() - tt;
+    sd_arena_reset(&p.arena);
+
+    /* U-Net, batch 2 as CFG runs it */
+    float *x = malloc(sizeof(float) * (size_t)n * 2);
+    float *ctxbuf = malloc(sizeof(float) * (size_t)2 * 77 * c.dim);
+    double *times = malloc(sizeof(double) * (size_t)steps);
+    if (!x || !ctxbuf || !times) {
+        free(x);
+        free(ctxbuf);
+        free(times);
+        sd_errcf(&err, SD_EXIT_OOM, "out of memory");
+        goto fail;
+    }
+    sd_rng rng;
+    sd_rng_init(&rng, SD_RNG_CPU, 0);
+    sd_rng_randn(&rng, x, n);
+    memcpy(x + n, x, sizeof(float) * (size_t)n);
+    memcpy(ctxbuf, u.data, sizeof(float) * 77 * (size_t)c.dim);
+    memcpy(ctxbuf + 77 * (size_t)c.dim, c.data, sizeof(float) * 77 * (size_t)c.dim);
+    sd_tensor xt = {.data = x, .ndim = 4, .ne = {2, zc, h, w}};
+    sd_tensor ct = {.data = ctxbuf, .ndim = 3, .ne = {2, 77, c.dim}};
+    float ts[2] = {999, 999};
+    sd_tensor out;
+    double tw = sd_now();
+    int ok = sd_unet_forward(m, &p.arena, xt, ts, ct, &out, &err) == 0;
+    double t_warm = sd_now() - tw;
+    size_t arena_unet = p.arena.peak;
+    sd_arena_reset(&p.arena);
+    for (int s = 0; ok && s < steps; s++) {
+        double t0 = sd_now();
+        ok = sd_unet_forward(m, &p.arena, xt, ts, ct, &out, &err) == 0;
+        times[s] = sd_now() - t0;
+        sd_arena_reset(&p.arena);
+    }
+    double med = 0;
+    if (ok) {
+        qsort(times, (size_t)steps, sizeof(double), cmp_double);
+        med = steps % 2 ? times[steps / 2] : 0.5 * (times[steps / 2 - 1] + times[steps / 2]);
+    }
+    double t_min = ok ? times[0] : 0;
+    free(ctxbuf);
+    free(times);
+    if (!ok) {
+        free(x);
+        goto fail;
+    }
+
+    /* VAE decode */
+    double t_vae = 0;
+    size_t arena_vae = 0;
+    if (!no_vae) {
+        sd_tensor z = sd_tensor_4d(&p.arena, 1, zc, h, w);
+        for (int64_t k = 0; k < n; k++) z.data[k] = x[k] / m->vae.scale_factor * 0.18215f;
+        double tv = sd_now();
+        sd_tensor img;
+        ok = sd_vae_decode(m, &p.arena, z, &img, &err) == 0;
+        t_vae = sd_now() - tv;
+        arena_vae = p.arena.peak;
+        sd_arena_reset(&p.arena);
+    }
+    free(x);
+    if (!ok) goto fail;
+
+    double f_unet = 2 * unet_flops(&m->unet, h, w, 77);
+    double f_vae = vae_decoder_flops(&m->vae, h, w);
+    double f_text = 2 * text_flops(&m->text);
+    double g_unet = f_unet / med / 1e9, g_vae = no_vae ? 0 : f_vae / t_vae / 1e9, g_text = f_text / t_text / 1e9;
+    double rss = (double)sd_peak_rss_bytes();
+    int nthreads = sd_threads();
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", model);
+        cJSON_AddNumberToObject(j, "width", W);
+        cJSON_AddNumberToObject(j, "height", H);
+        cJSON_AddNumberToObject(j, "threads", nthreads);
+        cJSON_AddNumberToObject(j, "load_s", t_load);
+        cJSON_AddNumberToObject(j, "sgemm_gflops", peak);
+        cJSON_AddNumberToObject(j, "text_encode_s", t_text);
+        cJSON_AddNumberToObject(j, "text_gflops", g_text);
+        cJSON_AddNumberToObject(j, "unet_warmup_s", t_warm);
+        cJSON_AddNumberToObject(j, "unet_steps_timed", steps);
+        cJSON_AddNumberToObject(j, "unet_s_per_step", med);
+        cJSON_AddNumberToObject(j, "unet_s_per_step_min", t_min);
+        cJSON_AddNumberToObject(j, "unet_steps_per_s", 1 / med);
+        cJSON_AddNumberToObject(j, "unet_tflop_per_step", f_unet / 1e12);
+        cJSON_AddNumberToObject(j, "unet_gflops", g_unet);
+        cJSON_AddNumberToObject(j, "unet_pct_of_sgemm", 100 * g_unet / peak);
+        if (!no_vae) {
+            cJSON_AddNumberToObject(j, "vae_decode_s", t_vae);
+            cJSON_AddNumberToObject(j, "vae_tflop", f_vae / 1e12);
+            cJSON_AddNumberToObject(j, "vae_gflops", g_vae);
+            cJSON_AddNumberToObject(j, "vae_pct_of_sgemm", 100 * g_vae / peak);
+        }
+        cJSON_AddNumberToObject(j, "arena_peak_unet_bytes", (double)arena_unet);
+        cJSON_AddNumberToObject(j, "arena_peak_vae_bytes", (double)arena_vae);
+        cJSON_AddNumberToObject(j, "peak_rss_bytes", rss);
+        char *s = cJSON_PrintUnformatted(j);
+        printf("%s\n", s);
+        free(s);
+        cJSON_Delete(j);
+    } else {
+        printf("sdgen bench: %s, %dx%d, %d threads\n", model, W, H, nthreads);
+        printf("  %-28s %10s %12s %10s\n", "stage", "seconds", "GFLOP/s", "% sgemm");
+        printf("  %-28s %10.3f %12.1f %9.0f%%\n", "sgemm 1536^3 (reference)", 2.0 * 1536 * 1536 * 1536 / peak / 1e9, peak, 100.0);
+        printf("  %-28s %10.3f %12.1f %9.0f%%\n", "text encode (cond+uncond)", t_text, g_text, 100 * g_text / peak);
+        printf("  %-28s %10.3f %12.1f %9.0f%%\n", "U-Net step, CFG (median)", med, g_unet, 100 * g_unet / peak);
+        if (!no_vae) printf("  %-28s %10.3f %12.1f %9.0f%%\n", "VAE decode", t_vae, g_vae, 100 * g_vae / peak);
+        printf("  U-Net: %.3f TFLOP per CFG step, %.3f steps/s (%d timed after a %.2f s warm-up; fastest %.3f s)\n",
+               f_unet / 1e12, 1 / med, steps, t_warm, t_min);
+        if (!no_vae) printf("  VAE decode: %.3f TFLOP\n", f_vae / 1e12);
+        printf("  memory: peak RSS %.2f GB; activation arena peak U-Net %.0f MB, VAE %.0f MB; load %.2f s\n", rss / 1e9,
+               arena_unet / 1e6, arena_vae / 1e6, t_load);
+    }
+    goto done;
+fail:
+    fprintf(stderr, "sdgen: %s\n", err.msg);
+    rc = err.code ? err.code : SD_EXIT_INPUT;
+done:
+    sd_cond_free(&c);
+    sd_cond_free(&u);
+    sd_pipeline_close(&p);
+    return rc;
+}
