@@ -118,4 +118,125 @@ def timestep_embedding(t, dim):
 
 t = torch.tensor([0.0, 1.0, 999.0, 749.25, 500.5, 37.0])
 save("temb_t", t); save("temb320_y", timestep_embedding(t, 320)); save("temb32_y", timestep_embedding(t, 32))
+
+
+# ---------------------------------------------------------------------------------------------
+# U-Net at a latent size that is not a multiple of 2 per level (golden cases are all even).
+# A small functional re-statement of the LDM UNetModel (openaimodel.py; diffusers
+# UNet2DConditionModel computes the same) run on models/tiny-sd1.safetensors, checked first
+# against the golden p1 unet0_out, then evaluated on a 9×13 latent (72×104 image): the downsample
+# conv gives 5×7 and the upsampler interpolates (nearest) back to the skip's 9×13, as diffusers
+# does when it forwards upsample_size.
+import json
+import struct
+
+SHARED = os.environ.get("SDGEN_SHARED", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared"))
+
+
+def load_safetensors(path, prefix):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__" or not name.startswith(prefix):
+            continue
+        assert info["dtype"] == "F32", name
+        b, e = info["data_offsets"]
+        out[name[len(prefix):]] = torch.from_numpy(np.frombuffer(data[b:e], dtype="<f4").copy()).reshape(info["shape"])
+    return out
+
+
+def unet_ref(W, x, t, ctx, chans=(32, 64), attn_levels=(1, 0), nres=2, heads=8):
+    def gn(h, pre, eps):
+        return F.group_norm(h, 32, W[pre + ".weight"], W[pre + ".bias"], eps)
+
+    def res(h, pre):
+        y = F.conv2d(F.silu(gn(h, pre + ".in_layers.0", 1e-5)), W[pre + ".in_layers.2.weight"], W[pre + ".in_layers.2.bias"], padding=1)
+        y = y + F.linear(F.silu(emb), W[pre + ".emb_layers.1.weight"], W[pre + ".emb_layers.1.bias"])[:, :, None, None]
+        y = F.conv2d(F.silu(gn(y, pre + ".out_layers.0", 1e-5)), W[pre + ".out_layers.3.weight"], W[pre + ".out_layers.3.bias"], padding=1)
+        if pre + ".skip_connection.weight" in W:
+            h = F.conv2d(h, W[pre + ".skip_connection.weight"], W[pre + ".skip_connection.bias"])
+        return h + y
+
+    def st(h, pre):
+        b, c, hh, ww = h.shape
+        y = gn(h, pre + ".norm", 1e-6)
+        y = F.conv2d(y, W[pre + ".proj_in.weight"], W[pre + ".proj_in.bias"])
+        y = y.permute(0, 2, 3, 1).reshape(b, hh * ww, c)
+        bp = pre + ".transformer_blocks.0."
+        for a, kv in (("attn1", None), ("attn2", ctx)):
+            n = F.layer_norm(y, (c,), W[bp + ("norm1" if a == "attn1" else "norm2") + ".weight"],
+                             W[bp + ("norm1" if a == "attn1" else "norm2") + ".bias"], 1e-5)
+            src = n if kv is None else kv
+            q = F.linear(n, W[bp + a + ".to_q.weight"])
+            k = F.linear(src, W[bp + a + ".to_k.weight"])
+            v = F.linear(src, W[bp + a + ".to_v.weight"])
+            y = y + F.linear(attention(q, k, v, heads, False), W[bp + a + ".to_out.0.weight"], W[bp + a + ".to_out.0.bias"])
+        n = F.layer_norm(y, (c,), W[bp + "norm3.weight"], W[bp + "norm3.bias"], 1e-5)
+        p = F.linear(n, W[bp + "ff.net.0.proj.weight"], W[bp + "ff.net.0.proj.bias"])
+        hpart, gate = p.chunk(2, dim=-1)
+        y = y + F.linear(hpart * F.gelu(gate), W[bp + "ff.net.2.weight"], W[bp + "ff.net.2.bias"])
+        y = y.reshape(b, hh, ww, c).permute(0, 3, 1, 2)
+        y = F.conv2d(y, W[pre + ".proj_out.weight"], W[pre + ".proj_out.bias"])
+        return y + h
+
+    temb = timestep_embedding(t, chans[0])
+    emb = F.linear(F.silu(F.linear(temb, W["time_embed.0.weight"], W["time_embed.0.bias"])), W["time_embed.2.weight"], W["time_embed.2.bias"])
+    h = F.conv2d(x, W["input_blocks.0.0.weight"], W["input_blocks.0.0.bias"], padding=1)
+    skips = [h]
+    k = 1
+    for lvl in range(len(chans)):
+        for _ in range(nres):
+            h = res(h, "input_blocks.%d.0" % k)
+            if attn_levels[lvl]:
+                h = st(h, "input_blocks.%d.1" % k)
+            skips.append(h)
+            k += 1
+        if lvl + 1 < len(chans):
+            h = F.conv2d(h, W["input_blocks.%d.0.op.weight" % k], W["input_blocks.%d.0.op.bias" % k], stride=2, padding=1)
+            skips.append(h)
+            k += 1
+    h = res(h, "middle_block.0")
+    h = st(h, "middle_block.1")
+    h = res(h, "middle_block.2")
+    ups = len(chans) - 1
+    forward_size = any(s % (2 ** ups) for s in x.shape[2:])
+    k = 0
+    for lvl in reversed(range(len(chans))):
+        for r in range(nres + 1):
+            h = torch.cat([h, skips.pop()], dim=1)
+            h = res(h, "output_blocks.%d.0" % k)
+            idx = 1
+            if attn_levels[lvl]:
+                h = st(h, "output_blocks.%d.1" % k)
+                idx = 2
+            if lvl > 0 and r == nres:
+                if forward_size:
+                    h = F.interpolate(h, size=skips[-1].shape[2:], mode="nearest")
+                else:
+                    h = F.interpolate(h, scale_factor=2.0, mode="nearest")
+                h = F.conv2d(h, W["output_blocks.%d.%d.conv.weight" % (k, idx)], W["output_blocks.%d.%d.conv.bias" % (k, idx)], padding=1)
+            k += 1
+    h = F.silu(gn(h, "out.0", 1e-5))
+    return F.conv2d(h, W["out.2.weight"], W["out.2.bias"], padding=1)
+
+
+W = load_safetensors(os.path.join(SHARED, "golden", "models", "tiny-sd1.safetensors"), "model.diffusion_model.")
+case = os.path.join(SHARED, "golden", "cases", "p1-tiny-sd1-ddim")
+gx = torch.from_numpy(np.load(os.path.join(case, "unet0_sample.npy")))
+gt = torch.from_numpy(np.load(os.path.join(case, "unet0_timestep.npy")).astype(np.float32)).expand(gx.shape[0])
+gc = torch.from_numpy(np.load(os.path.join(case, "unet0_context.npy")))
+with torch.no_grad():
+    err = (unet_ref(W, gx, gt, gc) - torch.from_numpy(np.load(os.path.join(case, "unet0_out.npy")))).abs().max().item()
+print("re-statement vs golden p1 unet0_out: max abs %.3g" % err)
+assert err < 1e-5
+x = rnd(1, 4, 9, 13)
+t = torch.tensor([637.5])
+c = rnd(1, 77, 64)
+with torch.no_grad():
+    y = unet_ref(W, x, t, c)
+save("unet_odd_x", x); save("unet_odd_t", t); save("unet_odd_ctx", c); save("unet_odd_y", y)
+print("wrote unet_odd_* (tiny-sd1, latent 9x13)")
 print("wrote", len(os.listdir(OUT)), "files to", os.path.normpath(OUT))

@@ -183,6 +183,43 @@ static void odd_sizes(void)
     sd_model_close(&m);
 }
 
+/* 9×13 latent against PyTorch (tests/fixtures/ops/unet_odd_*, scripts/make-op-fixtures.py): the
+ * downsample gives 5×7 and the upsampler must interpolate to the skip's 9×13 as diffusers does. */
+static void odd_size_reference(void)
+{
+    const char *src = getenv("SDGEN_SOURCE_DIR");
+    const char *names[4] = {"unet_odd_x", "unet_odd_t", "unet_odd_ctx", "unet_odd_y"};
+    sd_npy f[4];
+    sd_err err = {0};
+    for (int i = 0; i < 4; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/tests/fixtures/ops/%s.npy", src && *src ? src : ".", names[i]);
+        if (sd_npy_read(&f[i], path, &err)) {
+            CHECK(0, "%s", err.msg);
+            for (int j = 0; j < i; j++) sd_npy_free(&f[j]);
+            return;
+        }
+    }
+    sd_model m;
+    if (sd_model_open(&m, sd_test_path("golden/models/tiny-sd1.safetensors"), &err)) {
+        CHECK(0, "open tiny-sd1: %s", err.msg);
+    } else {
+        sd_arena a;
+        sd_arena_init(&a, 0, 0);
+        sd_tensor out;
+        int rc = sd_unet_forward(&m, &a, view(&f[0]), f[1].f32, view(&f[2]), &out, &err);
+        CHECK(rc == 0, "odd-size reference: %s", err.msg);
+        if (rc == 0) {
+            CHECK(out.ne[2] == 9 && out.ne[3] == 13, "odd-size output shape");
+            CHECK_CLOSE("tiny-sd1 latent 9x13 vs PyTorch (upsample to skip size)", out.data, f[3].f32, f[3].numel,
+                        1.5e-5);
+        }
+        sd_arena_free(&a);
+        sd_model_close(&m);
+    }
+    for (int i = 0; i < 4; i++) sd_npy_free(&f[i]);
+}
+
 int main(void)
 {
     sd_set_threads(2);
@@ -203,5 +240,6 @@ int main(void)
         free(names[i]);
     }
     odd_sizes();
+    odd_size_reference();
     TEST_MAIN_END();
 }
