@@ -387,23 +387,78 @@ void sd_silu_(sd_tensor x)
     for (int64_t i = 0; i < n; i += chunk) affine_act(p + i, p + i, n - i < chunk ? n - i : chunk, 1.0f, 0.0f, 1);
 }
 
-static inline float gelu1(float v) { return 0.5f * v * (1.0f + erff(v * (float)M_SQRT1_2)); }
+/* Exact GELU, (x·0.5)·(1 + erf(x·√½)), with erf as PyTorch's AVX2 Vectorized<float>::erf
+ * evaluates it: Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), t = 1/(1 + p|x|),
+ * erf = sign(x)·(1 − t·poly(t)·exp(−x²)), exp as sd_expf. Vectorised, and closer to torch 1.13's
+ * F.gelu than glibc's erff: on 2e5 N(0, 4) samples 22% of values differ from torch by ≤ 1 ulp
+ * (mean 1.5e-8) against 99% (mean 6.9e-8) with erff. */
+static inline float xor_sign(float y, float x)
+{
+    union { float f; uint32_t u; } a = {.f = y}, b = {.f = x};
+    a.u ^= b.u & 0x80000000u;
+    return a.f;
+}
+
+static inline float erf1(float x)
+{
+    const float ax = fabsf(x);
+    const float t = 1.0f / fmaf(0.3275911f, ax, 1.0f);
+    float r = fmaf(1.061405429f, t, -1.453152027f);
+    r = fmaf(r, t, 1.421413741f);
+    r = fmaf(r, t, -0.284496736f);
+    r = fmaf(r, t, 0.254829592f);
+    const float e = -sd_expf(-(x * x));
+    return xor_sign(fmaf(e * t, r, 1.0f), x);
+}
+
+static inline float gelu1(float v) { return (v * 0.5f) * (1.0f + erf1(v * (float)M_SQRT1_2)); }
+
+#ifdef SD_OPS_AVX2
+static inline __m256 gelu8(__m256 v)
+{
+    const __m256 nz = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+    const __m256 x = _mm256_mul_ps(v, _mm256_set1_ps((float)M_SQRT1_2));
+    const __m256 sign = _mm256_and_ps(nz, x), ax = _mm256_xor_ps(sign, x);
+    const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), ax, one));
+    __m256 r = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t, _mm256_set1_ps(-1.453152027f));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(1.421413741f));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-0.284496736f));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.254829592f));
+    const __m256 e = _mm256_xor_ps(nz, sd_exp8(_mm256_xor_ps(nz, _mm256_mul_ps(x, x))));
+    const __m256 erf = _mm256_xor_ps(sign, _mm256_fmadd_ps(_mm256_mul_ps(e, t), r, one));
+    return _mm256_mul_ps(_mm256_mul_ps(v, _mm256_set1_ps(0.5f)), _mm256_add_ps(one, erf));
+}
+#endif
+
+/* o[j] = h[j]·gelu(g[j]) (h = NULL: o[j] = gelu(g[j])), j < n. */
+static void gelu_mul(float *o, const float *h, const float *g, int64_t n)
+{
+    int64_t j = 0;
+#ifdef SD_OPS_AVX2
+    for (; j + 8 <= n; j += 8) {
+        const __m256 y = gelu8(_mm256_loadu_ps(g + j));
+        _mm256_storeu_ps(o + j, h ? _mm256_mul_ps(_mm256_loadu_ps(h + j), y) : y);
+    }
+#endif
+    for (; j < n; j++) o[j] = h ? h[j] * gelu1(g[j]) : gelu1(g[j]);
+}
 
 void sd_gelu_(sd_tensor x)
 {
-    const int64_t n = sd_numel(x);
+    const int64_t n = sd_numel(x), chunk = 4096;
     float *p = x.data;
 #pragma omp parallel for if (n >= SD_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) p[i] = gelu1(p[i]);
+    for (int64_t i = 0; i < n; i += chunk) gelu_mul(p + i, NULL, p + i, n - i < chunk ? n - i : chunk);
 }
 
 void sd_quick_gelu_(sd_tensor x)
 {
-    /* transformers QuickGELUActivation: x * sigmoid(1.702 x). */
+    /* transformers QuickGELUActivation: x * torch.sigmoid(1.702 * x), PyTorch's sigmoid being
+     * 1/(1 + exp(-x)) (vectorised: reciprocal, then the product). */
     const int64_t n = sd_numel(x);
     float *p = x.data;
-#pragma omp parallel for if (n >= SD_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) p[i] = p[i] / (1.0f + sd_expf(-1.702f * p[i]));
+#pragma omp parallel for simd if (n >= SD_PAR_MIN)
+    for (int64_t i = 0; i < n; i++) p[i] = p[i] * (1.0f / (1.0f + sd_expf(-(1.702f * p[i]))));
 }
 
 sd_tensor sd_geglu(sd_arena *a, sd_tensor x)
@@ -421,7 +476,7 @@ sd_tensor sd_geglu(sd_arena *a, sd_tensor x)
     for (int64_t r = 0; r < rows; r++) {
         const float *hp = xd + r * d2, *gp = hp + f;
         float *o = yd + r * f;
-        for (int64_t j = 0; j < f; j++) o[j] = hp[j] * gelu1(gp[j]);
+        gelu_mul(o, hp, gp, f);
     }
     return y;
 }
