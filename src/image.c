@@ -25,6 +25,15 @@ static unsigned char *sd_stbiw_zlib(unsigned char *data, int data_len, int *out_
 #define STBI_NO_STDIO
 #define STBI_NO_LINEAR
 #define STBI_NO_HDR
+/* Zeroed allocations: stb_image 2.27 mallocs its JPEG decoder state without clearing it, so a file that
+ * uses a Huffman table it never defined decodes with garbage tables (uninitialised reads, indices out of
+ * bounds; found by fuzzing). With calloc an undefined table is all zeros, which decodes harmlessly.
+ * Its internal consistency asserts are reachable from malformed files: they must not abort a debug
+ * or sanitizer build, and the decoder stays in bounds without them (the index is range-checked first). */
+#define STBI_MALLOC(sz) calloc(1, (sz))
+#define STBI_REALLOC(p, newsz) realloc((p), (newsz))
+#define STBI_FREE(p) free(p)
+#define STBI_ASSERT(x) ((void)0)
 #define STBI_MAX_DIMENSIONS (1 << 20) /* our own, tighter caps run on the header's size first */
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_WRITE_NO_STDIO
@@ -38,8 +47,18 @@ static unsigned char *sd_stbiw_zlib(unsigned char *data, int data_len, int *out_
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
 #pragma GCC diagnostic ignored "-Wtype-limits"
+#ifdef __clang__
+/* stb_image has benign undefined behaviour on malformed input (NULL + 0 for an empty first IDAT, shifts
+ * by negative bit counts in a corrupt JPEG bit stream): UBSan would stop every fuzzing run on it.
+ * AddressSanitizer still checks the stb code. (GCC has no way to do this per function: a GCC UBSan
+ * build needs -fno-sanitize=shift,pointer-overflow on this file.) */
+#pragma clang attribute push(__attribute__((no_sanitize("undefined"))), apply_to = function)
+#endif
 #include <stb_image.h>
 #include <stb_image_write.h>
+#ifdef __clang__
+#pragma clang attribute pop
+#endif
 #pragma GCC diagnostic pop
 
 static unsigned char *sd_stbiw_zlib(unsigned char *data, int data_len, int *out_len, int quality)
@@ -192,6 +211,8 @@ int sd_png_insert_text(const uint8_t *png, size_t n, const char *keyword, const 
     *out_len = total;
     return 0;
 }
+
+static int read_file_capped(const char *path, long long cap, uint8_t **data, size_t *n, sd_err *err);
 
 typedef struct { uint8_t *p; size_t n, cap; int failed; } membuf;
 
@@ -386,8 +407,91 @@ int sd_png_read_text(const char *path, const char *keyword, char **text, int *is
     return rc;
 }
 
+int sd_png_verify_mem(const uint8_t *png, size_t n, const char *name, sd_err *err)
+{
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+    if (n < 8 || memcmp(png, sig, 8)) return sd_errf(err, "%s: not a PNG file", name);
+    size_t pos = 8;
+    for (int k = 0;; k++) {
+        if (n - pos < 12) return sd_errf(err, "%s: truncated PNG (no IEND chunk)", name);
+        uint32_t len = get_be32(png + pos);
+        if (len > 0x7FFFFFFFu || len > n - pos - 12)
+            return sd_errf(err, "%s: truncated PNG (chunk at byte %zu runs past the end)", name, pos);
+        const uint8_t *type = png + pos + 4;
+        if (k == 0 && memcmp(type, "IHDR", 4)) return sd_errf(err, "%s: PNG does not start with IHDR", name);
+        if (sd_crc32(0, type, 4 + (size_t)len) != get_be32(png + pos + 8 + len))
+            return sd_errf(err, "%s: CRC mismatch in PNG chunk %.4s at byte %zu", name, (const char *)type, pos);
+        pos += 12 + (size_t)len;
+        if (!memcmp(type, "IEND", 4)) break;
+    }
+    if (pos != n) return sd_errf(err, "%s: %zu bytes of garbage after the PNG's IEND", name, n - pos);
+    return 0;
+}
+
+int sd_png_verify(const char *path, sd_err *err)
+{
+    uint8_t *d;
+    size_t n;
+    if (read_file_capped(path, SD_IMAGE_MAX_FILE_BYTES, &d, &n, err)) return -1;
+    int rc = sd_png_verify_mem(d, n, path, err);
+    free(d);
+    return rc;
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Loading. */
+
+/* stb_image 2.27 (Debian's libstb-dev 0.0~git20220908) builds JPEG Huffman tables without bounding the
+ * symbol count: a DHT table whose 16 counts add up to more than 256 overflows huff.size[257] and
+ * huff.values[256] (found by fuzzing sd_image_load_mem; fixed upstream later). Walk the markers as
+ * stb_image does (segments, entropy-coded data up to the next non-stuffed, non-RST marker) and refuse
+ * such a table before stb sees it. Tables are read the way stb reads them, even past the segment's end. */
+static int jpeg_dht_ok(const uint8_t *p, size_t n)
+{
+    size_t pos = 2; /* after SOI */
+    while (pos < n) {
+        while (pos < n && p[pos] != 0xFF) pos++;  /* stb skips junk between segments byte by byte */
+        while (pos < n && p[pos] == 0xFF) pos++;
+        if (pos >= n) return 1;
+        uint8_t m = p[pos++];
+        if (m == 0xD9) return 1;                                     /* EOI */
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue; /* no length */
+        if (n - pos < 2) return 1;
+        size_t len = (size_t)p[pos] << 8 | p[pos + 1];
+        if (m == 0xC4) {
+            long L = (long)len - 2;
+            size_t t = pos + 2;
+            while (L > 0) {
+                int total = 0;
+                for (int i = 0; i < 16; i++) total += t + 1 + (size_t)i < n ? p[t + 1 + i] : 0;
+                if (total > 256) return 0;
+                t += 17 + (size_t)total;
+                L -= 17 + total;
+            }
+        }
+        pos += len;
+        if (m == 0xDA) { /* SOS: skip the entropy-coded data */
+            while (pos + 1 < n && !(p[pos] == 0xFF && p[pos + 1] != 0x00 && p[pos + 1] != 0xFF &&
+                                    !(p[pos + 1] >= 0xD0 && p[pos + 1] <= 0xD7)))
+                pos++;
+        }
+    }
+    return 1;
+}
+
+/* stb_image trusts a PNG chunk's length field and grows its IDAT buffer to it before reading: a 100-byte
+ * file claiming a 2 GB IDAT asks for 2 GB. Refuse chunks that claim more bytes than the file has. */
+static int png_lengths_ok(const uint8_t *p, size_t n)
+{
+    size_t pos = 8;
+    while (n - pos >= 8) {
+        uint32_t len = get_be32(p + pos);
+        if (len > 0x7FFFFFFFu || (size_t)len > n - pos - 8 || n - pos - 8 - len < 4) return 0;
+        if (!memcmp(p + pos + 4, "IEND", 4)) return 1;
+        pos += 12 + (size_t)len;
+    }
+    return 1;
+}
 
 int sd_image_load_mem(sd_image *out, const void *data, size_t n, const char *name, sd_err *err)
 {
@@ -399,6 +503,8 @@ int sd_image_load_mem(sd_image *out, const void *data, size_t n, const char *nam
     int is_jpg = n >= 3 && p[0] == 0xFF && p[1] == 0xD8 && p[2] == 0xFF;
     if (!is_png && !is_jpg) return sd_errf(err, "%s: not a PNG or JPEG image", name);
     if ((long long)n > SD_IMAGE_MAX_FILE_BYTES) return sd_errf(err, "%s: file too large (%zu bytes)", name, n);
+    if (is_png && !png_lengths_ok(p, n)) return sd_errf(err, "%s: corrupt image: truncated PNG (a chunk runs past the end of the file)", name);
+    if (is_jpg && !jpeg_dht_ok(p, n)) return sd_errf(err, "%s: corrupt image: JPEG Huffman table with more than 256 codes", name);
     int w = 0, h = 0, comp = 0;
     /* Header first: refuse huge images before allocating their pixels. */
     if (!stbi_info_from_memory(p, (int)n, &w, &h, &comp)) {

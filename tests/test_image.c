@@ -146,6 +146,22 @@ static void test_png_roundtrip(const char *tmp)
     }
     CHECK(!temp_left(tmp), "temporary files left in %s", tmp);
 
+    /* completeness check for --skip-existing */
+    {
+        char path2[4200];
+        snprintf(path2, sizeof path2, "%s/keep_utf8.png", tmp);
+        size_t n2;
+        uint8_t *d2 = slurp(path2, &n2);
+        sd_err err = {0};
+        CHECK(d2 && sd_png_verify(path2, &err) == 0, "verify a good PNG: %s", err.msg);
+        CHECK(d2 && sd_png_verify_mem(d2, n2 - 1, "cut.png", &err) != 0 && strstr(err.msg, "truncated"), "verify cut PNG: %s", err.msg);
+        CHECK(d2 && sd_png_verify_mem(d2, n2 / 2, "half.png", &err) != 0 && strstr(err.msg, "half.png"), "verify half PNG: %s", err.msg);
+        if (d2) {
+            d2[n2 / 2] ^= 0x40;
+            CHECK(sd_png_verify_mem(d2, n2, "flip.png", &err) != 0 && strstr(err.msg, "CRC"), "verify flipped byte: %s", err.msg);
+        }
+        free(d2);
+    }
     /* Damaged PNG: a flipped byte inside the text chunk is caught by its CRC */
     char path[4200];
     snprintf(path, sizeof path, "%s/rt_ascii.png", tmp);
@@ -339,6 +355,24 @@ static void test_bad_images(const char *tmp)
         snprintf(want, sizeof want, "image too large (%dx%d)", dims[k][0], dims[k][1]);
         rc = sd_image_load_mem(&im, png, sizeof png, "huge.png", &err);
         CHECK(rc != 0 && strstr(err.msg, "huge.png") && strstr(err.msg, want), "huge %dx%d: '%s'", dims[k][0], dims[k][1], err.msg);
+    }
+    /* fuzzer finds against stb_image 2.27: an over-long Huffman table (overflowed stb's arrays), a scan
+     * using a table never defined (uninitialised decoder state), an IDAT claiming 2 GB in a tiny file */
+    rc = sd_image_load(&im, fix("bad_dht.jpg"), &err);
+    CHECK(rc != 0 && strstr(err.msg, "Huffman table"), "bad_dht.jpg: '%s'", err.msg);
+    rc = sd_image_load(&im, fix("bad_huff_undefined.jpg"), &err);
+    CHECK(1, "bad_huff_undefined.jpg: no crash");
+    if (rc == 0) sd_image_free(&im);
+    {
+        uint8_t png[8 + 25 + 12 + 4];
+        memcpy(png, "\x89PNG\r\n\x1a\n", 8);
+        uint8_t *c = png + 8;
+        memcpy(c, "\0\0\0\x0dIHDR\0\0\0\x10\0\0\0\x10\x08\x02\0\0\0", 21);
+        uint32_t crc = sd_crc32(0, c + 4, 17);
+        c[21] = crc >> 24; c[22] = crc >> 16 & 255; c[23] = crc >> 8 & 255; c[24] = crc & 255;
+        memcpy(c + 25, "\x7f\xff\0\0IDATxxxxxxxx", 16);
+        rc = sd_image_load_mem(&im, png, sizeof png, "bigidat.png", &err);
+        CHECK(rc != 0 && strstr(err.msg, "bigidat.png: corrupt image: truncated PNG"), "2 GB IDAT claim: '%s'", err.msg);
     }
     /* truncated PNG */
     size_t n;

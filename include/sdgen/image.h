@@ -83,6 +83,11 @@ int sd_png_read_text(const char *path, const char *keyword, char **text, int *is
 int sd_png_read_text_mem(const uint8_t *png, size_t n, const char *name, const char *keyword,
                          char **text, int *is_itxt, sd_err *err);
 
+/* Is this a complete PNG? Signature, IHDR first, every chunk's CRC, IEND last with nothing after it.
+ * For --skip-existing: an interrupted writer of another program can leave a truncated file. */
+int sd_png_verify(const char *path, sd_err *err);
+int sd_png_verify_mem(const uint8_t *png, size_t n, const char *name, sd_err *err);
+
 /* PNG/zlib CRC-32 (ISO 3309, polynomial 0xEDB88320 reflected) of a byte range, continuing `crc`
  * (start with 0). */
 uint32_t sd_crc32(uint32_t crc, const void *data, size_t n);
