@@ -10,6 +10,7 @@ rgba.png, gray.png, pal.png: other PNG colour types; *_rgb.png is PIL's convert(
 text_*.png    2x2 PNGs with a `parameters` chunk as PIL writes it (A1111 saves through PngInfo.add_text):
               tEXt (Latin-1 "café"), iTXt ("猫"), compressed (zip=True: zTXt / compressed iTXt)
 photo.jpg     a baseline JPEG (quality 90, 4:2:0); photo_pil.png is PIL's decode of it
+orient_K.jpg  the same with EXIF orientation K = 1..8; orient_K_pil.png = ImageOps.exif_transpose of it
 Writes tests/fixtures/images/. Deterministic (numpy seed 1234); the files are committed.
 """
 import os
@@ -49,6 +50,12 @@ pal.convert("RGB").save(f"{OUT}/pal_rgb.png")
 photo = src.resize((40, 32), Image.LANCZOS)
 photo.save(f"{OUT}/photo.jpg", quality=90, subsampling=2)
 Image.open(f"{OUT}/photo.jpg").convert("RGB").save(f"{OUT}/photo_pil.png")
+from PIL import ImageOps
+for k in range(1, 9):  # EXIF orientation: diffusers.utils.load_image applies ImageOps.exif_transpose
+    ex = Image.Exif()
+    ex[0x0112] = k
+    photo.save(f"{OUT}/orient_{k}.jpg", quality=90, subsampling=2, exif=ex.tobytes())
+    ImageOps.exif_transpose(Image.open(f"{OUT}/orient_{k}.jpg")).convert("RGB").save(f"{OUT}/orient_{k}_pil.png")
 from PIL.PngImagePlugin import PngInfo
 tiny = Image.fromarray(np.asarray(src)[:2, :2].copy(), "RGB")
 for name, text, zip_ in [("text_latin1", "café, Steps: 20", False), ("text_utf8", "a 猫\nSteps: 20", False),

@@ -479,6 +479,50 @@ static int jpeg_dht_ok(const uint8_t *p, size_t n)
     return 1;
 }
 
+/* EXIF orientation (tag 0x0112 of IFD0 in an APP1 "Exif" segment) of a JPEG: 1..8, 1 when absent or
+ * unreadable. Every offset is bounds-checked: the bytes are untrusted. */
+static int jpeg_exif_orientation(const uint8_t *p, size_t n)
+{
+    size_t pos = 2;
+    while (pos + 4 <= n && p[pos] == 0xFF) {
+        uint8_t m = p[pos + 1];
+        if (m == 0xFF) { pos++; continue; }
+        if (m == 0xDA || m == 0xD9) break; /* scan data or end: EXIF comes before */
+        if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) { pos += 2; continue; }
+        size_t len = (size_t)p[pos + 2] << 8 | p[pos + 3];
+        if (len < 2 || len > n - pos - 2) break;
+        const uint8_t *seg = p + pos + 4;
+        size_t sl = len - 2;
+        if (m == 0xE1 && sl >= 14 && !memcmp(seg, "Exif\0\0", 6)) {
+            const uint8_t *t = seg + 6; /* TIFF header */
+            size_t tl = sl - 6;
+            int le;
+            if (!memcmp(t, "II*\0", 4)) le = 1;
+            else if (!memcmp(t, "MM\0*", 4)) le = 0;
+            else return 1;
+#define RD16(q) (le ? (unsigned)(q)[0] | (unsigned)(q)[1] << 8 : (unsigned)(q)[0] << 8 | (unsigned)(q)[1])
+#define RD32(q) (le ? (uint32_t)(q)[0] | (uint32_t)(q)[1] << 8 | (uint32_t)(q)[2] << 16 | (uint32_t)(q)[3] << 24 \
+                    : (uint32_t)(q)[0] << 24 | (uint32_t)(q)[1] << 16 | (uint32_t)(q)[2] << 8 | (uint32_t)(q)[3])
+            uint32_t ifd = RD32(t + 4);
+            if (ifd > tl || tl - ifd < 2) return 1;
+            unsigned cnt = RD16(t + ifd);
+            for (unsigned i = 0; i < cnt; i++) {
+                size_t e = ifd + 2 + (size_t)i * 12;
+                if (e + 12 > tl) break;
+                if (RD16(t + e) == 0x0112 && RD16(t + e + 2) == 3) {
+                    unsigned v = RD16(t + e + 8);
+                    return v >= 1 && v <= 8 ? (int)v : 1;
+                }
+            }
+#undef RD16
+#undef RD32
+            return 1;
+        }
+        pos += 2 + len;
+    }
+    return 1;
+}
+
 /* stb_image trusts a PNG chunk's length field and grows its IDAT buffer to it before reading: a 100-byte
  * file claiming a 2 GB IDAT asks for 2 GB. Refuse chunks that claim more bytes than the file has. */
 static int png_lengths_ok(const uint8_t *p, size_t n)
@@ -526,18 +570,37 @@ int sd_image_load_mem(sd_image *out, const void *data, size_t n, const char *nam
         stbi_image_free(px);
         return sd_errf(err, "%s: corrupt image: size changed while decoding", name);
     }
-    /* Hand out memory from malloc so sd_image_free() can use free(). stb uses malloc by default;
-     * copy anyway to keep that an stb implementation detail. */
+    /* Copy into our own buffer (sd_image_free uses free()), applying the EXIF orientation of a JPEG as
+     * diffusers.utils.load_image / A1111 do with PIL's ImageOps.exif_transpose. */
+    int orient = is_jpg ? jpeg_exif_orientation(p, n) : 1;
+    int ow = orient >= 5 ? h : w, oh = orient >= 5 ? w : h;
     size_t bytes = (size_t)w * h * 3;
     out->rgb = malloc(bytes);
     if (!out->rgb) {
         stbi_image_free(px);
         return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory (%dx%d)", name, w, h);
     }
-    memcpy(out->rgb, px, bytes);
+    if (orient == 1) {
+        memcpy(out->rgb, px, bytes);
+    } else {
+        for (int y = 0; y < oh; y++)
+            for (int x = 0; x < ow; x++) {
+                int sx, sy; /* source pixel of output (x, y), PIL Image.transpose semantics */
+                switch (orient) {
+                case 2: sx = w - 1 - x; sy = y; break;          /* FLIP_LEFT_RIGHT */
+                case 3: sx = w - 1 - x; sy = h - 1 - y; break;  /* ROTATE_180 */
+                case 4: sx = x; sy = h - 1 - y; break;          /* FLIP_TOP_BOTTOM */
+                case 5: sx = y; sy = x; break;                  /* TRANSPOSE */
+                case 6: sx = y; sy = h - 1 - x; break;          /* ROTATE_270 (90° clockwise) */
+                case 7: sx = w - 1 - y; sy = h - 1 - x; break;  /* TRANSVERSE */
+                default: sx = w - 1 - y; sy = x; break;         /* 8: ROTATE_90 (counter-clockwise) */
+                }
+                memcpy(out->rgb + ((size_t)y * ow + x) * 3, px + ((size_t)sy * w + sx) * 3, 3);
+            }
+    }
     stbi_image_free(px);
-    out->w = w;
-    out->h = h;
+    out->w = ow;
+    out->h = oh;
     return 0;
 }
 

@@ -319,6 +319,20 @@ static void test_load_and_resize(void)
     CHECK(m <= 4, "photo.jpg vs PIL decode: max diff %d", m);
     sd_image_free(&a);
     sd_image_free(&b);
+    /* EXIF orientation 1..8 vs PIL's ImageOps.exif_transpose (a wrong turn differs by far more than
+     * the decoders' few LSB) */
+    for (int k = 1; k <= 8; k++) {
+        char jn[32], pn[32];
+        snprintf(jn, sizeof jn, "orient_%d.jpg", k);
+        snprintf(pn, sizeof pn, "orient_%d_pil.png", k);
+        ra = sd_image_load(&a, fix(jn), &err);
+        rb = sd_image_load(&b, fix(pn), &err);
+        m = ra == 0 && rb == 0 ? max_diff(&a, &b, &nd) : 999;
+        CHECK(m <= 4 && a.w == (k >= 5 ? 32 : 40), "EXIF orientation %d: %dx%d, max diff %d vs PIL exif_transpose", k, a.w, a.h, m);
+        sd_image_free(&a);
+        sd_image_free(&b);
+    }
+    printf("ok   EXIF orientations 1-8 match PIL exif_transpose\n");
 }
 
 static void test_bad_images(const char *tmp)

@@ -37,7 +37,8 @@ typedef struct sd_image {
 
 void sd_image_free(sd_image *im);
 
-/* Load a PNG or JPEG file as RGB8 (grey/palette/alpha converted as PIL's convert("RGB")).
+/* Load a PNG or JPEG file as RGB8 (grey/palette/alpha converted as PIL's convert("RGB"); a JPEG's EXIF
+ * orientation applied as diffusers.utils.load_image's ImageOps.exif_transpose does).
  * Errors: "FILE: cannot open: ...", "FILE: not a PNG or JPEG image", "FILE: image too large (WxH)",
  * "FILE: corrupt image: <reason>". */
 int sd_image_load(sd_image *out, const char *path, sd_err *err);
