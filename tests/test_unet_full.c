@@ -5,6 +5,7 @@
  * The checkpoints are $SDGEN_SD15 / $SDGEN_SD21 when set, else they are generated into
  * $SDGEN_TEST_TMP/full by scripts/make-full-ckpts.sh (2.1 + 2.6 GB, about a minute). */
 #include <sys/stat.h>
+#include <time.h>
 
 #include "sdgen/model.h"
 #include "sdgen/npy.h"
@@ -35,6 +36,13 @@ static const char *checkpoint(const char *env, const char *name, char *buf, size
     snprintf(cmd, sizeof cmd, "bash '%s/scripts/make-full-ckpts.sh' '%s' %s", src && *src ? src : ".", dir, name);
     if (system(cmd) != 0 || !file_exists(buf)) return NULL;
     return buf;
+}
+
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static sd_tensor view(const sd_npy *a)
@@ -87,12 +95,13 @@ static void sd15_p5(void)
         CHECK(sd_numel(out) == sd_numel(want), "sd15 output size");
         if (sd_numel(out) == sd_numel(want)) CHECK_CLOSE(what, out.data, want.data, sd_numel(want), 1.5e-5);
         sd_arena_reset(&a);
-        double t3 = sd_now();
+        double t3 = sd_now(), c3 = cpu_now();
         rc = sd_unet_forward(&m, &a, x, t, ctx, &out, &err);
-        double t4 = sd_now();
+        double t4 = sd_now(), c4 = cpu_now();
         CHECK(rc == 0, "sd15 second call: %s", err.msg);
-        printf("     sd15: open %.2f s, first call (with f16->f32 weight conversion) %.2f s, second call %.2f s, "
-               "arena peak %.1f MB, %d threads\n", t1 - t0, t2 - t1, t4 - t3, a.peak / 1048576.0, sd_threads());
+        printf("     sd15: open %.2f s, first call (with f16->f32 weight conversion) %.2f s, second call %.2f s "
+               "(%.2f s CPU), arena peak %.1f MB, %d threads\n", t1 - t0, t2 - t1, t4 - t3, c4 - c3,
+               a.peak / 1048576.0, sd_threads());
     }
     sd_arena_free(&a);
     for (int i = 0; i < 4; i++) sd_npy_free(&in[i]);
