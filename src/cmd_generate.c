@@ -145,6 +145,36 @@ static int parse_size(const char *opt, const char *v, size_t *out)
     return 0;
 }
 
+/* Strict UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF). Returns 0 when
+ * valid, else the 1-based offset of the first bad byte. The prompt is checked here, before the model
+ * is loaded, because the PNG parameters chunk needs valid UTF-8 and would otherwise fail only after
+ * the image has been computed. */
+static size_t utf8_bad_byte(const char *str)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (s[i]) {
+        unsigned c = s[i];
+        int n;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c < 0x80) n = 0;
+        else if (c >= 0xC2 && c <= 0xDF) n = 1;
+        else if (c == 0xE0) n = 2, lo = 0xA0;
+        else if (c == 0xED) n = 2, hi = 0x9F;
+        else if (c >= 0xE1 && c <= 0xEF) n = 2;
+        else if (c == 0xF0) n = 3, lo = 0x90;
+        else if (c >= 0xF1 && c <= 0xF3) n = 3;
+        else if (c == 0xF4) n = 3, hi = 0x8F;
+        else return i + 1;
+        for (int k = 1; k <= n; k++) {
+            unsigned b = s[i + k];
+            if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xBF)) return i + k + 1;
+        }
+        i += (size_t)n + 1;
+    }
+    return 0;
+}
+
 static uint64_t random_seed(void)
 {
     uint32_t s = 0;
@@ -310,6 +340,15 @@ static int parse_args(int argc, char **argv, cli_opts *c)
         fprintf(stderr, "sdgen: --overwrite and --skip-existing contradict each other\n");
         return -1;
     }
+    size_t bad;
+    if ((bad = utf8_bad_byte(c->gen.prompt))) {
+        fprintf(stderr, "sdgen: --prompt is not valid UTF-8 (byte %zu)\n", bad);
+        return -1;
+    }
+    if ((bad = utf8_bad_byte(c->gen.negative_prompt))) {
+        fprintf(stderr, "sdgen: --negative-prompt is not valid UTF-8 (byte %zu)\n", bad);
+        return -1;
+    }
     return 0;
 }
 
@@ -390,6 +429,10 @@ static int one_image(run_ctx *r, sd_gen_opts *o, const char *out_tmpl, const cha
 {
     char path[4096];
     if (sd_output_path(out_tmpl, r->index, o->seed, o->prompt, path, sizeof path, err)) return -1;
+    struct stat pst;
+    /* A folder in the way would only fail at the final rename, after all the compute. */
+    if (stat(path, &pst) == 0 && S_ISDIR(pst.st_mode))
+        return sd_errf(err, "%s: is a directory, not an image file name", path);
     if (access(path, F_OK) == 0) {
         if (r->c->skip_existing) {
             if (!r->c->quiet) fprintf(stderr, "sdgen: %s exists, skipped (--skip-existing)\n", path);
@@ -424,7 +467,9 @@ static int one_image(run_ctx *r, sd_gen_opts *o, const char *out_tmpl, const cha
         sd_gen_result_free(&res);
         return -1;
     }
-    int rc = sd_png_write(path, res.rgb, res.w, res.h, text, r->c->overwrite || r->c->skip_existing, err);
+    /* No clobbering unless --overwrite: with --skip-existing too, a file that appeared meanwhile (another
+     * run resuming the same batch) is kept and this item fails instead of replacing it. */
+    int rc = sd_png_write(path, res.rgb, res.w, res.h, text, r->c->overwrite, err);
     free(text);
     if (rc == 0) {
         r->written++;
@@ -456,6 +501,10 @@ static void model_default_size(const sd_model *m, sd_prediction pred, int *w, in
 static int apply_item(const sd_batch_item *it, sd_gen_opts *o, int *batch_count, const char **output,
                       const cli_opts *c, sd_err *err)
 {
+    size_t bad;
+    if (it->prompt && (bad = utf8_bad_byte(it->prompt))) return sd_errf(err, "prompt is not valid UTF-8 (byte %zu)", bad);
+    if (it->negative_prompt && (bad = utf8_bad_byte(it->negative_prompt)))
+        return sd_errf(err, "negative_prompt is not valid UTF-8 (byte %zu)", bad);
     if (it->prompt) o->prompt = it->prompt;
     if (it->negative_prompt) o->negative_prompt = it->negative_prompt;
     if (it->has_steps) {
@@ -514,6 +563,13 @@ int sd_cmd_generate(int argc, char **argv)
         if (sd_batch_parse_file(c.prompts_file, &batch, &err)) {
             fprintf(stderr, "sdgen: %s\n", err.msg);
             return err.code ? err.code : SD_EXIT_INPUT;
+        }
+        if (batch.n == 0) {
+            /* Nothing to do is almost certainly a mistake (wrong file): say so instead of exiting 0. */
+            fprintf(stderr, "sdgen: %s: no prompts in the batch file (only blank lines and # comments)\n",
+                    c.prompts_file);
+            sd_batch_free(&batch);
+            return SD_EXIT_INPUT;
         }
     } else if (!c.gen.prompt[0] && !c.gen.init_image && !c.quiet) {
         fprintf(stderr, "sdgen: note: empty prompt (use -p \"...\")\n");

@@ -106,9 +106,6 @@ int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err)
     if (!o->init_image || o->width || o->height) {
         if (o->width < 8 || o->height < 8 || o->width % 8 || o->height % 8)
             return sd_errf(err, "width and height must be positive multiples of 8 (got %dx%d)", o->width, o->height);
-        if (o->width / 8 > SD_UNET_MAX_SIDE || o->height / 8 > SD_UNET_MAX_SIDE)
-            return sd_errf(err, "width and height must be at most %d (got %dx%d)", 8 * SD_UNET_MAX_SIDE, o->width,
-                           o->height);
     }
     if (o->init_image && !(o->strength >= 0 && o->strength <= 1))
         return sd_errf(err, "strength must be between 0 and 1 (got %g)", o->strength);
@@ -118,13 +115,22 @@ int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err)
         return sd_errf(err, "clip skip must be between 1 and %d for this model (got %d)", p->model.text.layers_used,
                        o->clip_skip);
     if (o->width > 0 && o->height > 0) {
+        /* Memory first: a size that cannot fit is reported as out of memory (exit 3) with the estimate,
+         * even when it is also beyond the U-Net's side limit below. */
         size_t need = sd_gen_memory_estimate(&p->model, o->width, o->height, o->cfg_scale == 1.0f ? 1 : 2);
         size_t have = o->max_memory ? o->max_memory : sd_available_memory_bytes();
-        if (have && need > have)
+        if (have && need > have) {
+            /* GB, or MB below 1 GB so that small limits (--max-memory 1M) do not read "0.0 GB" */
+            double nd = (double)need, hd = (double)have;
             return sd_errcf(err, SD_EXIT_OOM,
-                            "%dx%d needs about %.1f GB of activation memory but only %.1f GB is available "
+                            "%dx%d needs about %.1f %s of activation memory but only %.1f %s is available "
                             "(use a smaller size, or --max-memory to override)",
-                            o->width, o->height, need / 1e9, have / 1e9);
+                            o->width, o->height, nd >= 1e9 ? nd / 1e9 : nd / 1e6, nd >= 1e9 ? "GB" : "MB",
+                            hd >= 1e9 ? hd / 1e9 : hd / 1e6, hd >= 1e9 ? "GB" : "MB");
+        }
+        if (o->width / 8 > SD_UNET_MAX_SIDE || o->height / 8 > SD_UNET_MAX_SIDE)
+            return sd_errf(err, "width and height must be at most %d (got %dx%d)", 8 * SD_UNET_MAX_SIDE, o->width,
+                           o->height);
     }
     return 0;
 }
