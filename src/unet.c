@@ -98,7 +98,7 @@ static int weight(unet_ctx *u, sd_tensor *w, const char *pre, const char *suffix
 
 static int has_weight(unet_ctx *u, const char *pre, const char *suffix)
 {
-    char name[512];
+    char name[1200];
     snprintf(name, sizeof name, SD_PREFIX_UNET "%s.%s", pre, suffix);
     return sd_model_find(u->m, name) != NULL;
 }

@@ -30,7 +30,7 @@ static const char *checkpoint(const char *env, const char *name, char *buf, size
         return NULL;
     }
     const char *src = getenv("SDGEN_SOURCE_DIR");
-    char dir[4096], cmd[9000];
+    char dir[4200], cmd[9000];
     snprintf(dir, sizeof dir, "%s/full", sd_test_tmp());
     snprintf(buf, n, "%s/%s.safetensors", dir, name);
     snprintf(cmd, sizeof cmd, "bash '%s/scripts/make-full-ckpts.sh' '%s' %s", src && *src ? src : ".", dir, name);
@@ -56,7 +56,7 @@ static sd_tensor view(const sd_npy *a)
 
 static void sd15_p5(void)
 {
-    char path[4096];
+    char path[4400];
     const char *ck = checkpoint("SDGEN_SD15", "sd15", path, sizeof path);
     CHECK(ck != NULL, "no SD 1.5 checkpoint");
     if (!ck) return;
@@ -110,7 +110,7 @@ static void sd15_p5(void)
 
 static void sd21_shape(void)
 {
-    char path[4096];
+    char path[4400];
     const char *ck = checkpoint("SDGEN_SD21", "sd21", path, sizeof path);
     CHECK(ck != NULL, "no SD 2.1 checkpoint");
     if (!ck) return;
