@@ -151,6 +151,7 @@ int sd_cmd_bench(int argc, char **argv)
 {
     const char *model = NULL, *vocab = NULL;
     int W = 512, H = 512, steps = 3, threads = 0, json = 0, no_vae = 0;
+    sd_weights_mode wmode = SD_WEIGHTS_F16;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) model = argv[++i];
@@ -160,9 +161,18 @@ int sd_cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--threads") && v) threads = atoi(argv[++i]);
         else if (!strcmp(a, "--vocab") && v) vocab = argv[++i];
         else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--weights") && v) {
+            const char *wv = argv[++i];
+            if (!strcmp(wv, "f16")) wmode = SD_WEIGHTS_F16;
+            else if (!strcmp(wv, "f32")) wmode = SD_WEIGHTS_F32;
+            else {
+                fprintf(stderr, "sdgen bench: --weights expects f16 or f32, got \"%s\"\n", wv);
+                return SD_EXIT_INPUT;
+            }
+        }
         else if (!strcmp(a, "--no-vae")) no_vae = 1;
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("usage: sdgen bench -m MODEL [-W 512] [-H 512] [--steps 3] [--threads N] [--no-vae] [--json]\n"
+            printf("usage: sdgen bench -m MODEL [-W 512] [-H 512] [--steps 3] [--threads N] [--weights f16|f32] [--no-vae] [--json]\n"
                    "Times the text encoder, U-Net steps with CFG (batch 2, after one warm-up step) and the VAE decoder;\n"
                    "reports s/step, achieved GFLOP/s, that as a share of OpenBLAS sgemm measured in the same process,\n"
                    "and peak resident memory.\n");
@@ -183,6 +193,7 @@ int sd_cmd_bench(int argc, char **argv)
     if (threads > 0) sd_set_threads(threads);
     sd_pipeline p;
     sd_err err = {0};
+    sd_cond c = {0}, u = {0};
     double tl = sd_now();
     if (sd_pipeline_open(&p, model, vocab, &err)) {
         fprintf(stderr, "sdgen: %s\n", err.msg);
@@ -190,6 +201,7 @@ int sd_cmd_bench(int argc, char **argv)
     }
     double t_load = sd_now() - tl;
     sd_model *m = &p.model;
+    if (sd_model_set_weights_mode(m, wmode, &err)) goto fail;
     int rc = 0;
     const int h = H / 8, w = W / 8, zc = m->vae.z_channels;
     const int64_t n = (int64_t)zc * h * w;
@@ -197,7 +209,6 @@ int sd_cmd_bench(int argc, char **argv)
     double peak = sgemm_gflops(1536, 3);
 
     /* text: cond + uncond, after a warm-up that converts the weights */
-    sd_cond c = {0}, u = {0};
     if (sd_text_condition(m, &p.arena, p.tok, "a photograph of an astronaut riding a horse", 1, 1, &c, &err)) goto fail;
     sd_cond_free(&c);
     sd_arena_reset(&p.arena);
@@ -207,6 +218,7 @@ int sd_cmd_bench(int argc, char **argv)
         goto fail;
     double t_text = sd_now() - tt;
     sd_arena_reset(&p.arena);
+    sd_model_release_pages(m, "cond_stage_model.");
 
     /* U-Net, batch 2 as CFG runs it */
     float *x = malloc(sizeof(float) * (size_t)n * 2);
@@ -257,6 +269,7 @@ int sd_cmd_bench(int argc, char **argv)
     double t_vae = 0;
     size_t arena_vae = 0;
     if (!no_vae) {
+        sd_model_release_pages(m, SD_PREFIX_UNET);
         sd_tensor z = sd_tensor_4d(&p.arena, 1, zc, h, w);
         for (int64_t k = 0; k < n; k++) z.data[k] = x[k] / m->vae.scale_factor * 0.18215f;
         double tv = sd_now();
@@ -281,6 +294,7 @@ int sd_cmd_bench(int argc, char **argv)
         cJSON_AddNumberToObject(j, "width", W);
         cJSON_AddNumberToObject(j, "height", H);
         cJSON_AddNumberToObject(j, "threads", nthreads);
+        cJSON_AddStringToObject(j, "weights", wmode == SD_WEIGHTS_F16 ? "f16" : "f32");
         cJSON_AddNumberToObject(j, "load_s", t_load);
         cJSON_AddNumberToObject(j, "sgemm_gflops", peak);
         cJSON_AddNumberToObject(j, "text_encode_s", t_text);
@@ -307,7 +321,8 @@ int sd_cmd_bench(int argc, char **argv)
         free(s);
         cJSON_Delete(j);
     } else {
-        printf("sdgen bench: %s, %dx%d, %d threads\n", model, W, H, nthreads);
+        printf("sdgen bench: %s, %dx%d, %d threads, %s weights in memory\n", model, W, H, nthreads,
+               wmode == SD_WEIGHTS_F16 ? "f16" : "f32");
         printf("  %-28s %10s %12s %10s\n", "stage", "seconds", "GFLOP/s", "% sgemm");
         printf("  %-28s %10.3f %12.1f %9.0f%%\n", "sgemm 1536^3 (reference)", 2.0 * 1536 * 1536 * 1536 / peak / 1e9, peak, 100.0);
         printf("  %-28s %10.3f %12.1f %9.0f%%\n", "text encode (cond+uncond)", t_text, g_text, 100 * g_text / peak);

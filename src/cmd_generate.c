@@ -32,6 +32,7 @@ typedef struct cli_opts {
     sd_gen_opts gen;
     const char *model, *output, *vocab, *prompts_file, *dump_dir;
     int threads, batch_count, quiet, verbose, overwrite, skip_existing;
+    int weights_f32;
     int have_seed, have_width, have_height;
 } cli_opts;
 
@@ -76,6 +77,8 @@ static void usage(FILE *f)
             "Machine\n"
             "      --threads N            worker threads (default: all CPUs)\n"
             "      --max-memory SIZE      activation memory allowed, e.g. 8G (default: what is available)\n"
+            "      --weights f16|f32      keep F16 weights as F16 and convert per use (default: less memory),\n"
+            "                             or convert once to F32 (faster, twice the memory); same images\n"
             "  -q, --quiet, -v, --verbose, --version, -h, --help\n"
             "\n"
             "Exit codes: 0 ok, 1 some batch items failed, 2 usage or input error, 3 out of memory, 130 interrupted.\n");
@@ -323,6 +326,14 @@ static int parse_args(int argc, char **argv, cli_opts *c)
             c->overwrite = 1;
         } else if (!strcmp(a, "--skip-existing")) {
             c->skip_existing = 1;
+        } else if (!strcmp(a, "--weights")) {
+            NEEDV();
+            if (!strcmp(v, "f32")) c->weights_f32 = 1;
+            else if (!strcmp(v, "f16")) c->weights_f32 = 0;
+            else {
+                fprintf(stderr, "sdgen: --weights: expected f16 or f32, got \"%s\"\n", v);
+                return -1;
+            }
         } else if (!strcmp(a, "--no-weighting")) {
             c->gen.weighting = 0;
         } else if (!strcmp(a, "--version")) {
@@ -589,6 +600,12 @@ int sd_cmd_generate(int argc, char **argv)
     sd_pipeline p;
     if (sd_pipeline_open(&p, c.model, c.vocab, &err)) {
         fprintf(stderr, "sdgen: %s\n", err.msg);
+        sd_batch_free(&batch);
+        return err.code ? err.code : SD_EXIT_INPUT;
+    }
+    if (c.weights_f32 && sd_model_set_weights_mode(&p.model, SD_WEIGHTS_F32, &err)) {
+        fprintf(stderr, "sdgen: %s\n", err.msg);
+        sd_pipeline_close(&p);
         sd_batch_free(&batch);
         return err.code ? err.code : SD_EXIT_INPUT;
     }

@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "diffusers.h"
 
@@ -810,6 +812,7 @@ void sd_model_close(sd_model *m)
     }
     free(m->weights);
     free(m->hash);
+    free(m->ring);
     for (int f = 0; f < m->n_files; f++) sd_st_close(&m->files[f]);
     free(m->path);
     free(m->tokenizer_dir);
@@ -825,7 +828,16 @@ int sd_model_weight(sd_model *m, const char *name, sd_tensor *out, sd_err *err)
                        SD_MAX_DIMS);
     const sd_safetensors *st = &m->files[w->file];
     const sd_st_tensor *t = &st->tensors[w->index];
-    if (!w->f32) {
+    float *data = w->f32;
+    if (!data && m->weights_mode == SD_WEIGHTS_F16 && m->ring && t->dtype != SD_DT_F32 &&
+        (size_t)t->numel <= m->ring_cap) {
+        /* per-use conversion into the ring: nothing is kept */
+        size_t need = ((size_t)t->numel + 15) & ~(size_t)15;
+        if (m->ring_pos + need > m->ring_cap) m->ring_pos = 0;
+        data = m->ring + m->ring_pos;
+        m->ring_pos += need;
+        if (sd_st_read_f32(st, t, data, err)) return -1;
+    } else if (!w->f32) {
         const void *p = sd_st_data(st, t);
         if (t->dtype == SD_DT_F32 && ((uintptr_t)p & 3) == 0) {
             w->f32 = (float *)p; /* zero-copy view into the read-only mapping */
@@ -840,12 +852,66 @@ int sd_model_weight(sd_model *m, const char *name, sd_tensor *out, sd_err *err)
             w->f32_owned = 1;
             m->converted_bytes += (size_t)t->numel * sizeof(float);
         }
+        data = w->f32;
     }
     memset(out, 0, sizeof *out);
-    out->data = w->f32;
+    out->data = data;
     out->ndim = w->ndim ? w->ndim : 1;
     for (int d = 0; d < SD_MAX_DIMS; d++) out->ne[d] = d < w->ndim ? w->shape[d] : 1;
     return 0;
+}
+
+int sd_model_set_weights_mode(sd_model *m, sd_weights_mode mode, sd_err *err)
+{
+    m->weights_mode = mode;
+    if (mode == SD_WEIGHTS_F16 && !m->ring) {
+        size_t largest = 0;
+        for (int i = 0; i < m->n_weights; i++) {
+            const sd_st_tensor *t = &m->files[m->weights[i].file].tensors[m->weights[i].index];
+            if (t->dtype != SD_DT_F32 && (size_t)t->numel > largest) largest = (size_t)t->numel;
+        }
+        m->ring_cap = 3 * (((largest + 15) & ~(size_t)15));
+        if (m->ring_cap) {
+            m->ring = malloc(m->ring_cap * sizeof(float));
+            if (!m->ring) {
+                m->weights_mode = SD_WEIGHTS_F32;
+                return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory for the %.0f MB weight conversion buffer",
+                                m->path, m->ring_cap * 4 / 1e6);
+            }
+        }
+        m->ring_pos = 0;
+    }
+    if (mode == SD_WEIGHTS_F16) {
+        /* drop converted copies; F32 views into the mapping stay */
+        for (int i = 0; i < m->n_weights; i++) {
+            sd_weight_ref *w = &m->weights[i];
+            if (w->f32_owned) {
+                free(w->f32);
+                w->f32 = NULL;
+                w->f32_owned = 0;
+            }
+        }
+        m->converted_bytes = 0;
+    }
+    return 0;
+}
+
+void sd_model_release_pages(sd_model *m, const char *prefix)
+{
+    size_t np = strlen(prefix);
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0) pg = 4096;
+    for (int i = 0; i < m->n_weights; i++) {
+        sd_weight_ref *w = &m->weights[i];
+        if (strncmp(w->name, prefix, np)) continue;
+        if (w->f32 && !w->f32_owned) continue; /* an F32 view in use: keep its pages */
+        const sd_safetensors *st = &m->files[w->file];
+        const sd_st_tensor *t = &st->tensors[w->index];
+        uintptr_t b = (uintptr_t)sd_st_data(st, t), e = b + (t->end - t->begin);
+        b = (b + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+        e &= ~((uintptr_t)pg - 1);
+        if (e > b) madvise((void *)b, e - b, MADV_DONTNEED);
+    }
 }
 
 int sd_model_weightf(sd_model *m, sd_tensor *out, sd_err *err, const char *fmt, ...)

@@ -68,6 +68,9 @@ int sd_pipeline_open(sd_pipeline *p, const char *model_path, const char *vocab_p
         goto fail;
     }
     sd_arena_init(&p->arena, 0, 0);
+    /* F16 files stay F16 in memory by default (half the memory; conversion is exact, so images
+     * are identical); --weights f32 trades memory for speed. */
+    if (sd_model_set_weights_mode(m, SD_WEIGHTS_F16, err)) goto fail;
     return 0;
 fail:
     sd_tokenizer_free(p->tok);
@@ -222,6 +225,7 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
         if (sd_cond_match_length(m, a, p->tok, o->clip_skip, &cond, &uncond, err)) goto out;
     }
     sd_arena_reset(a);
+    sd_model_release_pages(m, "cond_stage_model."); /* the text encoder is done for this image */
     r->chunks_cond = cond.n_chunks;
     r->chunks_uncond = use_cfg ? uncond.n_chunks : 0;
     r->t_text = sd_now() - t0;
@@ -334,6 +338,7 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
     if (dump_f32(dump, "latents_final", x, 4, (const int64_t[]){1, zc, h, w}, err)) goto out;
 
     /* 5. decode: image = VAE(latents / scale_factor) */
+    sd_model_release_pages(m, SD_PREFIX_UNET); /* hold one network at a time */
     double tv = sd_now();
     {
         sd_tensor zt = sd_tensor_4d(a, 1, zc, h, w);

@@ -103,6 +103,14 @@ typedef struct sd_weight_ref {
     int f32_owned;
 } sd_weight_ref;
 
+/* How F16/BF16 weights are held (F32 files are always zero-copy views of the mapping):
+ * F32: converted once, on first use, and kept (fastest; 4 bytes per parameter);
+ * F16: left in the mapping and converted per use into a ring buffer of three times the largest
+ *      tensor (2 bytes per parameter resident plus the ring; one conversion pass per call).
+ *      A view stays valid until at least two more tensors of the largest size have been fetched:
+ *      model code fetches one block's weights, uses them, then moves on. */
+typedef enum sd_weights_mode { SD_WEIGHTS_F32 = 0, SD_WEIGHTS_F16 } sd_weights_mode;
+
 typedef struct sd_model {
     char *path;                       /* as given */
     int is_folder;                    /* diffusers folder */
@@ -124,13 +132,25 @@ typedef struct sd_model {
     int *hash; int hash_cap;          /* name lookup */
 
     size_t converted_bytes;           /* f32 copies made so far */
+    sd_weights_mode weights_mode;
+    float *ring;                      /* SD_WEIGHTS_F16: per-use conversions */
+    size_t ring_cap, ring_pos;        /* in floats */
 } sd_model;
 
 /* Open and validate (headers only; no weight is converted). Faults: exit code 2. */
 int sd_model_open(sd_model *m, const char *path, sd_err *err);
 void sd_model_close(sd_model *m);
 
-/* f32 view of a weight by LDM name; converted on first use and kept. */
+/* Choose how weights are held (default SD_WEIGHTS_F32). Returns -1 only when the F16 ring
+ * cannot be allocated. */
+int sd_model_set_weights_mode(sd_model *m, sd_weights_mode mode, sd_err *err);
+/* Give the pages of the mapping under an LDM prefix back to the kernel (they are read again
+ * from the page cache when next touched): the pipeline drops the text encoder's while the
+ * U-Net runs and the U-Net's while the VAE decodes, so peak memory holds one network at a time. */
+void sd_model_release_pages(sd_model *m, const char *prefix);
+
+/* f32 view of a weight by LDM name: converted on first use and kept (SD_WEIGHTS_F32), or
+ * converted into the ring (SD_WEIGHTS_F16; see above for how long the view stays valid). */
 int sd_model_weight(sd_model *m, const char *name, sd_tensor *out, sd_err *err);
 /* Same with a printf-formatted name. */
 int sd_model_weightf(sd_model *m, sd_tensor *out, sd_err *err, const char *fmt, ...)
