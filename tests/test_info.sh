@@ -144,6 +144,21 @@ expect cfg.parameters "$p" unet 1106212
 expect cfg.parameters "$p" vae 1732679
 expect cfg.parameters "$p" text 1617529
 
+# ---------------------------------------------------------------- SDXL names: reported, not supported
+st_sdxl="$TMP/sdxl.safetensors"
+h='{"__metadata__":{"modelspec.architecture":"stable-diffusion-xl-v1-base"},"conditioner.embedders.0.transformer.text_model.final_layer_norm.weight":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}}'
+while [ $(( ${#h} % 8 )) -ne 0 ]; do h="$h "; done
+len=${#h}
+printf "$(printf '\\x%02x\\x%02x\\x00\\x00\\x00\\x00\\x00\\x00' $((len & 255)) $((len >> 8)))" >"$st_sdxl"
+printf '%s' "$h" >>"$st_sdxl"
+head -c 8 /dev/zero >>"$st_sdxl"
+j="$("$SDGEN" info --json "$st_sdxl" 2>&1)"
+expect sdxl "$j" family '"sdxl"'
+expect sdxl "$j" supported 'false'
+m="$(grep -o '"metadata":{[^}]*}' <<<"$j")"
+expect sdxl.metadata "$m" modelspec.architecture '"stable-diffusion-xl-v1-base"'
+check "sdxl text form says not supported" grep -q 'SDXL is not supported yet' <<<"$("$SDGEN" info "$st_sdxl" 2>&1)"
+
 # ---------------------------------------------------------------- faults: exit 2, one line naming file + fault
 refuse() { # refuse LABEL PATH FAULT
     local out err rc
