@@ -139,14 +139,21 @@ void sd_arena_free(sd_arena *a)
     a->in_use = 0;
 }
 
-size_t sd_arena_mark(const sd_arena *a) { return a->head ? a->head->used : 0; }
+size_t sd_arena_mark(const sd_arena *a) { return a->in_use; }
 
 void sd_arena_release(sd_arena *a, size_t mark)
 {
-    /* Only releases within the current block; memory in older blocks stays until reset. */
-    if (a->head && mark <= a->head->used) {
-        a->in_use -= a->head->used - mark;
-        a->head->used = mark;
+    /* Everything handed out since the mark is dead. It can be taken back when it all sits in the
+     * current block; when the arena grew a block since the mark, the older block's tail stays
+     * used until the next reset (which merges the blocks anyway). */
+    if (!a->head || mark > a->in_use) return;
+    size_t delta = a->in_use - mark;
+    if (delta <= a->head->used) {
+        a->head->used -= delta;
+        a->in_use = mark;
+    } else {
+        a->in_use -= a->head->used;
+        a->head->used = 0;
     }
 }
 

@@ -63,7 +63,7 @@ void *sd_arena_alloc(sd_arena *a, size_t bytes);     /* 64-byte aligned, never N
 void sd_arena_reset(sd_arena *a);                    /* free everything handed out */
 void sd_arena_free(sd_arena *a);
 size_t sd_arena_mark(const sd_arena *a);             /* for scoped release inside a call */
-void sd_arena_release(sd_arena *a, size_t mark);     /* back to a mark of the current block */
+void sd_arena_release(sd_arena *a, size_t mark);     /* free what was handed out since the mark */
 
 /* Use around a model call:
  *   jmp_buf jb; if (setjmp(jb)) { a->guard = NULL; return sd_errcf(err, SD_EXIT_OOM, ...); }
