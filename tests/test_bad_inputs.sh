@@ -371,6 +371,12 @@ cs opt-bad-template
 expect 2 "{nope}" "${GEN[@]}" -p x -o 'img-{nope}.png'
 
 # ================= output paths =================
+cs out-empty
+expect 2 "empty output path" "${GEN[@]}" -p x -o ""
+cs out-trailing-slash
+expect 2 "sub/: not a file name" "${GEN[@]}" -p x -o "sub/"
+cs out-template-unclosed
+expect 2 'output template "img-{index": unknown placeholder' "${GEN[@]}" -p x -o "img-{index"
 cs out-dir-missing
 expect 2 "output directory" "${GEN[@]}" -p x -o "$O/no/such/dir/out.png"
 cs out-parent-is-file
