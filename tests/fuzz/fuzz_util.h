@@ -12,7 +12,10 @@
 #ifndef SDGEN_FUZZ_UTIL_H
 #define SDGEN_FUZZ_UTIL_H
 
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +44,25 @@ FUZZ_FN void fuzz_cleanup(void)
     if (fuzz_dir_buf[0]) fuzz_rm_tree(fuzz_dir_buf);
 }
 
+/* Remove scratch folders left by earlier target processes that died (a crash skips atexit):
+ * names carry the owner's pid, so only folders of processes that no longer exist go. */
+FUZZ_FN void fuzz_sweep(const char *base)
+{
+    DIR *d = opendir(base);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long pid;
+        char tail[16];
+        if (sscanf(e->d_name, "sdgen-fuzz-%ld-%15s", &pid, tail) != 2 || pid <= 0) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char path[768];
+        snprintf(path, sizeof path, "%s/%s", base, e->d_name);
+        fuzz_rm_tree(path);
+    }
+    closedir(d);
+}
+
 /* The process's scratch folder (created on first use). */
 FUZZ_FN const char *fuzz_dir(void)
 {
@@ -49,7 +71,8 @@ FUZZ_FN const char *fuzz_dir(void)
     const char *base = stat("/dev/shm", &sb) == 0 && S_ISDIR(sb.st_mode) && access("/dev/shm", W_OK) == 0
                            ? "/dev/shm"
                            : (getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    snprintf(fuzz_dir_buf, sizeof fuzz_dir_buf, "%s/sdgen-fuzz-XXXXXX", base);
+    fuzz_sweep(base);
+    snprintf(fuzz_dir_buf, sizeof fuzz_dir_buf, "%s/sdgen-fuzz-%ld-XXXXXX", base, (long)getpid());
     if (!mkdtemp(fuzz_dir_buf)) {
         perror("mkdtemp");
         abort();
