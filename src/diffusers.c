@@ -61,7 +61,13 @@ int sd_diffusers_ldm_name(const char *component, const char *name, const sd_diff
 {
     *to_conv1x1 = 0;
     char rest[512];
-    int i, j, n;
+    int i = -1, j = -1, n = -1;
+/* sscanf stores %n only when the whole pattern matched (a one-%d pattern "matches" any name that
+ * starts with its prefix): reset n first and require it; indices are bounded so the block
+ * arithmetic below cannot overflow. */
+#define MATCH(str, fmt, cnt, ...) \
+    (n = i = j = -1, sscanf(str, fmt, __VA_ARGS__, &n) == (cnt) && n > 0 && i >= 0 && i < 64 && \
+     ((cnt) == 1 || (j >= 0 && j < 64)))
     if (strlen(name) >= 400) return -1;
     if (!strcmp(component, "text_encoder")) {
         snprintf(out, cap, "cond_stage_model.transformer.%s", name);
@@ -71,24 +77,24 @@ int sd_diffusers_ldm_name(const char *component, const char *name, const sd_diff
         const int R = lay->unet_res_blocks;
         char body[512];
         snprintf(body, sizeof body, "%s", name);
-        if (sscanf(name, "down_blocks.%d.resnets.%d.%n", &i, &j, &n) == 2) {
+        if (MATCH(name, "down_blocks.%d.resnets.%d.%n", 2, &i, &j)) {
             snprintf(body, sizeof body, "input_blocks.%d.0.%s", 1 + i * (R + 1) + j, name + n);
             resnet_names(body, sizeof body, 0);
-        } else if (sscanf(name, "down_blocks.%d.attentions.%d.%n", &i, &j, &n) == 2) {
+        } else if (MATCH(name, "down_blocks.%d.attentions.%d.%n", 2, &i, &j)) {
             snprintf(body, sizeof body, "input_blocks.%d.1.%s", 1 + i * (R + 1) + j, name + n);
-        } else if (sscanf(name, "down_blocks.%d.downsamplers.0.conv.%n", &i, &n) == 1) {
+        } else if (MATCH(name, "down_blocks.%d.downsamplers.0.conv.%n", 1, &i)) {
             snprintf(body, sizeof body, "input_blocks.%d.0.op.%s", 1 + i * (R + 1) + R, name + n);
-        } else if (sscanf(name, "mid_block.resnets.%d.%n", &i, &n) == 1) {
+        } else if (MATCH(name, "mid_block.resnets.%d.%n", 1, &i)) {
             snprintf(body, sizeof body, "middle_block.%d.%s", i == 0 ? 0 : 2, name + n);
             resnet_names(body, sizeof body, 0);
         } else if (!strncmp(name, "mid_block.attentions.0.", 23)) {
             snprintf(body, sizeof body, "middle_block.1.%s", name + 23);
-        } else if (sscanf(name, "up_blocks.%d.resnets.%d.%n", &i, &j, &n) == 2) {
+        } else if (MATCH(name, "up_blocks.%d.resnets.%d.%n", 2, &i, &j)) {
             snprintf(body, sizeof body, "output_blocks.%d.0.%s", i * (R + 1) + j, name + n);
             resnet_names(body, sizeof body, 0);
-        } else if (sscanf(name, "up_blocks.%d.attentions.%d.%n", &i, &j, &n) == 2) {
+        } else if (MATCH(name, "up_blocks.%d.attentions.%d.%n", 2, &i, &j)) {
             snprintf(body, sizeof body, "output_blocks.%d.1.%s", i * (R + 1) + j, name + n);
-        } else if (sscanf(name, "up_blocks.%d.upsamplers.0.conv.%n", &i, &n) == 1) {
+        } else if (MATCH(name, "up_blocks.%d.upsamplers.0.conv.%n", 1, &i)) {
             if (i < 0 || i >= SD_MAX_LEVELS) return -1;
             int has_attn = lay->unet_up_attn[i];
             snprintf(body, sizeof body, "output_blocks.%d.%d.conv.%s", i * (R + 1) + R, has_attn ? 2 : 1, name + n);
@@ -110,17 +116,17 @@ int sd_diffusers_ldm_name(const char *component, const char *name, const sd_diff
         const char *coder = !strncmp(name, "encoder.", 8) ? "encoder" : !strncmp(name, "decoder.", 8) ? "decoder" : NULL;
         if (coder) {
             const char *r = name + 8;
-            if (sscanf(r, "down_blocks.%d.resnets.%d.%n", &i, &j, &n) == 2) {
+            if (MATCH(r, "down_blocks.%d.resnets.%d.%n", 2, &i, &j)) {
                 snprintf(body, sizeof body, "%s.down.%d.block.%d.%s", coder, i, j, r + n);
                 resnet_names(body, sizeof body, 1);
-            } else if (sscanf(r, "down_blocks.%d.downsamplers.0.conv.%n", &i, &n) == 1) {
+            } else if (MATCH(r, "down_blocks.%d.downsamplers.0.conv.%n", 1, &i)) {
                 snprintf(body, sizeof body, "%s.down.%d.downsample.conv.%s", coder, i, r + n);
-            } else if (sscanf(r, "up_blocks.%d.resnets.%d.%n", &i, &j, &n) == 2) {
+            } else if (MATCH(r, "up_blocks.%d.resnets.%d.%n", 2, &i, &j)) {
                 snprintf(body, sizeof body, "%s.up.%d.block.%d.%s", coder, lay->vae_levels - 1 - i, j, r + n);
                 resnet_names(body, sizeof body, 1);
-            } else if (sscanf(r, "up_blocks.%d.upsamplers.0.conv.%n", &i, &n) == 1) {
+            } else if (MATCH(r, "up_blocks.%d.upsamplers.0.conv.%n", 1, &i)) {
                 snprintf(body, sizeof body, "%s.up.%d.upsample.conv.%s", coder, lay->vae_levels - 1 - i, r + n);
-            } else if (sscanf(r, "mid_block.resnets.%d.%n", &i, &n) == 1) {
+            } else if (MATCH(r, "mid_block.resnets.%d.%n", 1, &i)) {
                 snprintf(body, sizeof body, "%s.mid.block_%d.%s", coder, i + 1, r + n);
                 resnet_names(body, sizeof body, 1);
             } else if (!strncmp(r, "mid_block.attentions.0.", 23)) {
@@ -153,6 +159,7 @@ int sd_diffusers_ldm_name(const char *component, const char *name, const sd_diff
         return 0;
     }
     return -1;
+#undef MATCH
 }
 
 /* ---- config.json reading ---- */
@@ -195,8 +202,9 @@ static int get_int(const cJSON *o, const char *key, int lo, int hi, int *out, co
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) return 1; /* absent */
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble || v->valuedouble < lo ||
-        v->valuedouble > hi)
+    /* range first: converting an out-of-range double to int is undefined behaviour */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi) ||
+        v->valuedouble != (double)(int)v->valuedouble)
         return sd_errf(err, "%s: \"%s\" must be an integer in [%d, %d]", path, key, lo, hi);
     *out = (int)v->valuedouble;
     return 0;

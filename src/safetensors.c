@@ -136,6 +136,10 @@ static int parse_header(sd_safetensors *st, const char *json, size_t len, sd_err
                 sd_errf(err, "%s: __metadata__ is not an object of strings", path);
                 goto out;
             }
+            if (st->meta_keys) { /* a second "__metadata__": its count would not fit the first's arrays */
+                sd_errf(err, "%s: __metadata__ is listed twice", path);
+                goto out;
+            }
             int m = cJSON_GetArraySize(e);
             st->meta_keys = calloc((size_t)m + 1, sizeof(char *));
             st->meta_vals = calloc((size_t)m + 1, sizeof(char *));
@@ -152,6 +156,10 @@ static int parse_header(sd_safetensors *st, const char *json, size_t len, sd_err
                 st->meta_keys[st->n_meta] = strdup(kv->string);
                 st->meta_vals[st->n_meta] = strdup(kv->valuestring);
                 st->n_meta++;
+                if (!st->meta_keys[st->n_meta - 1] || !st->meta_vals[st->n_meta - 1]) {
+                    sd_errcf(err, SD_EXIT_OOM, "%s: out of memory reading the header", path);
+                    goto out;
+                }
             }
             continue;
         }
@@ -159,6 +167,12 @@ static int parse_header(sd_safetensors *st, const char *json, size_t len, sd_err
             sd_errf(err, "%s: tensor name longer than %d bytes", path, SD_ST_MAX_NAME);
             goto out;
         }
+        /* Names go into one-line messages and terminals: no control characters (no real file has them). */
+        for (const char *c = name; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+                sd_errf(err, "%s: a tensor name contains the control character 0x%02x", path, (unsigned char)*c);
+                goto out;
+            }
         if (!cJSON_IsObject(e)) {
             sd_errf(err, "%s: tensor \"%s\": entry is not an object", path, name);
             goto out;
@@ -236,13 +250,18 @@ static int parse_header(sd_safetensors *st, const char *json, size_t len, sd_err
         }
         for (int i = 0; i < st->n_tensors; i++) order[i] = &st->tensors[i];
         qsort(order, (size_t)st->n_tensors, sizeof *order, cmp_begin);
-        for (int i = 1; i < st->n_tensors; i++) {
-            if (order[i]->begin < order[i - 1]->end && order[i]->end > order[i]->begin) {
-                sd_errf(err, "%s: tensors \"%s\" and \"%s\" overlap in the data area", path, order[i - 1]->name,
-                        order[i]->name);
+        /* Sorted by begin: a non-empty tensor overlaps an earlier one iff it begins before the furthest
+         * end seen so far (empty tensors own no bytes, and must not hide an overlap around them). */
+        const sd_st_tensor *reach = NULL;
+        for (int i = 0; i < st->n_tensors; i++) {
+            const sd_st_tensor *t = order[i];
+            if (t->begin == t->end) continue;
+            if (reach && t->begin < reach->end) {
+                sd_errf(err, "%s: tensors \"%s\" and \"%s\" overlap in the data area", path, reach->name, t->name);
                 free(order);
                 goto out;
             }
+            if (!reach || t->end > reach->end) reach = t;
         }
         free(order);
     }
@@ -363,7 +382,7 @@ uint16_t sd_f32_to_f16_1(float f)
     if (ax < 0x38800000) { /* result subnormal or zero */
         if (ax < 0x33000000) return (uint16_t)sign;
         uint32_t e = ax >> 23, m = (ax & 0x7fffff) | 0x800000;
-        int shift = (int)(126 - e) + 14; /* bits to drop */
+        int shift = 126 - (int)e; /* bits to drop: 14 (e = 112, 2^-15) .. 24 (e = 102) */
         uint32_t half = m >> shift, rem = m & ((1u << shift) - 1), mid = 1u << (shift - 1);
         if (rem > mid || (rem == mid && (half & 1))) half++;
         return (uint16_t)(sign | half);
@@ -394,7 +413,8 @@ void sd_f16_to_f32(const uint16_t *src, float *dst, size_t n)
 {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) f16_to_f32_avx512(src, dst, n);
-    else if (__builtin_cpu_supports("f16c")) f16_to_f32_f16c(src, dst, n);
+    /* clang (14) knows no "f16c" feature name here; every CPU with AVX2 has F16C. */
+    else if (__builtin_cpu_supports("avx2")) f16_to_f32_f16c(src, dst, n);
     else
         for (size_t i = 0; i < n; i++) dst[i] = sd_f16_to_f32_1(src[i]);
 }
