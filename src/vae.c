@@ -432,6 +432,181 @@ int sd_vae_decode(sd_model *m, sd_arena *a, sd_tensor z, sd_tensor *img, sd_err 
     return 0;
 }
 
+/* ---- tiled decode (diffusers AutoencoderKL.tiled_decode) ----
+ * diffusers splits z into tiles of tile_latent_min_size latent pixels whose starts are multiples
+ * of stride = tile·(1 − tile_overlap_factor), decodes each alone, then walks the tiles row by row:
+ * tile (i, j) is blended in place with the bottom rows of tile (i−1, j) (blend_v) and then with the
+ * right columns of tile (i, j−1) (blend_h), each over e = min(both sizes, overlap·8) pixels with
+ * weights (1 − y/e, y/e), and its first stride·8 rows and columns go into the image. A tile is
+ * final once its own blends are done (later blends only modify the newer tile), so the walk can
+ * run as the tiles are decoded, keeping only the previous tile row: memory is one tile's decoder
+ * peak plus two rows of 3-channel tiles, whatever the image size.
+ * One deliberate difference: diffusers also decodes a last tile that starts inside a tile which
+ * already reaches the edge (a sliver of at most `overlap` latent pixels, e.g. 97 latent rows with
+ * tile 64 / overlap 16: a 1-row tile at 96) and blends it in; decoded alone such a sliver is far
+ * from the untiled result, so here the tile reaching the edge ends the axis and is used to its end.
+ * Every other size gives diffusers' tiles, weights and crops. */
+
+typedef struct vae_axis {
+    int64_t n;           /* tiles */
+    int64_t start[VAE_MAX_SIDE / 16]; /* latent start of each tile; its length is min(tile, size − start) */
+} vae_axis;
+
+/* Returns -1 when the axis needs more tiles than start[] holds (only for tiny tiles on huge latents). */
+static int vae_axis_plan(vae_axis *ax, int64_t size, int64_t tile, int64_t stride)
+{
+    ax->n = 0;
+    for (int64_t s = 0; s < size; s += stride) {
+        if (ax->n == (int64_t)(sizeof ax->start / sizeof ax->start[0])) return -1;
+        ax->start[ax->n++] = s;
+        if (s + tile >= size) break; /* this tile reaches the edge: no sliver after it */
+    }
+    return 0;
+}
+
+/* b[y] = a[ah − e + y]·(1 − y/e) + b[y]·(y/e) for the first e = min(ah, bh, ext) rows of b
+ * (diffusers blend_v: Python-double weights rounded to float32, two float32 products and a
+ * float32 sum, unfused). Tiles are [3, h, w] with the same w. */
+static void vae_blend_v(const float *a, int64_t ah, float *b, int64_t bh, int64_t w, int64_t ext)
+{
+    int64_t e = ah < bh ? ah : bh;
+    if (ext < e) e = ext;
+    for (int64_t c = 0; c < 3; c++)
+        for (int64_t y = 0; y < e; y++) {
+            const float wb = (float)((double)y / (double)e), wa = (float)(1.0 - (double)y / (double)e);
+            const float *ar = a + (c * ah + ah - e + y) * w;
+            float *br = b + (c * bh + y) * w;
+            for (int64_t x = 0; x < w; x++) {
+                volatile float p = ar[x] * wa;
+                volatile float q = br[x] * wb;
+                br[x] = p + q;
+            }
+        }
+}
+
+/* Same across columns (diffusers blend_h); a [3, h, aw], b [3, h, bw]. */
+static void vae_blend_h(const float *a, int64_t aw, float *b, int64_t bw, int64_t h, int64_t ext)
+{
+    int64_t e = aw < bw ? aw : bw;
+    if (ext < e) e = ext;
+    for (int64_t x = 0; x < e; x++) {
+        const float wb = (float)((double)x / (double)e), wa = (float)(1.0 - (double)x / (double)e);
+        for (int64_t c = 0; c < 3; c++)
+            for (int64_t y = 0; y < h; y++) {
+                volatile float p = a[(c * h + y) * aw + aw - e + x] * wa;
+                volatile float q = b[(c * h + y) * bw + x] * wb;
+                b[(c * h + y) * bw + x] = p + q;
+            }
+    }
+}
+
+/* One block for the image, two rows of decoded tiles, the tile's latent and one tile's decode. */
+static size_t vae_tiled_bytes(const sd_vae_config *v, int64_t n, int64_t h, int64_t w, int64_t T, int64_t ncols)
+{
+    const int64_t f = (int64_t)1 << (v->n_levels - 1), th = h < T ? h : T, tw = w < T ? w : T;
+    return (size_t)(3 * n * h * f * w * f + 2 * ncols * 3 * th * f * tw * f + v->z_channels * th * tw) * sizeof(float) +
+           (size_t)(2 * ncols + 3) * 64 + vae_decode_bytes(v, 1, th, tw);
+}
+
+size_t sd_vae_decode_bytes(const sd_model *m, int64_t n, int64_t h, int64_t w, int tile_latent, int overlap_latent)
+{
+    const sd_vae_config *v = &m->vae;
+    if (n < 1 || h < 1 || w < 1 || v->n_levels < 1 || v->n_levels > SD_MAX_LEVELS) return 0;
+    if (tile_latent < 4 || overlap_latent < 0 || 2 * overlap_latent > tile_latent || (h <= tile_latent && w <= tile_latent))
+        return vae_decode_bytes(v, n, h, w);
+    vae_axis ax;
+    if (vae_axis_plan(&ax, w, tile_latent, tile_latent - overlap_latent)) return 0;
+    return vae_tiled_bytes(v, n, h, w, tile_latent, ax.n);
+}
+
+int sd_vae_decode_tiled(sd_model *m, sd_arena *a, sd_tensor z, int tile_latent, int overlap_latent,
+                        sd_tensor *img, sd_err *err)
+{
+    if (vae_check_config(m, err)) return -1;
+    const sd_vae_config *v = &m->vae;
+    const int64_t f = (int64_t)1 << (v->n_levels - 1);
+    char sh[96];
+    if (z.ndim != 4 || z.ne[1] != v->z_channels || z.ne[0] < 1 || z.ne[2] < 1 || z.ne[3] < 1 ||
+        z.ne[2] * f > VAE_MAX_SIDE || z.ne[3] * f > VAE_MAX_SIDE || z.ne[0] > 4096)
+        return sd_errf(err, "vae decode: latent has shape %s, expected [n,%d,h,w] with h,w <= %lld",
+                       sd_shape_str(z, sh, sizeof sh), v->z_channels, (long long)(VAE_MAX_SIDE / f));
+    /* A tile under 4 latent pixels is mostly zero padding to its convolutions; an overlap over
+     * half a tile would let one tile's blend reach the rows the next blend reads. */
+    if (tile_latent < 4 || tile_latent > VAE_MAX_SIDE / f || overlap_latent < 0 || 2 * overlap_latent > tile_latent)
+        return sd_errf(err, "vae decode: tile %d / overlap %d latent pixels: need 4 <= tile <= %lld and "
+                       "0 <= overlap <= tile/2", tile_latent, overlap_latent, (long long)(VAE_MAX_SIDE / f));
+    const int64_t h = z.ne[2], w = z.ne[3];
+    /* diffusers _decode tiles only when the latent exceeds the tile on a side; otherwise it is the
+     * plain decode, bit for bit. */
+    if (h <= tile_latent && w <= tile_latent) return sd_vae_decode(m, a, z, img, err);
+
+    const int64_t n = z.ne[0], zc = z.ne[1], H = h * f, W = w * f, T = tile_latent;
+    const int64_t S = T - overlap_latent, B = (int64_t)overlap_latent * f;
+    vae_axis ay, ax; /* 8 KB each */
+    if (vae_axis_plan(&ay, h, T, S) || vae_axis_plan(&ax, w, T, S))
+        return sd_errf(err, "vae decode: tile %d / overlap %d make more than %d tiles per side", tile_latent,
+                       overlap_latent, (int)(sizeof ay.start / sizeof ay.start[0]));
+    const int64_t th = h < T ? h : T, tw = w < T ? w : T; /* largest tile, latent */
+    const int64_t tile_px = 3 * th * f * tw * f;         /* floats of one decoded tile */
+
+    vae_ctx c = {m, a, err, v->groups};
+    jmp_buf jb;
+    jmp_buf *prev = a->guard;
+    if (setjmp(jb)) {
+        a->guard = prev;
+        return sd_errcf(err, SD_EXIT_OOM, "vae decode: out of memory for a %lldx%lld image in %lldx%lld tiles",
+                        (long long)W, (long long)H, (long long)(tw * f), (long long)(th * f));
+    }
+    a->guard = &jb;
+    vae_reserve(a, vae_tiled_bytes(v, n, h, w, T, ax.n));
+    sd_tensor res = sd_tensor_4d(a, n, 3, H, W);
+    float *rows[2];
+    rows[0] = sd_arena_alloc(a, (size_t)(ax.n * tile_px) * sizeof(float));
+    rows[1] = sd_arena_alloc(a, (size_t)(ax.n * tile_px) * sizeof(float));
+    for (int64_t item = 0; item < n; item++) {
+        const float *zi = z.data + item * zc * h * w;
+        float *out = res.data + item * 3 * H * W;
+        for (int64_t i = 0; i < ay.n; i++) {
+            const int64_t y0 = ay.start[i], ylen = (y0 + T < h ? T : h - y0);
+            float *cur = rows[i & 1], *above = rows[(i + 1) & 1];
+            for (int64_t j = 0; j < ax.n; j++) {
+                const int64_t x0 = ax.start[j], xlen = (x0 + T < w ? T : w - x0);
+                const int64_t ph = ylen * f, pw = xlen * f;
+                vae_mark k = vae_mark_now(a);
+                sd_tensor zt = sd_tensor_4d(a, 1, zc, ylen, xlen), dec;
+                for (int64_t ch = 0; ch < zc; ch++)
+                    for (int64_t y = 0; y < ylen; y++)
+                        memcpy(zt.data + (ch * ylen + y) * xlen, zi + (ch * h + y0 + y) * w + x0,
+                               (size_t)xlen * sizeof(float));
+                if (vae_decode_one(&c, zt, &dec)) {
+                    a->guard = prev;
+                    return sd_err_prefix(err, "vae decode (tile at latent %lld,%lld)", (long long)y0, (long long)x0);
+                }
+                float *t = cur + j * tile_px;
+                memcpy(t, dec.data, (size_t)(3 * ph * pw) * sizeof(float));
+                if (a->head == k.blk) sd_arena_release(a, k.used); /* the tile's activations */
+                if (i > 0) {
+                    const int64_t ah = (ay.start[i - 1] + T < h ? T : h - ay.start[i - 1]) * f;
+                    vae_blend_v(above + j * tile_px, ah, t, ph, pw, B);
+                }
+                if (j > 0) {
+                    const int64_t aw = (ax.start[j - 1] + T < w ? T : w - ax.start[j - 1]) * f;
+                    vae_blend_h(cur + (j - 1) * tile_px, aw, t, pw, ph, B);
+                }
+                /* diffusers keeps tile[:stride·8, :stride·8]; the tile reaching the edge is kept to it. */
+                const int64_t keep_h = (i + 1 < ay.n ? S * f : ph), keep_w = (j + 1 < ax.n ? S * f : pw);
+                for (int64_t ch = 0; ch < 3; ch++)
+                    for (int64_t y = 0; y < keep_h; y++)
+                        memcpy(out + (ch * H + y0 * f + y) * W + x0 * f, t + (ch * ph + y) * pw,
+                               (size_t)keep_w * sizeof(float));
+            }
+        }
+    }
+    a->guard = prev;
+    *img = res;
+    return 0;
+}
+
 int sd_vae_encode(sd_model *m, sd_arena *a, sd_tensor img, sd_tensor *moments, sd_err *err)
 {
     if (vae_check_config(m, err)) return -1;

@@ -26,6 +26,23 @@ extern "C" {
  * is that of one image. Returns 0, or -1 with err (SD_EXIT_INPUT / SD_EXIT_OOM). */
 int sd_vae_decode(sd_model *m, sd_arena *a, sd_tensor z, sd_tensor *img, sd_err *err);
 
+/* Tiled decoder (diffusers AutoencoderKL.tiled_decode, enable_vae_tiling): z is cut into tiles of
+ * tile_latent latent pixels (the last ones on each axis may be smaller) whose starts are multiples of
+ * tile_latent − overlap_latent; each is decoded alone and blended linearly into its upper and left
+ * neighbours over overlap_latent·8 pixels. diffusers' default is tile 64, overlap 16 (factor 0.25).
+ * Needs 4 <= tile_latent and 0 <= overlap_latent <= tile_latent/2. Memory: the image, two rows of
+ * decoded 3-channel tiles and one tile's decoder activations, so the peak does not grow with the
+ * image. Each tile normalises (GroupNorm) over its own pixels, so the result differs slightly from
+ * sd_vae_decode (docs/VAE_TILING.md gives measured sizes); when the latent fits in one tile it IS
+ * sd_vae_decode, bit for bit. Same result shape and errors as sd_vae_decode. */
+int sd_vae_decode_tiled(sd_model *m, sd_arena *a, sd_tensor z, int tile_latent, int overlap_latent,
+                        sd_tensor *img, sd_err *err);
+
+/* Bytes of arena the decode of z [n, z_channels, h, w] reserves (sd_vae_decode when tile_latent
+ * is 0 or the latent fits in one tile, else sd_vae_decode_tiled), the image included: for
+ * memory checks before a run. 0 for arguments the decoders refuse. */
+size_t sd_vae_decode_bytes(const sd_model *m, int64_t n, int64_t h, int64_t w, int tile_latent, int overlap_latent);
+
 /* Encoder: img [n, 3, H, W] in [−1, 1] (H, W multiples of 2^(levels−1)) ->
  * moments [n, 2·z_channels, h, w] after quant_conv: channels 0..z−1 = mean, z..2z−1 = logvar
  * (not clamped). */
