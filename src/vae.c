@@ -511,9 +511,13 @@ static size_t vae_tiled_bytes(const sd_vae_config *v, int64_t n, int64_t h, int6
 size_t sd_vae_decode_bytes(const sd_model *m, int64_t n, int64_t h, int64_t w, int tile_latent, int overlap_latent)
 {
     const sd_vae_config *v = &m->vae;
-    if (n < 1 || h < 1 || w < 1 || v->n_levels < 1 || v->n_levels > SD_MAX_LEVELS) return 0;
-    if (tile_latent < 4 || overlap_latent < 0 || 2 * overlap_latent > tile_latent || (h <= tile_latent && w <= tile_latent))
-        return vae_decode_bytes(v, n, h, w);
+    if (n < 1 || n > 4096 || h < 1 || w < 1 || v->n_levels < 1 || v->n_levels > SD_MAX_LEVELS) return 0;
+    const int64_t f = (int64_t)1 << (v->n_levels - 1);
+    if (h * f > VAE_MAX_SIDE || w * f > VAE_MAX_SIDE) return 0;
+    if (tile_latent == 0) return vae_decode_bytes(v, n, h, w);
+    if (tile_latent < 4 || tile_latent > VAE_MAX_SIDE / f || overlap_latent < 0 || 2 * overlap_latent > tile_latent)
+        return 0;
+    if (h <= tile_latent && w <= tile_latent) return vae_decode_bytes(v, n, h, w);
     vae_axis ax;
     if (vae_axis_plan(&ax, w, tile_latent, tile_latent - overlap_latent)) return 0;
     return vae_tiled_bytes(v, n, h, w, tile_latent, ax.n);

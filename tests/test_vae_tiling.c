@@ -259,6 +259,8 @@ int main(void)
         CHECK(est_t >= peak_t && est_u >= peak_u && est_t < est_u, "sd_vae_decode_bytes %zu / %zu vs peaks %zu / %zu",
               est_t, est_u, peak_t, peak_u);
         CHECK(sd_vae_decode_bytes(&m, 1, h, w, 21, 4) == est_u, "one-tile estimate is the untiled one");
+        CHECK(sd_vae_decode_bytes(&m, 1, h, w, 3, 1) == 0 && sd_vae_decode_bytes(&m, 1, h, w, 8, 5) == 0,
+              "sd_vae_decode_bytes accepts a tile the decoder refuses");
     }
 
     /* tile 16 / overlap 4 on the same latent: one row of 2 tiles (13 <= 16). */
