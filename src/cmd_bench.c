@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "commands.h"
 #include "sdgen/cond.h"
@@ -114,7 +115,16 @@ static double text_flops(const sd_text_config *t)
 
 /* ---- sgemm peak, measured here ---- */
 
-static double sgemm_gflops(int n, int reps)
+static double cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* OpenBLAS's own threaded sgemm on n×n×n (best of reps): GFLOP/s of wall time, and in
+ * *per_cpu GFLOP per CPU-second of the whole process (meaningful on a loaded machine). */
+static double sgemm_gflops(int n, int reps, double *per_cpu)
 {
     float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n), *c = malloc(sizeof(float) * n * n);
     if (!a || !b || !c) {
@@ -127,18 +137,59 @@ static double sgemm_gflops(int n, int reps)
         a[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
         b[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
     }
+    sd_blas_threads_begin();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    double best = 1e30;
+    double best = 1e30, bestc = 1e30;
     for (int r = 0; r < reps; r++) {
-        double t = sd_now();
+        double t = sd_now(), tc = cpu_seconds();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
         t = sd_now() - t;
+        tc = cpu_seconds() - tc;
         if (t < best) best = t;
+        if (tc < bestc) bestc = tc;
     }
+    sd_blas_threads_end();
     free(a);
     free(b);
     free(c);
+    *per_cpu = 2.0 * n * n * n / bestc / 1e9;
     return 2.0 * n * n * n / best / 1e9;
+}
+
+/* ---- per-op profile table ---- */
+
+static void print_profile(const char *title, const sd_op_profile *p, int reps, double total)
+{
+    double sw = 0, sc = 0;
+    printf("  %s, per run (%d timed):\n", title, reps);
+    printf("    %-36s %7s %9s %9s %9s %9s %7s\n", "op", "calls", "wall s", "cpu s", "GFLOP", "GFLOP/s", "% wall");
+    for (int k = 0; k < SD_OP_KINDS; k++) {
+        if (!p->calls[k]) continue;
+        const double w = p->wall[k] / reps, c = p->cpu[k] / reps, f = p->flops[k] / reps;
+        sw += w;
+        sc += c;
+        printf("    %-36s %7lld %9.3f %9.3f %9.1f %9.1f %6.1f%%\n", sd_op_kind_name((sd_op_kind)k),
+               (long long)(p->calls[k] / reps), w, c, f / 1e9, w > 0 ? f / w / 1e9 : 0, 100 * w / total);
+    }
+    printf("    %-36s %7s %9.3f %9.3f\n", "sum of ops", "", sw, sc);
+    printf("    %-36s %7s %9.3f %9s %9s %9s %6.1f%%\n", "outside ops (glue)", "", total - sw, "", "", "",
+           100 * (total - sw) / total);
+}
+
+static cJSON *profile_json(const sd_op_profile *p, int reps)
+{
+    cJSON *arr = cJSON_CreateArray();
+    for (int k = 0; k < SD_OP_KINDS; k++) {
+        if (!p->calls[k]) continue;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "op", sd_op_kind_name((sd_op_kind)k));
+        cJSON_AddNumberToObject(o, "calls", (double)p->calls[k] / reps);
+        cJSON_AddNumberToObject(o, "wall_s", p->wall[k] / reps);
+        cJSON_AddNumberToObject(o, "cpu_s", p->cpu[k] / reps);
+        cJSON_AddNumberToObject(o, "gflop", p->flops[k] / reps / 1e9);
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
 }
 
 static int cmp_double(const void *x, const void *y)
@@ -150,7 +201,7 @@ static int cmp_double(const void *x, const void *y)
 int sd_cmd_bench(int argc, char **argv)
 {
     const char *model = NULL, *vocab = NULL;
-    int W = 512, H = 512, steps = 3, threads = 0, json = 0, no_vae = 0;
+    int W = 512, H = 512, steps = 3, threads = 0, json = 0, no_vae = 0, profile = 0;
     sd_weights_mode wmode = SD_WEIGHTS_F16;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -161,6 +212,7 @@ int sd_cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--threads") && v) threads = atoi(argv[++i]);
         else if (!strcmp(a, "--vocab") && v) vocab = argv[++i];
         else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--profile")) profile = 1;
         else if (!strcmp(a, "--weights") && v) {
             const char *wv = argv[++i];
             if (!strcmp(wv, "f16")) wmode = SD_WEIGHTS_F16;
@@ -172,10 +224,11 @@ int sd_cmd_bench(int argc, char **argv)
         }
         else if (!strcmp(a, "--no-vae")) no_vae = 1;
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("usage: sdgen bench -m MODEL [-W 512] [-H 512] [--steps 3] [--threads N] [--weights f16|f32] [--no-vae] [--json]\n"
+            printf("usage: sdgen bench -m MODEL [-W 512] [-H 512] [--steps 3] [--threads N] [--weights f16|f32] [--no-vae] [--profile] [--json]\n"
                    "Times the text encoder, U-Net steps with CFG (batch 2, after one warm-up step) and the VAE decoder;\n"
                    "reports s/step, achieved GFLOP/s, that as a share of OpenBLAS sgemm measured in the same process,\n"
-                   "and peak resident memory.\n");
+                   "and peak resident memory. --profile adds a per-op table (wall and CPU time, GFLOP) for the\n"
+                   "timed U-Net steps and the VAE decode.\n");
             return 0;
         } else {
             fprintf(stderr, "sdgen bench: unknown or incomplete option %s (see --help)\n", a);
@@ -206,7 +259,11 @@ int sd_cmd_bench(int argc, char **argv)
     const int h = H / 8, w = W / 8, zc = m->vae.z_channels;
     const int64_t n = (int64_t)zc * h * w;
 
-    double peak = sgemm_gflops(1536, 3);
+    double peak_cpu = 0;
+    double peak = sgemm_gflops(1536, 3, &peak_cpu);
+    sd_op_profile prof_unet, prof_vae;
+    memset(&prof_unet, 0, sizeof prof_unet);
+    memset(&prof_vae, 0, sizeof prof_vae);
 
     /* text: cond + uncond, after a warm-up that converts the weights */
     if (sd_text_condition(m, &p.arena, p.tok, "a photograph of an astronaut riding a horse", 1, 1, &c, &err)) goto fail;
@@ -246,12 +303,19 @@ int sd_cmd_bench(int argc, char **argv)
     double t_warm = sd_now() - tw;
     size_t arena_unet = p.arena.peak;
     sd_arena_reset(&p.arena);
+    if (profile) sd_ops_set_profile(&prof_unet);
+    double cpu_steps = cpu_seconds();
     for (int s = 0; ok && s < steps; s++) {
         double t0 = sd_now();
         ok = sd_unet_forward(m, &p.arena, xt, ts, ct, &out, &err) == 0;
         times[s] = sd_now() - t0;
         sd_arena_reset(&p.arena);
     }
+    cpu_steps = (cpu_seconds() - cpu_steps) / steps;
+    sd_ops_set_profile(NULL);
+    double wall_sum = 0;
+    for (int s = 0; ok && s < steps; s++) wall_sum += times[s];
+    const double wall_mean = wall_sum / steps;
     double med = 0;
     if (ok) {
         qsort(times, (size_t)steps, sizeof(double), cmp_double);
@@ -266,16 +330,19 @@ int sd_cmd_bench(int argc, char **argv)
     }
 
     /* VAE decode */
-    double t_vae = 0;
+    double t_vae = 0, cpu_vae = 0;
     size_t arena_vae = 0;
     if (!no_vae) {
         sd_model_release_pages(m, SD_PREFIX_UNET);
         sd_tensor z = sd_tensor_4d(&p.arena, 1, zc, h, w);
         for (int64_t k = 0; k < n; k++) z.data[k] = x[k] / m->vae.scale_factor * 0.18215f;
-        double tv = sd_now();
+        if (profile) sd_ops_set_profile(&prof_vae);
+        double tv = sd_now(), tvc = cpu_seconds();
         sd_tensor img;
         ok = sd_vae_decode(m, &p.arena, z, &img, &err) == 0;
         t_vae = sd_now() - tv;
+        cpu_vae = cpu_seconds() - tvc;
+        sd_ops_set_profile(NULL);
         arena_vae = p.arena.peak;
         sd_arena_reset(&p.arena);
     }
@@ -297,6 +364,7 @@ int sd_cmd_bench(int argc, char **argv)
         cJSON_AddStringToObject(j, "weights", wmode == SD_WEIGHTS_F16 ? "f16" : "f32");
         cJSON_AddNumberToObject(j, "load_s", t_load);
         cJSON_AddNumberToObject(j, "sgemm_gflops", peak);
+        cJSON_AddNumberToObject(j, "sgemm_gflop_per_cpu_s", peak_cpu);
         cJSON_AddNumberToObject(j, "text_encode_s", t_text);
         cJSON_AddNumberToObject(j, "text_gflops", g_text);
         cJSON_AddNumberToObject(j, "unet_warmup_s", t_warm);
@@ -307,15 +375,22 @@ int sd_cmd_bench(int argc, char **argv)
         cJSON_AddNumberToObject(j, "unet_tflop_per_step", f_unet / 1e12);
         cJSON_AddNumberToObject(j, "unet_gflops", g_unet);
         cJSON_AddNumberToObject(j, "unet_pct_of_sgemm", 100 * g_unet / peak);
+        cJSON_AddNumberToObject(j, "unet_cpu_s_per_step", cpu_steps);
+        cJSON_AddNumberToObject(j, "unet_pct_of_sgemm_cpu", 100 * (f_unet / cpu_steps / 1e9) / peak_cpu);
         if (!no_vae) {
             cJSON_AddNumberToObject(j, "vae_decode_s", t_vae);
             cJSON_AddNumberToObject(j, "vae_tflop", f_vae / 1e12);
             cJSON_AddNumberToObject(j, "vae_gflops", g_vae);
             cJSON_AddNumberToObject(j, "vae_pct_of_sgemm", 100 * g_vae / peak);
+            cJSON_AddNumberToObject(j, "vae_cpu_s", cpu_vae);
         }
         cJSON_AddNumberToObject(j, "arena_peak_unet_bytes", (double)arena_unet);
         cJSON_AddNumberToObject(j, "arena_peak_vae_bytes", (double)arena_vae);
         cJSON_AddNumberToObject(j, "peak_rss_bytes", rss);
+        if (profile) {
+            cJSON_AddItemToObject(j, "profile_unet_per_step", profile_json(&prof_unet, steps));
+            if (!no_vae) cJSON_AddItemToObject(j, "profile_vae", profile_json(&prof_vae, 1));
+        }
         char *s = cJSON_PrintUnformatted(j);
         printf("%s\n", s);
         free(s);
@@ -333,6 +408,14 @@ int sd_cmd_bench(int argc, char **argv)
         if (!no_vae) printf("  VAE decode: %.3f TFLOP\n", f_vae / 1e12);
         printf("  memory: peak RSS %.2f GB; activation arena peak U-Net %.0f MB, VAE %.0f MB; load %.2f s\n", rss / 1e9,
                arena_unet / 1e6, arena_vae / 1e6, t_load);
+        printf("  CPU time: U-Net %.3f CPU-s per step (%.1f GFLOP per CPU-s = %.0f%% of sgemm's %.1f)", cpu_steps,
+               f_unet / cpu_steps / 1e9, 100 * (f_unet / cpu_steps / 1e9) / peak_cpu, peak_cpu);
+        if (!no_vae) printf(", VAE %.3f CPU-s", cpu_vae);
+        printf("\n");
+        if (profile) {
+            print_profile("U-Net step profile", &prof_unet, steps, wall_mean);
+            if (!no_vae) print_profile("VAE decode profile", &prof_vae, 1, t_vae);
+        }
     }
     goto done;
 fail:

@@ -12,12 +12,16 @@
  */
 #include "sdgen/ops.h"
 
+#include "ops_internal.h"
+
 #include <assert.h>
 #include <cblas.h>
 #include <float.h>
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define SD_OPS_AVX2 1
@@ -28,21 +32,124 @@
 void sd_set_threads(int n)
 {
     if (n < 1) n = 1;
-    openblas_set_num_threads(n);
+    /* OpenBLAS stays single-threaded: the ops split products across OpenMP's threads
+     * (see "matrix products" below). */
+    openblas_set_num_threads(1);
     omp_set_num_threads(n);
 }
 
 int sd_threads(void) { return omp_get_max_threads(); }
+
+void sd_blas_threads_begin(void) { openblas_set_num_threads(sd_threads()); }
+
+void sd_blas_threads_end(void) { openblas_set_num_threads(1); }
 
 /* Elementwise loops below this many elements are not worth waking the OpenMP team for: with
  * OpenBLAS's own pthreads on the same cores, every parallel region on a tiny tensor cost a
  * scheduler round trip (tiny U-Net call, 2 threads: 16384 -> 0.7 s, 65536 -> 0.025 s). */
 #define SD_PAR_MIN 65536
 
+/* ---- profile ---- */
+
+static sd_op_profile *g_profile; /* installed by sd_ops_set_profile (bench --profile only) */
+
+void sd_ops_set_profile(sd_op_profile *p) { g_profile = p; }
+
+const char *sd_op_kind_name(sd_op_kind k)
+{
+    static const char *const names[SD_OP_KINDS] = {
+        "conv 3x3", "conv 1x1", "conv other", "linear", "attention", "groupnorm (+silu)",
+        "layernorm", "activations", "elementwise", "layout (concat/upsample/transpose)", "weights (fetch/convert)"};
+    return (unsigned)k < SD_OP_KINDS ? names[k] : "?";
+}
+
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+sd_op_timer sd_op_begin(void)
+{
+    sd_op_timer t = {0, 0};
+    if (g_profile) {
+        t.wall = sd_now();
+        t.cpu = cpu_now();
+    }
+    return t;
+}
+
+void sd_op_end(sd_op_kind k, sd_op_timer t, double flops)
+{
+    if (!g_profile || (unsigned)k >= SD_OP_KINDS) return;
+    g_profile->wall[k] += sd_now() - t.wall;
+    g_profile->cpu[k] += cpu_now() - t.cpu;
+    g_profile->flops[k] += flops;
+    g_profile->calls[k]++;
+}
+
+/* ---- matrix products ----
+ *
+ * One thread pool: OpenBLAS runs single-threaded and every product is split across sdgen's OpenMP
+ * threads, each calling sgemm on its own slice. With OpenBLAS's pthread pool next to OpenMP's,
+ * each pool's workers busy-wait after their region (OpenBLAS ~0.1 s, libgomp its spin count)
+ * while the other pool works, so on 2 cores the two pools took turns at half speed; and the
+ * im2col, bias and softmax loops between products ran single-threaded or woke the other pool.
+ * Splitting by hand also lets each thread build its own im2col panel or attention score block
+ * right before its product, in cache. OpenBLAS computes every output element as the same dot
+ * product whatever the slicing (its kernels split M and N, never K), so the results do not
+ * depend on the number of threads beyond the kernels' edge handling. */
+
+/* OpenBLAS with one thread, and calls from several threads at once are safe (the pthread build
+ * locks its buffer pool). */
+static void blas_single(void)
+{
+    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+}
+
+/* Products smaller than this many FLOPs run on the calling thread alone. */
+#define SD_GEMM_PAR_MIN 4e6
+
+/* C[M, N] = alpha · op(A) · op(B) + beta · C (row major), split across the threads along the
+ * longer of M and N (each thread packs all of the operand that is not split, so the smaller one
+ * is duplicated), in slices of 16 rows/columns (the AVX-512 kernels' width). */
+static void gemm_par(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    blas_single();
+    int nt = sd_threads();
+    const int split_m = M >= N;
+    const int64_t L = split_m ? M : N, units = (L + 15) / 16;
+    if (nt > units) nt = (int)units;
+    if (nt <= 1 || 2.0 * (double)M * (double)N * (double)K < SD_GEMM_PAR_MIN) {
+        cblas_sgemm(CblasRowMajor, ta, tb, (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C,
+                    (int)ldc);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num(), T = omp_get_num_threads();
+        const int64_t a0 = units * t / T * 16;
+        int64_t a1 = units * (t + 1) / T * 16;
+        if (a1 > L) a1 = L;
+        if (a1 > a0) {
+            if (split_m)
+                cblas_sgemm(CblasRowMajor, ta, tb, (int)(a1 - a0), (int)N, (int)K, alpha,
+                            A + (ta == CblasNoTrans ? a0 * lda : a0), (int)lda, B, (int)ldb, beta, C + a0 * ldc,
+                            (int)ldc);
+            else
+                cblas_sgemm(CblasRowMajor, ta, tb, (int)M, (int)(a1 - a0), (int)K, alpha, A, (int)lda,
+                            B + (tb == CblasNoTrans ? a0 : a0 * ldb), (int)ldb, beta, C + a0, (int)ldc);
+        }
+    }
+}
+
 /* ---- linear ---- */
 
 sd_tensor sd_linear(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b)
 {
+    const sd_op_timer pt = sd_op_begin();
     int64_t in = x.ne[x.ndim - 1];
     int64_t out = w->ne[0];
     assert(sd_numel(*w) == out * in);
@@ -59,18 +166,31 @@ sd_tensor sd_linear(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tenso
 #pragma omp parallel for if (m * out >= SD_PAR_MIN)
         for (int64_t i = 0; i < m; i++) memcpy(yd + i * out, bd, (size_t)out * sizeof(float));
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)out, (int)in, 1.0f, x.data,
-                (int)in, w->data, (int)in, b ? 1.0f : 0.0f, y.data, (int)out);
+    gemm_par(CblasNoTrans, CblasTrans, m, out, in, 1.0f, x.data, in, w->data, in, b ? 1.0f : 0.0f, y.data, out);
+    sd_op_end(SD_OP_LINEAR, pt, 2.0 * (double)m * (double)out * (double)in);
     return y;
 }
 
 /* ---- convolution ---- */
 
-/* Bound on the im2col scratch (floats): large images are processed in bands of output rows. */
-#define SD_IM2COL_MAX_FLOATS ((int64_t)8 << 20)
-/* Batch items whose outputs together have at most this many pixels share one sgemm: OpenBLAS
- * packs the weight matrix once per call, which dominates at small sizes (8×8 latents). */
-#define SD_CONV_BATCH_COLS 8192
+/* Columns (output pixels) per im2col panel in the per-thread path: each thread builds a panel
+ * [K, rows·ow] of about this many columns and multiplies it at once, so the panel is still in
+ * cache; larger panels repack the weights less often (OpenBLAS packs A once per call). */
+static int64_t conv_panel_cols(void)
+{
+    static int64_t cols;
+    if (!cols) {
+        const char *e = getenv("SDGEN_CONV_COLS");
+        cols = e ? atoll(e) : 1024;
+        if (cols < 16) cols = 16;
+    }
+    return cols;
+}
+
+/* Bounds on im2col buffers (floats): a per-thread panel, and the shared panel of the few-pixels
+ * path; beyond them the work goes in bands of output rows. */
+#define SD_PANEL_MAX ((int64_t)4 << 20)
+#define SD_SMALL_COL_MAX ((int64_t)8 << 20)
 
 typedef struct conv_geom {
     int64_t cin, h, w, kh, kw, oh, ow;
@@ -78,11 +198,12 @@ typedef struct conv_geom {
 } conv_geom;
 
 /* im2col of output rows [r0, r0 + rows) of one image xi [cin, h, w] into col: row k of col
- * (k = (ci·kh + ky)·kw + kx) starts at col + k·ld, the first pixel of the band at column 0. */
-static void im2col(const conv_geom *g, const float *xi, int64_t r0, int64_t rows, float *col, int64_t ld)
+ * (k = (ci·kh + ky)·kw + kx) starts at col + k·ld, the first pixel of the band at column 0.
+ * par: split the rows of col across the threads (called outside a parallel region). */
+static void im2col(const conv_geom *g, const float *xi, int64_t r0, int64_t rows, float *col, int64_t ld, int par)
 {
     const int64_t K = g->cin * g->kh * g->kw, ow = g->ow;
-#pragma omp parallel for if (K * rows * ow >= SD_PAR_MIN)
+#pragma omp parallel for if (par && K * rows * ow >= SD_PAR_MIN)
     for (int64_t k = 0; k < K; k++) {
         const int64_t ci = k / (g->kh * g->kw), ky = (k / g->kw) % g->kh, kx = k % g->kw;
         const float *xc = xi + ci * g->h * g->w;
@@ -119,6 +240,8 @@ sd_tensor sd_conv2d_pad(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_t
                         int stride, int pad_t, int pad_b, int pad_l, int pad_r)
 {
     assert(x.ndim == 4 && w->ndim == 4 && stride >= 1);
+    const sd_op_timer pt = sd_op_begin();
+    blas_single();
     const int64_t n = x.ne[0], cin = x.ne[1], h = x.ne[2], wd = x.ne[3];
     const int64_t cout = w->ne[0], kh = w->ne[2], kw = w->ne[3];
     assert(w->ne[1] == cin);
@@ -132,34 +255,91 @@ sd_tensor sd_conv2d_pad(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_t
     /* Bias enters the product with beta = 1 (output prefilled), as PyTorch's addmm does. */
     const float beta = b ? 1.0f : 0.0f;
     if (b) assert(sd_numel(*b) == cout);
+    const sd_op_kind kind = is1x1 ? SD_OP_CONV1X1 : (kh == 3 && kw == 3) ? SD_OP_CONV3X3 : SD_OP_CONV_OTHER;
+    const double flops = 2.0 * (double)n * (double)cout * (double)K * (double)ohw;
+    const int nt = sd_threads();
 
-    if (n > 1 && n * ohw <= SD_CONV_BATCH_COLS && K * n * ohw <= SD_IM2COL_MAX_FLOATS) {
-        /* Small images: col [K, n·ohw] for all items, T [cout, n·ohw] = W · col, scatter to NCHW. */
-        const int64_t nc = n * ohw;
+    if (n * ohw >= cout && nt > 1 && flops >= SD_GEMM_PAR_MIN) {
+        /* Many pixels (the product is wider than tall): tasks of `band` output rows of one image;
+         * each thread builds the task's im2col panel in its own buffer and multiplies it alone,
+         * Y[:, band] = W [cout, K] · col [K, band·ow]. */
+        int64_t cols = conv_panel_cols();
+        if (cols * K > SD_PANEL_MAX) cols = SD_PANEL_MAX / K;
+        int64_t band = cols / ow;
+        if (band < 1) band = 1;
+        if (band > oh) band = oh;
+        /* at least two tasks per thread when the image allows it, for balance */
+        while (band > 1 && n * ((oh + band - 1) / band) < 2 * nt) band = (band + 1) / 2;
+        const int64_t nb = (oh + band - 1) / band, tasks = n * nb;
         size_t mark = sd_arena_mark(a);
-        float *col = sd_arena_alloc(a, (size_t)(K * nc) * sizeof(float));
-        float *tmp = sd_arena_alloc(a, (size_t)(cout * nc) * sizeof(float));
-        for (int64_t i = 0; i < n; i++) {
-            const float *xi = x.data + i * cin * h * wd;
-            if (is1x1)
-                for (int64_t c = 0; c < cin; c++)
-                    memcpy(col + c * nc + i * ohw, xi + c * ohw, (size_t)ohw * sizeof(float));
-            else
-                im2col(&g, xi, 0, oh, col + i * ohw, nc);
+        float *panels = is1x1 ? NULL : sd_arena_alloc(a, (size_t)(nt * K * band * ow) * sizeof(float));
+        float *yd = y.data;
+        const float *xd = x.data, *wdat = w->data, *bd = b ? b->data : NULL;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+        for (int64_t tk = 0; tk < tasks; tk++) {
+            const int64_t i = tk / nb, r0 = (tk % nb) * band;
+            const int64_t rows = r0 + band <= oh ? band : oh - r0, ncol = rows * ow;
+            const float *xi = xd + i * cin * h * wd;
+            float *yo = yd + i * cout * ohw + r0 * ow;
+            if (bd)
+                for (int64_t c = 0; c < cout; c++) {
+                    float *p = yo + c * ohw;
+#pragma omp simd
+                    for (int64_t j = 0; j < ncol; j++) p[j] = bd[c];
+                }
+            const float *bm;
+            int64_t ldb;
+            if (is1x1) {
+                bm = xi + r0 * ow;
+                ldb = ohw;
+            } else {
+                float *col = panels + (int64_t)omp_get_thread_num() * K * band * ow;
+                im2col(&g, xi, r0, rows, col, ncol, 0);
+                bm = col;
+                ldb = ncol;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)cout, (int)ncol, (int)K, 1.0f, wdat,
+                        (int)K, bm, (int)ldb, beta, yo, (int)ohw);
         }
+        sd_arena_release(a, mark);
+        sd_op_end(kind, pt, flops);
+        return y;
+    }
+
+    /* Few pixels (8×8 .. 16×16 latents, where the weights dominate): the products are split
+     * across threads by output channels. All items in one product when the panel is small,
+     * T [cout, n·ohw] = W · col [K, n·ohw], then scattered to NCHW (a single image multiplies
+     * straight into y); otherwise image by image in bands of output rows. */
+    const int64_t nc = n * ohw;
+    size_t mark = sd_arena_mark(a);
+    if (K * nc <= SD_SMALL_COL_MAX) {
+        const float *bm = x.data;
+        if (!(is1x1 && n == 1)) {
+            float *col = sd_arena_alloc(a, (size_t)(K * nc) * sizeof(float));
+            for (int64_t i = 0; i < n; i++) {
+                const float *xi = x.data + i * cin * h * wd;
+                if (is1x1)
+                    for (int64_t c = 0; c < cin; c++)
+                        memcpy(col + c * nc + i * ohw, xi + c * ohw, (size_t)ohw * sizeof(float));
+                else
+                    im2col(&g, xi, 0, oh, col + i * ohw, nc, 1);
+            }
+            bm = col;
+        }
+        float *tmp = n == 1 ? y.data : sd_arena_alloc(a, (size_t)(cout * nc) * sizeof(float));
         if (b)
             for (int64_t c = 0; c < cout; c++)
 #pragma omp simd
                 for (int64_t j = 0; j < nc; j++) tmp[c * nc + j] = b->data[c];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)cout, (int)nc, (int)K, 1.0f, w->data,
-                    (int)K, col, (int)nc, beta, tmp, (int)nc);
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t c = 0; c < cout; c++)
-                memcpy(y.data + (i * cout + c) * ohw, tmp + c * nc + i * ohw, (size_t)ohw * sizeof(float));
+        gemm_par(CblasNoTrans, CblasNoTrans, cout, nc, K, 1.0f, w->data, K, bm, nc, beta, tmp, nc);
+        if (n > 1)
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t c = 0; c < cout; c++)
+                    memcpy(y.data + (i * cout + c) * ohw, tmp + c * nc + i * ohw, (size_t)ohw * sizeof(float));
         sd_arena_release(a, mark);
+        sd_op_end(kind, pt, flops);
         return y;
     }
-
     if (b) {
         float *yd = y.data;
         const float *bd = b->data;
@@ -171,34 +351,21 @@ sd_tensor sd_conv2d_pad(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_t
                 for (int64_t j = 0; j < ohw; j++) p[j] = bd[c];
             }
     }
-
-    if (is1x1) {
-        /* 1×1 convolution = W [cout, cin] · X [cin, h·w]: no im2col. */
-        for (int64_t i = 0; i < n; i++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)cout, (int)ohw, (int)cin,
-                        1.0f, w->data, (int)cin, x.data + i * cin * h * wd, (int)ohw, beta,
-                        y.data + i * cout * ohw, (int)ohw);
-        return y;
-    }
-
-    /* im2col in bands of output rows: col [K, rows·ow], then Y[:, band] = W [cout, K] · col. */
-    int64_t band = SD_IM2COL_MAX_FLOATS / (K * ow);
+    int64_t band = SD_SMALL_COL_MAX / (K * ow);
     if (band < 1) band = 1;
     if (band > oh) band = oh;
-    size_t mark = sd_arena_mark(a);
-    float *col = sd_arena_alloc(a, (size_t)(K * band * ow) * sizeof(float));
+    float *col = is1x1 ? NULL : sd_arena_alloc(a, (size_t)(K * band * ow) * sizeof(float));
     for (int64_t i = 0; i < n; i++) {
         const float *xi = x.data + i * cin * h * wd;
         for (int64_t r0 = 0; r0 < oh; r0 += band) {
-            const int64_t rows = r0 + band <= oh ? band : oh - r0;
-            const int64_t ncol = rows * ow;
-            im2col(&g, xi, r0, rows, col, ncol);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)cout, (int)ncol, (int)K,
-                        1.0f, w->data, (int)K, col, (int)ncol, beta,
-                        y.data + i * cout * ohw + r0 * ow, (int)ohw);
+            const int64_t rows = r0 + band <= oh ? band : oh - r0, ncol = rows * ow;
+            if (!is1x1) im2col(&g, xi, r0, rows, col, ncol, 1);
+            gemm_par(CblasNoTrans, CblasNoTrans, cout, ncol, K, 1.0f, w->data, K, is1x1 ? xi + r0 * ow : col,
+                     is1x1 ? ohw : ncol, beta, y.data + i * cout * ohw + r0 * ow, ohw);
         }
     }
     sd_arena_release(a, mark);
+    sd_op_end(kind, pt, flops);
     return y;
 }
 
@@ -296,6 +463,7 @@ static sd_tensor groupnorm_impl(sd_arena *a, sd_tensor x, int groups, const sd_t
                                 const sd_tensor *bias, float eps, int silu)
 {
     assert(x.ndim >= 3 && groups > 0);
+    const sd_op_timer pt = sd_op_begin();
     const int64_t n = x.ne[0], c = x.ne[1];
     assert(c % groups == 0);
     const int64_t hw = sd_numel(x) / (n * c);
@@ -327,6 +495,7 @@ static sd_tensor groupnorm_impl(sd_arena *a, sd_tensor x, int groups, const sd_t
                 affine_act(yd + (i * c + ch) * hw, p + cc * hw, hw, sc, sh, silu);
             }
         }
+    sd_op_end(SD_OP_GROUPNORM, pt, 0);
     return y;
 }
 
@@ -345,6 +514,7 @@ sd_tensor sd_groupnorm_silu(sd_arena *a, sd_tensor x, int groups, const sd_tenso
 sd_tensor sd_layernorm(sd_arena *a, sd_tensor x, const sd_tensor *gain, const sd_tensor *bias,
                        float eps)
 {
+    const sd_op_timer pt = sd_op_begin();
     const int64_t d = x.ne[x.ndim - 1];
     const int64_t rows = sd_numel(x) / d;
     sd_tensor y = sd_tensor_new(a, x.ndim, x.ne);
@@ -374,6 +544,7 @@ sd_tensor sd_layernorm(sd_arena *a, sd_tensor x, const sd_tensor *gain, const sd
             q[j] = t;
         }
     }
+    sd_op_end(SD_OP_LAYERNORM, pt, 0);
     return y;
 }
 
@@ -381,10 +552,12 @@ sd_tensor sd_layernorm(sd_arena *a, sd_tensor x, const sd_tensor *gain, const sd
 
 void sd_silu_(sd_tensor x)
 {
+    const sd_op_timer pt = sd_op_begin();
     const int64_t n = sd_numel(x), chunk = 4096;
     float *p = x.data;
 #pragma omp parallel for if (n >= SD_PAR_MIN)
     for (int64_t i = 0; i < n; i += chunk) affine_act(p + i, p + i, n - i < chunk ? n - i : chunk, 1.0f, 0.0f, 1);
+    sd_op_end(SD_OP_ACTIVATION, pt, 0);
 }
 
 /* Exact GELU, (x·0.5)·(1 + erf(x·√½)), with erf as PyTorch's AVX2 Vectorized<float>::erf
@@ -445,24 +618,29 @@ static void gelu_mul(float *o, const float *h, const float *g, int64_t n)
 
 void sd_gelu_(sd_tensor x)
 {
+    const sd_op_timer pt = sd_op_begin();
     const int64_t n = sd_numel(x), chunk = 4096;
     float *p = x.data;
 #pragma omp parallel for if (n >= SD_PAR_MIN)
     for (int64_t i = 0; i < n; i += chunk) gelu_mul(p + i, NULL, p + i, n - i < chunk ? n - i : chunk);
+    sd_op_end(SD_OP_ACTIVATION, pt, 0);
 }
 
 void sd_quick_gelu_(sd_tensor x)
 {
     /* transformers QuickGELUActivation: x * torch.sigmoid(1.702 * x), PyTorch's sigmoid being
      * 1/(1 + exp(-x)) (vectorised: reciprocal, then the product). */
+    const sd_op_timer pt = sd_op_begin();
     const int64_t n = sd_numel(x);
     float *p = x.data;
 #pragma omp parallel for simd if (n >= SD_PAR_MIN)
     for (int64_t i = 0; i < n; i++) p[i] = p[i] * (1.0f / (1.0f + sd_expf(-(1.702f * p[i]))));
+    sd_op_end(SD_OP_ACTIVATION, pt, 0);
 }
 
 sd_tensor sd_geglu(sd_arena *a, sd_tensor x)
 {
+    const sd_op_timer pt = sd_op_begin();
     const int64_t d2 = x.ne[x.ndim - 1];
     assert(d2 % 2 == 0);
     const int64_t f = d2 / 2, rows = sd_numel(x) / d2;
@@ -478,6 +656,7 @@ sd_tensor sd_geglu(sd_arena *a, sd_tensor x)
         float *o = yd + r * f;
         gelu_mul(o, hp, gp, f);
     }
+    sd_op_end(SD_OP_ACTIVATION, pt, 0);
     return y;
 }
 
@@ -485,24 +664,29 @@ sd_tensor sd_geglu(sd_arena *a, sd_tensor x)
 
 void sd_add_(sd_tensor x, sd_tensor y)
 {
+    const sd_op_timer pt = sd_op_begin();
     const int64_t n = sd_numel(x);
     assert(n == sd_numel(y));
     float *p = x.data;
     const float *q = y.data;
 #pragma omp parallel for simd if (n >= SD_PAR_MIN)
     for (int64_t i = 0; i < n; i++) p[i] += q[i];
+    sd_op_end(SD_OP_ELEMENTWISE, pt, 0);
 }
 
 void sd_scale_(sd_tensor x, float s)
 {
+    const sd_op_timer pt = sd_op_begin();
     const int64_t n = sd_numel(x);
     float *p = x.data;
 #pragma omp parallel for simd if (n >= SD_PAR_MIN)
     for (int64_t i = 0; i < n; i++) p[i] *= s;
+    sd_op_end(SD_OP_ELEMENTWISE, pt, 0);
 }
 
 void sd_add_channel_bias_(sd_tensor x, sd_tensor v)
 {
+    const sd_op_timer pt = sd_op_begin();
     const int64_t n = x.ne[0], c = x.ne[1];
     const int64_t hw = sd_numel(x) / (n * c);
     assert(sd_numel(v) == n * c);
@@ -516,11 +700,13 @@ void sd_add_channel_bias_(sd_tensor x, sd_tensor v)
 #pragma omp simd
             for (int64_t j = 0; j < hw; j++) d[j] += s;
         }
+    sd_op_end(SD_OP_ELEMENTWISE, pt, 0);
 }
 
 sd_tensor sd_concat1(sd_arena *a, sd_tensor x, sd_tensor y)
 {
     assert(x.ndim >= 2 && x.ndim == y.ndim && x.ne[0] == y.ne[0]);
+    const sd_op_timer pt = sd_op_begin();
     const int64_t n = x.ne[0];
     const int64_t xs = sd_numel(x) / n, ys = sd_numel(y) / n;
     assert(xs / x.ne[1] == ys / y.ne[1]);
@@ -532,12 +718,14 @@ sd_tensor sd_concat1(sd_arena *a, sd_tensor x, sd_tensor y)
         memcpy(o.data + i * (xs + ys), x.data + i * xs, (size_t)xs * sizeof(float));
         memcpy(o.data + i * (xs + ys) + xs, y.data + i * ys, (size_t)ys * sizeof(float));
     }
+    sd_op_end(SD_OP_LAYOUT, pt, 0);
     return o;
 }
 
 sd_tensor sd_upsample2x(sd_arena *a, sd_tensor x)
 {
     assert(x.ndim == 4);
+    const sd_op_timer pt = sd_op_begin();
     const int64_t nc = x.ne[0] * x.ne[1], h = x.ne[2], w = x.ne[3];
     sd_tensor y = sd_tensor_4d(a, x.ne[0], x.ne[1], 2 * h, 2 * w);
     const float *xd = x.data;
@@ -550,12 +738,14 @@ sd_tensor sd_upsample2x(sd_arena *a, sd_tensor x)
             for (int64_t c = 0; c < w; c++) d0[2 * c] = d0[2 * c + 1] = s[c];
             memcpy(d0 + 2 * w, d0, (size_t)(2 * w) * sizeof(float));
         }
+    sd_op_end(SD_OP_LAYOUT, pt, 0);
     return y;
 }
 
 sd_tensor sd_nchw_to_nlc(sd_arena *a, sd_tensor x)
 {
     assert(x.ndim == 4);
+    const sd_op_timer pt = sd_op_begin();
     const int64_t n = x.ne[0], c = x.ne[1], hw = x.ne[2] * x.ne[3];
     sd_tensor y = sd_tensor_3d(a, n, hw, c);
     const float *xd = x.data;
@@ -572,12 +762,14 @@ sd_tensor sd_nchw_to_nlc(sd_arena *a, sd_tensor x)
                 for (int64_t p = p0; p < p1; p++)
                     for (int64_t cc = c0; cc < c1; cc++) d[p * c + cc] = s[cc * hw + p];
             }
+    sd_op_end(SD_OP_LAYOUT, pt, 0);
     return y;
 }
 
 sd_tensor sd_nlc_to_nchw(sd_arena *a, sd_tensor x, int64_t h, int64_t w)
 {
     assert(x.ndim == 3 && x.ne[1] == h * w);
+    const sd_op_timer pt = sd_op_begin();
     const int64_t n = x.ne[0], hw = x.ne[1], c = x.ne[2];
     sd_tensor y = sd_tensor_4d(a, n, c, h, w);
     const float *xd = x.data;
@@ -593,6 +785,7 @@ sd_tensor sd_nlc_to_nchw(sd_arena *a, sd_tensor x, int64_t h, int64_t w)
                 for (int64_t cc = c0; cc < c1; cc++)
                     for (int64_t p = p0; p < p1; p++) d[cc * hw + p] = s[p * c + cc];
             }
+    sd_op_end(SD_OP_LAYOUT, pt, 0);
     return y;
 }
 
@@ -641,19 +834,24 @@ static void softmax_row(float *p, int64_t n, int64_t valid)
 
 void sd_softmax_(sd_tensor x)
 {
+    const sd_op_timer pt = sd_op_begin();
     const int64_t d = x.ne[x.ndim - 1], rows = sd_numel(x) / d;
     float *p = x.data;
 #pragma omp parallel for if (rows * d >= SD_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) softmax_row(p + r * d, d, d);
+    sd_op_end(SD_OP_ACTIVATION, pt, 0);
 }
 
-/* Query rows per block: at most SD_ATTN_BLOCK, and the score block stays under ~8 MB. */
+/* Query rows per block: at most SD_ATTN_BLOCK, and one thread's score block [rows, lk] stays
+ * within ~1 MB (L2), so the softmax reads and the P·V product re-read it from cache. */
 #define SD_ATTN_BLOCK 256
-#define SD_ATTN_SCORE_FLOATS ((int64_t)2 << 20)
+#define SD_ATTN_SCORE_FLOATS ((int64_t)256 << 10)
 
 sd_tensor sd_attention(sd_arena *a, sd_tensor q, sd_tensor k, sd_tensor v, int heads, int causal)
 {
     assert(q.ndim == 3 && k.ndim == 3 && v.ndim == 3 && heads > 0);
+    const sd_op_timer pt = sd_op_begin();
+    blas_single();
     const int64_t b = q.ne[0], lq = q.ne[1], hd = q.ne[2], lk = k.ne[1];
     assert(k.ne[0] == b && v.ne[0] == b && k.ne[2] == hd && v.ne[2] == hd && v.ne[1] == lk);
     assert(hd % heads == 0);
@@ -663,36 +861,83 @@ sd_tensor sd_attention(sd_arena *a, sd_tensor q, sd_tensor k, sd_tensor v, int h
 
     int64_t blk = SD_ATTN_SCORE_FLOATS / (lk > 0 ? lk : 1);
     if (blk > SD_ATTN_BLOCK) blk = SD_ATTN_BLOCK;
-    if (blk < 1) blk = 1;
+    if (blk < 16) blk = 16;
     if (blk > lq) blk = lq;
+    const int64_t nblk = (lq + blk - 1) / blk, tasks = b * heads * nblk;
+    int nt = sd_threads();
+    if (nt > tasks) nt = (int)tasks;
+    if (4.0 * (double)b * (double)lq * (double)lk * (double)hd < SD_GEMM_PAR_MIN) nt = 1;
     size_t mark = sd_arena_mark(a);
-    float *s = sd_arena_alloc(a, (size_t)(blk * lk) * sizeof(float));
-    for (int64_t bi = 0; bi < b; bi++)
-        for (int64_t h = 0; h < heads; h++) {
-            const float *qh = q.data + bi * lq * hd + h * d;
-            const float *kh = k.data + bi * lk * hd + h * d;
-            const float *vh = v.data + bi * lk * hd + h * d;
-            float *oh = o.data + bi * lq * hd + h * d;
-            for (int64_t r0 = 0; r0 < lq; r0 += blk) {
+    if (sd_attn_avx512_ok(d)) {
+        /* AVX-512 kernels (attn_avx512.c): K transposed to kt [d, lkp] and V padded to
+         * vp [lk, dp] once per (item, head), then the same query-block tasks as below. */
+        const int64_t lkp = (lk + 15) / 16 * 16, dp = (d + 15) / 16 * 16, bh = b * heads;
+        float *kt = sd_arena_alloc(a, (size_t)(bh * d * lkp) * sizeof(float));
+        float *vp = sd_arena_alloc(a, (size_t)(bh * lk * dp) * sizeof(float));
+        float *sb = sd_arena_alloc(a, (size_t)(nt * blk * lkp) * sizeof(float));
+#pragma omp parallel num_threads(nt)
+        {
+#pragma omp for schedule(static)
+            for (int64_t t = 0; t < bh; t++) {
+                const int64_t bi = t / heads, h = t % heads;
+                const float *kh = k.data + bi * lk * hd + h * d, *vh = v.data + bi * lk * hd + h * d;
+                float *ktt = kt + t * d * lkp, *vpt = vp + t * lk * dp;
+                for (int64_t j0 = 0; j0 < lkp; j0 += 16)
+                    for (int64_t c = 0; c < d; c++)
+                        for (int64_t j = j0; j < j0 + 16; j++) ktt[c * lkp + j] = j < lk ? kh[j * hd + c] : 0.0f;
+                for (int64_t j = 0; j < lk; j++) {
+                    memcpy(vpt + j * dp, vh + j * hd, (size_t)d * sizeof(float));
+                    for (int64_t c = d; c < dp; c++) vpt[j * dp + c] = 0.0f;
+                }
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t tk = 0; tk < tasks; tk++) {
+                const int64_t t = tk / nblk, bi = t / heads, h = t % heads, r0 = (tk % nblk) * blk;
                 const int64_t rows = r0 + blk <= lq ? blk : lq - r0;
-                /* With a causal mask the block only needs keys 0 .. r0+rows-1. */
+                float *s = sb + (int64_t)omp_get_thread_num() * blk * lkp;
                 int64_t kn = lk;
                 if (causal && r0 + rows < lk) kn = r0 + rows;
-                /* S = scale · Q_blk K^T  (diffusers: baddbmm(..., beta=0, alpha=scale)). */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)kn, (int)d,
-                            scale, qh + r0 * hd, (int)hd, kh, (int)hd, 0.0f, s, (int)kn);
-#pragma omp parallel for if (rows * kn >= SD_PAR_MIN)
+                sd_attn_scores_avx512(q.data + (bi * lq + r0) * hd + h * d, hd, rows, kt + t * d * lkp, lkp, d,
+                                      scale, s, lkp);
                 for (int64_t r = 0; r < rows; r++) {
                     int64_t valid = kn;
                     if (causal && r0 + r + 1 < kn) valid = r0 + r + 1;
-                    softmax_row(s + r * kn, kn, valid);
+                    sd_softmax_row_avx512(s + r * lkp, kn, valid);
                 }
-                /* O_blk = P · V. */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)d, (int)kn,
-                            1.0f, s, (int)kn, vh, (int)hd, 0.0f, oh + r0 * hd, (int)hd);
+                sd_attn_pv_avx512(s, lkp, rows, kn, vp + t * lk * dp, d, o.data + (bi * lq + r0) * hd + h * d, hd);
             }
         }
+        sd_arena_release(a, mark);
+        sd_op_end(SD_OP_ATTENTION, pt, 4.0 * (double)b * (double)lq * (double)lk * (double)hd);
+        return o;
+    }
+    float *sbuf = sd_arena_alloc(a, (size_t)(nt * blk * lk) * sizeof(float));
+    /* Tasks (item, head, query block), each on one thread: S = scale · Q_blk K_h^T (diffusers:
+     * baddbmm(..., beta=0, alpha=scale)), softmax of each row, O_blk = P · V_h. */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    for (int64_t tk = 0; tk < tasks; tk++) {
+        const int64_t bi = tk / (heads * nblk), h = (tk / nblk) % heads, r0 = (tk % nblk) * blk;
+        const int64_t rows = r0 + blk <= lq ? blk : lq - r0;
+        const float *qh = q.data + bi * lq * hd + h * d;
+        const float *kh = k.data + bi * lk * hd + h * d;
+        const float *vh = v.data + bi * lk * hd + h * d;
+        float *oh = o.data + bi * lq * hd + h * d;
+        float *s = sbuf + (int64_t)omp_get_thread_num() * blk * lk;
+        /* With a causal mask the block only needs keys 0 .. r0+rows-1. */
+        int64_t kn = lk;
+        if (causal && r0 + rows < lk) kn = r0 + rows;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)kn, (int)d, scale, qh + r0 * hd,
+                    (int)hd, kh, (int)hd, 0.0f, s, (int)kn);
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t valid = kn;
+            if (causal && r0 + r + 1 < kn) valid = r0 + r + 1;
+            softmax_row(s + r * kn, kn, valid);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)d, (int)kn, 1.0f, s, (int)kn, vh,
+                    (int)hd, 0.0f, oh + r0 * hd, (int)hd);
+    }
     sd_arena_release(a, mark);
+    sd_op_end(SD_OP_ATTENTION, pt, 4.0 * (double)b * (double)lq * (double)lk * (double)hd);
     return o;
 }
 

@@ -93,7 +93,11 @@ static void arena_reserve(sd_arena *a, size_t bytes)
 
 static int weight(unet_ctx *u, sd_tensor *w, const char *pre, const char *suffix)
 {
-    return sd_model_weightf(u->m, w, u->err, SD_PREFIX_UNET "%s.%s", pre, suffix);
+    /* timed: with F16 weights in memory this is where each tensor is converted (bench --profile) */
+    const sd_op_timer pt = sd_op_begin();
+    const int rc = sd_model_weightf(u->m, w, u->err, SD_PREFIX_UNET "%s.%s", pre, suffix);
+    sd_op_end(SD_OP_WEIGHTS, pt, 0);
+    return rc;
 }
 
 static int has_weight(unet_ctx *u, const char *pre, const char *suffix)

@@ -21,6 +21,10 @@ extern "C" {
 /* Threads used by OpenBLAS and by sdgen's own loops (default: all online CPUs). */
 void sd_set_threads(int n);
 int sd_threads(void);
+/* Give OpenBLAS sd_threads() threads of its own for a caller's direct cblas calls (the bench's
+ * sgemm reference), and take them back: sdgen's ops decide their own threading. */
+void sd_blas_threads_begin(void);
+void sd_blas_threads_end(void);
 
 /* y[..., out] = x[..., in] @ w[out, in]^T + b[out]   (b may be NULL). Any leading dims. */
 sd_tensor sd_linear(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b);
@@ -78,6 +82,45 @@ sd_tensor sd_attention(sd_arena *a, sd_tensor q, sd_tensor k, sd_tensor v, int h
  * flip_sin_to_cos=True, downscale_freq_shift=0: out [n, dim] = [cos(t·f_j) | sin(t·f_j)],
  * f_j = exp(-ln(10000)·j/(dim/2)). */
 sd_tensor sd_timestep_embedding(sd_arena *a, const float *t, int n, int dim);
+
+
+/* ---- per-op profile (`sdgen bench --profile`) ----
+ * Off unless a caller installs a profile: every op then adds its wall time, process CPU time
+ * (all threads), call count and FLOPs (2 per multiply-add, products only) to its class. The
+ * profile pointer is the only state ops.c keeps besides the thread count. */
+typedef enum sd_op_kind {
+    SD_OP_CONV3X3,     /* 3×3 convolutions (stride 1 and 2) */
+    SD_OP_CONV1X1,     /* 1×1 convolutions (ResBlock skips, VAE quant convs) */
+    SD_OP_CONV_OTHER,  /* other kernel sizes */
+    SD_OP_LINEAR,      /* linear layers (attention projections, feed-forward, proj_in/out) */
+    SD_OP_ATTENTION,   /* scaled dot-product attention: QK^T, softmax, PV */
+    SD_OP_GROUPNORM,   /* GroupNorm (with its fused SiLU) */
+    SD_OP_LAYERNORM,   /* LayerNorm */
+    SD_OP_ACTIVATION,  /* SiLU, GELU, GEGLU, quick GELU, softmax outside attention */
+    SD_OP_ELEMENTWISE, /* add, scale, channel bias */
+    SD_OP_LAYOUT,      /* concat, upsample, NCHW <-> NLC transposes */
+    SD_OP_WEIGHTS,     /* weight fetch (F16 -> F32 conversion), timed by the model code */
+    SD_OP_KINDS
+} sd_op_kind;
+
+typedef struct sd_op_profile {
+    double wall[SD_OP_KINDS];  /* seconds */
+    double cpu[SD_OP_KINDS];   /* process CPU seconds, all threads */
+    double flops[SD_OP_KINDS];
+    int64_t calls[SD_OP_KINDS];
+} sd_op_profile;
+
+/* Install (or with NULL remove) the profile that ops add to. Not thread-safe: set it between
+ * model calls. */
+void sd_ops_set_profile(sd_op_profile *p);
+const char *sd_op_kind_name(sd_op_kind k);
+/* For code outside ops.c that wants its own work in the profile (weight conversion):
+ * t = sd_op_begin(); ...; sd_op_end(SD_OP_WEIGHTS, t, 0). Free when no profile is set. */
+typedef struct sd_op_timer {
+    double wall, cpu;
+} sd_op_timer;
+sd_op_timer sd_op_begin(void);
+void sd_op_end(sd_op_kind k, sd_op_timer t, double flops);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,19 @@
+/* ops_internal.h — kernels private to the ops (not part of the public API). */
+#ifndef SDGEN_OPS_INTERNAL_H
+#define SDGEN_OPS_INTERNAL_H
+
+#include <stdint.h>
+
+/* attn_avx512.c: attention products for head sizes d ≤ 160 on AVX-512 CPUs.
+ * sd_attn_avx512_ok(d): the CPU has AVX-512F and d is supported.
+ * scores: s[r][j] = scale · Σ_k q[r·ldq + k] · kt[k·lkp + j], r < rows, j < lkp (lkp % 16 == 0).
+ * pv:     o[r·ldo + c] = Σ_{j<kn} p[r·ldp + j] · vp[j·dp + c], c < d, dp = 16·ceil(d/16). */
+int sd_attn_avx512_ok(int64_t d);
+void sd_attn_scores_avx512(const float *q, int64_t ldq, int64_t rows, const float *kt, int64_t lkp, int64_t d,
+                           float scale, float *s, int64_t lds);
+/* softmax of p[0..valid), zeros in p[valid..n) (sd_attention's rows) */
+void sd_softmax_row_avx512(float *p, int64_t n, int64_t valid);
+void sd_attn_pv_avx512(const float *p, int64_t ldp, int64_t rows, int64_t kn, const float *vp, int64_t d,
+                       float *o, int64_t ldo);
+
+#endif
