@@ -77,6 +77,8 @@ static void usage(FILE *f)
             "Machine\n"
             "      --threads N            worker threads (default: all CPUs)\n"
             "      --max-memory SIZE      activation memory allowed, e.g. 8G (default: what is available)\n"
+            "      --vae-tiling           decode in overlapping 512-pixel tiles (diffusers' tiled_decode): memory stays\n"
+            "                             flat with the image size; pixels differ slightly from the untiled decode\n"
             "      --weights f16|f32      keep F16 weights as F16 and convert per use (default: less memory),\n"
             "                             or convert once to F32 (faster, twice the memory); same images\n"
             "  -q, --quiet, -v, --verbose, --version, -h, --help\n"
@@ -326,6 +328,9 @@ static int parse_args(int argc, char **argv, cli_opts *c)
             c->overwrite = 1;
         } else if (!strcmp(a, "--skip-existing")) {
             c->skip_existing = 1;
+        } else if (!strcmp(a, "--vae-tiling")) {
+            c->gen.vae_tile = 64; /* diffusers enable_vae_tiling: 512-pixel tiles, overlap factor 0.25 */
+            c->gen.vae_tile_overlap = 16;
         } else if (!strcmp(a, "--weights")) {
             NEEDV();
             if (!strcmp(v, "f32")) c->weights_f32 = 1;

@@ -87,16 +87,15 @@ void sd_pipeline_close(sd_pipeline *p)
     memset(p, 0, sizeof *p);
 }
 
-size_t sd_gen_memory_estimate(const sd_model *m, int width, int height, int batch)
+size_t sd_gen_memory_estimate(const sd_model *m, int width, int height, int batch, int vae_tile, int vae_tile_overlap)
 {
-    /* Activation peak, measured on SD 1.5 (docs/PERFORMANCE.md) and scaled with the pixel count:
-     * the U-Net's largest live set is ~70 level-0-sized maps per batch item; the VAE decoder's
-     * is a handful of full-resolution maps of its widest top level plus a conv's column buffer. */
+    /* Activation peaks. U-Net: measured 341 MB for SD 1.5 at a 64×64 latent with batch 2 (arena
+     * peak), i.e. ~33 level-0 maps per batch item; scaled with the latent area. VAE decoder: the
+     * exact reservation vae.c makes (tiled or not). */
     double hw = (double)(width / 8) * (double)(height / 8);
-    double unet = hw * m->unet.model_channels * 4.0 * 70.0 * batch;
-    double px = (double)width * height;
-    int top = m->vae.ch * m->vae.ch_mult[m->vae.n_levels > 1 ? 1 : 0];
-    double vae = px * (double)m->vae.ch * 4.0 * 6.0 + px * top * 4.0 * 9.0 / 4.0;
+    double unet = hw * m->unet.model_channels * 4.0 * 34.0 * batch;
+    int sh = m->vae.n_levels - 1;
+    double vae = (double)sd_vae_decode_bytes(m, 1, height >> sh, width >> sh, vae_tile, vae_tile_overlap);
     return (size_t)(unet > vae ? unet : vae);
 }
 
@@ -117,10 +116,14 @@ int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err)
     if (o->clip_skip < 1 || o->clip_skip > p->model.text.layers_used)
         return sd_errf(err, "clip skip must be between 1 and %d for this model (got %d)", p->model.text.layers_used,
                        o->clip_skip);
+    if (o->vae_tile && (o->vae_tile < 4 || o->vae_tile_overlap < 0 || 2 * o->vae_tile_overlap > o->vae_tile))
+        return sd_errf(err, "VAE tiles must be at least 4 latent pixels with an overlap of 0..tile/2 (got %d / %d)",
+                       o->vae_tile, o->vae_tile_overlap);
     if (o->width > 0 && o->height > 0) {
         /* Memory first: a size that cannot fit is reported as out of memory (exit 3) with the estimate,
          * even when it is also beyond the U-Net's side limit below. */
-        size_t need = sd_gen_memory_estimate(&p->model, o->width, o->height, o->cfg_scale == 1.0f ? 1 : 2);
+        size_t need = sd_gen_memory_estimate(&p->model, o->width, o->height, o->cfg_scale == 1.0f ? 1 : 2, o->vae_tile,
+                                             o->vae_tile_overlap);
         size_t have = o->max_memory ? o->max_memory : sd_available_memory_bytes();
         if (have && need > have) {
             /* GB, or MB below 1 GB so that small limits (--max-memory 1M) do not read "0.0 GB" */
@@ -344,7 +347,9 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
         sd_tensor zt = sd_tensor_4d(a, 1, zc, h, w);
         for (int64_t k = 0; k < n; k++) zt.data[k] = x[k] / m->vae.scale_factor;
         sd_tensor img;
-        if (sd_vae_decode(m, a, zt, &img, err)) goto out;
+        if (o->vae_tile ? sd_vae_decode_tiled(m, a, zt, o->vae_tile, o->vae_tile_overlap, &img, err)
+                        : sd_vae_decode(m, a, zt, &img, err))
+            goto out;
         r->w = W;
         r->h = H;
         r->rgb = malloc((size_t)W * H * 3);

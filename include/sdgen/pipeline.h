@@ -53,6 +53,8 @@ typedef struct sd_gen_opts {
     double strength;               /* img2img */
     const char *dump_dir;          /* NULL = no .npy dumps */
     size_t max_memory;             /* 0 = what the machine has available */
+    int vae_tile;                  /* --vae-tiling: decode in tiles of this many latent pixels (0 = untiled; diffusers 64) */
+    int vae_tile_overlap;          /* latent pixels blended between tiles (diffusers: tile/4 = 16) */
     sd_progress_fn progress;
     void *progress_user;
     volatile sig_atomic_t *interrupted; /* checked between steps; non-zero stops with code 130 */
@@ -75,7 +77,7 @@ void sd_pipeline_close(sd_pipeline *p);
 /* Check options against the model before any work (steps, sizes, strength, memory). */
 int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err);
 /* Estimated peak bytes of activations for a U-Net / VAE call at this size. */
-size_t sd_gen_memory_estimate(const sd_model *m, int width, int height, int batch);
+size_t sd_gen_memory_estimate(const sd_model *m, int width, int height, int batch, int vae_tile, int vae_tile_overlap);
 int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *err);
 void sd_gen_result_free(sd_gen_result *r);
 
