@@ -213,6 +213,15 @@ int sd_cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--vocab") && v) vocab = argv[++i];
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--profile")) profile = 1;
+        else if (!strcmp(a, "--winograd") && v) {
+            const char *wv = argv[++i];
+            if (!strcmp(wv, "on")) sd_set_winograd(1);
+            else if (!strcmp(wv, "off")) sd_set_winograd(0);
+            else {
+                fprintf(stderr, "sdgen bench: --winograd expects on or off, got \"%s\"\n", wv);
+                return SD_EXIT_INPUT;
+            }
+        }
         else if (!strcmp(a, "--weights") && v) {
             const char *wv = argv[++i];
             if (!strcmp(wv, "f16")) wmode = SD_WEIGHTS_F16;
@@ -224,11 +233,11 @@ int sd_cmd_bench(int argc, char **argv)
         }
         else if (!strcmp(a, "--no-vae")) no_vae = 1;
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("usage: sdgen bench -m MODEL [-W 512] [-H 512] [--steps 3] [--threads N] [--weights f16|f32] [--no-vae] [--profile] [--json]\n"
+            printf("usage: sdgen bench -m MODEL [-W 512] [-H 512] [--steps 3] [--threads N] [--weights f16|f32] [--no-vae] [--winograd on|off] [--profile] [--json]\n"
                    "Times the text encoder, U-Net steps with CFG (batch 2, after one warm-up step) and the VAE decoder;\n"
                    "reports s/step, achieved GFLOP/s, that as a share of OpenBLAS sgemm measured in the same process,\n"
                    "and peak resident memory. --profile adds a per-op table (wall and CPU time, GFLOP) for the\n"
-                   "timed U-Net steps and the VAE decode.\n");
+                   "timed U-Net steps and the VAE decode. --winograd off: 3x3 convolutions as im2col products only.\n");
             return 0;
         } else {
             fprintf(stderr, "sdgen bench: unknown or incomplete option %s (see --help)\n", a);
@@ -362,6 +371,7 @@ int sd_cmd_bench(int argc, char **argv)
         cJSON_AddNumberToObject(j, "height", H);
         cJSON_AddNumberToObject(j, "threads", nthreads);
         cJSON_AddStringToObject(j, "weights", wmode == SD_WEIGHTS_F16 ? "f16" : "f32");
+        cJSON_AddBoolToObject(j, "winograd", sd_winograd());
         cJSON_AddNumberToObject(j, "load_s", t_load);
         cJSON_AddNumberToObject(j, "sgemm_gflops", peak);
         cJSON_AddNumberToObject(j, "sgemm_gflop_per_cpu_s", peak_cpu);
@@ -396,8 +406,8 @@ int sd_cmd_bench(int argc, char **argv)
         free(s);
         cJSON_Delete(j);
     } else {
-        printf("sdgen bench: %s, %dx%d, %d threads, %s weights in memory\n", model, W, H, nthreads,
-               wmode == SD_WEIGHTS_F16 ? "f16" : "f32");
+        printf("sdgen bench: %s, %dx%d, %d threads, %s weights in memory, Winograd 3x3 %s\n", model, W, H, nthreads,
+               wmode == SD_WEIGHTS_F16 ? "f16" : "f32", sd_winograd() ? "on" : "off");
         printf("  %-28s %10s %12s %10s\n", "stage", "seconds", "GFLOP/s", "% sgemm");
         printf("  %-28s %10.3f %12.1f %9.0f%%\n", "sgemm 1536^3 (reference)", 2.0 * 1536 * 1536 * 1536 / peak / 1e9, peak, 100.0);
         printf("  %-28s %10.3f %12.1f %9.0f%%\n", "text encode (cond+uncond)", t_text, g_text, 100 * g_text / peak);

@@ -2,6 +2,7 @@
 #ifndef SDGEN_OPS_INTERNAL_H
 #define SDGEN_OPS_INTERNAL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* attn_avx512.c: attention products for head sizes d ≤ 160 on AVX-512 CPUs.
@@ -15,5 +16,13 @@ void sd_attn_scores_avx512(const float *q, int64_t ldq, int64_t rows, const floa
 void sd_softmax_row_avx512(float *p, int64_t n, int64_t valid);
 void sd_attn_pv_avx512(const float *p, int64_t ldp, int64_t rows, int64_t kn, const float *vp, int64_t d,
                        float *o, int64_t ldo);
+
+/* winograd.c: 3×3, stride 1, padding 1 convolution of x [n, cin, h, w] into y [n, cout, h, w]
+ * by F(2×2, 3×3) on nt threads (called outside a parallel region). u: sd_winograd_u_floats()
+ * floats for the transformed weights; scratch: sd_winograd_scratch_floats() floats. */
+size_t sd_winograd_u_floats(int64_t cout, int64_t cin);
+size_t sd_winograd_scratch_floats(int64_t n, int64_t cin, int64_t h, int64_t w, int64_t cout, int nt);
+void sd_conv3x3_winograd(const float *x, int64_t n, int64_t cin, int64_t h, int64_t w, const float *wt,
+                         const float *bias, int64_t cout, float *y, float *u, float *scratch, int nt);
 
 #endif

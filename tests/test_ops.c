@@ -124,6 +124,20 @@ int main(void)
         naive_conv(&x, &w, b7.data, 1, 0, 0, &want);
         EXPECT("conv 1x1 batch 3 vs direct", sd_conv2d(a, x, &w, &b7, 1, 0), want, 5e-6);
     }
+    {   /* 3×3 stride 1: Winograd F(2x2,3x3) and the im2col products, odd sizes (partial tiles),
+         * batch 2, bias; both against the direct sum in double */
+        const int prev = sd_winograd();
+        sd_tensor x = sd_tensor_4d(a, 2, 24, 17, 19), w = sd_tensor_4d(a, 20, 24, 3, 3), b = sd_tensor_2d(a, 1, 20);
+        fill(x, 7); fill(w, 8); fill(b, 9);
+        for (int64_t i = 0; i < sd_numel(w); i++) w.data[i] *= 0.2f;
+        sd_tensor want = sd_tensor_4d(a, 2, 20, 17, 19);
+        naive_conv(&x, &w, b.data, 1, 1, 1, &want);
+        sd_set_winograd(1);
+        EXPECT("conv 3x3 17x19 Winograd vs direct", sd_conv2d(a, x, &w, &b, 1, 1), want, 3e-6);
+        sd_set_winograd(0);
+        EXPECT("conv 3x3 17x19 im2col vs direct", sd_conv2d(a, x, &w, &b, 1, 1), want, 3e-6);
+        sd_set_winograd(prev);
+    }
     {   /* norms */
         sd_tensor x = load("gn_x"), g = load("gn_g"), b = load("gn_b");
         EXPECT("groupnorm eps1e-5", sd_groupnorm(a, x, 4, &g, &b, 1e-5f), load("gn_y"), 2e-6);
