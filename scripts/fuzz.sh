@@ -122,7 +122,9 @@ for t in "${targets[@]}"; do
     mkdir -p "$work" "$crashes" "$(dirname "$log")"
     dict=()
     [ -f "$root/tests/fuzz/$t.dict" ] && dict=(-dict="$root/tests/fuzz/$t.dict")
-    before=$(ls "$crashes" | wc -l)
+    # crash-, leak-, oom-, timeout- files are failures; slow-unit- files (inputs over 10 s) are not
+    before=$(ls "$crashes" | grep -cE '^(crash|leak|oom|timeout)-')
+    slow_before=$(ls "$crashes" | grep -c '^slow-unit-')
     start=$(date +%s)
     # -timeout: one input may take at most 30 s; -rss_limit_mb: 2 GB (the loaders cap their allocations
     # well below that); -max_len: big enough for the header-sized seeds.
@@ -144,12 +146,14 @@ for t in "${targets[@]}"; do
         eps=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
     fi
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*')
-    after=$(ls "$crashes" | wc -l)
+    after=$(ls "$crashes" | grep -cE '^(crash|leak|oom|timeout)-')
+    slow=$(( $(ls "$crashes" | grep -c '^slow-unit-') - slow_before ))
     result=ok
     if [ "$rc" -ne 0 ] || [ "$after" -gt "$before" ]; then
         result="CRASH (rc $rc; see $log, reproducers in $crashes)"
         status=1
     fi
+    [ "$slow" -gt 0 ] && result="$result; $slow slow input(s) (>10 s) in $crashes"
     printf '%-12s %10s %8s %6s %6s %8s  %s\n' "$t" "$elapsed" "${execs:-?}" "${eps:-?}" "${cov:-?}" "$((after - before))" "$result"
 done
 exit $status
