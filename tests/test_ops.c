@@ -138,6 +138,25 @@ int main(void)
         EXPECT("conv 3x3 17x19 im2col vs direct", sd_conv2d(a, x, &w, &b, 1, 1), want, 3e-6);
         sd_set_winograd(prev);
     }
+    {   /* per-op profile: ops add calls and FLOPs to the installed profile, nothing once removed */
+        sd_op_profile prof;
+        memset(&prof, 0, sizeof prof);
+        sd_ops_set_profile(&prof);
+        sd_tensor x = sd_tensor_4d(a, 1, 8, 16, 16), w = sd_tensor_4d(a, 4, 8, 3, 3);
+        fill(x, 10); fill(w, 11);
+        (void)sd_conv2d(a, x, &w, NULL, 1, 1);
+        sd_tensor l = sd_tensor_2d(a, 5, 8), lw = sd_tensor_2d(a, 3, 8);
+        fill(l, 12); fill(lw, 13);
+        (void)sd_linear(a, l, &lw, NULL);
+        sd_ops_set_profile(NULL);
+        (void)sd_linear(a, l, &lw, NULL);
+        CHECK(prof.calls[SD_OP_CONV3X3] == 1 && prof.flops[SD_OP_CONV3X3] == 2.0 * 4 * 8 * 9 * 256,
+              "profile conv3x3: %lld calls, %g flops", (long long)prof.calls[SD_OP_CONV3X3], prof.flops[SD_OP_CONV3X3]);
+        CHECK(prof.calls[SD_OP_LINEAR] == 1 && prof.flops[SD_OP_LINEAR] == 2.0 * 5 * 3 * 8,
+              "profile linear: %lld calls, %g flops", (long long)prof.calls[SD_OP_LINEAR], prof.flops[SD_OP_LINEAR]);
+        CHECK(prof.wall[SD_OP_CONV3X3] >= 0 && prof.cpu[SD_OP_LINEAR] >= 0, "profile times");
+        CHECK(!strcmp(sd_op_kind_name(SD_OP_ATTENTION), "attention"), "op kind name");
+    }
     {   /* norms */
         sd_tensor x = load("gn_x"), g = load("gn_g"), b = load("gn_b");
         EXPECT("groupnorm eps1e-5", sd_groupnorm(a, x, 4, &g, &b, 1e-5f), load("gn_y"), 2e-6);
