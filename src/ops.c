@@ -191,9 +191,11 @@ sd_tensor sd_linear(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tenso
  * path; beyond them the work goes in bands of output rows. */
 #define SD_PANEL_MAX ((int64_t)4 << 20)
 #define SD_SMALL_COL_MAX ((int64_t)8 << 20)
-/* Winograd only where its transformed weights (16·cout·cin floats) stay moderate: the 8×8 and
- * 16×16 latent levels with 1280 channels gain little (few tiles) and would need 100+ MB. */
-#define SD_WINOGRAD_U_MAX ((int64_t)16 << 20)
+/* Winograd from 32×32 pixels (256 tiles per image: below, the 16 products are too narrow and
+ * it measured slower: 16×16 with 320..1280 channels 0.55–1.0× the im2col path, 32×32 1.1–1.25×,
+ * 64×64 1.4×), and while its transformed weights (16·cout·cin floats) stay under 128 MB. */
+#define SD_WINOGRAD_MIN_PIXELS 1024
+#define SD_WINOGRAD_U_MAX ((int64_t)32 << 20)
 
 typedef struct conv_geom {
     int64_t cin, h, w, kh, kw, oh, ow;
@@ -263,7 +265,7 @@ sd_tensor sd_conv2d_pad(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_t
     const int nt = sd_threads();
 
     if (g_winograd && kh == 3 && kw == 3 && stride == 1 && pad_t == 1 && pad_b == 1 && pad_l == 1 && pad_r == 1 &&
-        oh >= 16 && ow >= 16 && (int64_t)sd_winograd_u_floats(cout, cin) <= SD_WINOGRAD_U_MAX) {
+        oh * ow >= SD_WINOGRAD_MIN_PIXELS && (int64_t)sd_winograd_u_floats(cout, cin) <= SD_WINOGRAD_U_MAX) {
         size_t mark = sd_arena_mark(a);
         float *u = sd_arena_alloc(a, sd_winograd_u_floats(cout, cin) * sizeof(float));
         float *scr = sd_arena_alloc(a, sd_winograd_scratch_floats(n, cin, h, wd, cout, nt) * sizeof(float));

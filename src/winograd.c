@@ -58,7 +58,7 @@ void sd_conv3x3_winograd(const float *x, int64_t n, int64_t cin, int64_t h, int6
     int64_t rows = WG_TASK_TILES / tw;
     if (rows < 1) rows = 1;
     if (rows > th) rows = th;
-    while (rows > 1 && n * ((th + rows - 1) / rows) < 2 * nt) rows = (rows + 1) / 2;
+    while (rows > 1 && n * ((th + rows - 1) / rows) < nt) rows = (rows + 1) / 2;
     const int64_t nb = (th + rows - 1) / rows, tasks = n * nb;
     const int64_t tcap = rows * tw;
     /* per thread: V [16][cin][tcap], M [16][cout][tcap], row work space 8 × (tw + 2) */
@@ -181,7 +181,7 @@ size_t sd_winograd_scratch_floats(int64_t n, int64_t cin, int64_t h, int64_t w, 
     int64_t rows = WG_TASK_TILES / tw;
     if (rows < 1) rows = 1;
     if (rows > th) rows = th;
-    while (rows > 1 && n * ((th + rows - 1) / rows) < 2 * nt) rows = (rows + 1) / 2;
+    while (rows > 1 && n * ((th + rows - 1) / rows) < nt) rows = (rows + 1) / 2;
     const int64_t tcap = rows * tw;
     return (size_t)(nt * (16 * cin * tcap + 16 * cout * tcap + 12 * (tw + 2)));
 }

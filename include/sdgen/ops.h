@@ -28,7 +28,7 @@ void sd_blas_threads_end(void);
 
 /* 3×3 stride-1 convolutions by Winograd F(2×2, 3×3) (2.25× fewer multiplications; see
  * src/winograd.c and docs/PERFORMANCE.md for the measured difference from the direct sum), for
- * images of at least 16×16 pixels. Process-wide setting like the thread count. */
+ * images of at least 32×32 pixels. Process-wide setting like the thread count. */
 void sd_set_winograd(int on);
 int sd_winograd(void);
 
