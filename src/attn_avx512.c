@@ -28,88 +28,80 @@ int sd_attn_avx512_ok(int64_t d)
 
 #define T512 __attribute__((target("avx512f,fma")))
 
-/* S[r][j] = scale · Σ_k q_r[k] · kt[k][j] for r < rows, j < lkp (a multiple of 16). */
+/* S[r][j] = scale · Σ_k q_r[k] · K[j][k] for r < rows, j < lkp (a multiple of 16), with K^T
+ * in tiles of 64 keys: the tile of keys j0 .. j0+w-1 (w = min(64, lkp - j0)) is kt + j0·d,
+ * laid out [d][w]. Tiles are the outer loop, so one tile (10 KB at d = 40) stays in L1 for all
+ * query rows; in a plain [d][lkp] layout its rows would lie lkp floats apart, all in the same
+ * L1 sets. */
 T512 void sd_attn_scores_avx512(const float *q, int64_t ldq, int64_t rows, const float *kt, int64_t lkp,
                                 int64_t d, float scale, float *s, int64_t lds)
 {
     const __m512 vs = _mm512_set1_ps(scale);
-    int64_t r = 0;
-    for (; r + 4 <= rows; r += 4) {
-        const float *q0 = q + r * ldq, *q1 = q0 + ldq, *q2 = q1 + ldq, *q3 = q2 + ldq;
-        float *s0 = s + r * lds, *s1 = s0 + lds, *s2 = s1 + lds, *s3 = s2 + lds;
-        int64_t j = 0;
-        for (; j + 64 <= lkp; j += 64) {
-            __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
-            __m512 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
-            __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00;
-            __m512 c30 = c00, c31 = c00, c32 = c00, c33 = c00;
-            const float *kp = kt + j;
-            for (int64_t k = 0; k < d; k++, kp += lkp) {
-                const __m512 b0 = _mm512_loadu_ps(kp), b1 = _mm512_loadu_ps(kp + 16);
-                const __m512 b2 = _mm512_loadu_ps(kp + 32), b3 = _mm512_loadu_ps(kp + 48);
-                __m512 a = _mm512_set1_ps(q0[k]);
-                c00 = _mm512_fmadd_ps(a, b0, c00);
-                c01 = _mm512_fmadd_ps(a, b1, c01);
-                c02 = _mm512_fmadd_ps(a, b2, c02);
-                c03 = _mm512_fmadd_ps(a, b3, c03);
-                a = _mm512_set1_ps(q1[k]);
-                c10 = _mm512_fmadd_ps(a, b0, c10);
-                c11 = _mm512_fmadd_ps(a, b1, c11);
-                c12 = _mm512_fmadd_ps(a, b2, c12);
-                c13 = _mm512_fmadd_ps(a, b3, c13);
-                a = _mm512_set1_ps(q2[k]);
-                c20 = _mm512_fmadd_ps(a, b0, c20);
-                c21 = _mm512_fmadd_ps(a, b1, c21);
-                c22 = _mm512_fmadd_ps(a, b2, c22);
-                c23 = _mm512_fmadd_ps(a, b3, c23);
-                a = _mm512_set1_ps(q3[k]);
-                c30 = _mm512_fmadd_ps(a, b0, c30);
-                c31 = _mm512_fmadd_ps(a, b1, c31);
-                c32 = _mm512_fmadd_ps(a, b2, c32);
-                c33 = _mm512_fmadd_ps(a, b3, c33);
+    for (int64_t j0 = 0; j0 < lkp; j0 += 64) {
+        const int64_t wj = lkp - j0 < 64 ? lkp - j0 : 64;
+        const float *kb = kt + j0 * d;
+        int64_t r = 0;
+        if (wj == 64) {
+            for (; r + 4 <= rows; r += 4) {
+                const float *q0 = q + r * ldq, *q1 = q0 + ldq, *q2 = q1 + ldq, *q3 = q2 + ldq;
+                float *s0 = s + r * lds + j0, *s1 = s0 + lds, *s2 = s1 + lds, *s3 = s2 + lds;
+                __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
+                __m512 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+                __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00;
+                __m512 c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+                const float *kp = kb;
+                for (int64_t k = 0; k < d; k++, kp += 64) {
+                    const __m512 b0 = _mm512_loadu_ps(kp), b1 = _mm512_loadu_ps(kp + 16);
+                    const __m512 b2 = _mm512_loadu_ps(kp + 32), b3 = _mm512_loadu_ps(kp + 48);
+                    __m512 a = _mm512_set1_ps(q0[k]);
+                    c00 = _mm512_fmadd_ps(a, b0, c00);
+                    c01 = _mm512_fmadd_ps(a, b1, c01);
+                    c02 = _mm512_fmadd_ps(a, b2, c02);
+                    c03 = _mm512_fmadd_ps(a, b3, c03);
+                    a = _mm512_set1_ps(q1[k]);
+                    c10 = _mm512_fmadd_ps(a, b0, c10);
+                    c11 = _mm512_fmadd_ps(a, b1, c11);
+                    c12 = _mm512_fmadd_ps(a, b2, c12);
+                    c13 = _mm512_fmadd_ps(a, b3, c13);
+                    a = _mm512_set1_ps(q2[k]);
+                    c20 = _mm512_fmadd_ps(a, b0, c20);
+                    c21 = _mm512_fmadd_ps(a, b1, c21);
+                    c22 = _mm512_fmadd_ps(a, b2, c22);
+                    c23 = _mm512_fmadd_ps(a, b3, c23);
+                    a = _mm512_set1_ps(q3[k]);
+                    c30 = _mm512_fmadd_ps(a, b0, c30);
+                    c31 = _mm512_fmadd_ps(a, b1, c31);
+                    c32 = _mm512_fmadd_ps(a, b2, c32);
+                    c33 = _mm512_fmadd_ps(a, b3, c33);
+                }
+                _mm512_storeu_ps(s0, _mm512_mul_ps(c00, vs));
+                _mm512_storeu_ps(s0 + 16, _mm512_mul_ps(c01, vs));
+                _mm512_storeu_ps(s0 + 32, _mm512_mul_ps(c02, vs));
+                _mm512_storeu_ps(s0 + 48, _mm512_mul_ps(c03, vs));
+                _mm512_storeu_ps(s1, _mm512_mul_ps(c10, vs));
+                _mm512_storeu_ps(s1 + 16, _mm512_mul_ps(c11, vs));
+                _mm512_storeu_ps(s1 + 32, _mm512_mul_ps(c12, vs));
+                _mm512_storeu_ps(s1 + 48, _mm512_mul_ps(c13, vs));
+                _mm512_storeu_ps(s2, _mm512_mul_ps(c20, vs));
+                _mm512_storeu_ps(s2 + 16, _mm512_mul_ps(c21, vs));
+                _mm512_storeu_ps(s2 + 32, _mm512_mul_ps(c22, vs));
+                _mm512_storeu_ps(s2 + 48, _mm512_mul_ps(c23, vs));
+                _mm512_storeu_ps(s3, _mm512_mul_ps(c30, vs));
+                _mm512_storeu_ps(s3 + 16, _mm512_mul_ps(c31, vs));
+                _mm512_storeu_ps(s3 + 32, _mm512_mul_ps(c32, vs));
+                _mm512_storeu_ps(s3 + 48, _mm512_mul_ps(c33, vs));
             }
-            _mm512_storeu_ps(s0 + j, _mm512_mul_ps(c00, vs));
-            _mm512_storeu_ps(s0 + j + 16, _mm512_mul_ps(c01, vs));
-            _mm512_storeu_ps(s0 + j + 32, _mm512_mul_ps(c02, vs));
-            _mm512_storeu_ps(s0 + j + 48, _mm512_mul_ps(c03, vs));
-            _mm512_storeu_ps(s1 + j, _mm512_mul_ps(c10, vs));
-            _mm512_storeu_ps(s1 + j + 16, _mm512_mul_ps(c11, vs));
-            _mm512_storeu_ps(s1 + j + 32, _mm512_mul_ps(c12, vs));
-            _mm512_storeu_ps(s1 + j + 48, _mm512_mul_ps(c13, vs));
-            _mm512_storeu_ps(s2 + j, _mm512_mul_ps(c20, vs));
-            _mm512_storeu_ps(s2 + j + 16, _mm512_mul_ps(c21, vs));
-            _mm512_storeu_ps(s2 + j + 32, _mm512_mul_ps(c22, vs));
-            _mm512_storeu_ps(s2 + j + 48, _mm512_mul_ps(c23, vs));
-            _mm512_storeu_ps(s3 + j, _mm512_mul_ps(c30, vs));
-            _mm512_storeu_ps(s3 + j + 16, _mm512_mul_ps(c31, vs));
-            _mm512_storeu_ps(s3 + j + 32, _mm512_mul_ps(c32, vs));
-            _mm512_storeu_ps(s3 + j + 48, _mm512_mul_ps(c33, vs));
         }
-        for (; j < lkp; j += 16) {
-            __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
-            const float *kp = kt + j;
-            for (int64_t k = 0; k < d; k++, kp += lkp) {
-                const __m512 b = _mm512_loadu_ps(kp);
-                c0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[k]), b, c0);
-                c1 = _mm512_fmadd_ps(_mm512_set1_ps(q1[k]), b, c1);
-                c2 = _mm512_fmadd_ps(_mm512_set1_ps(q2[k]), b, c2);
-                c3 = _mm512_fmadd_ps(_mm512_set1_ps(q3[k]), b, c3);
+        /* narrow tile or leftover rows: 16 keys × 1 row at a time */
+        for (; r < rows; r++) {
+            const float *q0 = q + r * ldq;
+            for (int64_t jj = 0; jj < wj; jj += 16) {
+                __m512 c0 = _mm512_setzero_ps();
+                const float *kp = kb + jj;
+                for (int64_t k = 0; k < d; k++, kp += wj)
+                    c0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[k]), _mm512_loadu_ps(kp), c0);
+                _mm512_storeu_ps(s + r * lds + j0 + jj, _mm512_mul_ps(c0, vs));
             }
-            _mm512_storeu_ps(s0 + j, _mm512_mul_ps(c0, vs));
-            _mm512_storeu_ps(s1 + j, _mm512_mul_ps(c1, vs));
-            _mm512_storeu_ps(s2 + j, _mm512_mul_ps(c2, vs));
-            _mm512_storeu_ps(s3 + j, _mm512_mul_ps(c3, vs));
-        }
-    }
-    for (; r < rows; r++) {
-        const float *q0 = q + r * ldq;
-        float *s0 = s + r * lds;
-        for (int64_t j = 0; j < lkp; j += 16) {
-            __m512 c0 = _mm512_setzero_ps();
-            const float *kp = kt + j;
-            for (int64_t k = 0; k < d; k++, kp += lkp)
-                c0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[k]), _mm512_loadu_ps(kp), c0);
-            _mm512_storeu_ps(s0 + j, _mm512_mul_ps(c0, vs));
         }
     }
 }
@@ -168,18 +160,25 @@ T512 void sd_softmax_row_avx512(float *p, int64_t n, int64_t valid)
     for (j = valid; j < n; j++) p[j] = 0.0f;
 }
 
-/* O[r][0..d) = Σ_{j<kn} P[r][j] · vp[j][0..dp) with DZ = dp/16 vectors per row, R rows at a
- * time: the accumulators (R·DZ ≤ 24 registers) stay in registers for the whole sum. */
-static inline __attribute__((always_inline)) T512 void pv_tile(const float *p, int64_t ldp, int64_t kn,
+/* O[r][0..d) (+)= Σ_{j0 ≤ j < j0+jn} P[r][j] · vp[j][0..dp) with DZ = dp/16 vectors per row, R
+ * rows at a time: the accumulators (R·DZ ≤ 24 registers) stay in registers over the key block,
+ * start from 0 (first block) or from O (later blocks: the same sequence of fused multiply-adds
+ * as one pass over all keys, so the same result). */
+static inline __attribute__((always_inline)) T512 void pv_tile(const float *p, int64_t ldp, int64_t jn,
                                                                  const float *vp, int64_t dp, int64_t d, float *o,
-                                                                 int64_t ldo, const int R, const int DZ)
+                                                                 int64_t ldo, int first, const int R, const int DZ)
 {
     __m512 acc[4][10];
+    const int tail = (int)(d - 16 * (DZ - 1));
+    const __mmask16 m = (__mmask16)(tail >= 16 ? 0xffff : (1u << tail) - 1);
 #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
 #pragma GCC unroll 10
-        for (int z = 0; z < DZ; z++) acc[i][z] = _mm512_setzero_ps();
-    for (int64_t j = 0; j < kn; j++) {
+        for (int z = 0; z < DZ; z++) {
+            const __mmask16 mz = z + 1 < DZ ? (__mmask16)0xffff : m;
+            acc[i][z] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mz, o + i * ldo + 16 * z);
+        }
+    for (int64_t j = 0; j < jn; j++) {
         const float *vr = vp + j * dp;
         __m512 b[10];
 #pragma GCC unroll 10
@@ -191,8 +190,6 @@ static inline __attribute__((always_inline)) T512 void pv_tile(const float *p, i
             for (int z = 0; z < DZ; z++) acc[i][z] = _mm512_fmadd_ps(a, b[z], acc[i][z]);
         }
     }
-    const int tail = (int)(d - 16 * (DZ - 1));
-    const __mmask16 m = (__mmask16)(tail >= 16 ? 0xffff : (1u << tail) - 1);
 #pragma GCC unroll 4
     for (int i = 0; i < R; i++) {
 #pragma GCC unroll 10
@@ -201,9 +198,19 @@ static inline __attribute__((always_inline)) T512 void pv_tile(const float *p, i
     }
 }
 
-#define PV_ROWS(RR, DZZ)                                                                   \
-    for (; r + (RR) <= rows; r += (RR)) pv_tile(p + r * ldp, ldp, kn, vp, dp, d, o + r * ldo, ldo, RR, DZZ); \
-    for (; r < rows; r++) pv_tile(p + r * ldp, ldp, kn, vp, dp, d, o + r * ldo, ldo, 1, DZZ);
+/* Keys per block of the PV product: the block of V (jb·dp floats, 24 KB at d = 40) stays in L1
+ * while every row group of the query block runs over it. */
+#define PV_KEYS 128
+
+#define PV_ROWS(RR, DZZ)                                                                             \
+    for (int64_t j0 = 0; j0 < kn; j0 += PV_KEYS) {                                                   \
+        const int64_t jn = kn - j0 < PV_KEYS ? kn - j0 : PV_KEYS;                                    \
+        int64_t r = 0;                                                                               \
+        for (; r + (RR) <= rows; r += (RR))                                                          \
+            pv_tile(p + r * ldp + j0, ldp, jn, vp + j0 * dp, dp, d, o + r * ldo, ldo, j0 == 0, RR, DZZ); \
+        for (; r < rows; r++)                                                                        \
+            pv_tile(p + r * ldp + j0, ldp, jn, vp + j0 * dp, dp, d, o + r * ldo, ldo, j0 == 0, 1, DZZ);  \
+    }
 
 /* O[r][0..d) = Σ_{j<kn} P[r][j] · vp[j] for r < rows; vp rows hold dp = 16·ceil(d/16) floats,
  * zero past d. */
@@ -211,7 +218,6 @@ T512 void sd_attn_pv_avx512(const float *p, int64_t ldp, int64_t rows, int64_t k
                             float *o, int64_t ldo)
 {
     const int64_t dz = (d + 15) / 16, dp = 16 * dz;
-    int64_t r = 0;
     switch (dz) {
     case 1: PV_ROWS(4, 1) break;
     case 2: PV_ROWS(4, 2) break;

@@ -906,9 +906,13 @@ sd_tensor sd_attention(sd_arena *a, sd_tensor q, sd_tensor k, sd_tensor v, int h
                 const int64_t bi = t / heads, h = t % heads;
                 const float *kh = k.data + bi * lk * hd + h * d, *vh = v.data + bi * lk * hd + h * d;
                 float *ktt = kt + t * d * lkp, *vpt = vp + t * lk * dp;
-                for (int64_t j0 = 0; j0 < lkp; j0 += 16)
-                    for (int64_t c = 0; c < d; c++)
-                        for (int64_t j = j0; j < j0 + 16; j++) ktt[c * lkp + j] = j < lk ? kh[j * hd + c] : 0.0f;
+                /* K^T in tiles of 64 keys, each [d][w] (attn_avx512.c) */
+                for (int64_t j0 = 0; j0 < lkp; j0 += 64) {
+                    const int64_t wj = lkp - j0 < 64 ? lkp - j0 : 64;
+                    float *kb = ktt + j0 * d;
+                    for (int64_t j = j0; j < j0 + wj; j++)
+                        for (int64_t c = 0; c < d; c++) kb[c * wj + (j - j0)] = j < lk ? kh[j * hd + c] : 0.0f;
+                }
                 for (int64_t j = 0; j < lk; j++) {
                     memcpy(vpt + j * dp, vh + j * hd, (size_t)d * sizeof(float));
                     for (int64_t c = d; c < dp; c++) vpt[j * dp + c] = 0.0f;

@@ -7,7 +7,8 @@
 
 /* attn_avx512.c: attention products for head sizes d ≤ 160 on AVX-512 CPUs.
  * sd_attn_avx512_ok(d): the CPU has AVX-512F and d is supported.
- * scores: s[r][j] = scale · Σ_k q[r·ldq + k] · kt[k·lkp + j], r < rows, j < lkp (lkp % 16 == 0).
+ * scores: s[r][j] = scale · Σ_k q[r·ldq + k] · K[j][k], r < rows, j < lkp (lkp % 16 == 0), with K^T
+ *         in tiles of 64 keys: keys j0 .. j0+w-1 (w = min(64, lkp − j0)) at kt + j0·d as [d][w].
  * pv:     o[r·ldo + c] = Σ_{j<kn} p[r·ldp + j] · vp[j·dp + c], c < d, dp = 16·ceil(d/16). */
 int sd_attn_avx512_ok(int64_t d);
 void sd_attn_scores_avx512(const float *q, int64_t ldq, int64_t rows, const float *kt, int64_t lkp, int64_t d,
