@@ -41,6 +41,7 @@ typedef struct unet_ctx {
     const sd_unet_config *c;
     sd_tensor emb_silu; /* silu(time embedding) [n, temb]: every ResBlock's emb_layers input */
     sd_tensor context;  /* [n, L, context_dim] */
+    int f16_arena;      /* F16 weights are converted into the arena (weight_f16_arena) */
 } unet_ctx;
 
 /* ---- arena scopes ---- */
@@ -92,14 +93,18 @@ static void arena_reserve(sd_arena *a, size_t bytes)
 
 /* ---- weights ---- */
 
-/* F16 weights in memory (SD_WEIGHTS_F16): the per-use conversion of sd_model_weight (model.c),
- * the same slot rule in the model's ring and the same exact F16 -> F32 (sd_f16_to_f32), but on
- * all threads: done on one thread it left the other core idle ~0.6 s per CFG step (7% of a
- * 512×512 step on 2 cores). Returns 1 when it served the tensor, 0 to leave it to model.c
- * (other dtypes, small or unaligned tensors, F32 mode, anything unusual). */
-static int weight_f16_parallel(sd_model *m, const char *name, sd_tensor *out)
+/* F16 weights in memory (SD_WEIGHTS_F16): each tensor is converted at its use into the arena,
+ * inside the scope of the block that uses it, on all threads, with the exact F16 -> F32 of
+ * sd_model_weight (sd_f16_to_f32). Through the model's ring (model.c, 3× the largest tensor of
+ * the whole model, 455 MB for SD 1.5) every conversion wrote to memory not touched for a
+ * while, 3.4 GB per step, and evicted the activations: at 256×256 on one thread every op ran
+ * 20–45% slower than with F32 weights, the conversion itself 0.6 CPU-s. In the arena the
+ * blocks reuse the same addresses, which stay in cache for all but the largest blocks.
+ * Returns 1 when it served the tensor, 0 to leave it to model.c (other dtypes, F32 mode). */
+static int weight_f16_arena(unet_ctx *u, const char *name, sd_tensor *out)
 {
-    if (m->weights_mode != SD_WEIGHTS_F16 || !m->ring) return 0;
+    sd_model *m = u->m;
+    if (!u->f16_arena) return 0;
     const sd_weight_ref *r = sd_model_find(m, name);
     if (!r || r->f32 || r->ndim > SD_MAX_DIMS || r->file < 0 || r->file >= m->n_files) return 0;
     const sd_safetensors *st = &m->files[r->file];
@@ -107,13 +112,10 @@ static int weight_f16_parallel(sd_model *m, const char *name, sd_tensor *out)
     const sd_st_tensor *t = &st->tensors[r->index];
     const size_t n = (size_t)t->numel;
     const uint16_t *src = sd_st_data(st, t);
-    if (t->dtype != SD_DT_F16 || n < ((size_t)1 << 16) || n > m->ring_cap || ((uintptr_t)src & 1)) return 0;
-    const size_t need = (n + 15) & ~(size_t)15;
-    if (m->ring_pos + need > m->ring_cap) m->ring_pos = 0;
-    float *dst = m->ring + m->ring_pos;
-    m->ring_pos += need;
+    if (t->dtype != SD_DT_F16 || n == 0 || ((uintptr_t)src & 1)) return 0;
+    float *dst = sd_arena_alloc(u->a, n * sizeof(float));
     const int64_t chunk = (int64_t)1 << 16, nchunks = (int64_t)((n + (size_t)chunk - 1) / (size_t)chunk);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (nchunks > 1)
     for (int64_t c = 0; c < nchunks; c++) {
         const size_t o = (size_t)(c * chunk);
         sd_f16_to_f32(src + o, dst + o, n - o < (size_t)chunk ? n - o : (size_t)chunk);
@@ -132,7 +134,7 @@ static int weight(unet_ctx *u, sd_tensor *w, const char *pre, const char *suffix
     char name[1200];
     snprintf(name, sizeof name, SD_PREFIX_UNET "%s.%s", pre, suffix);
     int rc = 0;
-    if (!weight_f16_parallel(u->m, name, w)) rc = sd_model_weight(u->m, name, w, u->err);
+    if (!weight_f16_arena(u, name, w)) rc = sd_model_weight(u->m, name, w, u->err);
     sd_op_end(SD_OP_WEIGHTS, pt, 0);
     return rc;
 }
@@ -177,6 +179,8 @@ static int resblock(unet_ctx *u, const char *pre, sd_tensor x, sd_tensor *out)
     const int G = u->c->groups;
     const int64_t cin = x.ne[1];
     sd_tensor g1, b1, w1, c1, ew, eb, g2, b2, w2, c2, sw, sb;
+    sd_arena *a = u->a;
+    scope s = scope_open(a); /* weights (F16: converted into the arena) and scratch */
     if (weight(u, &g1, pre, "in_layers.0.weight") || weight(u, &b1, pre, "in_layers.0.bias") ||
         weight(u, &w1, pre, "in_layers.2.weight") || weight(u, &c1, pre, "in_layers.2.bias") ||
         linear_weight(u, &ew, pre, "emb_layers.1.weight") || weight(u, &eb, pre, "emb_layers.1.bias") ||
@@ -201,8 +205,6 @@ static int resblock(unet_ctx *u, const char *pre, sd_tensor x, sd_tensor *out)
         return sd_errf(u->err, "U-Net %s%s: %lld -> %lld channels without skip_connection", SD_PREFIX_UNET,
                        pre, (long long)cin, (long long)cout);
     }
-    sd_arena *a = u->a;
-    scope s = scope_open(a);
     sd_tensor h = sd_groupnorm_silu(a, x, G, &g1, &b1, 1e-5f);
     h = sd_conv2d(a, h, &w1, &c1, 1, 1);
     sd_tensor e = sd_linear(a, u->emb_silu, &ew, &eb);
@@ -226,6 +228,8 @@ static int attention_block(unet_ctx *u, const char *pre, const char *attn, sd_te
     char p[512];
     snprintf(p, sizeof p, "%s.%s", pre, attn);
     sd_tensor wq, wk, wv, wo, bo;
+    sd_arena *a = u->a;
+    scope s = scope_open(a);
     if (linear_weight(u, &wq, p, "to_q.weight") || linear_weight(u, &wk, p, "to_k.weight") ||
         linear_weight(u, &wv, p, "to_v.weight") || linear_weight(u, &wo, p, "to_out.0.weight") ||
         weight(u, &bo, p, "to_out.0.bias"))
@@ -236,8 +240,6 @@ static int attention_block(unet_ctx *u, const char *pre, const char *attn, sd_te
         inner % heads)
         return sd_errf(u->err, "U-Net %s%s: inconsistent attention shapes (channels %lld, context %lld, heads %d)",
                        SD_PREFIX_UNET, p, (long long)C, (long long)kv.ne[2], heads);
-    sd_arena *a = u->a;
-    scope s = scope_open(a);
     sd_tensor q = sd_linear(a, xn, &wq, NULL);
     sd_tensor k = sd_linear(a, kv, &wk, NULL);
     sd_tensor v = sd_linear(a, kv, &wv, NULL);
@@ -265,6 +267,7 @@ static int transformer_block(unet_ctx *u, const char *pre, sd_tensor x, int head
     sd_arena *a = u->a;
     const int64_t C = x.ne[2];
     sd_tensor g1, b1, g2, b2, g3, b3, wp, bp, wf, bf;
+    scope outer = scope_open(a); /* this block's weights */
     if (norm_weights(u, pre, "norm1", C, &g1, &b1) || norm_weights(u, pre, "norm2", C, &g2, &b2) ||
         norm_weights(u, pre, "norm3", C, &g3, &b3) || linear_weight(u, &wp, pre, "ff.net.0.proj.weight") ||
         weight(u, &bp, pre, "ff.net.0.proj.bias") || linear_weight(u, &wf, pre, "ff.net.2.weight") ||
@@ -288,7 +291,7 @@ static int transformer_block(unet_ctx *u, const char *pre, sd_tensor x, int head
     f = sd_geglu(a, f);
     f = sd_linear(a, f, &wf, &bf);
     sd_add_(x, f);
-    scope_drop(a, s);
+    scope_drop(a, outer);
     return 0;
 }
 
@@ -297,6 +300,7 @@ static int spatial_transformer(unet_ctx *u, const char *pre, sd_tensor x, sd_ten
     sd_arena *a = u->a;
     const int64_t C = x.ne[1], H = x.ne[2], W = x.ne[3];
     sd_tensor gn, bn, wi, bi, wo, bo;
+    scope s = scope_open(a);
     if (norm_weights(u, pre, "norm", C, &gn, &bn) || linear_weight(u, &wi, pre, "proj_in.weight") ||
         weight(u, &bi, pre, "proj_in.bias") || linear_weight(u, &wo, pre, "proj_out.weight") ||
         weight(u, &bo, pre, "proj_out.bias"))
@@ -310,7 +314,6 @@ static int spatial_transformer(unet_ctx *u, const char *pre, sd_tensor x, sd_ten
         return sd_errf(u->err, "U-Net %s%s: %lld channels do not split into heads", SD_PREFIX_UNET, pre,
                        (long long)inner);
 
-    scope s = scope_open(a);
     /* proj_in as a 1×1 conv on NCHW followed by the token transpose (SD 1.x) equals the
      * transpose followed by a Linear (SD 2.x use_linear_in_transformer); do the latter. */
     sd_tensor h = sd_groupnorm(a, x, u->c->groups, &gn, &bn, 1e-6f);
@@ -364,11 +367,12 @@ static int conv_layer(unet_ctx *u, const char *pre, const char *name, sd_tensor 
     snprintf(s1, sizeof s1, "%s.weight", name);
     snprintf(s2, sizeof s2, "%s.bias", name);
     sd_tensor w, b;
+    scope s = scope_open(u->a);
     if (weight(u, &w, pre, s1) || weight(u, &b, pre, s2) || expect_shape(u, &w, pre, s1, 4, -1, x.ne[1]))
         return -1;
     if (w.ne[2] != 3 || w.ne[3] != 3 || sd_numel(b) != w.ne[0])
         return sd_errf(u->err, "U-Net %s%s.%s: expected a 3×3 convolution", SD_PREFIX_UNET, pre, name);
-    *out = sd_conv2d(u->a, x, &w, &b, stride, 1);
+    *out = scope_keep(u->a, s, sd_conv2d(u->a, x, &w, &b, stride, 1));
     return 0;
 }
 
@@ -404,13 +408,13 @@ static int unet_run(unet_ctx *u, sd_tensor x, const float *t, sd_tensor *out)
 
     /* time embedding: sinusoid(t) -> Linear -> SiLU -> Linear; ResBlocks use silu(emb) */
     sd_tensor w0, b0, w2, b2;
+    scope s = scope_open(a);
     if (linear_weight(u, &w0, "time_embed", "0.weight") || weight(u, &b0, "time_embed", "0.bias") ||
         linear_weight(u, &w2, "time_embed", "2.weight") || weight(u, &b2, "time_embed", "2.bias"))
         return -1;
     if (w0.ne[1] != c->model_channels || w2.ne[1] != w0.ne[0] || sd_numel(b0) != w0.ne[0] ||
         sd_numel(b2) != w2.ne[0])
         return sd_errf(u->err, "U-Net time_embed: inconsistent shapes");
-    scope s = scope_open(a);
     sd_tensor e = sd_timestep_embedding(a, t, (int)n, c->model_channels);
     e = sd_linear(a, e, &w0, &b0);
     sd_silu_(e);
@@ -521,6 +525,22 @@ int sd_unet_forward(sd_model *m, sd_arena *a, sd_tensor x, const float *t, sd_te
         if (!isfinite(t[i])) return sd_errf(err, "U-Net: timestep %lld is not finite", (long long)i);
 
     unet_ctx u = {.m = m, .a = a, .err = err, .c = c, .context = context};
+    /* F16 weights go through the arena: reserve room for the largest block's (about twice the
+     * largest tensor: an output ResBlock's two convolutions and skip) */
+    size_t wbytes = 0;
+    if (m->weights_mode == SD_WEIGHTS_F16) {
+        u.f16_arena = 1;
+        const size_t np = strlen(SD_PREFIX_UNET);
+        for (int i = 0; i < m->n_weights; i++) {
+            const sd_weight_ref *r = &m->weights[i];
+            if (strncmp(r->name, SD_PREFIX_UNET, np) || r->file < 0 || r->file >= m->n_files) continue;
+            const sd_safetensors *st = &m->files[r->file];
+            if (r->index < 0 || r->index >= st->n_tensors || st->tensors[r->index].dtype != SD_DT_F16) continue;
+            const size_t b = (size_t)st->tensors[r->index].numel * sizeof(float);
+            if (b > wbytes) wbytes = b;
+        }
+        wbytes *= 2;
+    }
     jmp_buf jb;
     jmp_buf *prev = a->guard;
     if (setjmp(jb)) {
@@ -529,7 +549,7 @@ int sd_unet_forward(sd_model *m, sd_arena *a, sd_tensor x, const float *t, sd_te
                         sd_shape_str(x, b1, sizeof b1));
     }
     a->guard = &jb;
-    arena_reserve(a, estimate_bytes(c, x.ne[0], x.ne[2], x.ne[3], context.ne[1]));
+    arena_reserve(a, estimate_bytes(c, x.ne[0], x.ne[2], x.ne[3], context.ne[1]) + wbytes);
     int rc = unet_run(&u, x, t, out);
     a->guard = prev;
     if (rc && err && !err->msg[0]) sd_errf(err, "U-Net: failed");
