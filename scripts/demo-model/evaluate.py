@@ -30,7 +30,7 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 
 def sdgen_image(binary, model, prompt, seed, path, steps=20):
     cmd = [binary, "-m", model, "-p", prompt, "--seed", str(seed), "--steps", str(steps), "--sampler", "ddim",
-           "--cfg", "7.5", "-W", "64", "-H", "64", "-o", path]
+           "--cfg-scale", "7.5", "-W", "64", "-H", "64", "-o", path]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
         raise RuntimeError(f"sdgen failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
