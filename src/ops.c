@@ -1,8 +1,9 @@
 /* ops.c — the neural-network operations (see include/sdgen/ops.h).
  *
- * Matrix products go through OpenBLAS sgemm (never from inside an OpenMP region: the pthread
- * build of OpenBLAS runs its own thread pool); elementwise loops, norms and im2col use OpenMP.
- * Numerics follow PyTorch's CPU kernels closely enough for the golden tolerances: norm
+ * Matrix products go through OpenBLAS sgemm, run single-threaded and split across sdgen's OpenMP
+ * threads (see "matrix products" below); 3×3 stride-1 convolutions on 32×32 and larger images by
+ * Winograd F(2×2, 3×3) (winograd.c), attention with head size ≤ 160 by AVX-512 kernels where the
+ * CPU has them (attn_avx512.c). Elementwise loops, norms and im2col use OpenMP. Numerics follow PyTorch's CPU kernels closely enough for the golden tolerances: norm
  * statistics are accumulated in double, softmax subtracts the row maximum, attention applies
  * the 1/sqrt(d) scale as the sgemm alpha as diffusers' AttnProcessor does (baddbmm with
  * alpha = scale, then softmax, then bmm).
