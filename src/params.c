@@ -314,7 +314,7 @@ static size_t re_param_at(const char *s, size_t n, size_t pos, size_t *k0, size_
 static char *json_unquote(const char *s, size_t n)
 {
     if (n < 2 || s[0] != '"' || s[n - 1] != '"') return NULL;
-    char *o = malloc(n * 2 + 1); /* \uXXXX -> ≤ 3 bytes, surrogate pair (12 chars) -> 4 bytes */
+    char *o = malloc(n * 2 + 1); /* a \u escape (6 chars) -> ≤ 3 bytes, surrogate pair (12 chars) -> 4 bytes */
     if (!o) return NULL;
     size_t k = 0, i = 1;
     while (i < n - 1) {
