@@ -767,26 +767,29 @@ sd_tensor sd_upsample2x(sd_arena *a, sd_tensor x)
     return y;
 }
 
+/* Transpose each of n row-major [rows, cols] matrices into [cols, rows], in 32×32 tiles. */
+static void transpose_batched(const float *src, float *dst, int64_t n, int64_t rows, int64_t cols)
+{
+    const int64_t T = 32;
+#pragma omp parallel for collapse(3) if (n * rows * cols >= SD_PAR_MIN)
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t r0 = 0; r0 < rows; r0 += T)
+            for (int64_t c0 = 0; c0 < cols; c0 += T) {
+                const float *s = src + i * rows * cols;
+                float *d = dst + i * rows * cols;
+                const int64_t r1 = r0 + T < rows ? r0 + T : rows, c1 = c0 + T < cols ? c0 + T : cols;
+                for (int64_t c = c0; c < c1; c++)
+                    for (int64_t r = r0; r < r1; r++) d[c * rows + r] = s[r * cols + c];
+            }
+}
+
 sd_tensor sd_nchw_to_nlc(sd_arena *a, sd_tensor x)
 {
     assert(x.ndim == 4);
     const sd_op_timer pt = sd_op_begin();
     const int64_t n = x.ne[0], c = x.ne[1], hw = x.ne[2] * x.ne[3];
     sd_tensor y = sd_tensor_3d(a, n, hw, c);
-    const float *xd = x.data;
-    float *yd = y.data;
-    /* Tiled transpose per image: [c, hw] -> [hw, c]. */
-    const int64_t T = 32;
-#pragma omp parallel for collapse(3) if (n * c * hw >= SD_PAR_MIN)
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t c0 = 0; c0 < c; c0 += T)
-            for (int64_t p0 = 0; p0 < hw; p0 += T) {
-                const float *s = xd + i * c * hw;
-                float *d = yd + i * c * hw;
-                const int64_t c1 = c0 + T < c ? c0 + T : c, p1 = p0 + T < hw ? p0 + T : hw;
-                for (int64_t p = p0; p < p1; p++)
-                    for (int64_t cc = c0; cc < c1; cc++) d[p * c + cc] = s[cc * hw + p];
-            }
+    transpose_batched(x.data, y.data, n, c, hw); /* per image [c, hw] -> [hw, c] */
     sd_op_end(SD_OP_LAYOUT, pt, 0);
     return y;
 }
@@ -797,19 +800,7 @@ sd_tensor sd_nlc_to_nchw(sd_arena *a, sd_tensor x, int64_t h, int64_t w)
     const sd_op_timer pt = sd_op_begin();
     const int64_t n = x.ne[0], hw = x.ne[1], c = x.ne[2];
     sd_tensor y = sd_tensor_4d(a, n, c, h, w);
-    const float *xd = x.data;
-    float *yd = y.data;
-    const int64_t T = 32;
-#pragma omp parallel for collapse(3) if (n * c * hw >= SD_PAR_MIN)
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t c0 = 0; c0 < c; c0 += T)
-            for (int64_t p0 = 0; p0 < hw; p0 += T) {
-                const float *s = xd + i * c * hw;
-                float *d = yd + i * c * hw;
-                const int64_t c1 = c0 + T < c ? c0 + T : c, p1 = p0 + T < hw ? p0 + T : hw;
-                for (int64_t cc = c0; cc < c1; cc++)
-                    for (int64_t p = p0; p < p1; p++) d[cc * hw + p] = s[p * c + cc];
-            }
+    transpose_batched(x.data, y.data, n, hw, c); /* per image [hw, c] -> [c, hw] */
     sd_op_end(SD_OP_LAYOUT, pt, 0);
     return y;
 }
