@@ -26,9 +26,11 @@ command -v valgrind >/dev/null || { echo "valgrind.sh: valgrind is not installed
 export SDGEN_SHARED=$SHARED SDGEN_SOURCE_DIR=$ROOT SDGEN=$BUILD/sdgen SDGEN_TEST_TMP=$BUILD/test-tmp/valgrind
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 # sdgen re-executes itself via /proc/self/exe to pick OpenBLAS kernels (src/main.c); under valgrind that
-# path is valgrind's own tool binary, so choose here: AVX2 kernels (valgrind 3.19 has no AVX-512), fewer
-# instructions to emulate than the SSE3 fallback.
-if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx2 /proc/cpuinfo; then export OPENBLAS_CORETYPE=Haswell; fi
+# path is valgrind's own tool binary, so choose here. Sandybridge = AVX kernels without FMA: valgrind 3.19
+# has no AVX-512, and it emulates every FMA3 instruction with a per-lane helper call, so the Haswell (FMA)
+# kernels run ~1000x slower than natively (test_vae: no progress in 5 min under --tool=none; with
+# Sandybridge kernels it finishes in 29 s).
+if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx /proc/cpuinfo; then export OPENBLAS_CORETYPE=Sandybridge; fi
 export SDGEN_NO_BLAS_SELECT=1
 unset SDGEN_VOCAB SDGEN_MODEL
 

@@ -130,6 +130,23 @@ static void print_ints(const cJSON *a)
     printf(")");
 }
 
+/* Metadata comes from the file: print it with control characters escaped (a value holding "\033[2J" or a
+ * newline must not drive the terminal or forge lines of this report), cut at `max` bytes on a UTF-8
+ * character boundary. */
+static void put_escaped(const char *s, size_t max)
+{
+    size_t n = strlen(s), cut = n > max ? max : n;
+    while (cut < n && cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80) cut--;
+    for (size_t i = 0; i < cut; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\n') fputs("\\n", stdout);
+        else if (c == '\t') fputs("\\t", stdout);
+        else if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
+        else putchar(c);
+    }
+    if (cut < n) fputs("…", stdout);
+}
+
 static void print_text(const sd_model *m, const cJSON *j)
 {
     printf("model:       %s (%s)\n", m->path, m->is_folder ? "diffusers folder" : "single-file LDM checkpoint");
@@ -181,9 +198,11 @@ static void print_text(const sd_model *m, const cJSON *j)
         printf("metadata:\n");
         cJSON_ArrayForEach(e, meta)
         {
-            const char *v = e->valuestring;
-            size_t n = strlen(v);
-            printf("  %s: %.*s%s\n", e->string, n > 200 ? 200 : (int)n, v, n > 200 ? "…" : "");
+            printf("  ");
+            put_escaped(e->string, 200);
+            printf(": ");
+            put_escaped(e->valuestring, 200);
+            printf("\n");
         }
     }
 }

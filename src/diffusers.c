@@ -188,11 +188,22 @@ static cJSON *read_json(const char *path, sd_err *err, int required)
     }
     fclose(f);
     buf[n] = 0;
-    cJSON *j = cJSON_ParseWithLength(buf, (size_t)n);
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(buf, (size_t)n, &end, 0);
+    if (!j) {
+        /* cJSON reports where it stopped; for a file cut short that is its last byte (or just past it). */
+        size_t at = end && end >= buf && end <= buf + n ? (size_t)(end - buf) : 0;
+        if (at + 1 >= (size_t)n)
+            sd_errf(err, "%s: invalid JSON: the file ends before the JSON is complete (truncated?)", path);
+        else
+            sd_errf(err, "%s: invalid JSON at byte %zu", path, at);
+        free(buf);
+        return NULL;
+    }
     free(buf);
-    if (!j || !cJSON_IsObject(j)) {
+    if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
-        sd_errf(err, "%s: not a JSON object", path);
+        sd_errf(err, "%s: not a JSON object (a diffusers config.json is one {...} object)", path);
         return NULL;
     }
     return j;

@@ -550,6 +550,15 @@ int sd_image_load_mem(sd_image *out, const void *data, size_t n, const char *nam
     if (is_png && !png_lengths_ok(p, n)) return sd_errf(err, "%s: corrupt image: truncated PNG (a chunk runs past the end of the file)", name);
     if (is_jpg && !jpeg_dht_ok(p, n)) return sd_errf(err, "%s: corrupt image: JPEG Huffman table with more than 256 codes", name);
     int w = 0, h = 0, comp = 0;
+    /* PNG: read the IHDR size ourselves. stb's PNG reader fails on a huge IHDR with "too large", then tries
+     * its other readers, and the last one's "unknown image type" replaces the reason. */
+    if (is_png && n >= 24 && !memcmp(p + 12, "IHDR", 4)) {
+        uint32_t pw = (uint32_t)p[16] << 24 | (uint32_t)p[17] << 16 | (uint32_t)p[18] << 8 | p[19];
+        uint32_t ph = (uint32_t)p[20] << 24 | (uint32_t)p[21] << 16 | (uint32_t)p[22] << 8 | p[23];
+        if (pw > SD_IMAGE_MAX_SIDE || ph > SD_IMAGE_MAX_SIDE || (unsigned long long)pw * ph > SD_IMAGE_MAX_PIXELS)
+            return sd_errf(err, "%s: image too large (%ux%u; at most %d pixels per side and %d Mpx)", name, pw, ph,
+                           SD_IMAGE_MAX_SIDE, (int)(SD_IMAGE_MAX_PIXELS >> 20));
+    }
     /* Header first: refuse huge images before allocating their pixels. */
     if (!stbi_info_from_memory(p, (int)n, &w, &h, &comp)) {
         const char *why = stbi_failure_reason();
@@ -558,7 +567,8 @@ int sd_image_load_mem(sd_image *out, const void *data, size_t n, const char *nam
     }
     if (w <= 0 || h <= 0) return sd_errf(err, "%s: corrupt image: empty (%dx%d)", name, w, h);
     if (w > SD_IMAGE_MAX_SIDE || h > SD_IMAGE_MAX_SIDE || (long long)w * h > SD_IMAGE_MAX_PIXELS)
-        return sd_errf(err, "%s: image too large (%dx%d)", name, w, h);
+        return sd_errf(err, "%s: image too large (%dx%d; at most %d pixels per side and %d Mpx)", name, w, h,
+                       SD_IMAGE_MAX_SIDE, (int)(SD_IMAGE_MAX_PIXELS >> 20));
     int w2, h2, c2;
     uint8_t *px = stbi_load_from_memory(p, (int)n, &w2, &h2, &c2, 3);
     if (!px) {

@@ -450,8 +450,12 @@ static void check_unet(checker *k)
     }
     snprintf(pre, sizeof pre, "%sout.0.", P);
     need_norm(k, mc, pre);
-    NEED(k, 4, S(u->out_channels, mc, 3, 3), "%sout.2.weight", P);
-    NEED(k, 1, S(u->out_channels), "%sout.2.bias", P);
+    /* The U-Net predicts noise in the latent space: its output has the VAE's latent channels (or, without a
+     * VAE, as many as its input). Taken from there rather than from out.2 itself, so that a wrong out.2 shape
+     * is reported against the shape it should have. */
+    int64_t oc = k->m->has_vae && k->m->vae.z_channels > 0 ? k->m->vae.z_channels : u->in_channels;
+    NEED(k, 4, S(oc, mc, 3, 3), "%sout.2.weight", P);
+    NEED(k, 1, S(oc), "%sout.2.bias", P);
 }
 
 static void need_vae_res(checker *k, const char *pre, int64_t cin, int64_t cout)

@@ -366,7 +366,7 @@ static void test_bad_images(const char *tmp)
         c[21] = crc >> 24; c[22] = crc >> 16 & 255; c[23] = crc >> 8 & 255; c[24] = crc & 255;
         memcpy(c + 25, "\0\0\0\0IEND\xae\x42\x60\x82", 12);
         char want[64];
-        snprintf(want, sizeof want, "image too large (%dx%d)", dims[k][0], dims[k][1]);
+        snprintf(want, sizeof want, "image too large (%dx%d; at most 16384 pixels per side", dims[k][0], dims[k][1]);
         rc = sd_image_load_mem(&im, png, sizeof png, "huge.png", &err);
         CHECK(rc != 0 && strstr(err.msg, "huge.png") && strstr(err.msg, want), "huge %dx%d: '%s'", dims[k][0], dims[k][1], err.msg);
     }

@@ -175,6 +175,7 @@ refuse() { # refuse LABEL PATH FAULT
 }
 # st FILE HEADER [DATA_BYTES]: a safetensors file with a space-padded header and zero data bytes
 st() {
+    local LC_ALL=C   # ${#h} counts bytes
     local h="$2" n=${3:-0}
     while [ $(( ${#h} % 8 )) -ne 0 ]; do h="$h "; done
     local len=${#h}
@@ -215,6 +216,15 @@ refuse "__metadata__ twice" "$TMP/meta_twice.safetensors" "__metadata__"
 # a control character in a tensor name must not break the one-line message (or reach the terminal)
 st "$TMP/ctrl_name.safetensors" '{"a\nb\u001b[2J":{"dtype":"Q4","shape":[1],"data_offsets":[0,1]}}' 1
 refuse "control character in a name" "$TMP/ctrl_name.safetensors" "control character"
+# metadata values are the file's text: the text form escapes control characters (no terminal escapes, no
+# forged report lines) and cuts long values at 200 bytes on a UTF-8 boundary
+long="$(printf 'é%.0s' $(seq 150))"
+st "$TMP/ctrl_meta.safetensors" '{"__metadata__":{"note":"a\nforged: line\u001b[2J\tz","long":"'"$long"'"},"conditioner.embedders.0.transformer.text_model.final_layer_norm.weight":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}}' 8
+txt="$("$SDGEN" info "$TMP/ctrl_meta.safetensors" 2>&1)"
+check "metadata control characters escaped" grep -qF '  note: a\nforged: line\x1b[2J\tz' <<<"$txt"
+check "no raw escape byte in the report" test "$(printf '%s' "$txt" | tr -d -c '\033\t' | wc -c)" -eq 0
+check "no forged line" test "$(grep -c '^forged' <<<"$txt")" -eq 0
+check "long value cut at a character boundary" grep -qF "  long: $(printf 'é%.0s' $(seq 100))…" <<<"$txt"
 mkdir -p "$TMP/plain_dir"
 refuse "directory, not diffusers" "$TMP/plain_dir" "not a diffusers folder"
 refuse "missing file" "$TMP/does-not-exist.safetensors" "cannot open"
