@@ -14,6 +14,7 @@
 #include "sdgen/ops.h"
 
 #include "ops_internal.h"
+#include "torch_expf.h"
 
 #include <assert.h>
 #include <cblas.h>
@@ -401,35 +402,6 @@ sd_tensor sd_conv2d(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tenso
 }
 
 /* ---- normalisation ---- */
-
-/* expf as PyTorch's AVX2 CPU kernels evaluate it (SLEEF xexpf, the 1-ulp variant, with fused
- * multiply-adds: Cody-Waite reduction by ln 2, degree-6 polynomial, scaling by 2^q in two
- * halves). Matching it bit for bit matters for the timestep embedding, where one ulp of
- * exp(-ln(10000)·j/half) times t ≈ 1000 moves cos/sin by 6e-5; elsewhere it is simply a
- * fast, vectorisable expf. */
-static inline float pow2i(int e)
-{
-    union { uint32_t u; float f; } b = {.u = (uint32_t)(e + 127) << 23};
-    return b.f;
-}
-
-static inline float sd_expf(float d)
-{
-    const int q = (int)rintf(d * 1.442695040888963407359924681001892137426645954152985934135449406931f);
-    const float qf = (float)q;
-    float s = fmaf(qf, -0.693145751953125f, d);
-    s = fmaf(qf, -1.428606765330187045e-06f, s);
-    float u = 0.000198527617612853646278381f;
-    u = fmaf(u, s, 0.00139304355252534151077271f);
-    u = fmaf(u, s, 0.00833336077630519866943359f);
-    u = fmaf(u, s, 0.0416664853692054748535156f);
-    u = fmaf(u, s, 0.166666671633720397949219f);
-    u = fmaf(u, s, 0.5f);
-    u = 1.0f + fmaf(s * s, u, s);
-    if (d < -104.0f) return 0.0f;
-    if (d > 100.0f) return INFINITY;
-    return u * pow2i(q >> 1) * pow2i(q - (q >> 1));
-}
 
 static inline float silu1(float v) { return v / (1.0f + sd_expf(-v)); }
 

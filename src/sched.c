@@ -17,6 +17,7 @@
 #endif
 
 #include "sdgen/sched.h"
+#include "torch_expf.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -29,7 +30,8 @@
 
 /* torch.log / torch.exp on float32 tensors. PyTorch's CPU kernels (AVX2 build) evaluate them with
  * SLEEF's Sleef_logf8_u10 / Sleef_expf8_u10 (Vectorized<float>::log/exp; a 0-d tensor goes through
- * the same vector code). These are one-lane transcriptions of SLEEF's xlogf_u1 and xexpf
+ * the same vector code). These are one-lane transcriptions of SLEEF's xlogf_u1 (here) and xexpf
+ * (torch_expf.h),
  * (sleefsimdsp.c, FMA variant: double-float arithmetic for the log), which reproduce torch 1.13's
  * torch.log / torch.exp bit for bit on 250,000 sampled inputs each; correctly rounded ln/exp
  * differ from them in ~0.2% / ~9% of cases (1 ulp). */
@@ -92,24 +94,6 @@ static float log_f32(float d)
     s = f2_add_22(s, x_2);
     s = f2_add_2f(s, (x2 * x.x) * t);
     return s.x + s.y;
-}
-
-static float exp_f32(float d)
-{
-    if (isnan(d)) return d;
-    if (d < -104.0f) return 0.0f;
-    if (d > 1e10f) return INFINITY;
-    int q = (int)nearbyintf(d * 1.442695040888963407359924681001892137426645954152985934135449406931f);
-    float s = fmaf((float)q, -0.693145751953125f, d);
-    s = fmaf((float)q, -1.428606765330187045e-06f, s);
-    float u = 0.000198527617612853646278381f;
-    u = fmaf(u, s, 0.00139304355252534151077271f);
-    u = fmaf(u, s, 0.00833336077630519866943359f);
-    u = fmaf(u, s, 0.0416664853692054748535156f);
-    u = fmaf(u, s, 0.166666671633720397949219f);
-    u = fmaf(u, s, 0.5f);
-    u = 1.0f + fmaf(s * s, u, s);
-    return ldexpf(ldexpf(u, q >> 1), q - (q >> 1)); /* vldexp2: two steps, as SLEEF */
 }
 
 /* np.log on a float32 array, numpy 1.x on x86-64 with AVX2/AVX512F (the reference's numpy
@@ -735,7 +719,7 @@ static int step_dpmpp_2m(sd_sched *s, int i, float *x, const float *g, int64_t n
     float lambda_t = log_f32(alpha_t) - log_f32(sigma_t);
     float lambda_s0 = log_f32(alpha_s0) - log_f32(sigma_s0);
     float h = lambda_t - lambda_s0;
-    float c = alpha_t * (exp_f32(-h) - 1.0f);
+    float c = alpha_t * (sd_expf(-h) - 1.0f);
     float ratio = sigma_t / sigma_s0;
     if (!second) {
         for (int64_t j = 0; j < n; j++) {

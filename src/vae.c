@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "sdgen/ops.h"
+#include "torch_expf.h"
 
 #define VAE_EPS 1e-6f
 #define VAE_MAX_SIDE 16384 /* pixels per side: bounds every size computed below */
@@ -654,32 +655,6 @@ int sd_vae_encode(sd_model *m, sd_arena *a, sd_tensor img, sd_tensor *moments, s
     return 0;
 }
 
-/* exp as PyTorch's float32 CPU kernel computes it (ATen Vectorized<float>::exp = SLEEF
- * Sleef_expf8_u10, the AVX2 build, whose multiply-adds are fused): q = rint(d / ln 2), a two-part
- * Cody-Waite reduction s = d − q·ln 2, a degree-6 polynomial in s, then scaling by 2^q applied in
- * two halves so that no intermediate power of two overflows. glibc's expf differs from it by one
- * ulp on a few percent of the inputs, which README §3.8 asks to avoid for latents_encoded. */
-static float vae_torch_expf(float d)
-{
-    if (d != d) return d; /* NaN: keep it (and keep the int conversion below defined) */
-    const int q = (int)rintf(d * 1.442695040888963407359924681001892137426645954152985934135449406931f);
-    const float qf = (float)q;
-    float s = fmaf(qf, -0.693145751953125f, d);
-    s = fmaf(qf, -1.428606765330187045e-06f, s);
-    float u = 0.000198527617612853646278381f;
-    u = fmaf(u, s, 0.00139304355252534151077271f);
-    u = fmaf(u, s, 0.00833336077630519866943359f);
-    u = fmaf(u, s, 0.0416664853692054748535156f);
-    u = fmaf(u, s, 0.166666671633720397949219f);
-    u = fmaf(u, s, 0.5f);
-    u = 1.0f + fmaf(s * s, u, s);
-    if (d < -104.0f) return 0.0f;
-    if (d > 100.0f) return INFINITY;
-    union { uint32_t u; float f; } lo = {.u = (uint32_t)((q >> 1) + 127) << 23},
-                                   hi = {.u = (uint32_t)((q - (q >> 1)) + 127) << 23};
-    return u * lo.f * hi.f;
-}
-
 /* diffusers DiagonalGaussianDistribution: logvar clamped to [−30, 20], std = exp(0.5·logvar),
  * sample = mean + std·ε; the img2img pipeline then multiplies by the VAE scaling factor.
  * PyTorch evaluates each of these as a separate float32 tensor op, so no multiply-add may be
@@ -693,7 +668,7 @@ void sd_vae_sample(const float *moments, const float *eps, int64_t per_channel_p
         float lv = logvar[i];
         lv = lv < -30.0f ? -30.0f : (lv > 20.0f ? 20.0f : lv);
         volatile float half = 0.5f * lv;
-        volatile float sd = vae_torch_expf(half);
+        volatile float sd = sd_expf(half);
         volatile float t = sd * eps[i];
         volatile float zz = mean[i] + t;
         out[i] = scale * zz;

@@ -529,7 +529,7 @@ static void test_diffusers_faults(void)
     if (rc == 0) sd_model_close(&m);
 
     d = cfg_variant("cfg_bad_json", "unet/config.json", "{\"block_out_channels\": [32, 64],");
-    expect_refused("diffusers unet/config.json bad JSON", d, "unet/config.json: not a JSON object", 0);
+    expect_refused("diffusers unet/config.json bad JSON", d, "unet/config.json: invalid JSON: the file ends before the JSON is complete", 0);
     d = cfg_variant("cfg_no_block_out", "unet/config.json",
                     "{\"layers_per_block\": 2, \"down_block_types\": [\"CrossAttnDownBlock2D\", \"DownBlock2D\"]}");
     expect_refused("diffusers config without block_out_channels", d, "\"block_out_channels\" is missing", 0);
