@@ -58,6 +58,43 @@ const sd_weight_ref *sd_model_find(const sd_model *m, const char *name)
     return NULL;
 }
 
+/* The stored tensor behind a reference, or NULL when the reference points nowhere valid. */
+static const sd_st_tensor *stored(const sd_model *m, const sd_weight_ref *r, const sd_safetensors **file)
+{
+    if (!r || r->file < 0 || r->file >= m->n_files) return NULL;
+    const sd_safetensors *st = &m->files[r->file];
+    if (r->index < 0 || r->index >= st->n_tensors) return NULL;
+    if (file) *file = st;
+    return &st->tensors[r->index];
+}
+
+const uint16_t *sd_model_weight_f16(const sd_model *m, const char *name, sd_tensor *shape)
+{
+    const sd_weight_ref *r = sd_model_find(m, name);
+    const sd_safetensors *st = NULL;
+    const sd_st_tensor *t = stored(m, r, &st);
+    if (!t || r->f32 || r->ndim > SD_MAX_DIMS || t->dtype != SD_DT_F16 || t->numel <= 0) return NULL;
+    const uint16_t *src = sd_st_data(st, t);
+    if ((uintptr_t)src & 1) return NULL; /* safetensors does not promise alignment: leave it to the copy path */
+    memset(shape, 0, sizeof *shape);
+    shape->ndim = r->ndim ? r->ndim : 1;
+    for (int d = 0; d < SD_MAX_DIMS; d++) shape->ne[d] = d < r->ndim ? r->shape[d] : 1;
+    return src;
+}
+
+int64_t sd_model_max_f16_numel(const sd_model *m, const char *prefix)
+{
+    const size_t np = strlen(prefix);
+    int64_t best = 0;
+    for (int i = 0; i < m->n_weights; i++) {
+        const sd_weight_ref *r = &m->weights[i];
+        if (strncmp(r->name, prefix, np)) continue;
+        const sd_st_tensor *t = stored(m, r, NULL);
+        if (t && t->dtype == SD_DT_F16 && t->numel > best) best = t->numel;
+    }
+    return best;
+}
+
 static int has(const sd_model *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int has(const sd_model *m, const char *fmt, ...)
 {

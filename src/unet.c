@@ -103,16 +103,11 @@ static void arena_reserve(sd_arena *a, size_t bytes)
  * Returns 1 when it served the tensor, 0 to leave it to model.c (other dtypes, F32 mode). */
 static int weight_f16_arena(unet_ctx *u, const char *name, sd_tensor *out)
 {
-    sd_model *m = u->m;
     if (!u->f16_arena) return 0;
-    const sd_weight_ref *r = sd_model_find(m, name);
-    if (!r || r->f32 || r->ndim > SD_MAX_DIMS || r->file < 0 || r->file >= m->n_files) return 0;
-    const sd_safetensors *st = &m->files[r->file];
-    if (r->index < 0 || r->index >= st->n_tensors) return 0;
-    const sd_st_tensor *t = &st->tensors[r->index];
-    const size_t n = (size_t)t->numel;
-    const uint16_t *src = sd_st_data(st, t);
-    if (t->dtype != SD_DT_F16 || n == 0 || ((uintptr_t)src & 1)) return 0;
+    sd_tensor shape;
+    const uint16_t *src = sd_model_weight_f16(u->m, name, &shape);
+    if (!src) return 0;
+    const size_t n = (size_t)sd_numel(shape);
     float *dst = sd_arena_alloc(u->a, n * sizeof(float));
     const int64_t chunk = (int64_t)1 << 16, nchunks = (int64_t)((n + (size_t)chunk - 1) / (size_t)chunk);
 #pragma omp parallel for schedule(static) if (nchunks > 1)
@@ -120,10 +115,8 @@ static int weight_f16_arena(unet_ctx *u, const char *name, sd_tensor *out)
         const size_t o = (size_t)(c * chunk);
         sd_f16_to_f32(src + o, dst + o, n - o < (size_t)chunk ? n - o : (size_t)chunk);
     }
-    memset(out, 0, sizeof *out);
+    *out = shape;
     out->data = dst;
-    out->ndim = r->ndim ? r->ndim : 1;
-    for (int d = 0; d < SD_MAX_DIMS; d++) out->ne[d] = d < r->ndim ? r->shape[d] : 1;
     return 1;
 }
 
@@ -530,16 +523,7 @@ int sd_unet_forward(sd_model *m, sd_arena *a, sd_tensor x, const float *t, sd_te
     size_t wbytes = 0;
     if (m->weights_mode == SD_WEIGHTS_F16) {
         u.f16_arena = 1;
-        const size_t np = strlen(SD_PREFIX_UNET);
-        for (int i = 0; i < m->n_weights; i++) {
-            const sd_weight_ref *r = &m->weights[i];
-            if (strncmp(r->name, SD_PREFIX_UNET, np) || r->file < 0 || r->file >= m->n_files) continue;
-            const sd_safetensors *st = &m->files[r->file];
-            if (r->index < 0 || r->index >= st->n_tensors || st->tensors[r->index].dtype != SD_DT_F16) continue;
-            const size_t b = (size_t)st->tensors[r->index].numel * sizeof(float);
-            if (b > wbytes) wbytes = b;
-        }
-        wbytes *= 2;
+        wbytes = 2 * (size_t)sd_model_max_f16_numel(m, SD_PREFIX_UNET) * sizeof(float);
     }
     jmp_buf jb;
     jmp_buf *prev = a->guard;

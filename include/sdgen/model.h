@@ -157,6 +157,12 @@ int sd_model_weightf(sd_model *m, sd_tensor *out, sd_err *err, const char *fmt, 
     __attribute__((format(printf, 4, 5)));
 /* The reference (or NULL) without converting. */
 const sd_weight_ref *sd_model_find(const sd_model *m, const char *name);
+/* The stored F16 data of a weight that is F16 in its file and has no f32 copy yet, or NULL (other
+ * dtypes, or already converted): for callers that convert it themselves, into memory they choose
+ * (unet.c converts per block into its arena). *shape gets the tensor's dims (data NULL). */
+const uint16_t *sd_model_weight_f16(const sd_model *m, const char *name, sd_tensor *shape);
+/* Element count of the largest F16-stored tensor under an LDM prefix (0 if none). */
+int64_t sd_model_max_f16_numel(const sd_model *m, const char *prefix);
 /* Metadata value from the (first) file's __metadata__, or NULL. */
 const char *sd_model_meta(const sd_model *m, const char *key);
 
