@@ -122,38 +122,59 @@ static double cpu_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* OpenBLAS's own threaded sgemm on n×n×n (best of reps): GFLOP/s of wall time, and in
- * *per_cpu GFLOP per CPU-second of the whole process (meaningful on a loaded machine). */
-static double sgemm_gflops(int n, int reps, double *per_cpu)
+/* OpenBLAS's own threaded sgemm on n×n×n, called back to back for at least `seconds` (after one
+ * warm-up call); each call's rate (GFLOP/s of wall time, and GFLOP per CPU-second of the whole
+ * process) is appended to r->wall / r->cpu. The reference the U-Net is compared with is the
+ * median of these calls, taken before and after the timed steps: on this 2-vCPU VM single 25 ms
+ * calls scatter from 165 to 310 GFLOP/s (turbo bursts, the host's other tenants), while a step
+ * runs for seconds at the sustained rate, so a best-of-3 burst made the ratio a lottery
+ * (docs/PERFORMANCE.md, "Measuring"). The best call is reported too. */
+typedef struct {
+    double wall[4096], cpu[4096];
+    int n;
+} sgemm_calls;
+
+static void sgemm_measure(int n, double seconds, sgemm_calls *r)
 {
     float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n), *c = malloc(sizeof(float) * n * n);
     if (!a || !b || !c) {
         free(a);
         free(b);
         free(c);
-        return 0;
+        return;
     }
     for (long i = 0; i < (long)n * n; i++) {
         a[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
         b[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
     }
+    const double flop = 2.0 * n * n * n;
     sd_blas_threads_begin();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    double best = 1e30, bestc = 1e30;
-    for (int r = 0; r < reps; r++) {
+    const double start = sd_now();
+    int calls = 0;
+    while (r->n < 4096 && (calls < 3 || sd_now() - start < seconds)) {
         double t = sd_now(), tc = cpu_seconds();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
         t = sd_now() - t;
         tc = cpu_seconds() - tc;
-        if (t < best) best = t;
-        if (tc < bestc) bestc = tc;
+        r->wall[r->n] = flop / t / 1e9;
+        r->cpu[r->n] = tc > 0 ? flop / tc / 1e9 : r->wall[r->n];
+        r->n++;
+        calls++;
     }
     sd_blas_threads_end();
     free(a);
     free(b);
     free(c);
-    *per_cpu = 2.0 * n * n * n / bestc / 1e9;
-    return 2.0 * n * n * n / best / 1e9;
+}
+
+static int cmp_double(const void *x, const void *y);
+
+static double median_of(double *v, int n)
+{
+    if (n <= 0) return 0;
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /* ---- per-op profile table ---- */
@@ -200,6 +221,7 @@ static int cmp_double(const void *x, const void *y)
 
 int sd_cmd_bench(int argc, char **argv)
 {
+    sgemm_calls *ref = NULL;
     const char *model = NULL, *vocab = NULL;
     int W = 512, H = 512, steps = 3, threads = 0, json = 0, no_vae = 0, profile = 0;
     sd_weights_mode wmode = SD_WEIGHTS_F16;
@@ -268,8 +290,14 @@ int sd_cmd_bench(int argc, char **argv)
     const int h = H / 8, w = W / 8, zc = m->vae.z_channels;
     const int64_t n = (int64_t)zc * h * w;
 
-    double peak_cpu = 0;
-    double peak = sgemm_gflops(1536, 3, &peak_cpu);
+    /* sgemm reference: 2 s of calls now and 2 s after the timed U-Net steps, pooled */
+    ref = calloc(1, sizeof *ref);
+    if (!ref) {
+        sd_errcf(&err, SD_EXIT_OOM, "out of memory");
+        goto fail;
+    }
+    sgemm_measure(1536, 2.0, ref);
+    double peak = 0, peak_cpu = 0, peak_best = 0;
     sd_op_profile prof_unet, prof_vae;
     memset(&prof_unet, 0, sizeof prof_unet);
     memset(&prof_vae, 0, sizeof prof_vae);
@@ -322,6 +350,11 @@ int sd_cmd_bench(int argc, char **argv)
     }
     cpu_steps = (cpu_seconds() - cpu_steps) / steps;
     sd_ops_set_profile(NULL);
+    sgemm_measure(1536, 2.0, ref);
+    for (int i = 0; i < ref->n; i++)
+        if (ref->wall[i] > peak_best) peak_best = ref->wall[i];
+    peak = median_of(ref->wall, ref->n);
+    peak_cpu = median_of(ref->cpu, ref->n);
     double wall_sum = 0;
     for (int s = 0; ok && s < steps; s++) wall_sum += times[s];
     const double wall_mean = wall_sum / steps;
@@ -375,6 +408,8 @@ int sd_cmd_bench(int argc, char **argv)
         cJSON_AddNumberToObject(j, "load_s", t_load);
         cJSON_AddNumberToObject(j, "sgemm_gflops", peak);
         cJSON_AddNumberToObject(j, "sgemm_gflop_per_cpu_s", peak_cpu);
+        cJSON_AddNumberToObject(j, "sgemm_best_gflops", peak_best);
+        cJSON_AddNumberToObject(j, "sgemm_calls", ref->n);
         cJSON_AddNumberToObject(j, "text_encode_s", t_text);
         cJSON_AddNumberToObject(j, "text_gflops", g_text);
         cJSON_AddNumberToObject(j, "unet_warmup_s", t_warm);
@@ -409,7 +444,8 @@ int sd_cmd_bench(int argc, char **argv)
         printf("sdgen bench: %s, %dx%d, %d threads, %s weights in memory, Winograd 3x3 %s\n", model, W, H, nthreads,
                wmode == SD_WEIGHTS_F16 ? "f16" : "f32", sd_winograd() ? "on" : "off");
         printf("  %-28s %10s %12s %10s\n", "stage", "seconds", "GFLOP/s", "% sgemm");
-        printf("  %-28s %10.3f %12.1f %9.0f%%\n", "sgemm 1536^3 (reference)", 2.0 * 1536 * 1536 * 1536 / peak / 1e9, peak, 100.0);
+        printf("  %-28s %10.3f %12.1f %9.0f%%   (median of %d calls before and after the steps; best %.1f)\n",
+               "sgemm 1536^3 (reference)", 2.0 * 1536 * 1536 * 1536 / peak / 1e9, peak, 100.0, ref->n, peak_best);
         printf("  %-28s %10.3f %12.1f %9.0f%%\n", "text encode (cond+uncond)", t_text, g_text, 100 * g_text / peak);
         printf("  %-28s %10.3f %12.1f %9.0f%%\n", "U-Net step, CFG (median)", med, g_unet, 100 * g_unet / peak);
         if (!no_vae) printf("  %-28s %10.3f %12.1f %9.0f%%\n", "VAE decode", t_vae, g_vae, 100 * g_vae / peak);
@@ -432,6 +468,7 @@ fail:
     fprintf(stderr, "sdgen: %s\n", err.msg);
     rc = err.code ? err.code : SD_EXIT_INPUT;
 done:
+    free(ref);
     sd_cond_free(&c);
     sd_cond_free(&u);
     sd_pipeline_close(&p);
