@@ -78,7 +78,11 @@ def load_model(path):
     import bpe
     t, meta = load_file(path)
     tok = bpe.Tokenizer(meta["sdgen.bpe_merges"])
-    nets = models.build(tok.vocab_size)
+    # the architecture the file was trained with (files before 2026-11-26 17:20 had attention at level 0 only)
+    cfg = dict(models.CFG)
+    if "sdgen.demo.config" in meta:
+        cfg.update({k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(meta["sdgen.demo.config"]).items()})
+    nets = models.build(tok.vocab_size, cfg)
     load_into(nets, t)
     for n in nets.values():
         n.eval()

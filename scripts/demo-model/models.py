@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 # --------------------------------------------------------------------------------------------- config
 CFG = {
-    "unet_channels": 32, "unet_mult": (1, 2), "unet_res": 2, "unet_attn_levels": (0,), "unet_heads": 8,
+    "unet_channels": 32, "unet_mult": (1, 2), "unet_res": 2, "unet_attn_levels": (0, 1), "unet_heads": 8,
     "text_width": 64, "text_layers": 2, "text_heads": 1, "text_mlp": 256,
     "vae_ch": 32, "vae_mult": (1, 1, 2, 2), "vae_res": 1, "z": 4,
 }

@@ -39,6 +39,15 @@ ap.add_argument("--lr", type=float, default=1e-3)
 ap.add_argument("--export-every", type=float, default=600.0, help="seconds between exports")
 ap.add_argument("--threads", type=int, default=1, help="1: with nice 19 on a loaded 2-core machine, 2 OpenMP threads stall on barriers (measured 6-15x slower)")
 ap.add_argument("--seed", type=int, default=1234)
+ap.add_argument("--decay-start", type=int, default=0,
+                help="if > 0: from this diffusion step the learning rate falls linearly to 5%% of --lr over "
+                     "--decay-steps steps (a final cool-down), then stays there")
+ap.add_argument("--decay-steps", type=int, default=2000)
+ap.add_argument("--rewarm", type=int, default=200,
+                help="after resuming without optimizer state (a checkpoint from grow.py): warm-up steps")
+ap.add_argument("--focus", type=float, default=0.0,
+                help="if > 0: draw pool entries with one shape on a solid background (the evaluated kind of "
+                     "scene) with this probability, the rest uniformly")
 args = ap.parse_args()
 
 torch.set_num_threads(args.threads)
@@ -229,18 +238,24 @@ betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float32) 
 acp = torch.cumprod(1.0 - betas, dim=0)
 snr = acp / (1.0 - acp)
 EMPTY = torch.tensor(tok(""), dtype=torch.long)
+AND_ID, GRADIENT_ID = tok("and")[1], tok("gradient")[1]
 
 params = list(unet.parameters()) + list(text.parameters())
 opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.999), weight_decay=0.01)
 ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text)
 step = 0
+rewarm_from = None
 if os.path.exists(CK_DIFF):
     ck = torch.load(CK_DIFF)
     unet.load_state_dict(ck["unet"])
     text.load_state_dict(ck["text"])
     ema_unet.load_state_dict(ck["ema_unet"])
     ema_text.load_state_dict(ck["ema_text"])
-    opt.load_state_dict(ck["opt"])
+    if ck.get("opt") is not None:
+        opt.load_state_dict(ck["opt"])
+    else:
+        log("no optimizer state in the checkpoint (grow.py): fresh AdamW, learning rate ramped over --rewarm steps")
+        rewarm_from = ck["step"]
     step = ck["step"]
     elapsed.update(ck["elapsed"])
     log("resumed diffusion at step", step)
@@ -279,6 +294,12 @@ while step < args.steps:
     g = torch.Generator().manual_seed(args.seed * 7 + step)
     grow_pool(args.pool_grow)
     idx = torch.randint(0, N, (args.batch,), generator=g)
+    if args.focus > 0:
+        # single-shape, solid-background captions: no "and", no "gradient" token
+        simple = ~((IDS[:N] == AND_ID) | (IDS[:N] == GRADIENT_ID)).any(dim=1)
+        sidx = simple.nonzero().flatten()
+        pick = torch.rand(args.batch, generator=g) < args.focus
+        idx[pick] = sidx[torch.randint(0, len(sidx), (int(pick.sum()),), generator=g)]
     x0 = LAT[idx]
     ids = IDS[idx].clone()
     drop = torch.rand(args.batch, generator=g) < 0.1
@@ -293,6 +314,10 @@ while step < args.steps:
     loss = ((pred - eps) ** 2).mean(dim=(1, 2, 3))
     loss_w = (loss * w).mean()
     lr = args.lr * min(1.0, (step + 1) / 300)
+    if rewarm_from is not None:
+        lr *= min(1.0, (step - rewarm_from + 1) / max(1, args.rewarm))
+    if args.decay_start > 0 and step >= args.decay_start:
+        lr = args.lr * max(0.05, 1.0 - 0.95 * (step - args.decay_start) / max(1, args.decay_steps))
     for pg in opt.param_groups:
         pg["lr"] = lr
     opt.zero_grad(set_to_none=True)
