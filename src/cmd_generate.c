@@ -19,13 +19,15 @@
 #include "sdgen/pipeline.h"
 #include "sdgen/rng.h"
 
-static volatile sig_atomic_t g_interrupted; /* set by the SIGINT handler; polled between steps */
+/* Set by the SIGINT / SIGTERM handler to the signal's number; polled between steps. SIGTERM (kill, timeout,
+ * a batch system ending the job) stops like Ctrl-C: the image in progress is abandoned, the finished ones
+ * stay, and the exit code is the shell's 128 + signal (130, 143). */
+static volatile sig_atomic_t g_interrupted;
 
-static void on_sigint(int sig)
+static void on_stop_signal(int sig)
 {
-    (void)sig;
-    g_interrupted = 1;
-    signal(SIGINT, SIG_DFL); /* a second Ctrl-C kills at once */
+    g_interrupted = sig;
+    signal(sig, SIG_DFL); /* the same signal a second time kills at once */
 }
 
 typedef struct cli_opts {
@@ -83,7 +85,8 @@ static void usage(FILE *f)
             "                             or convert once to F32 (faster, twice the memory); same images\n"
             "  -q, --quiet, -v, --verbose, --version, -h, --help\n"
             "\n"
-            "Exit codes: 0 ok, 1 some batch items failed, 2 usage or input error, 3 out of memory, 130 interrupted.\n");
+            "Exit codes: 0 ok, 1 some batch items failed, 2 usage or input error, 3 out of memory, 130 interrupted\n"
+            "(SIGINT), 143 terminated (SIGTERM).\n");
 }
 
 static int parse_int(const char *opt, const char *v, long lo, long hi, int *out)
@@ -646,7 +649,8 @@ int sd_cmd_generate(int argc, char **argv)
     c.gen.progress = on_step;
     c.gen.progress_user = &r.prog;
     c.gen.interrupted = &g_interrupted;
-    signal(SIGINT, on_sigint);
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
 
     /* Validate the command line's settings once, before any work. */
     if (!c.prompts_file && sd_gen_validate(&p, &c.gen, &err)) {
@@ -719,10 +723,10 @@ int sd_cmd_generate(int argc, char **argv)
         }
     }
     if (g_interrupted) {
-        fprintf(stderr, "\nsdgen: interrupted: %d of %d images written, %d skipped, %d failed; the image in progress "
+        fprintf(stderr, "\nsdgen: interrupted%s: %d of %d images written, %d skipped, %d failed; the image in progress "
                         "was abandoned (rerun with --skip-existing to resume)\n",
-                r.written, r.n_images_total, r.skipped, r.failed);
-        exit_code = SD_EXIT_INTERRUPTED;
+                g_interrupted == SIGTERM ? " (SIGTERM)" : "", r.written, r.n_images_total, r.skipped, r.failed);
+        exit_code = g_interrupted == SIGTERM ? 128 + SIGTERM : SD_EXIT_INTERRUPTED;
     } else if (r.failed) {
         if (r.n_images_total > 1 || c.prompts_file) {
             fprintf(stderr, "sdgen: %d images written, %d skipped, %d failed\n", r.written, r.skipped, r.failed);

@@ -7,6 +7,7 @@
 #   2. the same command with --skip-existing: exit 0, exactly 10 valid PNGs whose parameters carry the
 #      expected seeds, the N finished ones skipped (message) and not rewritten (same mtime and bytes).
 #   3. a second --skip-existing run does nothing at all (10 skipped, 0 written).
+#   4. SIGTERM after the 1st PNG: exit 143, "interrupted (SIGTERM): N of 10", N complete PNGs, no temp file.
 set -u
 export LC_ALL=C
 SDGEN=${SDGEN:?SDGEN must name the sdgen binary}
@@ -100,6 +101,24 @@ no_crash "run 3" "$rc" "$TMP/run3.err"
 check "complete batch resumed again: exit code 0" "$rc" 0
 check "complete batch resumed again: still 10 PNGs" "$(npngs)" 10
 check "complete batch resumed again: nothing written" "$(cat "$TMP/run3.out")" ""
+
+# ---- 4. SIGTERM stops the same way, exit 143 ----
+rm -rf "$OUT"
+mkdir -p "$OUT"
+"$SDGEN" "${CMD[@]}" >"$TMP/run4.out" 2>"$TMP/run4.err" &
+pid=$!
+t0=$SECONDS
+while [ "$(npngs)" -lt 1 ] && kill -0 "$pid" 2>/dev/null && [ $((SECONDS - t0)) -lt 600 ]; do sleep 0.1; done
+kill -TERM "$pid" 2>/dev/null
+wait "$pid"
+rc=$?
+no_crash "run 4" "$rc" "$TMP/run4.err"
+check "SIGTERM: exit code 143" "$rc" 143
+n4=$(sed -n 's/.*interrupted (SIGTERM): \([0-9]*\) of 10 images written.*/\1/p' "$TMP/run4.err")
+check "SIGTERM: message says how far it got" "$([ -n "$n4" ] && echo yes || echo no)" yes
+check "SIGTERM: N PNGs on disk" "$(npngs)" "${n4:-x}"
+check "SIGTERM: no temporary or partial file" "$(find "$OUT" -type f ! -name 'img-*.png' | wc -l)" 0
+all_valid "SIGTERM run"
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
