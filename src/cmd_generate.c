@@ -605,6 +605,10 @@ int sd_cmd_generate(int argc, char **argv)
         }
     }
 
+    /* From here on a stop signal is reported, also while the model loads or its hash is computed: the
+     * loop below then starts no image and the summary says 0 written. */
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
     sd_pipeline p;
     if (sd_pipeline_open(&p, c.model, c.vocab, &err)) {
         fprintf(stderr, "sdgen: %s\n", err.msg);
@@ -649,8 +653,6 @@ int sd_cmd_generate(int argc, char **argv)
     c.gen.progress = on_step;
     c.gen.progress_user = &r.prog;
     c.gen.interrupted = &g_interrupted;
-    signal(SIGINT, on_stop_signal);
-    signal(SIGTERM, on_stop_signal);
 
     /* Validate the command line's settings once, before any work. */
     if (!c.prompts_file && sd_gen_validate(&p, &c.gen, &err)) {
