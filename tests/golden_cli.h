@@ -14,7 +14,7 @@
 #include "sdgen/params.h"
 #include "testutil.h"
 
-static char *read_text_file(const char *path)
+static inline char *read_text_file(const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
@@ -31,7 +31,7 @@ static char *read_text_file(const char *path)
     return b;
 }
 
-static int run_argv(char **argv)
+static inline int run_argv(char **argv)
 {
     pid_t pid = fork();
     if (pid == 0) {
@@ -43,7 +43,7 @@ static int run_argv(char **argv)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
-static double max_abs_of(const float *v, long n)
+static inline double max_abs_of(const float *v, long n)
 {
     double m = 0;
     for (long i = 0; i < n; i++)
@@ -52,7 +52,7 @@ static double max_abs_of(const float *v, long n)
 }
 
 /* Compare OUT/name.npy with CASE/name.npy; tol < 0 means relative latent tolerance 3e-5·max(1, max|ref|). */
-static void compare_npy(const char *case_dir, const char *out_dir, const char *name, double tol)
+static inline void compare_npy(const char *case_dir, const char *out_dir, const char *name, double tol)
 {
     char a[4096], b[4096], what[256];
     snprintf(a, sizeof a, "%s/%s.npy", out_dir, name);
@@ -75,13 +75,13 @@ static void compare_npy(const char *case_dir, const char *out_dir, const char *n
     if (ok2) sd_npy_free(&want);
 }
 
-static const char *jstr(const cJSON *c, const char *k)
+static inline const char *jstr(const cJSON *c, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, k);
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-static void run_golden_case(const char *sdgen, const char *case_name, const char *model_override)
+static inline void run_golden_case(const char *sdgen, const char *case_name, const char *model_override)
 {
     char case_dir[4096], json_path[4200];
     snprintf(case_dir, sizeof case_dir, "%s", sd_test_path("golden/cases"));
