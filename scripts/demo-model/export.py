@@ -57,6 +57,8 @@ def export(path, nets, merges_txt, info):
         "sdgen.demo.default_size": "64",
         "format": "pt",
     }
+    if "tag" in info:
+        meta["sdgen.demo.weights"] = "raw" if info["tag"] == "raw" else "ema"
     if "decoder_ft_steps" in info:
         meta["sdgen.demo.decoder_ft_steps"] = str(info["decoder_ft_steps"])
     st_io.save(path, tensors, meta)

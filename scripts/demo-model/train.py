@@ -48,6 +48,8 @@ ap.add_argument("--rewarm", type=int, default=200,
 ap.add_argument("--clip-weight", type=float, default=0.0,
                 help="if > 0: add this times a CLIP-style contrastive loss between the text encoder's pooled (EOS) "
                      "embedding and a small encoder of the clean latent (a training aid; not exported)")
+ap.add_argument("--high-t", type=float, default=0.0,
+                help="this fraction of each batch draws its timestep from [500, 1000) instead of [0, 1000)")
 ap.add_argument("--focus", type=float, default=0.0,
                 help="if > 0: draw pool entries with one shape on a solid background (the evaluated kind of "
                      "scene) with this probability, the rest uniformly")
@@ -288,6 +290,30 @@ class LatentEncoder(torch.nn.Module):
 
 
 EOS_ID = tok("")[1]
+# hard negatives for the contrastive aid: in-batch captions almost always differ in colour or background, so
+# matching never needed the position words; each caption with one position phrase also gets a copy with
+# another position (preposition + noun tokens swapped), which the latent must be told apart from
+POS_PHRASES = [(tok(a)[1], tok(b)[1]) for a, b in
+               (("on", "left"), ("on", "right"), ("at", "top"), ("at", "bottom"), ("in", "centre"))]
+POS_NOUNS = {tok(w)[1]: i for i, w in enumerate(("left", "right", "top", "bottom", "centre"))}
+POS_NOUNS.update({tok("center")[1]: 4, tok("middle")[1]: 4})
+
+
+def position_swapped(ids, g):
+    """-> (copies of ids with the position phrase replaced by another one, row indices they came from)"""
+    out, rows = [], []
+    for r in range(ids.shape[0]):
+        ks = [k for k in range(2, ids.shape[1]) if int(ids[r, k]) in POS_NOUNS]
+        if len(ks) != 1:
+            continue
+        k = ks[0]
+        cur = POS_NOUNS[int(ids[r, k])]
+        other = (cur + 1 + int(torch.randint(0, 4, (1,), generator=g))) % 5
+        v = ids[r].clone()
+        v[k - 2], v[k] = POS_PHRASES[other]
+        out.append(v)
+        rows.append(r)
+    return (torch.stack(out) if out else None), rows
 aux = torch.nn.ModuleDict({"img": LatentEncoder(64), "txt": torch.nn.Linear(models.CFG["text_width"], 64, bias=False)})
 aux_opt = torch.optim.AdamW(aux.parameters(), lr=1e-3, weight_decay=0.01)
 if os.path.exists(CK_DIFF) and "aux" in ck:
@@ -333,6 +359,10 @@ while step < args.steps:
     drop = torch.rand(args.batch, generator=g) < 0.1
     ids[drop] = EMPTY
     t = torch.randint(0, 1000, (args.batch,), generator=g)
+    if args.high_t > 0:
+        # where the layout is decided: at high noise the latent shows little of it and the caption must
+        hi = torch.rand(args.batch, generator=g) < args.high_t
+        t[hi] = torch.randint(500, 1000, (int(hi.sum()),), generator=g)
     eps = torch.randn(x0.shape, generator=g)
     a = acp[t][:, None, None, None]
     xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
@@ -349,7 +379,13 @@ while step < args.steps:
         ie = F.normalize(aux["img"](x0[keep]), dim=-1)
         logits = te @ ie.t() * 14.3                              # CLIP's initial temperature 1/0.07
         lab = torch.arange(te.shape[0])
-        lclip = 0.5 * (F.cross_entropy(logits, lab) + F.cross_entropy(logits.t(), lab))
+        sw, _ = position_swapped(ids[keep], g)
+        if sw is not None:
+            ts = F.normalize(aux["txt"](text(sw)[torch.arange(sw.shape[0]), (sw == EOS_ID).int().argmax(dim=1)]), dim=-1)
+            li = ie @ torch.cat([te, ts]).t() * 14.3                  # each latent: all captions + swapped ones
+        else:
+            li = logits.t()
+        lclip = 0.5 * (F.cross_entropy(logits, lab) + F.cross_entropy(li, lab))
         loss_w = loss_w + args.clip_weight * lclip
     lr = args.lr * min(1.0, (step + 1) / 300)
     if rewarm_from is not None:
