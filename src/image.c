@@ -537,6 +537,15 @@ static int png_lengths_ok(const uint8_t *p, size_t n)
     return 1;
 }
 
+/* The size limits of an image to decode (from its header): 1 if within them, else 0 with the message. */
+static int size_ok(const char *name, uint32_t w, uint32_t h, sd_err *err)
+{
+    if (w <= SD_IMAGE_MAX_SIDE && h <= SD_IMAGE_MAX_SIDE && (unsigned long long)w * h <= SD_IMAGE_MAX_PIXELS) return 1;
+    sd_errf(err, "%s: image too large (%ux%u; at most %d pixels per side and %d Mpx)", name, w, h, SD_IMAGE_MAX_SIDE,
+            (int)(SD_IMAGE_MAX_PIXELS >> 20));
+    return 0;
+}
+
 int sd_image_load_mem(sd_image *out, const void *data, size_t n, const char *name, sd_err *err)
 {
     static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
@@ -555,9 +564,7 @@ int sd_image_load_mem(sd_image *out, const void *data, size_t n, const char *nam
     if (is_png && n >= 24 && !memcmp(p + 12, "IHDR", 4)) {
         uint32_t pw = (uint32_t)p[16] << 24 | (uint32_t)p[17] << 16 | (uint32_t)p[18] << 8 | p[19];
         uint32_t ph = (uint32_t)p[20] << 24 | (uint32_t)p[21] << 16 | (uint32_t)p[22] << 8 | p[23];
-        if (pw > SD_IMAGE_MAX_SIDE || ph > SD_IMAGE_MAX_SIDE || (unsigned long long)pw * ph > SD_IMAGE_MAX_PIXELS)
-            return sd_errf(err, "%s: image too large (%ux%u; at most %d pixels per side and %d Mpx)", name, pw, ph,
-                           SD_IMAGE_MAX_SIDE, (int)(SD_IMAGE_MAX_PIXELS >> 20));
+        if (!size_ok(name, pw, ph, err)) return -1;
     }
     /* Header first: refuse huge images before allocating their pixels. */
     if (!stbi_info_from_memory(p, (int)n, &w, &h, &comp)) {
@@ -566,9 +573,7 @@ int sd_image_load_mem(sd_image *out, const void *data, size_t n, const char *nam
         return sd_errf(err, "%s: corrupt image: %s", name, why ? why : "unreadable header");
     }
     if (w <= 0 || h <= 0) return sd_errf(err, "%s: corrupt image: empty (%dx%d)", name, w, h);
-    if (w > SD_IMAGE_MAX_SIDE || h > SD_IMAGE_MAX_SIDE || (long long)w * h > SD_IMAGE_MAX_PIXELS)
-        return sd_errf(err, "%s: image too large (%dx%d; at most %d pixels per side and %d Mpx)", name, w, h,
-                       SD_IMAGE_MAX_SIDE, (int)(SD_IMAGE_MAX_PIXELS >> 20));
+    if (!size_ok(name, (uint32_t)w, (uint32_t)h, err)) return -1;
     int w2, h2, c2;
     uint8_t *px = stbi_load_from_memory(p, (int)n, &w2, &h2, &c2, 3);
     if (!px) {

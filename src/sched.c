@@ -31,8 +31,8 @@
 /* torch.log / torch.exp on float32 tensors. PyTorch's CPU kernels (AVX2 build) evaluate them with
  * SLEEF's Sleef_logf8_u10 / Sleef_expf8_u10 (Vectorized<float>::log/exp; a 0-d tensor goes through
  * the same vector code). These are one-lane transcriptions of SLEEF's xlogf_u1 (here) and xexpf
- * (torch_expf.h),
- * (sleefsimdsp.c, FMA variant: double-float arithmetic for the log), which reproduce torch 1.13's
+ * (sd_expf in torch_expf.h), both from sleefsimdsp.c, FMA variant (double-float arithmetic for the
+ * log), which reproduce torch 1.13's
  * torch.log / torch.exp bit for bit on 250,000 sampled inputs each; correctly rounded ln/exp
  * differ from them in ~0.2% / ~9% of cases (1 ulp). */
 typedef struct { float x, y; } sd_f2; /* unevaluated sum x + y (SLEEF vfloat2) */

@@ -48,15 +48,21 @@ all_valid() { # all_valid NAME: every file in $OUT is a complete PNG
 CMD=(-m "$MODEL" --vocab "$VOCAB" -W 64 -H 64 --steps 3 --cfg-scale 7.5 --sampler euler_a --seed 500
   -p "an interrupted batch" --batch-count 10 -o "$OUT/img-{index}.png")
 
-# ---- 1. interrupt after the 3rd image ----
+# signal_after SIGNAL N RUN: start the batch in the background, send SIGNAL once N PNGs exist; rc = its exit code
 # (A background job of a non-interactive shell starts with SIGINT ignored; sdgen installs its own handler.)
-"$SDGEN" "${CMD[@]}" >"$TMP/run1.out" 2>"$TMP/run1.err" &
-pid=$!
-t0=$SECONDS
-while [ "$(npngs)" -lt 3 ] && kill -0 "$pid" 2>/dev/null && [ $((SECONDS - t0)) -lt 600 ]; do sleep 0.1; done
-kill -INT "$pid" 2>/dev/null
-wait "$pid"
-rc=$?
+signal_after() {
+  local pid t0
+  "$SDGEN" "${CMD[@]}" >"$TMP/$3.out" 2>"$TMP/$3.err" &
+  pid=$!
+  t0=$SECONDS
+  while [ "$(npngs)" -lt "$2" ] && kill -0 "$pid" 2>/dev/null && [ $((SECONDS - t0)) -lt 600 ]; do sleep 0.1; done
+  kill "-$1" "$pid" 2>/dev/null
+  wait "$pid"
+  rc=$?
+}
+
+# ---- 1. interrupt after the 3rd image ----
+signal_after INT 3 run1
 no_crash "run 1" "$rc" "$TMP/run1.err"
 check "interrupted run: exit code 130" "$rc" 130
 msg=$(grep "interrupted:" "$TMP/run1.err")
@@ -105,13 +111,7 @@ check "complete batch resumed again: nothing written" "$(cat "$TMP/run3.out")" "
 # ---- 4. SIGTERM stops the same way, exit 143 ----
 rm -rf "$OUT"
 mkdir -p "$OUT"
-"$SDGEN" "${CMD[@]}" >"$TMP/run4.out" 2>"$TMP/run4.err" &
-pid=$!
-t0=$SECONDS
-while [ "$(npngs)" -lt 1 ] && kill -0 "$pid" 2>/dev/null && [ $((SECONDS - t0)) -lt 600 ]; do sleep 0.1; done
-kill -TERM "$pid" 2>/dev/null
-wait "$pid"
-rc=$?
+signal_after TERM 1 run4
 no_crash "run 4" "$rc" "$TMP/run4.err"
 check "SIGTERM: exit code 143" "$rc" 143
 n4=$(sed -n 's/.*interrupted (SIGTERM): \([0-9]*\) of 10 images written.*/\1/p' "$TMP/run4.err")
