@@ -31,6 +31,7 @@
 
 typedef struct clip_ctx {
     sd_model *m;
+    sd_arena *a; /* F16 weights are converted into the scope of the layer that uses them */
     sd_err *err;
     const char *pfx;
 } clip_ctx;
@@ -47,7 +48,7 @@ static int clip_w(clip_ctx *c, sd_tensor *out, int ndim, int64_t d0, int64_t d1,
     int n = vsnprintf(name + n0, sizeof name - (size_t)n0, fmt, ap);
     va_end(ap);
     if (n < 0 || n0 + n >= (int)sizeof name) return sd_errf(c->err, "text encoder: weight name too long");
-    if (sd_model_weight(c->m, name, out, c->err)) return -1;
+    if (sd_model_weight(c->m, c->a, name, out, c->err)) return -1;
     int ok = out->ndim == ndim && (d0 < 0 || out->ne[0] == d0) && (ndim < 2 || d1 < 0 || out->ne[1] == d1);
     if (!ok) {
         char got[96];
@@ -121,12 +122,29 @@ static int clip_layer_weights(clip_ctx *c, const sd_text_config *t, int l, clip_
     return 0;
 }
 
-/* Scratch of one sub-layer is released right after it: x is updated in place and was
- * allocated before the mark. If the arena had to add a block meanwhile, the scratch stays
- * until the caller's reset. */
-static void clip_release(sd_arena *a, sd_arena_block *blk, size_t mark)
+/* The shape of "<prefix><suffix>" as a [rows, cols] matrix, without converting it. */
+static int clip_matrix_shape(clip_ctx *c, const char *suffix, int64_t cols, int64_t *rows)
 {
-    if (a->head == blk && blk) sd_arena_release(a, mark);
+    char name[512];
+    snprintf(name, sizeof name, "%s%s", c->pfx, suffix);
+    const sd_weight_ref *r = sd_model_find(c->m, name);
+    if (!r) return sd_errf(c->err, "text encoder: %s is missing", name);
+    if (r->ndim != 2 || r->shape[1] != cols)
+        return sd_errf(c->err, "text encoder: %s is not a [n, %lld] matrix", name, (long long)cols);
+    *rows = r->shape[0];
+    return 0;
+}
+
+/* Arena bytes one encoder layer needs at once: its weights when they are converted per use, the
+ * activations of the attention half (h, q, k, v, attention output, out_proj) and of the MLP half
+ * (h, fc1, fc2), and slack for the attention kernel's per-thread blocks. Reserved up front so that each
+ * layer's scope gives its memory back (common.h, sd_scope). */
+static size_t clip_layer_bytes(const sd_model *m, const char *pfx, const sd_text_config *t, int n_seq)
+{
+    const size_t L = (size_t)n_seq * CLIP_SEQ, D = (size_t)t->width, F = (size_t)t->mlp;
+    const size_t weights = sd_model_scoped_numel(m, pfx) ? 4 * D * D + 2 * D * F + 10 * D : 0;
+    const size_t acts = 6 * L * D + L * (F + 2 * D);
+    return (weights + acts) * sizeof(float) + ((size_t)4 << 20);
 }
 
 int sd_text_encode(sd_model *m, sd_arena *a, const int32_t *tokens, int n_seq, int clip_skip, sd_tensor *out,
@@ -151,24 +169,13 @@ int sd_text_encode(sd_model *m, sd_arena *a, const int32_t *tokens, int n_seq, i
                            t->layers_used, t->layers_used);
     }
 
-    clip_ctx c = {m, err, t->kind == SD_TEXT_CLIP_HF ? SD_PREFIX_CLIP : SD_PREFIX_OPENCLIP};
+    clip_ctx c = {m, a, err, t->kind == SD_TEXT_CLIP_HF ? SD_PREFIX_CLIP : SD_PREFIX_OPENCLIP};
     const int64_t D = t->width;
-    sd_tensor tok, pos, lnf_g, lnf_b;
-    if (t->kind == SD_TEXT_CLIP_HF) {
-        if (clip_w(&c, &tok, 2, -1, D, "embeddings.token_embedding.weight") ||
-            clip_w(&c, &pos, 2, -1, D, "embeddings.position_embedding.weight") ||
-            clip_w(&c, &lnf_g, 1, D, 0, "final_layer_norm.weight") ||
-            clip_w(&c, &lnf_b, 1, D, 0, "final_layer_norm.bias"))
-            return -1;
-    } else {
-        if (clip_w(&c, &tok, 2, -1, D, "token_embedding.weight") ||
-            clip_w(&c, &pos, 2, -1, D, "positional_embedding") ||
-            clip_w(&c, &lnf_g, 1, D, 0, "ln_final.weight") || clip_w(&c, &lnf_b, 1, D, 0, "ln_final.bias"))
-            return -1;
-    }
-    if (pos.ne[0] < CLIP_SEQ)
-        return sd_errf(err, "text encoder: %lld position embeddings, need %d", (long long)pos.ne[0], CLIP_SEQ);
-    const int64_t vocab = tok.ne[0] < t->vocab ? tok.ne[0] : t->vocab;
+    const int hf = t->kind == SD_TEXT_CLIP_HF;
+    const char *tok_name = hf ? "embeddings.token_embedding.weight" : "token_embedding.weight";
+    int64_t n_tok = 0;
+    if (clip_matrix_shape(&c, tok_name, D, &n_tok)) return -1;
+    const int64_t vocab = n_tok < t->vocab ? n_tok : t->vocab;
     for (int64_t i = 0; i < (int64_t)n_seq * CLIP_SEQ; i++)
         if (tokens[i] < 0 || tokens[i] >= vocab)
             return sd_errf(err, "text encoder: token id %d at sequence %lld position %lld is outside the vocabulary (0..%lld)",
@@ -181,24 +188,39 @@ int sd_text_encode(sd_model *m, sd_arena *a, const int32_t *tokens, int n_seq, i
         return sd_errcf(err, SD_EXIT_OOM, "text encoder: out of memory");
     }
     a->guard = &jb;
+    int rc = -1;
 
-    /* Embeddings: token row + position row (CLIPTextEmbeddings; OpenCLIP adds positional_embedding). */
+    /* Embeddings: token row + position row (CLIPTextEmbeddings; OpenCLIP adds positional_embedding).
+     * Only the rows of the prompt's tokens are converted, not the whole table. */
     sd_tensor x = sd_tensor_3d(a, n_seq, CLIP_SEQ, D);
-    for (int64_t s = 0; s < n_seq; s++)
-        for (int64_t p = 0; p < CLIP_SEQ; p++) {
-            const float *te = tok.data + (int64_t)tokens[s * CLIP_SEQ + p] * D, *pe = pos.data + p * D;
-            float *xo = x.data + (s * CLIP_SEQ + p) * D;
-            for (int64_t j = 0; j < D; j++) xo[j] = te[j] + pe[j];
+    char name[512];
+    snprintf(name, sizeof name, "%s%s", c.pfx, tok_name);
+    if (sd_model_weight_rows(m, name, tokens, (int64_t)n_seq * CLIP_SEQ, x.data, err)) goto done;
+    {
+        sd_scope s = sd_scope_open(a);
+        sd_tensor pos;
+        if (clip_w(&c, &pos, 2, -1, D, hf ? "embeddings.position_embedding.weight" : "positional_embedding"))
+            goto done;
+        if (pos.ne[0] < CLIP_SEQ) {
+            sd_errf(err, "text encoder: %lld position embeddings, need %d", (long long)pos.ne[0], CLIP_SEQ);
+            goto done;
         }
+        for (int64_t q = 0; q < n_seq; q++)
+            for (int64_t p = 0; p < CLIP_SEQ; p++) {
+                const float *pe = pos.data + p * D;
+                float *xo = x.data + (q * CLIP_SEQ + p) * D;
+                for (int64_t j = 0; j < D; j++) xo[j] += pe[j];
+            }
+        sd_scope_close(a, s);
+    }
 
+    sd_arena_reserve(a, clip_layer_bytes(m, c.pfx, t, n_seq));
     for (int l = 0; l < n_run; l++) {
+        /* One scope per layer: its weights (converted when stored as F16) and its scratch end
+         * with it; x is updated in place and lives outside. */
+        sd_scope s = sd_scope_open(a);
         clip_layer_w w;
-        if (clip_layer_weights(&c, t, l, &w)) {
-            a->guard = prev;
-            return -1;
-        }
-        sd_arena_block *blk = a->head;
-        size_t mark = sd_arena_mark(a);
+        if (clip_layer_weights(&c, t, l, &w)) goto done;
         sd_tensor h = sd_layernorm(a, x, &w.ln1_g, &w.ln1_b, CLIP_LN_EPS);
         sd_tensor q = sd_linear(a, h, &w.wq, &w.bq);
         sd_tensor k = sd_linear(a, h, &w.wk, &w.bk);
@@ -206,10 +228,7 @@ int sd_text_encode(sd_model *m, sd_arena *a, const int32_t *tokens, int n_seq, i
         sd_tensor o = sd_attention(a, q, k, v, t->heads, 1);
         o = sd_linear(a, o, &w.wo, &w.bo);
         sd_add_(x, o);
-        clip_release(a, blk, mark);
 
-        blk = a->head;
-        mark = sd_arena_mark(a);
         h = sd_layernorm(a, x, &w.ln2_g, &w.ln2_b, CLIP_LN_EPS);
         h = sd_linear(a, h, &w.w1, &w.b1);
         if (t->act == SD_ACT_QUICK_GELU)
@@ -218,10 +237,20 @@ int sd_text_encode(sd_model *m, sd_arena *a, const int32_t *tokens, int n_seq, i
             sd_gelu_(h);
         h = sd_linear(a, h, &w.w2, &w.b2);
         sd_add_(x, h);
-        clip_release(a, blk, mark);
+        sd_scope_close(a, s);
     }
 
-    *out = sd_layernorm(a, x, &lnf_g, &lnf_b, CLIP_LN_EPS);
+    {
+        /* The final LayerNorm's weights stay in the arena below the output: both end at the
+         * caller's reset. */
+        sd_tensor lnf_g, lnf_b;
+        if (clip_w(&c, &lnf_g, 1, D, 0, hf ? "final_layer_norm.weight" : "ln_final.weight") ||
+            clip_w(&c, &lnf_b, 1, D, 0, hf ? "final_layer_norm.bias" : "ln_final.bias"))
+            goto done;
+        *out = sd_layernorm(a, x, &lnf_g, &lnf_b, CLIP_LN_EPS);
+    }
+    rc = 0;
+done:
     a->guard = prev;
-    return 0;
+    return rc;
 }

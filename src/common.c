@@ -8,6 +8,17 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define SD_ARENA_POISON 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SD_ARENA_POISON 1
+#endif
+#endif
+#ifdef SD_ARENA_POISON
+#include <sanitizer/asan_interface.h>
+#endif
+
 static int verr(sd_err *err, int code, const char *fmt, va_list ap)
 {
     if (err) {
@@ -62,6 +73,27 @@ int sd_err_prefix(sd_err *err, const char *fmt, ...)
 static size_t align_up(size_t n) { return (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1); }
 static size_t header_size(void) { return align_up(sizeof(sd_arena_block)); }
 
+/* Memory of the arena that is not handed out is poisoned under ASan (see sd_scope in common.h). */
+static void arena_poison(void *p, size_t n)
+{
+#ifdef SD_ARENA_POISON
+    ASAN_POISON_MEMORY_REGION(p, n);
+#else
+    (void)p, (void)n;
+#endif
+}
+
+static void arena_unpoison(void *p, size_t n)
+{
+#ifdef SD_ARENA_POISON
+    ASAN_UNPOISON_MEMORY_REGION(p, n);
+#else
+    (void)p, (void)n;
+#endif
+}
+
+static char *block_payload(sd_arena_block *b) { return (char *)b + header_size(); }
+
 static void arena_fail(sd_arena *a, size_t bytes)
 {
     if (a->guard) longjmp(*a->guard, 1);
@@ -77,6 +109,7 @@ static sd_arena_block *block_new(size_t size)
     b->next = NULL;
     b->size = size;
     b->used = 0;
+    arena_poison(block_payload(b), size);
     return b;
 }
 
@@ -101,7 +134,8 @@ void *sd_arena_alloc(sd_arena *a, size_t bytes)
         nb->next = b;
         a->head = b = nb;
     }
-    void *p = (char *)b + header_size() + b->used;
+    void *p = block_payload(b) + b->used;
+    arena_unpoison(p, n);
     b->used += n;
     a->in_use += n;
     if (a->in_use > a->peak) a->peak = a->in_use;
@@ -123,6 +157,7 @@ void sd_arena_reset(sd_arena *a)
         if (!a->head) arena_fail(a, a->peak);
     } else if (b) {
         b->used = 0;
+        arena_poison(block_payload(b), b->size);
     }
     a->in_use = 0;
 }
@@ -148,13 +183,58 @@ void sd_arena_release(sd_arena *a, size_t mark)
      * used until the next reset (which merges the blocks anyway). */
     if (!a->head || mark > a->in_use) return;
     size_t delta = a->in_use - mark;
-    if (delta <= a->head->used) {
-        a->head->used -= delta;
+    sd_arena_block *b = a->head;
+    if (delta <= b->used) {
+        b->used -= delta;
         a->in_use = mark;
     } else {
+        a->in_use -= b->used;
+        b->used = 0;
+    }
+    arena_poison(block_payload(b) + b->used, b->size - b->used);
+}
+
+void sd_arena_reserve(sd_arena *a, size_t bytes)
+{
+    sd_arena_block *before = a->head;
+    if (before && before->size - before->used >= bytes) return;
+    if (a->limit && a->in_use + bytes > a->limit) return; /* let the real allocations decide */
+    size_t mark = sd_arena_mark(a);
+    (void)sd_arena_alloc(a, bytes);
+    if (a->head != before) {
+        /* the new block holds only this reservation: empty it again */
         a->in_use -= a->head->used;
         a->head->used = 0;
+        arena_poison(block_payload(a->head), a->head->size);
+    } else {
+        sd_arena_release(a, mark);
     }
+}
+
+sd_scope sd_scope_open(sd_arena *a)
+{
+    sd_scope s = {a->head, sd_arena_mark(a)};
+    return s;
+}
+
+void sd_scope_close(sd_arena *a, sd_scope s)
+{
+    if (s.blk && a->head == s.blk) sd_arena_release(a, s.mark);
+}
+
+void *sd_scope_keep_bytes(sd_arena *a, sd_scope s, void *p, size_t bytes)
+{
+    if (!s.blk || a->head != s.blk) return p;
+    sd_arena_block *b = s.blk;
+    char *start = block_payload(b) + (b->used - (a->in_use - s.mark));
+    if ((char *)p < start) { /* not allocated inside the scope: leave it where it is */
+        sd_arena_release(a, s.mark);
+        return p;
+    }
+    if ((char *)p != start) memmove(start, p, bytes); /* before the release poisons the source */
+    sd_arena_release(a, s.mark);
+    void *q = sd_arena_alloc(a, bytes); /* = start: the same block has room for it */
+    return q;
 }
 
 /* ---- misc ---- */

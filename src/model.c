@@ -68,21 +68,13 @@ static const sd_st_tensor *stored(const sd_model *m, const sd_weight_ref *r, con
     return &st->tensors[r->index];
 }
 
-const uint16_t *sd_model_weight_f16(const sd_model *m, const char *name, sd_tensor *shape)
+/* Whether a weight is converted into the caller's arena scope (rather than viewed or kept). */
+static int scoped(const sd_model *m, const sd_weight_ref *w, const sd_st_tensor *t)
 {
-    const sd_weight_ref *r = sd_model_find(m, name);
-    const sd_safetensors *st = NULL;
-    const sd_st_tensor *t = stored(m, r, &st);
-    if (!t || r->f32 || r->ndim > SD_MAX_DIMS || t->dtype != SD_DT_F16 || t->numel <= 0) return NULL;
-    const uint16_t *src = sd_st_data(st, t);
-    if ((uintptr_t)src & 1) return NULL; /* safetensors does not promise alignment: leave it to the copy path */
-    memset(shape, 0, sizeof *shape);
-    shape->ndim = r->ndim ? r->ndim : 1;
-    for (int d = 0; d < SD_MAX_DIMS; d++) shape->ne[d] = d < r->ndim ? r->shape[d] : 1;
-    return src;
+    return !w->f32 && m->weights_mode == SD_WEIGHTS_F16 && t->dtype != SD_DT_F32;
 }
 
-int64_t sd_model_max_f16_numel(const sd_model *m, const char *prefix)
+int64_t sd_model_scoped_numel(const sd_model *m, const char *prefix)
 {
     const size_t np = strlen(prefix);
     int64_t best = 0;
@@ -90,7 +82,7 @@ int64_t sd_model_max_f16_numel(const sd_model *m, const char *prefix)
         const sd_weight_ref *r = &m->weights[i];
         if (strncmp(r->name, prefix, np)) continue;
         const sd_st_tensor *t = stored(m, r, NULL);
-        if (t && t->dtype == SD_DT_F16 && t->numel > best) best = t->numel;
+        if (t && scoped(m, r, t) && t->numel > best) best = t->numel;
     }
     return best;
 }
@@ -853,14 +845,25 @@ void sd_model_close(sd_model *m)
     }
     free(m->weights);
     free(m->hash);
-    free(m->ring);
     for (int f = 0; f < m->n_files; f++) sd_st_close(&m->files[f]);
     free(m->path);
     free(m->tokenizer_dir);
     memset(m, 0, sizeof *m);
 }
 
-int sd_model_weight(sd_model *m, const char *name, sd_tensor *out, sd_err *err)
+/* Exact F16 -> F32 of n values into dst, on all threads for large tensors (the conversion is
+ * memory-bound; 64 Ki values per task keep each task's output in L2). */
+static void convert_f16_parallel(const uint16_t *src, float *dst, size_t n)
+{
+    const int64_t chunk = (int64_t)1 << 16, nchunks = (int64_t)((n + (size_t)chunk - 1) / (size_t)chunk);
+#pragma omp parallel for schedule(static) if (nchunks > 1)
+    for (int64_t c = 0; c < nchunks; c++) {
+        const size_t o = (size_t)(c * chunk);
+        sd_f16_to_f32(src + o, dst + o, n - o < (size_t)chunk ? n - o : (size_t)chunk);
+    }
+}
+
+int sd_model_weight(sd_model *m, sd_arena *a, const char *name, sd_tensor *out, sd_err *err)
 {
     sd_weight_ref *w = (sd_weight_ref *)sd_model_find(m, name);
     if (!w) return sd_errf(err, "%s: tensor \"%s\" is missing", m->path, name);
@@ -870,14 +873,17 @@ int sd_model_weight(sd_model *m, const char *name, sd_tensor *out, sd_err *err)
     const sd_safetensors *st = &m->files[w->file];
     const sd_st_tensor *t = &st->tensors[w->index];
     float *data = w->f32;
-    if (!data && m->weights_mode == SD_WEIGHTS_F16 && m->ring && t->dtype != SD_DT_F32 &&
-        (size_t)t->numel <= m->ring_cap) {
-        /* per-use conversion into the ring: nothing is kept */
-        size_t need = ((size_t)t->numel + 15) & ~(size_t)15;
-        if (m->ring_pos + need > m->ring_cap) m->ring_pos = 0;
-        data = m->ring + m->ring_pos;
-        m->ring_pos += need;
-        if (sd_st_read_f32(st, t, data, err)) return -1;
+    if (scoped(m, w, t)) {
+        /* converted into the caller's scope: lives exactly as long as the scope (model.h) */
+        if (!a)
+            return sd_errf(err, "%s: tensor \"%s\" is stored as %s and needs an arena scope to be converted into "
+                                "(internal error)", m->path, name, sd_dtype_name(t->dtype));
+        data = sd_arena_alloc(a, (size_t)(t->numel ? t->numel : 1) * sizeof(float));
+        const void *src = sd_st_data(st, t);
+        if (t->dtype == SD_DT_F16 && ((uintptr_t)src & 1) == 0)
+            convert_f16_parallel(src, data, (size_t)t->numel);
+        else if (sd_st_read_f32(st, t, data, err))
+            return -1;
     } else if (!w->f32) {
         const void *p = sd_st_data(st, t);
         if (t->dtype == SD_DT_F32 && ((uintptr_t)p & 3) == 0) {
@@ -902,26 +908,40 @@ int sd_model_weight(sd_model *m, const char *name, sd_tensor *out, sd_err *err)
     return 0;
 }
 
+int sd_model_weight_rows(sd_model *m, const char *name, const int32_t *rows, int64_t n_rows, float *dst,
+                         sd_err *err)
+{
+    sd_weight_ref *w = (sd_weight_ref *)sd_model_find(m, name);
+    if (!w) return sd_errf(err, "%s: tensor \"%s\" is missing", m->path, name);
+    if (w->ndim != 2) return sd_errf(err, "%s: tensor \"%s\" is not a matrix", m->path, name);
+    const int64_t R = w->shape[0], C = w->shape[1];
+    const sd_safetensors *st = &m->files[w->file];
+    const sd_st_tensor *t = &st->tensors[w->index];
+    /* a one-row view of the stored tensor, converted with the same exact routine as whole tensors */
+    sd_st_tensor row = *t;
+    row.ndim = 1;
+    row.shape[0] = C;
+    row.numel = C;
+    const uint64_t row_bytes = (uint64_t)C * sd_dtype_size(t->dtype);
+    for (int64_t i = 0; i < n_rows; i++) {
+        if (rows[i] < 0 || rows[i] >= R)
+            return sd_errf(err, "%s: row %d of \"%s\" is outside its %lld rows", m->path, (int)rows[i], name,
+                           (long long)R);
+        if (w->f32) {
+            memcpy(dst + i * C, w->f32 + (int64_t)rows[i] * C, (size_t)C * sizeof(float));
+            continue;
+        }
+        row.begin = t->begin + (uint64_t)rows[i] * row_bytes;
+        row.end = row.begin + row_bytes;
+        if (sd_st_read_f32(st, &row, dst + i * C, err)) return -1;
+    }
+    return 0;
+}
+
 int sd_model_set_weights_mode(sd_model *m, sd_weights_mode mode, sd_err *err)
 {
+    (void)err;
     m->weights_mode = mode;
-    if (mode == SD_WEIGHTS_F16 && !m->ring) {
-        size_t largest = 0;
-        for (int i = 0; i < m->n_weights; i++) {
-            const sd_st_tensor *t = &m->files[m->weights[i].file].tensors[m->weights[i].index];
-            if (t->dtype != SD_DT_F32 && (size_t)t->numel > largest) largest = (size_t)t->numel;
-        }
-        m->ring_cap = 3 * (((largest + 15) & ~(size_t)15));
-        if (m->ring_cap) {
-            m->ring = malloc(m->ring_cap * sizeof(float));
-            if (!m->ring) {
-                m->weights_mode = SD_WEIGHTS_F32;
-                return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory for the %.0f MB weight conversion buffer",
-                                m->path, m->ring_cap * 4 / 1e6);
-            }
-        }
-        m->ring_pos = 0;
-    }
     if (mode == SD_WEIGHTS_F16) {
         /* drop converted copies; F32 views into the mapping stay */
         for (int i = 0; i < m->n_weights; i++) {
@@ -955,14 +975,14 @@ void sd_model_release_pages(sd_model *m, const char *prefix)
     }
 }
 
-int sd_model_weightf(sd_model *m, sd_tensor *out, sd_err *err, const char *fmt, ...)
+int sd_model_weightf(sd_model *m, sd_arena *a, sd_tensor *out, sd_err *err, const char *fmt, ...)
 {
     char name[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
-    return sd_model_weight(m, name, out, err);
+    return sd_model_weight(m, a, name, out, err);
 }
 
 const char *sd_model_meta(const sd_model *m, const char *key)

@@ -174,6 +174,24 @@ static int dump_tokens(const char *dir, const char *name, sd_tokenizer *t, const
     return sd_npy_write_i32(path, ids, 2, (const int64_t[]){1, SD_TOK_CONTEXT}, err);
 }
 
+/* The first U-Net call's input and output, named as the golden cases name them. */
+static int dump_unet0(const char *dir, const sd_sched *s, sd_tensor x, sd_tensor ctx, sd_tensor out, sd_err *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/unet0_timestep.npy", dir);
+    const int64_t one[1] = {1};
+    if (s->int_timesteps) {
+        const int32_t t = (int32_t)s->timesteps[0];
+        if (sd_npy_write_i32(path, &t, 1, one, err)) return -1;
+    } else if (sd_npy_write_f32(path, s->timesteps, 1, one, err)) {
+        return -1;
+    }
+    return dump_f32(dir, "unet0_sample", x.data, 4, x.ne, err) || dump_f32(dir, "unet0_context", ctx.data, 3, ctx.ne, err) ||
+                   dump_f32(dir, "unet0_out", out.data, 4, out.ne, err)
+               ? -1
+               : 0;
+}
+
 static int make_dir(const char *dir, sd_err *err)
 {
     if (mkdir(dir, 0777) != 0 && errno != EEXIST) return sd_errf(err, "%s: cannot create directory: %s", dir, strerror(errno));
@@ -317,6 +335,7 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
         float tt[2] = {s.timesteps[i], s.timesteps[i]};
         sd_tensor out;
         if (sd_unet_forward(m, a, xt, tt, ctx, &out, err)) goto out;
+        if (dump && i == 0 && dump_unet0(dump, &s, xt, ctx, out, err)) goto out;
         if (use_cfg) {
             const float *u = out.data, *c = out.data + n;
             for (int64_t k = 0; k < n; k++) g[k] = u[k] + o->cfg_scale * (c[k] - u[k]);

@@ -41,93 +41,23 @@ typedef struct unet_ctx {
     const sd_unet_config *c;
     sd_tensor emb_silu; /* silu(time embedding) [n, temb]: every ResBlock's emb_layers input */
     sd_tensor context;  /* [n, L, context_dim] */
-    int f16_arena;      /* F16 weights are converted into the arena (weight_f16_arena) */
 } unet_ctx;
-
-/* ---- arena scopes ---- */
-
-typedef struct scope {
-    sd_arena_block *blk;
-    size_t used;
-} scope;
-
-static scope scope_open(sd_arena *a)
-{
-    scope s = {a->head, sd_arena_mark(a)};
-    return s;
-}
-
-/* Free everything allocated since s. When the arena had to open a new block inside the scope
- * (only while the first call finds its peak) the memory stays until the next reset. */
-static void scope_drop(sd_arena *a, scope s)
-{
-    if (s.blk && a->head == s.blk) sd_arena_release(a, s.used);
-}
-
-/* Free everything allocated since s except t, which moves down to the start of the scope. */
-static sd_tensor scope_keep(sd_arena *a, scope s, sd_tensor t)
-{
-    if (!s.blk || a->head != s.blk) return t;
-    const size_t bytes = (size_t)sd_numel(t) * sizeof(float);
-    sd_arena_release(a, s.used);
-    float *dst = sd_arena_alloc(a, bytes); /* = the scope start: t lies above it, same block */
-    if (dst == t.data) return t;
-    if (dst > t.data) { /* t was not allocated inside the scope: leave it where it is */
-        sd_arena_release(a, s.used);
-        return t;
-    }
-    memmove(dst, t.data, bytes);
-    t.data = dst;
-    return t;
-}
-
-/* Make sure the current arena block has `bytes` free, so that the scopes of this call can
- * release their scratch (a block opened mid-scope cannot be released until the reset). */
-static void arena_reserve(sd_arena *a, size_t bytes)
-{
-    if (a->limit && a->in_use + bytes > a->limit) return; /* let the real allocations decide */
-    const size_t aligned = (bytes + 63) & ~(size_t)63;
-    (void)sd_arena_alloc(a, bytes);
-    sd_arena_release(a, sd_arena_mark(a) - aligned);
-}
 
 /* ---- weights ---- */
 
-/* F16 weights in memory (SD_WEIGHTS_F16): each tensor is converted at its use into the arena,
- * inside the scope of the block that uses it, on all threads, with the exact F16 -> F32 of
- * sd_model_weight (sd_f16_to_f32). Through the model's ring (model.c, 3× the largest tensor of
- * the whole model, 455 MB for SD 1.5) every conversion wrote to memory not touched for a
- * while, 3.4 GB per step, and evicted the activations: at 256×256 on one thread every op ran
- * 20–45% slower than with F32 weights, the conversion itself 0.6 CPU-s. In the arena the
- * blocks reuse the same addresses, which stay in cache for all but the largest blocks.
- * Returns 1 when it served the tensor, 0 to leave it to model.c (other dtypes, F32 mode). */
-static int weight_f16_arena(unet_ctx *u, const char *name, sd_tensor *out)
-{
-    if (!u->f16_arena) return 0;
-    sd_tensor shape;
-    const uint16_t *src = sd_model_weight_f16(u->m, name, &shape);
-    if (!src) return 0;
-    const size_t n = (size_t)sd_numel(shape);
-    float *dst = sd_arena_alloc(u->a, n * sizeof(float));
-    const int64_t chunk = (int64_t)1 << 16, nchunks = (int64_t)((n + (size_t)chunk - 1) / (size_t)chunk);
-#pragma omp parallel for schedule(static) if (nchunks > 1)
-    for (int64_t c = 0; c < nchunks; c++) {
-        const size_t o = (size_t)(c * chunk);
-        sd_f16_to_f32(src + o, dst + o, n - o < (size_t)chunk ? n - o : (size_t)chunk);
-    }
-    *out = shape;
-    out->data = dst;
-    return 1;
-}
-
+/* F16 weights in memory (SD_WEIGHTS_F16): sd_model_weight converts each tensor at its use into
+ * the arena, inside the scope of the block that uses it, so it ends with the block. Converting
+ * into a ring of its own (3x the largest tensor, 455 MB for SD 1.5) instead wrote 3.4 GB per step
+ * to memory not touched for a while and evicted the activations: at 256x256 on one thread every
+ * op ran 20-45% slower than with F32 weights. In the arena the blocks reuse the same addresses,
+ * which stay in cache for all but the largest blocks (docs/PERFORMANCE.md). */
 static int weight(unet_ctx *u, sd_tensor *w, const char *pre, const char *suffix)
 {
     /* timed: with F16 weights in memory this is where each tensor is converted (bench --profile) */
     const sd_op_timer pt = sd_op_begin();
     char name[1200];
     snprintf(name, sizeof name, SD_PREFIX_UNET "%s.%s", pre, suffix);
-    int rc = 0;
-    if (!weight_f16_arena(u, name, w)) rc = sd_model_weight(u->m, name, w, u->err);
+    int rc = sd_model_weight(u->m, u->a, name, w, u->err);
     sd_op_end(SD_OP_WEIGHTS, pt, 0);
     return rc;
 }
@@ -173,7 +103,7 @@ static int resblock(unet_ctx *u, const char *pre, sd_tensor x, sd_tensor *out)
     const int64_t cin = x.ne[1];
     sd_tensor g1, b1, w1, c1, ew, eb, g2, b2, w2, c2, sw, sb;
     sd_arena *a = u->a;
-    scope s = scope_open(a); /* weights (F16: converted into the arena) and scratch */
+    sd_scope s = sd_scope_open(a); /* weights (F16: converted into the arena) and scratch */
     if (weight(u, &g1, pre, "in_layers.0.weight") || weight(u, &b1, pre, "in_layers.0.bias") ||
         weight(u, &w1, pre, "in_layers.2.weight") || weight(u, &c1, pre, "in_layers.2.bias") ||
         linear_weight(u, &ew, pre, "emb_layers.1.weight") || weight(u, &eb, pre, "emb_layers.1.bias") ||
@@ -210,7 +140,7 @@ static int resblock(unet_ctx *u, const char *pre, sd_tensor x, sd_tensor *out)
     } else {
         sd_add_(h, x);
     }
-    *out = scope_keep(a, s, h);
+    *out = sd_scope_keep(a, s, h);
     return 0;
 }
 
@@ -222,7 +152,7 @@ static int attention_block(unet_ctx *u, const char *pre, const char *attn, sd_te
     snprintf(p, sizeof p, "%s.%s", pre, attn);
     sd_tensor wq, wk, wv, wo, bo;
     sd_arena *a = u->a;
-    scope s = scope_open(a);
+    sd_scope s = sd_scope_open(a);
     if (linear_weight(u, &wq, p, "to_q.weight") || linear_weight(u, &wk, p, "to_k.weight") ||
         linear_weight(u, &wv, p, "to_v.weight") || linear_weight(u, &wo, p, "to_out.0.weight") ||
         weight(u, &bo, p, "to_out.0.bias"))
@@ -239,7 +169,7 @@ static int attention_block(unet_ctx *u, const char *pre, const char *attn, sd_te
     sd_tensor o = sd_attention(a, q, k, v, heads, 0);
     o = sd_linear(a, o, &wo, &bo);
     sd_add_(x, o);
-    scope_drop(a, s);
+    sd_scope_close(a, s);
     return 0;
 }
 
@@ -260,7 +190,7 @@ static int transformer_block(unet_ctx *u, const char *pre, sd_tensor x, int head
     sd_arena *a = u->a;
     const int64_t C = x.ne[2];
     sd_tensor g1, b1, g2, b2, g3, b3, wp, bp, wf, bf;
-    scope outer = scope_open(a); /* this block's weights */
+    sd_scope outer = sd_scope_open(a); /* this block's weights */
     if (norm_weights(u, pre, "norm1", C, &g1, &b1) || norm_weights(u, pre, "norm2", C, &g2, &b2) ||
         norm_weights(u, pre, "norm3", C, &g3, &b3) || linear_weight(u, &wp, pre, "ff.net.0.proj.weight") ||
         weight(u, &bp, pre, "ff.net.0.proj.bias") || linear_weight(u, &wf, pre, "ff.net.2.weight") ||
@@ -270,21 +200,21 @@ static int transformer_block(unet_ctx *u, const char *pre, sd_tensor x, int head
         wf.ne[0] != C || sd_numel(bf) != C)
         return sd_errf(u->err, "U-Net %s%s.ff: inconsistent feed-forward shapes", SD_PREFIX_UNET, pre);
 
-    scope s = scope_open(a);
+    sd_scope s = sd_scope_open(a);
     sd_tensor xn = sd_layernorm(a, x, &g1, &b1, 1e-5f);
     if (attention_block(u, pre, "attn1", x, xn, xn, heads)) return -1;
-    scope_drop(a, s);
+    sd_scope_close(a, s);
 
     xn = sd_layernorm(a, x, &g2, &b2, 1e-5f);
     if (attention_block(u, pre, "attn2", x, xn, u->context, heads)) return -1;
-    scope_drop(a, s);
+    sd_scope_close(a, s);
 
     xn = sd_layernorm(a, x, &g3, &b3, 1e-5f);
     sd_tensor f = sd_linear(a, xn, &wp, &bp);
     f = sd_geglu(a, f);
     f = sd_linear(a, f, &wf, &bf);
     sd_add_(x, f);
-    scope_drop(a, outer);
+    sd_scope_close(a, outer);
     return 0;
 }
 
@@ -293,7 +223,7 @@ static int spatial_transformer(unet_ctx *u, const char *pre, sd_tensor x, sd_ten
     sd_arena *a = u->a;
     const int64_t C = x.ne[1], H = x.ne[2], W = x.ne[3];
     sd_tensor gn, bn, wi, bi, wo, bo;
-    scope s = scope_open(a);
+    sd_scope s = sd_scope_open(a);
     if (norm_weights(u, pre, "norm", C, &gn, &bn) || linear_weight(u, &wi, pre, "proj_in.weight") ||
         weight(u, &bi, pre, "proj_in.bias") || linear_weight(u, &wo, pre, "proj_out.weight") ||
         weight(u, &bo, pre, "proj_out.bias"))
@@ -326,7 +256,7 @@ static int spatial_transformer(unet_ctx *u, const char *pre, sd_tensor x, sd_ten
     t = sd_linear(a, t, &wo, &bo);
     sd_tensor y = sd_nlc_to_nchw(a, t, H, W);
     sd_add_(y, x);
-    *out = scope_keep(a, s, y);
+    *out = sd_scope_keep(a, s, y);
     return 0;
 }
 
@@ -360,12 +290,12 @@ static int conv_layer(unet_ctx *u, const char *pre, const char *name, sd_tensor 
     snprintf(s1, sizeof s1, "%s.weight", name);
     snprintf(s2, sizeof s2, "%s.bias", name);
     sd_tensor w, b;
-    scope s = scope_open(u->a);
+    sd_scope s = sd_scope_open(u->a);
     if (weight(u, &w, pre, s1) || weight(u, &b, pre, s2) || expect_shape(u, &w, pre, s1, 4, -1, x.ne[1]))
         return -1;
     if (w.ne[2] != 3 || w.ne[3] != 3 || sd_numel(b) != w.ne[0])
         return sd_errf(u->err, "U-Net %s%s.%s: expected a 3×3 convolution", SD_PREFIX_UNET, pre, name);
-    *out = scope_keep(u->a, s, sd_conv2d(u->a, x, &w, &b, stride, 1));
+    *out = sd_scope_keep(u->a, s, sd_conv2d(u->a, x, &w, &b, stride, 1));
     return 0;
 }
 
@@ -401,7 +331,7 @@ static int unet_run(unet_ctx *u, sd_tensor x, const float *t, sd_tensor *out)
 
     /* time embedding: sinusoid(t) -> Linear -> SiLU -> Linear; ResBlocks use silu(emb) */
     sd_tensor w0, b0, w2, b2;
-    scope s = scope_open(a);
+    sd_scope s = sd_scope_open(a);
     if (linear_weight(u, &w0, "time_embed", "0.weight") || weight(u, &b0, "time_embed", "0.bias") ||
         linear_weight(u, &w2, "time_embed", "2.weight") || weight(u, &b2, "time_embed", "2.bias"))
         return -1;
@@ -413,7 +343,7 @@ static int unet_run(unet_ctx *u, sd_tensor x, const float *t, sd_tensor *out)
     sd_silu_(e);
     e = sd_linear(a, e, &w2, &b2);
     sd_silu_(e);
-    u->emb_silu = scope_keep(a, s, e);
+    u->emb_silu = sd_scope_keep(a, s, e);
 
     sd_tensor skips[MAX_SKIPS];
     int nskip = 0;
@@ -440,18 +370,18 @@ static int unet_run(unet_ctx *u, sd_tensor x, const float *t, sd_tensor *out)
     }
 
     /* From here on, h is not a skip connection: each block may overwrite its input. */
-    scope hs = scope_open(a);
+    sd_scope hs = sd_scope_open(a);
     sd_tensor y;
     if (resblock(u, "middle_block.0", h, &y)) return -1;
-    h = scope_keep(a, hs, y);
+    h = sd_scope_keep(a, hs, y);
     if (c->mid_attn) {
         if (spatial_transformer(u, "middle_block.1", h, &y)) return -1;
-        h = scope_keep(a, hs, y);
+        h = sd_scope_keep(a, hs, y);
         if (resblock(u, "middle_block.2", h, &y)) return -1;
-        h = scope_keep(a, hs, y);
+        h = sd_scope_keep(a, hs, y);
     } else if (has_weight(u, "middle_block.1", "in_layers.0.weight")) {
         if (resblock(u, "middle_block.1", h, &y)) return -1;
-        h = scope_keep(a, hs, y);
+        h = sd_scope_keep(a, hs, y);
     }
 
     k = 0;
@@ -480,7 +410,7 @@ static int unet_run(unet_ctx *u, sd_tensor x, const float *t, sd_tensor *out)
                 snprintf(pre, sizeof pre, "output_blocks.%d.%d", k, idx);
                 if (conv_layer(u, pre, "conv", up, 1, &y)) return -1;
             }
-            h = scope_keep(a, hs, y);
+            h = sd_scope_keep(a, hs, y);
         }
     }
     if (nskip != 0) return sd_errf(u->err, "U-Net: %d skip connections left over", nskip);
@@ -490,7 +420,7 @@ static int unet_run(unet_ctx *u, sd_tensor x, const float *t, sd_tensor *out)
     if (h.ne[1] % c->groups) return sd_errf(u->err, "U-Net out.0: channels not divisible by groups");
     h = sd_groupnorm_silu(a, h, c->groups, &go, &bo, 1e-5f);
     if (conv_layer(u, "out", "2", h, 1, &h)) return -1;
-    *out = scope_keep(a, hs, h);
+    *out = sd_scope_keep(a, hs, h);
     return 0;
 }
 
@@ -518,13 +448,9 @@ int sd_unet_forward(sd_model *m, sd_arena *a, sd_tensor x, const float *t, sd_te
         if (!isfinite(t[i])) return sd_errf(err, "U-Net: timestep %lld is not finite", (long long)i);
 
     unet_ctx u = {.m = m, .a = a, .err = err, .c = c, .context = context};
-    /* F16 weights go through the arena: reserve room for the largest block's (about twice the
-     * largest tensor: an output ResBlock's two convolutions and skip) */
-    size_t wbytes = 0;
-    if (m->weights_mode == SD_WEIGHTS_F16) {
-        u.f16_arena = 1;
-        wbytes = 2 * (size_t)sd_model_max_f16_numel(m, SD_PREFIX_UNET) * sizeof(float);
-    }
+    /* Weights converted per use live in the block scopes: reserve room for the largest block's
+     * (about twice the largest tensor: an output ResBlock's two convolutions and skip) */
+    const size_t wbytes = 2 * (size_t)sd_model_scoped_numel(m, SD_PREFIX_UNET) * sizeof(float);
     jmp_buf jb;
     jmp_buf *prev = a->guard;
     if (setjmp(jb)) {
@@ -533,7 +459,7 @@ int sd_unet_forward(sd_model *m, sd_arena *a, sd_tensor x, const float *t, sd_te
                         sd_shape_str(x, b1, sizeof b1));
     }
     a->guard = &jb;
-    arena_reserve(a, estimate_bytes(c, x.ne[0], x.ne[2], x.ne[3], context.ne[1]) + wbytes);
+    sd_arena_reserve(a, estimate_bytes(c, x.ne[0], x.ne[2], x.ne[3], context.ne[1]) + wbytes);
     int rc = unet_run(&u, x, t, out);
     a->guard = prev;
     if (rc && err && !err->msg[0]) sd_errf(err, "U-Net: failed");

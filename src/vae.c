@@ -11,7 +11,7 @@
  *
  * Memory: activations at full resolution are large (512×512 output: 128 MB per 128-channel
  * tensor), so each block compacts its result down to where its temporaries started
- * (vae_keep) and batch items are decoded one at a time.
+ * (sd_scope_keep) and batch items are decoded one at a time.
  */
 #include "sdgen/vae.h"
 
@@ -33,31 +33,6 @@ typedef struct vae_ctx {
     int groups;
 } vae_ctx;
 
-/* ---- arena scoping ---- */
-
-typedef struct vae_mark {
-    sd_arena_block *blk;
-    size_t used;
-} vae_mark;
-
-static vae_mark vae_mark_now(sd_arena *a)
-{
-    vae_mark k = {a->head, sd_arena_mark(a)};
-    return k;
-}
-
-/* Keep only y of everything allocated since mark k: move it down to the mark and release the
- * rest. When the arena had to add a block since the mark, nothing is moved (the memory comes
- * back at the next reset, after which the arena is one block and this always compacts). */
-static sd_tensor vae_keep(sd_arena *a, vae_mark k, sd_tensor y)
-{
-    if (a->head != k.blk || !k.blk) return y;
-    sd_arena_release(a, k.used);
-    sd_tensor t = sd_tensor_new(a, y.ndim, y.ne);
-    if (t.data != y.data) memmove(t.data, y.data, (size_t)sd_numel(y) * sizeof(float));
-    return t;
-}
-
 /* ---- weights, looked up by name and checked against the shape the code will index ---- */
 
 /* Fetch "<fmt...>" and require ndim dims equal to d[] (d[i] < 0: any). */
@@ -71,7 +46,7 @@ static int vae_w(vae_ctx *c, sd_tensor *out, int ndim, const int64_t *d, const c
     int n = vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
     if (n < 0 || n >= (int)sizeof name) return sd_errf(c->err, "vae: weight name too long");
-    if (sd_model_weight(c->m, name, out, c->err)) return -1;
+    if (sd_model_weight(c->m, c->a, name, out, c->err)) return -1;
     int ok = out->ndim == ndim;
     for (int i = 0; ok && i < ndim; i++)
         if (d[i] >= 0 && out->ne[i] != d[i]) ok = 0;
@@ -124,19 +99,19 @@ static int vae_resblock(vae_ctx *c, const char *base, sd_tensor x, int64_t cout,
     char nb[320];
     sd_tensor g, b;
     const int64_t cin = x.ne[1];
-    vae_mark k = vae_mark_now(c->a);
+    sd_scope k = sd_scope_open(c->a);
 
     snprintf(nb, sizeof nb, "%s.norm1", base);
     if (vae_norm_w(c, nb, cin, &g, &b)) return -1;
     sd_tensor h = sd_groupnorm_silu(c->a, x, c->groups, &g, &b, VAE_EPS);
     snprintf(nb, sizeof nb, "%s.conv1", base);
     if (vae_conv(c, nb, h, cout, 3, &h)) return -1;
-    h = vae_keep(c->a, k, h);
+    h = sd_scope_keep(c->a, k, h);
 
     snprintf(nb, sizeof nb, "%s.norm2", base);
     if (vae_norm_w(c, nb, cout, &g, &b)) return -1;
     sd_tensor h2 = sd_groupnorm_silu(c->a, h, c->groups, &g, &b, VAE_EPS);
-    h2 = vae_keep(c->a, k, h2); /* moved down over h, which is dead now */
+    h2 = sd_scope_keep(c->a, k, h2); /* moved down over h, which is dead now */
     snprintf(nb, sizeof nb, "%s.conv2", base);
     if (vae_conv(c, nb, h2, cout, 3, &h)) return -1;
 
@@ -148,7 +123,7 @@ static int vae_resblock(vae_ctx *c, const char *base, sd_tensor x, int64_t cout,
     } else {
         sd_add_(h, x);
     }
-    *out = vae_keep(c->a, k, h);
+    *out = sd_scope_keep(c->a, k, h);
     return 0;
 }
 
@@ -169,7 +144,7 @@ static int vae_attnblock(vae_ctx *c, const char *base, sd_tensor x, sd_tensor *o
         int64_t s2[2] = {C, C};
         w[i] = sd_tensor_reshape(w[i], 2, s2);
     }
-    vae_mark k = vae_mark_now(c->a);
+    sd_scope k = sd_scope_open(c->a);
     sd_tensor hn = sd_groupnorm(c->a, x, c->groups, &g, &b, VAE_EPS);
     sd_tensor t = sd_nchw_to_nlc(c->a, hn);
     sd_tensor q = sd_linear(c->a, t, &w[0], &bias[0]);
@@ -179,7 +154,7 @@ static int vae_attnblock(vae_ctx *c, const char *base, sd_tensor x, sd_tensor *o
     o = sd_linear(c->a, o, &w[3], &bias[3]);
     sd_tensor y = sd_nlc_to_nchw(c->a, o, H, W);
     sd_add_(y, x);
-    *out = vae_keep(c->a, k, y);
+    *out = sd_scope_keep(c->a, k, y);
     return 0;
 }
 
@@ -201,13 +176,13 @@ static int vae_out(vae_ctx *c, const char *pfx, sd_tensor x, int64_t cout, sd_te
 {
     char nb[256];
     sd_tensor g, b;
-    vae_mark k = vae_mark_now(c->a);
+    sd_scope k = sd_scope_open(c->a);
     snprintf(nb, sizeof nb, "%snorm_out", pfx);
     if (vae_norm_w(c, nb, x.ne[1], &g, &b)) return -1;
     sd_tensor h = sd_groupnorm_silu(c->a, x, c->groups, &g, &b, VAE_EPS);
     snprintf(nb, sizeof nb, "%sconv_out", pfx);
     if (vae_conv(c, nb, h, cout, 3, &h)) return -1;
-    *out = vae_keep(c->a, k, h);
+    *out = sd_scope_keep(c->a, k, h);
     return 0;
 }
 
@@ -241,30 +216,30 @@ static int vae_decode_one(vae_ctx *c, sd_tensor z, sd_tensor *out)
     const sd_vae_config *v = &c->m->vae;
     const int L = v->n_levels;
     char nb[256];
-    vae_mark k = vae_mark_now(c->a);
+    sd_scope k = sd_scope_open(c->a);
     sd_tensor x;
     if (vae_conv(c, SD_PREFIX_VAE "post_quant_conv", z, v->z_channels, 1, &x)) return -1;
     int64_t cin = (int64_t)v->ch * v->ch_mult[L - 1];
     if (vae_conv(c, SD_PREFIX_VAE "decoder.conv_in", x, cin, 3, &x)) return -1;
-    x = vae_keep(c->a, k, x);
+    x = sd_scope_keep(c->a, k, x);
     if (vae_mid(c, SD_PREFIX_VAE "decoder.", x, &x)) return -1;
     for (int lvl = L - 1; lvl >= 0; lvl--) {
         int64_t cout = (int64_t)v->ch * v->ch_mult[lvl];
         for (int j = 0; j < v->num_res_blocks + 1; j++) {
             snprintf(nb, sizeof nb, SD_PREFIX_VAE "decoder.up.%d.block.%d", lvl, j);
             if (vae_resblock(c, nb, x, cout, &x)) return -1;
-            x = vae_keep(c->a, k, x);
+            x = sd_scope_keep(c->a, k, x);
         }
         if (lvl != 0) {
             /* CompVis Upsample(with_conv=True): nearest ×2, then a 3×3 conv, padding 1. */
             sd_tensor u = sd_upsample2x(c->a, x);
             snprintf(nb, sizeof nb, SD_PREFIX_VAE "decoder.up.%d.upsample.conv", lvl);
             if (vae_conv(c, nb, u, cout, 3, &u)) return -1;
-            x = vae_keep(c->a, k, u);
+            x = sd_scope_keep(c->a, k, u);
         }
     }
     if (vae_out(c, SD_PREFIX_VAE "decoder.", x, 3, &x)) return -1;
-    *out = vae_keep(c->a, k, x);
+    *out = sd_scope_keep(c->a, k, x);
     return 0;
 }
 
@@ -274,17 +249,17 @@ static int vae_encode_one(vae_ctx *c, sd_tensor img, sd_tensor *out)
     const sd_vae_config *v = &c->m->vae;
     const int L = v->n_levels;
     char nb[256];
-    vae_mark k = vae_mark_now(c->a);
+    sd_scope k = sd_scope_open(c->a);
     sd_tensor x;
     int64_t ch = v->ch;
     if (vae_conv(c, SD_PREFIX_VAE "encoder.conv_in", img, ch, 3, &x)) return -1;
-    x = vae_keep(c->a, k, x);
+    x = sd_scope_keep(c->a, k, x);
     for (int lvl = 0; lvl < L; lvl++) {
         int64_t cout = (int64_t)v->ch * v->ch_mult[lvl];
         for (int j = 0; j < v->num_res_blocks; j++) {
             snprintf(nb, sizeof nb, SD_PREFIX_VAE "encoder.down.%d.block.%d", lvl, j);
             if (vae_resblock(c, nb, x, cout, &x)) return -1;
-            x = vae_keep(c->a, k, x);
+            x = sd_scope_keep(c->a, k, x);
         }
         if (lvl != L - 1) {
             /* CompVis Downsample(with_conv=True): F.pad(x, (0, 1, 0, 1)) then a 3×3 conv with
@@ -293,19 +268,19 @@ static int vae_encode_one(vae_ctx *c, sd_tensor img, sd_tensor *out)
             snprintf(nb, sizeof nb, SD_PREFIX_VAE "encoder.down.%d.downsample.conv", lvl);
             if (vae_conv_w(c, nb, cout, cout, 3, &w, &b)) return -1;
             sd_tensor d = sd_conv2d_pad(c->a, x, &w, &b, 2, 0, 1, 0, 1);
-            x = vae_keep(c->a, k, d);
+            x = sd_scope_keep(c->a, k, d);
         }
     }
     if (vae_mid(c, SD_PREFIX_VAE "encoder.", x, &x)) return -1;
     if (vae_out(c, SD_PREFIX_VAE "encoder.", x, 2 * (int64_t)v->z_channels, &x)) return -1;
     if (vae_conv(c, SD_PREFIX_VAE "quant_conv", x, 2 * (int64_t)v->z_channels, 1, &x)) return -1;
-    *out = vae_keep(c->a, k, x);
+    *out = sd_scope_keep(c->a, k, x);
     return 0;
 }
 
 /* ---- activation memory bound ----
- * vae_keep compacts only inside one arena block, so before a call the arena is given one block
- * with room for the whole call (vae_reserve). The bound walks the same blocks as the code above
+ * sd_scope_keep compacts only inside one arena block, so before a call the arena is given one
+ * block with room for the whole call (sd_arena_reserve). The bound walks the same blocks as the code above
  * and counts, in floats, what is alive at the worst moment of each: e.g. a res block holds x,
  * norm1(x), conv1's output and the conv's im2col band; an upsample holds x, the ×2 copy and the
  * conv output. The im2col band is bounded as in ops.c (8 Mi floats, at least one output row). */
@@ -381,18 +356,12 @@ static size_t vae_encode_bytes(const sd_vae_config *v, int64_t n, int64_t H, int
     return (size_t)(p + 2 * (int64_t)v->z_channels * n * hh * ww) * sizeof(float) + ((size_t)1 << 20);
 }
 
-/* Make sure the arena's current block has `bytes` free, adding one block if needed, so that
- * the call that follows stays in one block. Inside the caller's OOM guard. */
-static void vae_reserve(sd_arena *a, size_t bytes)
+/* Converted weights alive at once (SD_WEIGHTS_F16: they live in the block scopes like
+ * activations): at most a res block's conv2 and shortcut beside the mid attention's four
+ * projections, bounded by three of the VAE's largest tensor. 0 when weights are views. */
+static size_t vae_weight_bytes(const sd_model *m)
 {
-    sd_arena_block *before = a->head;
-    if (before && before->size - before->used >= bytes) return;
-    size_t mark = sd_arena_mark(a);
-    (void)sd_arena_alloc(a, bytes);
-    if (a->head != before)
-        sd_arena_release(a, 0); /* the new block holds only this reservation: empty it again */
-    else
-        sd_arena_release(a, mark);
+    return 3 * (size_t)sd_model_scoped_numel(m, SD_PREFIX_VAE) * sizeof(float);
 }
 
 int sd_vae_decode(sd_model *m, sd_arena *a, sd_tensor z, sd_tensor *img, sd_err *err)
@@ -416,17 +385,17 @@ int sd_vae_decode(sd_model *m, sd_arena *a, sd_tensor z, sd_tensor *img, sd_err 
                         (long long)H);
     }
     a->guard = &jb;
-    vae_reserve(a, vae_decode_bytes(v, n, z.ne[2], z.ne[3]));
+    sd_arena_reserve(a, vae_decode_bytes(v, n, z.ne[2], z.ne[3]) + vae_weight_bytes(m));
     sd_tensor res = sd_tensor_4d(a, n, 3, H, W);
     for (int64_t i = 0; i < n; i++) {
-        vae_mark k = vae_mark_now(a);
+        sd_scope k = sd_scope_open(a);
         sd_tensor one;
         if (vae_decode_one(&c, sd_tensor_slice0(z, i, 1), &one)) {
             a->guard = prev;
             return sd_err_prefix(err, "vae decode");
         }
         memcpy(res.data + i * 3 * H * W, one.data, (size_t)(3 * H * W) * sizeof(float));
-        if (a->head == k.blk) sd_arena_release(a, k.used);
+        sd_scope_close(a, k);
     }
     a->guard = prev;
     *img = res;
@@ -515,13 +484,14 @@ size_t sd_vae_decode_bytes(const sd_model *m, int64_t n, int64_t h, int64_t w, i
     if (n < 1 || n > 4096 || h < 1 || w < 1 || v->n_levels < 1 || v->n_levels > SD_MAX_LEVELS) return 0;
     const int64_t f = (int64_t)1 << (v->n_levels - 1);
     if (h * f > VAE_MAX_SIDE || w * f > VAE_MAX_SIDE) return 0;
-    if (tile_latent == 0) return vae_decode_bytes(v, n, h, w);
+    const size_t wb = vae_weight_bytes(m);
+    if (tile_latent == 0) return vae_decode_bytes(v, n, h, w) + wb;
     if (tile_latent < 4 || tile_latent > VAE_MAX_SIDE / f || overlap_latent < 0 || 2 * overlap_latent > tile_latent)
         return 0;
-    if (h <= tile_latent && w <= tile_latent) return vae_decode_bytes(v, n, h, w);
+    if (h <= tile_latent && w <= tile_latent) return vae_decode_bytes(v, n, h, w) + wb;
     vae_axis ax;
     if (vae_axis_plan(&ax, w, tile_latent, tile_latent - overlap_latent)) return 0;
-    return vae_tiled_bytes(v, n, h, w, tile_latent, ax.n);
+    return vae_tiled_bytes(v, n, h, w, tile_latent, ax.n) + wb;
 }
 
 int sd_vae_decode_tiled(sd_model *m, sd_arena *a, sd_tensor z, int tile_latent, int overlap_latent,
@@ -563,7 +533,7 @@ int sd_vae_decode_tiled(sd_model *m, sd_arena *a, sd_tensor z, int tile_latent, 
                         (long long)W, (long long)H, (long long)(tw * f), (long long)(th * f));
     }
     a->guard = &jb;
-    vae_reserve(a, vae_tiled_bytes(v, n, h, w, T, ax.n));
+    sd_arena_reserve(a, vae_tiled_bytes(v, n, h, w, T, ax.n) + vae_weight_bytes(m));
     sd_tensor res = sd_tensor_4d(a, n, 3, H, W);
     float *rows[2];
     rows[0] = sd_arena_alloc(a, (size_t)(ax.n * tile_px) * sizeof(float));
@@ -577,7 +547,7 @@ int sd_vae_decode_tiled(sd_model *m, sd_arena *a, sd_tensor z, int tile_latent, 
             for (int64_t j = 0; j < ax.n; j++) {
                 const int64_t x0 = ax.start[j], xlen = (x0 + T < w ? T : w - x0);
                 const int64_t ph = ylen * f, pw = xlen * f;
-                vae_mark k = vae_mark_now(a);
+                sd_scope k = sd_scope_open(a);
                 sd_tensor zt = sd_tensor_4d(a, 1, zc, ylen, xlen), dec;
                 for (int64_t ch = 0; ch < zc; ch++)
                     for (int64_t y = 0; y < ylen; y++)
@@ -589,7 +559,7 @@ int sd_vae_decode_tiled(sd_model *m, sd_arena *a, sd_tensor z, int tile_latent, 
                 }
                 float *t = cur + j * tile_px;
                 memcpy(t, dec.data, (size_t)(3 * ph * pw) * sizeof(float));
-                if (a->head == k.blk) sd_arena_release(a, k.used); /* the tile's activations */
+                sd_scope_close(a, k); /* the tile's activations */
                 if (i > 0) {
                     const int64_t ah = (ay.start[i - 1] + T < h ? T : h - ay.start[i - 1]) * f;
                     vae_blend_v(above + j * tile_px, ah, t, ph, pw, B);
@@ -633,10 +603,10 @@ int sd_vae_encode(sd_model *m, sd_arena *a, sd_tensor img, sd_tensor *moments, s
                         (long long)img.ne[3], (long long)img.ne[2]);
     }
     a->guard = &jb;
-    vae_reserve(a, vae_encode_bytes(v, n, img.ne[2], img.ne[3]));
+    sd_arena_reserve(a, vae_encode_bytes(v, n, img.ne[2], img.ne[3]) + vae_weight_bytes(m));
     sd_tensor res = sd_tensor_4d(a, n, zc2, h, w);
     for (int64_t i = 0; i < n; i++) {
-        vae_mark k = vae_mark_now(a);
+        sd_scope k = sd_scope_open(a);
         sd_tensor one;
         if (vae_encode_one(&c, sd_tensor_slice0(img, i, 1), &one)) {
             a->guard = prev;
@@ -648,7 +618,7 @@ int sd_vae_encode(sd_model *m, sd_arena *a, sd_tensor img, sd_tensor *moments, s
                            sd_shape_str(one, sh, sizeof sh));
         }
         memcpy(res.data + i * zc2 * h * w, one.data, (size_t)(zc2 * h * w) * sizeof(float));
-        if (a->head == k.blk) sd_arena_release(a, k.used);
+        sd_scope_close(a, k);
     }
     a->guard = prev;
     *moments = res;

@@ -75,6 +75,28 @@ static inline void compare_npy(const char *case_dir, const char *out_dir, const 
     if (ok2) sd_npy_free(&want);
 }
 
+/* Compare OUT_A/name.npy with OUT_B/name.npy (B the reference) within rel × max|B|; prints the error. */
+static inline void compare_npy_rel(const char *dir_a, const char *dir_b, const char *name, double rel)
+{
+    char a[4096], b[4096], what[4400];
+    snprintf(a, sizeof a, "%s/%s.npy", dir_a, name);
+    snprintf(b, sizeof b, "%s/%s.npy", dir_b, name);
+    sd_npy got, want;
+    sd_err e1 = {0}, e2 = {0};
+    int ok1 = sd_npy_read(&got, a, &e1) == 0, ok2 = sd_npy_read(&want, b, &e2) == 0;
+    CHECK(ok1, "%s: %s", name, e1.msg);
+    CHECK(ok2, "%s: %s", name, e2.msg);
+    if (ok1 && ok2) {
+        CHECK(got.numel == want.numel, "%s: %lld values vs %lld", name, (long long)got.numel, (long long)want.numel);
+        if (got.numel == want.numel) {
+            snprintf(what, sizeof what, "%s vs %s: %s (relative tol %.1g)", dir_a, dir_b, name, rel);
+            CHECK_CLOSE(what, got.f32, want.f32, got.numel, rel * max_abs_of(want.f32, (long)want.numel));
+        }
+    }
+    if (ok1) sd_npy_free(&got);
+    if (ok2) sd_npy_free(&want);
+}
+
 static inline const char *jstr(const cJSON *c, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, k);
@@ -149,6 +171,7 @@ static inline void run_golden_case(const char *sdgen, const char *case_name, con
         compare_npy(case_dir, out_dir, "text_emb_cond", 2e-5);
         compare_npy(case_dir, out_dir, "text_emb_uncond", 2e-5);
         compare_npy(case_dir, out_dir, "timesteps", 0);
+        compare_npy(case_dir, out_dir, "unet0_out", 1.5e-5);
         if (img2img) {
             compare_npy(case_dir, out_dir, "latents_encoded", 1e-4);
             compare_npy(case_dir, out_dir, "latents_init", 1e-4);

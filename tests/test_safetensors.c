@@ -732,7 +732,7 @@ static void test_tiny_models(void)
             const sd_st_tensor *t = &m.files[0].tensors[m.weights[i].index];
             if (t->dtype != SD_DT_F32) continue;
             sd_tensor w;
-            if (sd_model_weight(&m, m.weights[i].name, &w, &err)) {
+            if (sd_model_weight(&m, NULL, m.weights[i].name, &w, &err)) {
                 bad++;
                 continue;
             }
@@ -740,7 +740,7 @@ static void test_tiny_models(void)
         }
         CHECK(bad == 0, "tiny-sd1: %d F32 weights differ from their bytes", bad);
         sd_tensor w;
-        CHECK(sd_model_weight(&m, "model.diffusion_model.nonexistent.weight", &w, &err) != 0 &&
+        CHECK(sd_model_weight(&m, NULL, "model.diffusion_model.nonexistent.weight", &w, &err) != 0 &&
                   strstr(err.msg, "nonexistent"),
               "missing weight is an error naming it");
         sd_model_close(&m);
@@ -781,8 +781,43 @@ static void test_tiny_models(void)
             const sd_weight_ref *wr = sd_model_find(&m, t->name);
             if (wr && !strncmp(t->name, "model.diffusion_model.out.", 26)) {
                 sd_tensor w;
-                if (sd_model_weight(&m, t->name, &w, &err) || memcmp(w.data, buf, (size_t)t->numel * 4)) bad_model++;
+                if (sd_model_weight(&m, NULL, t->name, &w, &err) || memcmp(w.data, buf, (size_t)t->numel * 4)) bad_model++;
+                /* F16 mode: converted into the caller's arena scope, same bits; refused without one */
+                sd_model_set_weights_mode(&m, SD_WEIGHTS_F16, &err);
+                sd_arena ar;
+                sd_arena_init(&ar, (size_t)t->numel * 4, 0); /* one block: the scope gives it all back */
+                sd_scope sc = sd_scope_open(&ar);
+                if (sd_model_weight(&m, &ar, t->name, &w, &err) || memcmp(w.data, buf, (size_t)t->numel * 4) ||
+                    ar.in_use < (size_t)t->numel * 4)
+                    bad_model++;
+                sd_scope_close(&ar, sc);
+                if (ar.in_use != 0) bad_model++;
+                if (sd_model_weight(&m, NULL, t->name, &w, &err) == 0 || !strstr(err.msg, "arena scope")) bad_model++;
+                sd_arena_free(&ar);
+                sd_model_set_weights_mode(&m, SD_WEIGHTS_F32, &err);
             }
+        }
+        /* embedding rows converted alone equal the rows of the whole converted table */
+        const char *emb = "cond_stage_model.model.token_embedding.weight";
+        const sd_weight_ref *er = sd_model_find(&m, emb);
+        CHECK(er && er->ndim == 2, "tiny-sd2 has %s", emb);
+        if (er && er->ndim == 2) {
+            const int64_t R = er->shape[0], C = er->shape[1];
+            const int32_t rows[4] = {0, (int32_t)(R - 1), 7, 7};
+            float *full = malloc((size_t)(R * C) * sizeof *full), *got = malloc((size_t)(4 * C) * sizeof *got);
+            sd_tensor w;
+            int rbad = sd_model_weight(&m, NULL, emb, &w, &err) != 0;
+            if (!rbad) memcpy(full, w.data, (size_t)(R * C) * sizeof *full);
+            sd_model_set_weights_mode(&m, SD_WEIGHTS_F16, &err); /* rows read from the file's halves */
+            rbad |= sd_model_weight_rows(&m, emb, rows, 4, got, &err) != 0;
+            for (int r = 0; !rbad && r < 4; r++) rbad |= memcmp(got + r * C, full + rows[r] * C, (size_t)C * 4) != 0;
+            const int32_t out_of_range = (int32_t)R;
+            CHECK(!rbad, "tiny-sd2: sd_model_weight_rows equals the rows of the converted table");
+            CHECK(sd_model_weight_rows(&m, emb, &out_of_range, 1, got, &err) != 0 && strstr(err.msg, "outside"),
+                  "a row past the table is refused: %s", err.msg);
+            sd_model_set_weights_mode(&m, SD_WEIGHTS_F32, &err);
+            free(full);
+            free(got);
         }
         free(buf);
         CHECK(non_f16 == 0, "tiny-sd2: %d tensors are not F16", non_f16);
@@ -798,7 +833,7 @@ static void test_tiny_models(void)
     CHECK(rc == 0, "tiny-cfg opens: %s", err.msg);
     if (rc == 0) {
         sd_tensor w;
-        rc = sd_model_weight(&m, "first_stage_model.decoder.mid.attn_1.q.weight", &w, &err);
+        rc = sd_model_weight(&m, NULL, "first_stage_model.decoder.mid.attn_1.q.weight", &w, &err);
         CHECK(rc == 0 && w.ndim == 4 && w.ne[0] == 64 && w.ne[1] == 64 && w.ne[2] == 1 && w.ne[3] == 1,
               "tiny-cfg VAE q as a [64,64,1,1] conv: %s", err.msg);
         const sd_weight_ref *r = sd_model_find(&m, "first_stage_model.decoder.mid.attn_1.q.weight");
@@ -808,7 +843,7 @@ static void test_tiny_models(void)
                       !memcmp(w.data, sd_st_data(&m.files[r->file], t), 64 * 64 * 4),
                   "tiny-cfg q weight comes from %s unchanged", t->name);
         }
-        rc = sd_model_weight(&m, "cond_stage_model.transformer.text_model.final_layer_norm.weight", &w, &err);
+        rc = sd_model_weight(&m, NULL, "cond_stage_model.transformer.text_model.final_layer_norm.weight", &w, &err);
         CHECK(rc == 0 && w.ndim == 1 && w.ne[0] == 32, "tiny-cfg text weight: %s", err.msg);
         sd_model_close(&m);
     }

@@ -64,6 +64,27 @@ void sd_arena_reset(sd_arena *a);                    /* free everything handed o
 void sd_arena_free(sd_arena *a);
 size_t sd_arena_mark(const sd_arena *a);             /* for scoped release inside a call */
 void sd_arena_release(sd_arena *a, size_t mark);     /* free what was handed out since the mark */
+/* Make sure the current block has `bytes` free (adding one block if needed, inside the caller's
+ * guard), so that the scopes of the call that follows can give their memory back. */
+void sd_arena_reserve(sd_arena *a, size_t bytes);
+
+/* Scopes: the lifetime of everything a block of model code allocates, weights converted for it
+ * included (model.h, sd_model_weight). Open one where the block starts; sd_scope_close frees what
+ * was allocated since; sd_scope_keep (tensor.h) frees all but the block's output. Memory is given
+ * back only when it all sits in the block the scope started in: while the first call grows the
+ * arena, a new block keeps its contents until the next reset (later calls run in one block).
+ * Under AddressSanitizer released memory is poisoned, so a read of anything used past the end
+ * of its scope (an activation or a converted weight) is reported where it happens. */
+typedef struct sd_scope {
+    sd_arena_block *blk;
+    size_t mark;
+} sd_scope;
+
+sd_scope sd_scope_open(sd_arena *a);
+void sd_scope_close(sd_arena *a, sd_scope s);
+/* Free everything allocated since s except the `bytes` at p, which move down to the scope's start;
+ * returns their new address (p itself when p was not allocated inside the scope). */
+void *sd_scope_keep_bytes(sd_arena *a, sd_scope s, void *p, size_t bytes);
 
 /* Use around a model call:
  *   jmp_buf jb; if (setjmp(jb)) { a->guard = NULL; return sd_errcf(err, SD_EXIT_OOM, ...); }

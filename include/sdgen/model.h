@@ -8,9 +8,11 @@
  *
  *     sd_model m; sd_err err;
  *     if (sd_model_open(&m, path, &err)) ...            // headers only, validated
+ *     sd_scope s = sd_scope_open(&arena);
  *     sd_tensor w;
- *     if (sd_model_weight(&m, "first_stage_model.decoder.conv_in.weight", &w, &err)) ...
- *     ... w.data is f32, owned by the model (converted once, on first use) ...
+ *     if (sd_model_weight(&m, &arena, "first_stage_model.decoder.conv_in.weight", &w, &err)) ...
+ *     ... w.data is f32: valid until the scope closes (or longer, see sd_model_weight) ...
+ *     sd_scope_close(&arena, s);
  *     sd_model_close(&m);
  */
 #ifndef SDGEN_MODEL_H
@@ -104,11 +106,13 @@ typedef struct sd_weight_ref {
 } sd_weight_ref;
 
 /* How F16/BF16 weights are held (F32 files are always zero-copy views of the mapping):
- * F32: converted once, on first use, and kept (fastest; 4 bytes per parameter);
- * F16: left in the mapping and converted per use into a ring buffer of three times the largest
- *      tensor (2 bytes per parameter resident plus the ring; one conversion pass per call).
- *      A view stays valid until at least two more tensors of the largest size have been fetched:
- *      model code fetches one block's weights, uses them, then moves on. */
+ * F32: converted once, on first use, and kept by the model until it is closed (fastest; 4 bytes
+ *      per parameter);
+ * F16: left in the mapping and converted at each use into the arena scope of the code that uses
+ *      it (2 bytes per parameter resident; one conversion pass per use). The converted copy is
+ *      memory of that scope like an activation: it lives until the scope closes, whatever the
+ *      model's size or how many weights are alive at once, and a read after that is a
+ *      use-after-scope that ASan builds report (common.h, sd_scope). */
 typedef enum sd_weights_mode { SD_WEIGHTS_F32 = 0, SD_WEIGHTS_F16 } sd_weights_mode;
 
 typedef struct sd_model {
@@ -133,36 +137,39 @@ typedef struct sd_model {
 
     size_t converted_bytes;           /* f32 copies made so far */
     sd_weights_mode weights_mode;
-    float *ring;                      /* SD_WEIGHTS_F16: per-use conversions */
-    size_t ring_cap, ring_pos;        /* in floats */
 } sd_model;
 
 /* Open and validate (headers only; no weight is converted). Faults: exit code 2. */
 int sd_model_open(sd_model *m, const char *path, sd_err *err);
 void sd_model_close(sd_model *m);
 
-/* Choose how weights are held (default SD_WEIGHTS_F32). Returns -1 only when the F16 ring
- * cannot be allocated. */
+/* Choose how weights are held (default SD_WEIGHTS_F32); switching to F16 frees converted copies.
+ * Returns 0. */
 int sd_model_set_weights_mode(sd_model *m, sd_weights_mode mode, sd_err *err);
 /* Give the pages of the mapping under an LDM prefix back to the kernel (they are read again
  * from the page cache when next touched): the pipeline drops the text encoder's while the
  * U-Net runs and the U-Net's while the VAE decodes, so peak memory holds one network at a time. */
 void sd_model_release_pages(sd_model *m, const char *prefix);
 
-/* f32 view of a weight by LDM name: converted on first use and kept (SD_WEIGHTS_F32), or
- * converted into the ring (SD_WEIGHTS_F16; see above for how long the view stays valid). */
-int sd_model_weight(sd_model *m, const char *name, sd_tensor *out, sd_err *err);
+/* f32 view of a weight by LDM name. Its lifetime:
+ *  - F32 in the file: a view into the read-only mapping, valid until sd_model_close;
+ *  - SD_WEIGHTS_F32: converted on first use and kept by the model until sd_model_close;
+ *  - SD_WEIGHTS_F16 and stored as F16/BF16/…: converted into `a` at the current position, valid
+ *    until the caller's scope that holds it closes (or the arena is reset). With a NULL arena such
+ *    a weight is refused with an error rather than converted into memory of unclear lifetime. */
+int sd_model_weight(sd_model *m, sd_arena *a, const char *name, sd_tensor *out, sd_err *err);
 /* Same with a printf-formatted name. */
-int sd_model_weightf(sd_model *m, sd_tensor *out, sd_err *err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+int sd_model_weightf(sd_model *m, sd_arena *a, sd_tensor *out, sd_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* Rows rows[0..n_rows) of a 2-D weight converted into dst (n_rows × columns floats), without
+ * converting the rest: embedding look-ups read 77 rows of a 49408-row table. */
+int sd_model_weight_rows(sd_model *m, const char *name, const int32_t *rows, int64_t n_rows, float *dst,
+                         sd_err *err);
 /* The reference (or NULL) without converting. */
 const sd_weight_ref *sd_model_find(const sd_model *m, const char *name);
-/* The stored F16 data of a weight that is F16 in its file and has no f32 copy yet, or NULL (other
- * dtypes, or already converted): for callers that convert it themselves, into memory they choose
- * (unet.c converts per block into its arena). *shape gets the tensor's dims (data NULL). */
-const uint16_t *sd_model_weight_f16(const sd_model *m, const char *name, sd_tensor *shape);
-/* Element count of the largest F16-stored tensor under an LDM prefix (0 if none). */
-int64_t sd_model_max_f16_numel(const sd_model *m, const char *prefix);
+/* Element count of the largest tensor under an LDM prefix that sd_model_weight would convert into
+ * an arena scope in the current mode (0 if none): what a network reserves for its weights. */
+int64_t sd_model_scoped_numel(const sd_model *m, const char *prefix);
 /* Metadata value from the (first) file's __metadata__, or NULL. */
 const char *sd_model_meta(const sd_model *m, const char *key);
 

@@ -1,7 +1,8 @@
 /* sdgen/tensor.h — the f32 tensor view used for weights and activations.
  *
- * An sd_tensor does not own its data: weights point into memory owned by the sd_model
- * (the mmapped file, or a converted copy made once at load), activations into an sd_arena.
+ * An sd_tensor does not own its data: weights point into memory owned by the sd_model (the
+ * mmapped file, or a copy converted once) or into the arena scope they were converted for
+ * (model.h, sd_model_weight); activations point into an sd_arena.
  * Shapes are listed outermost first, as numpy/PyTorch print them; data is contiguous
  * row-major (activations in NCHW, or [batch, tokens, channels] for sequences).
  */
@@ -43,6 +44,12 @@ sd_tensor sd_tensor_copy(sd_arena *a, sd_tensor src);
 sd_tensor sd_tensor_reshape(sd_tensor t, int ndim, const int64_t *shape);
 /* View of batch item(s) [i, i+count) along dim 0. */
 sd_tensor sd_tensor_slice0(sd_tensor t, int64_t i, int64_t count);
+/* Close scope s keeping only t (moved down to the scope's start; see sd_scope in common.h). */
+static inline sd_tensor sd_scope_keep(sd_arena *a, sd_scope s, sd_tensor t)
+{
+    t.data = (float *)sd_scope_keep_bytes(a, s, t.data, (size_t)sd_numel(t) * sizeof(float));
+    return t;
+}
 /* "[2,4,8,8]" into buf. */
 const char *sd_shape_str(sd_tensor t, char *buf, int bufsize);
 

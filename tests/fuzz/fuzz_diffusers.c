@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (int i = 0; i < m.n_weights; i += 97) {
             sd_tensor w;
             sd_err e2 = {0};
-            if (sd_model_weight(&m, m.weights[i].name, &w, &e2) != 0) {
+            if (sd_model_weight(&m, NULL, m.weights[i].name, &w, &e2) != 0) {
                 fprintf(stderr, "fuzz_diffusers: weight %s: %s\n", m.weights[i].name, e2.msg);
                 abort();
             }

@@ -126,7 +126,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (t->numel > (1 << 16)) continue;
         sd_tensor w;
         sd_err e2 = {0};
-        if (sd_model_weight(&m, m.weights[i].name, &w, &e2) != 0) check_error(&e2, path);
+        if (sd_model_weight(&m, NULL, m.weights[i].name, &w, &e2) != 0) check_error(&e2, path);
     }
     sd_model_close(&m);
     return 0;
