@@ -36,6 +36,104 @@ typedef struct clip_ctx {
     const char *pfx;
 } clip_ctx;
 
+/* ---- the architecture, from the shapes of an LDM checkpoint ---- */
+
+int sd_text_derive(sd_model *m, sd_err *err)
+{
+    sd_text_config *c = &m->text;
+    memset(c, 0, sizeof *c);
+    if (m->family == SD_FAMILY_SD1) {
+        const char *P = SD_PREFIX_CLIP;
+        c->kind = SD_TEXT_CLIP_HF;
+        c->vocab = (int)sd_model_dim(m, 0, "%sembeddings.token_embedding.weight", P);
+        c->width = (int)sd_model_dim(m, 1, "%sembeddings.token_embedding.weight", P);
+        c->positions = (int)sd_model_dim(m, 0, "%sembeddings.position_embedding.weight", P);
+        while (c->layers < 1024 && sd_model_has(m, "%sencoder.layers.%d.layer_norm1.weight", P, c->layers)) c->layers++;
+        c->mlp = (int)sd_model_dim(m, 0, "%sencoder.layers.0.mlp.fc1.weight", P);
+        c->act = SD_ACT_QUICK_GELU; /* OpenAI CLIP ViT-L/14 */
+        c->layers_used = c->layers;
+        c->pad_id = c->vocab - 1;   /* <|endoftext|>, 49407 for the OpenAI vocabulary */
+    } else {
+        const char *P = SD_PREFIX_OPENCLIP;
+        c->kind = SD_TEXT_OPENCLIP;
+        c->vocab = (int)sd_model_dim(m, 0, "%stoken_embedding.weight", P);
+        c->width = (int)sd_model_dim(m, 1, "%stoken_embedding.weight", P);
+        c->positions = (int)sd_model_dim(m, 0, "%spositional_embedding", P);
+        while (c->layers < 1024 && sd_model_has(m, "%stransformer.resblocks.%d.ln_1.weight", P, c->layers)) c->layers++;
+        c->mlp = (int)sd_model_dim(m, 0, "%stransformer.resblocks.0.mlp.c_fc.weight", P);
+        c->act = SD_ACT_GELU;
+        /* FrozenOpenCLIPEmbedder(layer="penultimate"): the last block is skipped. */
+        c->layers_used = c->layers - 1;
+        c->pad_id = 0;
+    }
+    if (c->vocab <= 0 || c->width <= 0 || c->positions <= 0 || c->layers <= 0 || c->mlp <= 0 || c->layers_used <= 0)
+        return sd_errf(err, "%s: cannot work out the text encoder's sizes from its tensors", m->path);
+    /* Both CLIP text towers use 64-wide heads. */
+    c->heads = c->width >= 64 ? c->width / 64 : 1;
+    if (c->width % c->heads) return sd_errf(err, "%s: text width %d does not split into 64-wide heads", m->path, c->width);
+    m->has_text = 1;
+    return 0;
+}
+
+double sd_text_flops(const sd_text_config *t)
+{
+    const double n = CLIP_SEQ, W = t->width, F = t->mlp;
+    return t->layers_used * (2 * n * W * W * 4 + 2 * 2 * n * n * W + 2 * 2 * n * W * F);
+}
+
+/* ---- the tensors the encoder reads, checked by name and shape at load ---- */
+
+int sd_text_check(const sd_model *m, sd_err *err)
+{
+    const sd_text_config *t = &m->text;
+    sd_check k = {m, err, 0};
+    const int64_t W = t->width, F = t->mlp;
+    char pre[200], p[260];
+    if (t->kind == SD_TEXT_CLIP_HF) {
+        sd_check_shape(&k, SD_PREFIX_CLIP, "embeddings.token_embedding.weight", 2, t->vocab, W, 0, 0);
+        sd_check_shape(&k, SD_PREFIX_CLIP, "embeddings.position_embedding.weight", 2, t->positions, W, 0, 0);
+        for (int i = 0; i < t->layers; i++) {
+            snprintf(pre, sizeof pre, SD_PREFIX_CLIP "encoder.layers.%d.", i);
+            static const char *const proj[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
+            for (int j = 0; j < 4; j++) {
+                snprintf(p, sizeof p, "%sself_attn.%s.", pre, proj[j]);
+                sd_check_linear(&k, p, W, W, 1);
+            }
+            snprintf(p, sizeof p, "%slayer_norm1.", pre);
+            sd_check_norm(&k, p, W);
+            snprintf(p, sizeof p, "%slayer_norm2.", pre);
+            sd_check_norm(&k, p, W);
+            snprintf(p, sizeof p, "%smlp.fc1.", pre);
+            sd_check_linear(&k, p, F, W, 1);
+            snprintf(p, sizeof p, "%smlp.fc2.", pre);
+            sd_check_linear(&k, p, W, F, 1);
+        }
+        sd_check_norm(&k, SD_PREFIX_CLIP "final_layer_norm.", W);
+    } else {
+        sd_check_shape(&k, SD_PREFIX_OPENCLIP, "token_embedding.weight", 2, t->vocab, W, 0, 0);
+        sd_check_shape(&k, SD_PREFIX_OPENCLIP, "positional_embedding", 2, t->positions, W, 0, 0);
+        for (int i = 0; i < t->layers; i++) {
+            snprintf(pre, sizeof pre, SD_PREFIX_OPENCLIP "transformer.resblocks.%d.", i);
+            snprintf(p, sizeof p, "%sln_1.", pre);
+            sd_check_norm(&k, p, W);
+            snprintf(p, sizeof p, "%sln_2.", pre);
+            sd_check_norm(&k, p, W);
+            sd_check_shape(&k, pre, "attn.in_proj_weight", 2, 3 * W, W, 0, 0);
+            sd_check_shape(&k, pre, "attn.in_proj_bias", 1, 3 * W, 0, 0, 0);
+            snprintf(p, sizeof p, "%sattn.out_proj.", pre);
+            sd_check_linear(&k, p, W, W, 1);
+            snprintf(p, sizeof p, "%smlp.c_fc.", pre);
+            sd_check_linear(&k, p, F, W, 1);
+            snprintf(p, sizeof p, "%smlp.c_proj.", pre);
+            sd_check_linear(&k, p, W, F, 1);
+        }
+        sd_check_norm(&k, SD_PREFIX_OPENCLIP "ln_final.", W);
+    }
+    if (t->positions < CLIP_SEQ)
+        sd_check_fail(&k, "text encoder has %d positions; Stable Diffusion prompts need %d", t->positions, CLIP_SEQ);
+    return k.failed ? -1 : 0;
+}
+
 /* Fetch "<prefix><fmt...>" and require the given shape (d[i] < 0: any). */
 static int clip_w(clip_ctx *c, sd_tensor *out, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));

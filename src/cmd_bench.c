@@ -12,106 +12,13 @@
 #include <time.h>
 
 #include "commands.h"
+#include "sdgen/clip.h"
 #include "sdgen/cond.h"
 #include "sdgen/ops.h"
 #include "sdgen/pipeline.h"
 #include "sdgen/rng.h"
 #include "sdgen/unet.h"
 #include "sdgen/vae.h"
-
-/* ---- FLOP counts (per batch item) ---- */
-
-static double conv_flops(double cin, double cout, double k, double h, double w) { return 2 * cin * cout * k * k * h * w; }
-
-static double res_flops(double cin, double cout, double h, double w, double ted)
-{
-    double f = conv_flops(cin, cout, 3, h, w) + conv_flops(cout, cout, 3, h, w) + 2 * ted * cout;
-    if (cin != cout) f += conv_flops(cin, cout, 1, h, w);
-    return f;
-}
-
-static double transformer_flops(const sd_unet_config *u, double c, double h, double w, double lctx)
-{
-    double n = h * w, f = 2 * 2 * n * c * c; /* proj_in, proj_out */
-    for (int d = 0; d < u->transformer_depth; d++) {
-        f += 2 * n * c * c * 4 + 2 * 2 * n * n * c;                                        /* self-attention */
-        f += 2 * n * c * c * 2 + 2 * 2 * lctx * c * u->context_dim + 2 * 2 * n * lctx * c; /* cross-attention */
-        f += 2 * n * c * 8 * c + 2 * n * 4 * c * c;                                        /* GEGLU feed-forward */
-    }
-    return f;
-}
-
-static double unet_flops(const sd_unet_config *u, int h0, int w0, int lctx)
-{
-    double mc = u->model_channels, ted = u->time_embed_dim, f = 0;
-    double h = h0, w = w0, ch = mc;
-    double skip_ch[64];
-    int ns = 0;
-    f += 2 * mc * ted + 2 * ted * ted;
-    f += conv_flops(u->in_channels, mc, 3, h, w);
-    skip_ch[ns++] = mc;
-    double hs[SD_MAX_LEVELS], ws[SD_MAX_LEVELS];
-    for (int l = 0; l < u->n_levels; l++) {
-        double co = mc * u->channel_mult[l];
-        hs[l] = h;
-        ws[l] = w;
-        for (int j = 0; j < u->num_res_blocks; j++) {
-            f += res_flops(ch, co, h, w, ted);
-            ch = co;
-            if (u->attn[l]) f += transformer_flops(u, ch, h, w, lctx);
-            skip_ch[ns++] = ch;
-        }
-        if (l != u->n_levels - 1) {
-            h = ceil(h / 2);
-            w = ceil(w / 2);
-            f += conv_flops(ch, ch, 3, h, w);
-            skip_ch[ns++] = ch;
-        }
-    }
-    f += 2 * res_flops(ch, ch, h, w, ted);
-    if (u->mid_attn) f += transformer_flops(u, ch, h, w, lctx);
-    for (int l = u->n_levels - 1; l >= 0; l--) {
-        double co = mc * u->channel_mult[l];
-        h = hs[l];
-        w = ws[l];
-        for (int j = 0; j <= u->num_res_blocks; j++) {
-            f += res_flops(ch + skip_ch[--ns], co, h, w, ted);
-            ch = co;
-            if (u->attn[l]) f += transformer_flops(u, ch, h, w, lctx);
-        }
-        if (l > 0) f += conv_flops(ch, ch, 3, hs[l - 1], ws[l - 1]);
-    }
-    f += conv_flops(mc, u->out_channels, 3, h0, w0);
-    return f;
-}
-
-static double vae_decoder_flops(const sd_vae_config *v, int h0, int w0)
-{
-    double L = v->n_levels, c = v->ch * v->ch_mult[v->n_levels - 1], h = h0, w = w0, f = 0;
-    f += 2 * v->z_channels * v->z_channels * h * w;
-    f += conv_flops(v->z_channels, c, 3, h, w);
-    f += 2 * res_flops(c, c, h, w, 0) + 2 * 4 * h * w * c * c + 2 * 2 * (h * w) * (h * w) * c;
-    for (int l = (int)L - 1; l >= 0; l--) {
-        double co = v->ch * v->ch_mult[l];
-        for (int j = 0; j <= v->num_res_blocks; j++) {
-            f += res_flops(c, co, h, w, 0);
-            c = co;
-        }
-        if (l != 0) {
-            h *= 2;
-            w *= 2;
-            f += conv_flops(c, c, 3, h, w);
-        }
-    }
-    f += conv_flops(c, v->in_channels, 3, h, w);
-    return f;
-}
-
-static double text_flops(const sd_text_config *t)
-{
-    double n = 77, W = t->width, F = t->mlp;
-    return t->layers_used * (2 * n * W * W * 4 + 2 * 2 * n * n * W + 2 * 2 * n * W * F);
-}
 
 /* ---- sgemm peak, measured here ---- */
 
@@ -391,9 +298,9 @@ int sd_cmd_bench(int argc, char **argv)
     free(x);
     if (!ok) goto fail;
 
-    double f_unet = 2 * unet_flops(&m->unet, h, w, 77);
-    double f_vae = vae_decoder_flops(&m->vae, h, w);
-    double f_text = 2 * text_flops(&m->text);
+    double f_unet = 2 * sd_unet_flops(&m->unet, h, w, 77);
+    double f_vae = sd_vae_decode_flops(&m->vae, h, w);
+    double f_text = 2 * sd_text_flops(&m->text);
     double g_unet = f_unet / med / 1e9, g_vae = no_vae ? 0 : f_vae / t_vae / 1e9, g_text = f_text / t_text / 1e9;
     double rss = (double)sd_peak_rss_bytes();
     int nthreads = sd_threads();

@@ -21,6 +21,9 @@
 #include <unistd.h>
 
 #include "diffusers.h"
+#include "sdgen/clip.h"
+#include "sdgen/unet.h"
+#include "sdgen/vae.h"
 
 const char *sd_family_name(sd_family f)
 {
@@ -87,8 +90,7 @@ int64_t sd_model_scoped_numel(const sd_model *m, const char *prefix)
     return best;
 }
 
-static int has(const sd_model *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int has(const sd_model *m, const char *fmt, ...)
+int sd_model_has(const sd_model *m, const char *fmt, ...)
 {
     char name[1024];
     va_list ap;
@@ -98,9 +100,7 @@ static int has(const sd_model *m, const char *fmt, ...)
     return sd_model_find(m, name) != NULL;
 }
 
-/* Dimension d of a tensor, or -1 if absent / too few dims. */
-static int64_t dim(const sd_model *m, int d, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int64_t dim(const sd_model *m, int d, const char *fmt, ...)
+int64_t sd_model_dim(const sd_model *m, int d, const char *fmt, ...)
 {
     char name[1024];
     va_list ap;
@@ -162,162 +162,27 @@ static int build_hash(sd_model *m, sd_err *err)
 
 /* ---- architecture from shapes (single-file LDM) ---- */
 
-static int derive_unet(sd_model *m, sd_err *err)
-{
-    sd_unet_config *c = &m->unet;
-    memset(c, 0, sizeof *c);
-    const char *P = SD_PREFIX_UNET;
-    int64_t mc = dim(m, 0, "%sinput_blocks.0.0.weight", P);
-    int64_t in = dim(m, 1, "%sinput_blocks.0.0.weight", P);
-    int64_t ted = dim(m, 0, "%stime_embed.0.weight", P);
-    int64_t out = dim(m, 0, "%sout.2.weight", P);
-    if (mc <= 0 || in <= 0 || ted <= 0 || out <= 0)
-        return sd_errf(err, "%s: U-Net is missing input_blocks.0.0, time_embed.0 or out.2 weights", m->path);
-    c->model_channels = (int)mc;
-    c->in_channels = (int)in;
-    c->out_channels = (int)out;
-    c->time_embed_dim = (int)ted;
-    c->groups = 32;
-    int nrb = 0;
-    while (nrb < 16 && has(m, "%sinput_blocks.%d.0.in_layers.2.weight", P, 1 + nrb)) nrb++;
-    if (nrb == 0) return sd_errf(err, "%s: U-Net has no res block in input_blocks.1", m->path);
-    c->num_res_blocks = nrb;
-    int levels = 0;
-    while (levels < SD_MAX_LEVELS && has(m, "%sinput_blocks.%d.0.in_layers.2.weight", P, 1 + levels * (nrb + 1))) {
-        int64_t ch = dim(m, 0, "%sinput_blocks.%d.0.in_layers.2.weight", P, 1 + levels * (nrb + 1));
-        if (ch % mc) return sd_errf(err, "%s: U-Net level %d width %lld is not a multiple of %lld", m->path, levels,
-                                    (long long)ch, (long long)mc);
-        c->channel_mult[levels] = (int)(ch / mc);
-        c->attn[levels] = has(m, "%sinput_blocks.%d.1.norm.weight", P, 1 + levels * (nrb + 1));
-        levels++;
-        if (!has(m, "%sinput_blocks.%d.0.op.weight", P, levels * (nrb + 1))) break;
-    }
-    c->n_levels = levels;
-    c->mid_attn = has(m, "%smiddle_block.1.norm.weight", P);
-    /* context width, projection kind and depth from the first transformer found */
-    char tp[256] = "";
-    for (int l = 0; l < levels && !tp[0]; l++)
-        if (c->attn[l]) snprintf(tp, sizeof tp, "%sinput_blocks.%d.1.", P, 1 + l * (nrb + 1));
-    if (!tp[0] && c->mid_attn) snprintf(tp, sizeof tp, "%smiddle_block.1.", P);
-    if (tp[0]) {
-        c->context_dim = (int)dim(m, 1, "%stransformer_blocks.0.attn2.to_k.weight", tp);
-        const sd_weight_ref *pi = NULL;
-        char name[300];
-        snprintf(name, sizeof name, "%sproj_in.weight", tp);
-        pi = sd_model_find(m, name);
-        c->linear_proj = pi && pi->ndim == 2;
-        int depth = 0;
-        while (depth < 64 && has(m, "%stransformer_blocks.%d.norm1.weight", tp, depth)) depth++;
-        c->transformer_depth = depth;
-        if (c->context_dim <= 0 || depth == 0)
-            return sd_errf(err, "%s: U-Net transformer block %s is incomplete", m->path, tp);
-    }
-    m->has_unet = 1;
-    return 0;
-}
-
-static int derive_vae(sd_model *m, sd_err *err)
-{
-    sd_vae_config *c = &m->vae;
-    memset(c, 0, sizeof *c);
-    const char *P = SD_PREFIX_VAE;
-    c->has_encoder = has(m, "%sencoder.conv_in.weight", P);
-    c->has_decoder = has(m, "%sdecoder.conv_in.weight", P);
-    c->groups = 32;
-    c->scale_factor = 0.18215f; /* SD 1.x/2.x v1-inference.yaml scale_factor */
-    int levels = 0;
-    if (c->has_encoder) {
-        c->ch = (int)dim(m, 0, "%sencoder.conv_in.weight", P);
-        c->in_channels = (int)dim(m, 1, "%sencoder.conv_in.weight", P);
-        c->z_channels = (int)(dim(m, 0, "%sencoder.conv_out.weight", P) / 2);
-        while (levels < SD_MAX_LEVELS && has(m, "%sencoder.down.%d.block.0.conv1.weight", P, levels)) levels++;
-        int nrb = 0;
-        while (nrb < 16 && has(m, "%sencoder.down.0.block.%d.conv1.weight", P, nrb)) nrb++;
-        c->num_res_blocks = nrb;
-        for (int l = 0; l < levels; l++)
-            c->ch_mult[l] = c->ch > 0 ? (int)(dim(m, 0, "%sencoder.down.%d.block.0.conv2.weight", P, l) / c->ch) : 0;
-    }
-    if (c->has_decoder) {
-        int64_t ch = dim(m, 1, "%sdecoder.conv_out.weight", P);
-        int dl = 0;
-        while (dl < SD_MAX_LEVELS && has(m, "%sdecoder.up.%d.block.0.conv1.weight", P, dl)) dl++;
-        int nrb = 0;
-        while (nrb < 16 && has(m, "%sdecoder.up.0.block.%d.conv1.weight", P, nrb)) nrb++;
-        if (!c->has_encoder) {
-            c->ch = (int)ch;
-            c->in_channels = (int)dim(m, 0, "%sdecoder.conv_out.weight", P);
-            c->z_channels = (int)dim(m, 1, "%sdecoder.conv_in.weight", P);
-            c->num_res_blocks = nrb - 1;
-            levels = dl;
-            for (int l = 0; l < levels; l++)
-                c->ch_mult[l] = ch > 0 ? (int)(dim(m, 0, "%sdecoder.up.%d.block.0.conv2.weight", P, l) / ch) : 0;
-        } else if (dl != levels || ch != c->ch || nrb != c->num_res_blocks + 1) {
-            return sd_errf(err, "%s: VAE encoder and decoder disagree on their sizes", m->path);
-        }
-    }
-    c->n_levels = levels;
-    if (c->ch <= 0 || c->z_channels <= 0 || levels == 0 || c->num_res_blocks <= 0 || c->in_channels <= 0)
-        return sd_errf(err, "%s: cannot work out the VAE's sizes from its tensors", m->path);
-    for (int l = 0; l < levels; l++)
-        if (c->ch_mult[l] <= 0) return sd_errf(err, "%s: VAE level %d has no width", m->path, l);
-    m->has_vae = 1;
-    return 0;
-}
-
-static int derive_text(sd_model *m, sd_err *err)
-{
-    sd_text_config *c = &m->text;
-    memset(c, 0, sizeof *c);
-    if (m->family == SD_FAMILY_SD1) {
-        const char *P = SD_PREFIX_CLIP;
-        c->kind = SD_TEXT_CLIP_HF;
-        c->vocab = (int)dim(m, 0, "%sembeddings.token_embedding.weight", P);
-        c->width = (int)dim(m, 1, "%sembeddings.token_embedding.weight", P);
-        c->positions = (int)dim(m, 0, "%sembeddings.position_embedding.weight", P);
-        while (c->layers < 1024 && has(m, "%sencoder.layers.%d.layer_norm1.weight", P, c->layers)) c->layers++;
-        c->mlp = (int)dim(m, 0, "%sencoder.layers.0.mlp.fc1.weight", P);
-        c->act = SD_ACT_QUICK_GELU; /* OpenAI CLIP ViT-L/14 */
-        c->layers_used = c->layers;
-        c->pad_id = c->vocab - 1;   /* <|endoftext|>, 49407 for the OpenAI vocabulary */
-    } else {
-        const char *P = SD_PREFIX_OPENCLIP;
-        c->kind = SD_TEXT_OPENCLIP;
-        c->vocab = (int)dim(m, 0, "%stoken_embedding.weight", P);
-        c->width = (int)dim(m, 1, "%stoken_embedding.weight", P);
-        c->positions = (int)dim(m, 0, "%spositional_embedding", P);
-        while (c->layers < 1024 && has(m, "%stransformer.resblocks.%d.ln_1.weight", P, c->layers)) c->layers++;
-        c->mlp = (int)dim(m, 0, "%stransformer.resblocks.0.mlp.c_fc.weight", P);
-        c->act = SD_ACT_GELU;
-        /* FrozenOpenCLIPEmbedder(layer="penultimate"): the last block is skipped. */
-        c->layers_used = c->layers - 1;
-        c->pad_id = 0;
-    }
-    if (c->vocab <= 0 || c->width <= 0 || c->positions <= 0 || c->layers <= 0 || c->mlp <= 0 || c->layers_used <= 0)
-        return sd_errf(err, "%s: cannot work out the text encoder's sizes from its tensors", m->path);
-    /* Both CLIP text towers use 64-wide heads. */
-    c->heads = c->width >= 64 ? c->width / 64 : 1;
-    if (c->width % c->heads) return sd_errf(err, "%s: text width %d does not split into 64-wide heads", m->path, c->width);
-    m->has_text = 1;
-    return 0;
-}
-
 /* ---- required tensors and their shapes ---- */
 
-typedef struct {
-    sd_model *m;
-    sd_err *err;
-    int failed;
-} checker;
+void sd_check_fail(sd_check *k, const char *fmt, ...)
+{
+    if (k->failed) return;
+    k->failed = 1;
+    va_list ap;
+    va_start(ap, fmt);
+    char msg[sizeof k->err->msg];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    sd_errf(k->err, "%s: %s", k->m->path, msg);
+}
 
-static void need(checker *k, int ndim, const int64_t *shape, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void need(checker *k, int ndim, const int64_t *shape, const char *fmt, ...)
+void sd_check_shape(sd_check *k, const char *pre, const char *suffix, int ndim, int64_t d0, int64_t d1, int64_t d2,
+                    int64_t d3)
 {
     if (k->failed) return;
     char name[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
+    snprintf(name, sizeof name, "%s%s", pre, suffix);
+    const int64_t shape[4] = {d0, d1, d2, d3};
     const sd_weight_ref *w = sd_model_find(k->m, name);
     if (!w) {
         k->failed = 1;
@@ -340,302 +205,22 @@ static void need(checker *k, int ndim, const int64_t *shape, const char *fmt, ..
     }
 }
 
-#define S(...) ((const int64_t[]){__VA_ARGS__})
-#define NEED(k, nd, shp, ...) need(k, nd, shp, __VA_ARGS__)
-
-static void need_norm(checker *k, int64_t c, const char *pre)
+void sd_check_linear(sd_check *k, const char *pre, int64_t out, int64_t in, int bias)
 {
-    NEED(k, 1, S(c), "%sweight", pre);
-    NEED(k, 1, S(c), "%sbias", pre);
+    sd_check_shape(k, pre, "weight", 2, out, in, 0, 0);
+    if (bias) sd_check_shape(k, pre, "bias", 1, out, 0, 0, 0);
 }
 
-static void need_unet_res(checker *k, const char *pre, int64_t cin, int64_t cout, int64_t ted)
+void sd_check_conv(sd_check *k, const char *pre, int64_t out, int64_t in, int64_t ksize)
 {
-    char p[512];
-    snprintf(p, sizeof p, "%sin_layers.0.", pre);
-    need_norm(k, cin, p);
-    NEED(k, 4, S(cout, cin, 3, 3), "%sin_layers.2.weight", pre);
-    NEED(k, 1, S(cout), "%sin_layers.2.bias", pre);
-    NEED(k, 2, S(cout, ted), "%semb_layers.1.weight", pre);
-    NEED(k, 1, S(cout), "%semb_layers.1.bias", pre);
-    snprintf(p, sizeof p, "%sout_layers.0.", pre);
-    need_norm(k, cout, p);
-    NEED(k, 4, S(cout, cout, 3, 3), "%sout_layers.3.weight", pre);
-    NEED(k, 1, S(cout), "%sout_layers.3.bias", pre);
-    if (cin != cout) {
-        NEED(k, 4, S(cout, cin, 1, 1), "%sskip_connection.weight", pre);
-        NEED(k, 1, S(cout), "%sskip_connection.bias", pre);
-    }
+    sd_check_shape(k, pre, "weight", 4, out, in, ksize, ksize);
+    sd_check_shape(k, pre, "bias", 1, out, 0, 0, 0);
 }
 
-static void need_transformer(checker *k, const char *pre, int64_t c, const sd_unet_config *u)
+void sd_check_norm(sd_check *k, const char *pre, int64_t c)
 {
-    char p[512];
-    snprintf(p, sizeof p, "%snorm.", pre);
-    need_norm(k, c, p);
-    for (int io = 0; io < 2; io++) {
-        const char *which = io ? "proj_out" : "proj_in";
-        if (u->linear_proj) NEED(k, 2, S(c, c), "%s%s.weight", pre, which);
-        else NEED(k, 4, S(c, c, 1, 1), "%s%s.weight", pre, which);
-        NEED(k, 1, S(c), "%s%s.bias", pre, which);
-    }
-    for (int d = 0; d < u->transformer_depth; d++) {
-        char b[512];
-        snprintf(b, sizeof b, "%stransformer_blocks.%d.", pre, d);
-        for (int a = 1; a <= 2; a++) {
-            int64_t kv = a == 1 ? c : u->context_dim;
-            NEED(k, 2, S(c, c), "%sattn%d.to_q.weight", b, a);
-            NEED(k, 2, S(c, kv), "%sattn%d.to_k.weight", b, a);
-            NEED(k, 2, S(c, kv), "%sattn%d.to_v.weight", b, a);
-            NEED(k, 2, S(c, c), "%sattn%d.to_out.0.weight", b, a);
-            NEED(k, 1, S(c), "%sattn%d.to_out.0.bias", b, a);
-        }
-        NEED(k, 2, S(8 * c, c), "%sff.net.0.proj.weight", b); /* GEGLU: 2 × 4c */
-        NEED(k, 1, S(8 * c), "%sff.net.0.proj.bias", b);
-        NEED(k, 2, S(c, 4 * c), "%sff.net.2.weight", b);
-        NEED(k, 1, S(c), "%sff.net.2.bias", b);
-        for (int n = 1; n <= 3; n++) {
-            snprintf(p, sizeof p, "%snorm%d.", b, n);
-            need_norm(k, c, p);
-        }
-    }
-    if (u->num_heads <= 0 && (u->head_dim <= 0 || c % u->head_dim)) {
-        k->failed = 1;
-        sd_errf(k->err, "%s: attention width %lld is not a multiple of the %d-wide heads", k->m->path, (long long)c,
-                u->head_dim);
-    } else if (u->num_heads > 0 && c % u->num_heads) {
-        k->failed = 1;
-        sd_errf(k->err, "%s: attention width %lld does not split into %d heads", k->m->path, (long long)c, u->num_heads);
-    }
-}
-
-static void check_unet(checker *k)
-{
-    const sd_unet_config *u = &k->m->unet;
-    const char *P = SD_PREFIX_UNET;
-    int64_t mc = u->model_channels, ted = u->time_embed_dim, R = u->num_res_blocks;
-    char pre[512];
-    if (mc % u->groups) {
-        k->failed = 1;
-        sd_errf(k->err, "%s: U-Net width %lld is not a multiple of %d GroupNorm groups", k->m->path, (long long)mc,
-                u->groups);
-        return;
-    }
-    NEED(k, 2, S(ted, mc), "%stime_embed.0.weight", P);
-    NEED(k, 1, S(ted), "%stime_embed.0.bias", P);
-    NEED(k, 2, S(ted, ted), "%stime_embed.2.weight", P);
-    NEED(k, 1, S(ted), "%stime_embed.2.bias", P);
-    NEED(k, 4, S(mc, u->in_channels, 3, 3), "%sinput_blocks.0.0.weight", P);
-    NEED(k, 1, S(mc), "%sinput_blocks.0.0.bias", P);
-    int64_t skips[64];
-    int ns = 0;
-    skips[ns++] = mc;
-    int64_t ch = mc;
-    int idx = 1;
-    for (int l = 0; l < u->n_levels; l++) {
-        int64_t co = mc * u->channel_mult[l];
-        for (int j = 0; j < R; j++, idx++) {
-            snprintf(pre, sizeof pre, "%sinput_blocks.%d.0.", P, idx);
-            need_unet_res(k, pre, ch, co, ted);
-            ch = co;
-            if (u->attn[l]) {
-                snprintf(pre, sizeof pre, "%sinput_blocks.%d.1.", P, idx);
-                need_transformer(k, pre, ch, u);
-            }
-            if (ns < 64) skips[ns++] = ch;
-        }
-        if (l != u->n_levels - 1) {
-            NEED(k, 4, S(ch, ch, 3, 3), "%sinput_blocks.%d.0.op.weight", P, idx);
-            NEED(k, 1, S(ch), "%sinput_blocks.%d.0.op.bias", P, idx);
-            if (ns < 64) skips[ns++] = ch;
-            idx++;
-        }
-    }
-    snprintf(pre, sizeof pre, "%smiddle_block.0.", P);
-    need_unet_res(k, pre, ch, ch, ted);
-    if (u->mid_attn) {
-        snprintf(pre, sizeof pre, "%smiddle_block.1.", P);
-        need_transformer(k, pre, ch, u);
-    }
-    snprintf(pre, sizeof pre, "%smiddle_block.%d.", P, u->mid_attn ? 2 : 1);
-    need_unet_res(k, pre, ch, ch, ted);
-    idx = 0;
-    for (int l = u->n_levels - 1; l >= 0; l--) {
-        int64_t co = mc * u->channel_mult[l];
-        for (int j = 0; j <= R; j++, idx++) {
-            int64_t skip = ns > 0 ? skips[--ns] : 0;
-            snprintf(pre, sizeof pre, "%soutput_blocks.%d.0.", P, idx);
-            need_unet_res(k, pre, ch + skip, co, ted);
-            ch = co;
-            if (u->attn[l]) {
-                snprintf(pre, sizeof pre, "%soutput_blocks.%d.1.", P, idx);
-                need_transformer(k, pre, ch, u);
-            }
-            if (l > 0 && j == R) {
-                NEED(k, 4, S(ch, ch, 3, 3), "%soutput_blocks.%d.%d.conv.weight", P, idx, u->attn[l] ? 2 : 1);
-                NEED(k, 1, S(ch), "%soutput_blocks.%d.%d.conv.bias", P, idx, u->attn[l] ? 2 : 1);
-            }
-        }
-    }
-    snprintf(pre, sizeof pre, "%sout.0.", P);
-    need_norm(k, mc, pre);
-    /* The U-Net predicts noise in the latent space: its output has the VAE's latent channels (or, without a
-     * VAE, as many as its input). Taken from there rather than from out.2 itself, so that a wrong out.2 shape
-     * is reported against the shape it should have. */
-    int64_t oc = k->m->has_vae && k->m->vae.z_channels > 0 ? k->m->vae.z_channels : u->in_channels;
-    NEED(k, 4, S(oc, mc, 3, 3), "%sout.2.weight", P);
-    NEED(k, 1, S(oc), "%sout.2.bias", P);
-}
-
-static void need_vae_res(checker *k, const char *pre, int64_t cin, int64_t cout)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%snorm1.", pre);
-    need_norm(k, cin, p);
-    NEED(k, 4, S(cout, cin, 3, 3), "%sconv1.weight", pre);
-    NEED(k, 1, S(cout), "%sconv1.bias", pre);
-    snprintf(p, sizeof p, "%snorm2.", pre);
-    need_norm(k, cout, p);
-    NEED(k, 4, S(cout, cout, 3, 3), "%sconv2.weight", pre);
-    NEED(k, 1, S(cout), "%sconv2.bias", pre);
-    if (cin != cout) {
-        NEED(k, 4, S(cout, cin, 1, 1), "%snin_shortcut.weight", pre);
-        NEED(k, 1, S(cout), "%snin_shortcut.bias", pre);
-    }
-}
-
-static void need_vae_mid(checker *k, const char *coder, int64_t c)
-{
-    const char *P = SD_PREFIX_VAE;
-    char pre[512];
-    snprintf(pre, sizeof pre, "%s%s.mid.block_1.", P, coder);
-    need_vae_res(k, pre, c, c);
-    snprintf(pre, sizeof pre, "%s%s.mid.attn_1.norm.", P, coder);
-    need_norm(k, c, pre);
-    static const char *proj[] = {"q", "k", "v", "proj_out"};
-    for (int i = 0; i < 4; i++) {
-        NEED(k, 4, S(c, c, 1, 1), "%s%s.mid.attn_1.%s.weight", P, coder, proj[i]);
-        NEED(k, 1, S(c), "%s%s.mid.attn_1.%s.bias", P, coder, proj[i]);
-    }
-    snprintf(pre, sizeof pre, "%s%s.mid.block_2.", P, coder);
-    need_vae_res(k, pre, c, c);
-}
-
-static void check_vae(checker *k)
-{
-    const sd_vae_config *v = &k->m->vae;
-    const char *P = SD_PREFIX_VAE;
-    int64_t ch = v->ch, z = v->z_channels, L = v->n_levels;
-    char pre[512];
-    if (ch % v->groups) {
-        k->failed = 1;
-        sd_errf(k->err, "%s: VAE width %lld is not a multiple of %d GroupNorm groups", k->m->path, (long long)ch,
-                v->groups);
-        return;
-    }
-    if (v->has_encoder) {
-        NEED(k, 4, S(ch, v->in_channels, 3, 3), "%sencoder.conv_in.weight", P);
-        NEED(k, 1, S(ch), "%sencoder.conv_in.bias", P);
-        int64_t c = ch;
-        for (int l = 0; l < L; l++) {
-            int64_t co = ch * v->ch_mult[l];
-            for (int j = 0; j < v->num_res_blocks; j++) {
-                snprintf(pre, sizeof pre, "%sencoder.down.%d.block.%d.", P, l, j);
-                need_vae_res(k, pre, c, co);
-                c = co;
-            }
-            if (l != L - 1) {
-                NEED(k, 4, S(c, c, 3, 3), "%sencoder.down.%d.downsample.conv.weight", P, l);
-                NEED(k, 1, S(c), "%sencoder.down.%d.downsample.conv.bias", P, l);
-            }
-        }
-        need_vae_mid(k, "encoder", c);
-        snprintf(pre, sizeof pre, "%sencoder.norm_out.", P);
-        need_norm(k, c, pre);
-        NEED(k, 4, S(2 * z, c, 3, 3), "%sencoder.conv_out.weight", P);
-        NEED(k, 1, S(2 * z), "%sencoder.conv_out.bias", P);
-        NEED(k, 4, S(2 * z, 2 * z, 1, 1), "%squant_conv.weight", P);
-        NEED(k, 1, S(2 * z), "%squant_conv.bias", P);
-    }
-    if (v->has_decoder) {
-        int64_t c = ch * v->ch_mult[L - 1];
-        NEED(k, 4, S(z, z, 1, 1), "%spost_quant_conv.weight", P);
-        NEED(k, 1, S(z), "%spost_quant_conv.bias", P);
-        NEED(k, 4, S(c, z, 3, 3), "%sdecoder.conv_in.weight", P);
-        NEED(k, 1, S(c), "%sdecoder.conv_in.bias", P);
-        need_vae_mid(k, "decoder", c);
-        for (int l = (int)L - 1; l >= 0; l--) {
-            int64_t co = ch * v->ch_mult[l];
-            for (int j = 0; j <= v->num_res_blocks; j++) {
-                snprintf(pre, sizeof pre, "%sdecoder.up.%d.block.%d.", P, l, j);
-                need_vae_res(k, pre, c, co);
-                c = co;
-            }
-            if (l != 0) {
-                NEED(k, 4, S(c, c, 3, 3), "%sdecoder.up.%d.upsample.conv.weight", P, l);
-                NEED(k, 1, S(c), "%sdecoder.up.%d.upsample.conv.bias", P, l);
-            }
-        }
-        snprintf(pre, sizeof pre, "%sdecoder.norm_out.", P);
-        need_norm(k, c, pre);
-        NEED(k, 4, S(v->in_channels, c, 3, 3), "%sdecoder.conv_out.weight", P);
-        NEED(k, 1, S(v->in_channels), "%sdecoder.conv_out.bias", P);
-    }
-}
-
-static void check_text(checker *k)
-{
-    const sd_text_config *t = &k->m->text;
-    int64_t W = t->width, F = t->mlp;
-    char pre[512], p[600];
-    if (t->kind == SD_TEXT_CLIP_HF) {
-        const char *P = SD_PREFIX_CLIP;
-        NEED(k, 2, S(t->vocab, W), "%sembeddings.token_embedding.weight", P);
-        NEED(k, 2, S(t->positions, W), "%sembeddings.position_embedding.weight", P);
-        for (int i = 0; i < t->layers; i++) {
-            snprintf(pre, sizeof pre, "%sencoder.layers.%d.", P, i);
-            static const char *proj[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
-            for (int j = 0; j < 4; j++) {
-                NEED(k, 2, S(W, W), "%sself_attn.%s.weight", pre, proj[j]);
-                NEED(k, 1, S(W), "%sself_attn.%s.bias", pre, proj[j]);
-            }
-            snprintf(p, sizeof p, "%slayer_norm1.", pre);
-            need_norm(k, W, p);
-            snprintf(p, sizeof p, "%slayer_norm2.", pre);
-            need_norm(k, W, p);
-            NEED(k, 2, S(F, W), "%smlp.fc1.weight", pre);
-            NEED(k, 1, S(F), "%smlp.fc1.bias", pre);
-            NEED(k, 2, S(W, F), "%smlp.fc2.weight", pre);
-            NEED(k, 1, S(W), "%smlp.fc2.bias", pre);
-        }
-        snprintf(p, sizeof p, "%sfinal_layer_norm.", P);
-        need_norm(k, W, p);
-    } else {
-        const char *P = SD_PREFIX_OPENCLIP;
-        NEED(k, 2, S(t->vocab, W), "%stoken_embedding.weight", P);
-        NEED(k, 2, S(t->positions, W), "%spositional_embedding", P);
-        for (int i = 0; i < t->layers; i++) {
-            snprintf(pre, sizeof pre, "%stransformer.resblocks.%d.", P, i);
-            snprintf(p, sizeof p, "%sln_1.", pre);
-            need_norm(k, W, p);
-            snprintf(p, sizeof p, "%sln_2.", pre);
-            need_norm(k, W, p);
-            NEED(k, 2, S(3 * W, W), "%sattn.in_proj_weight", pre);
-            NEED(k, 1, S(3 * W), "%sattn.in_proj_bias", pre);
-            NEED(k, 2, S(W, W), "%sattn.out_proj.weight", pre);
-            NEED(k, 1, S(W), "%sattn.out_proj.bias", pre);
-            NEED(k, 2, S(F, W), "%smlp.c_fc.weight", pre);
-            NEED(k, 1, S(F), "%smlp.c_fc.bias", pre);
-            NEED(k, 2, S(W, F), "%smlp.c_proj.weight", pre);
-            NEED(k, 1, S(W), "%smlp.c_proj.bias", pre);
-        }
-        snprintf(p, sizeof p, "%sln_final.", P);
-        need_norm(k, W, p);
-    }
-    if (t->positions < 77) {
-        k->failed = 1;
-        sd_errf(k->err, "%s: text encoder has %d positions; Stable Diffusion prompts need 77", k->m->path, t->positions);
-    }
+    sd_check_shape(k, pre, "weight", 1, c, 0, 0, 0);
+    sd_check_shape(k, pre, "bias", 1, c, 0, 0, 0);
 }
 
 /* ---- opening ---- */
@@ -752,8 +337,8 @@ int sd_model_open(sd_model *m, const char *path, sd_err *err)
         if (open_folder(m, path, &cap, err)) goto fail;
         if (build_hash(m, err)) goto fail;
         if (m->has_vae) {
-            m->vae.has_encoder = has(m, "%sencoder.conv_in.weight", SD_PREFIX_VAE);
-            m->vae.has_decoder = has(m, "%sdecoder.conv_in.weight", SD_PREFIX_VAE);
+            m->vae.has_encoder = sd_model_has(m, "%sencoder.conv_in.weight", SD_PREFIX_VAE);
+            m->vae.has_decoder = sd_model_has(m, "%sdecoder.conv_in.weight", SD_PREFIX_VAE);
             if (!m->vae.has_encoder && !m->vae.has_decoder) {
                 sd_errf(err, "%s/vae: neither an encoder nor a decoder was found", path);
                 goto fail;
@@ -774,17 +359,17 @@ int sd_model_open(sd_model *m, const char *path, sd_err *err)
             return 0; /* reported by `info`; the generator refuses it */
         }
         if (m->family == SD_FAMILY_UNKNOWN) {
-            if (!has(m, "%sinput_blocks.0.0.weight", SD_PREFIX_UNET)) {
+            if (!sd_model_has(m, "%sinput_blocks.0.0.weight", SD_PREFIX_UNET)) {
                 sd_errf(err, "%s: not a Stable Diffusion checkpoint (no model.diffusion_model.*, first_stage_model.* or "
                         "cond_stage_model.* tensors)", path);
                 goto fail;
             }
         }
-        if (has(m, "%sinput_blocks.0.0.weight", SD_PREFIX_UNET) && derive_unet(m, err)) goto fail;
-        if ((has(m, "%sencoder.conv_in.weight", SD_PREFIX_VAE) || has(m, "%sdecoder.conv_in.weight", SD_PREFIX_VAE)) &&
-            derive_vae(m, err))
+        if (sd_model_has(m, "%sinput_blocks.0.0.weight", SD_PREFIX_UNET) && sd_unet_derive(m, err)) goto fail;
+        if ((sd_model_has(m, "%sencoder.conv_in.weight", SD_PREFIX_VAE) || sd_model_has(m, "%sdecoder.conv_in.weight", SD_PREFIX_VAE)) &&
+            sd_vae_derive(m, err))
             goto fail;
-        if (m->family != SD_FAMILY_UNKNOWN && derive_text(m, err)) goto fail;
+        if (m->family != SD_FAMILY_UNKNOWN && sd_text_derive(m, err)) goto fail;
         if (m->family == SD_FAMILY_UNKNOWN)
             m->family = m->unet.linear_proj || m->unet.context_dim == 1024 ? SD_FAMILY_SD2 : SD_FAMILY_SD1;
         if (m->has_unet) {
@@ -806,11 +391,9 @@ int sd_model_open(sd_model *m, const char *path, sd_err *err)
                 m->text.width);
         goto fail;
     }
-    checker k = {m, err, 0};
-    if (m->has_unet) check_unet(&k);
-    if (m->has_vae) check_vae(&k);
-    if (m->has_text) check_text(&k);
-    if (k.failed) goto fail;
+    if ((m->has_unet && sd_unet_check(m, err)) || (m->has_vae && sd_vae_check(m, err)) ||
+        (m->has_text && sd_text_check(m, err)))
+        goto fail;
     if (!m->has_unet && !m->has_vae && !m->has_text) {
         sd_errf(err, "%s: no U-Net, VAE or text encoder found", path);
         goto fail;

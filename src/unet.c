@@ -29,6 +29,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sdgen/ops.h"
@@ -218,7 +219,7 @@ static int transformer_block(unet_ctx *u, const char *pre, sd_tensor x, int head
     return 0;
 }
 
-static int spatial_transformer(unet_ctx *u, const char *pre, sd_tensor x, sd_tensor *out)
+static int spatial_transformer(unet_ctx *u, const char *pre, int depth, sd_tensor x, sd_tensor *out)
 {
     sd_arena *a = u->a;
     const int64_t C = x.ne[1], H = x.ne[2], W = x.ne[3];
@@ -242,15 +243,9 @@ static int spatial_transformer(unet_ctx *u, const char *pre, sd_tensor x, sd_ten
     sd_tensor h = sd_groupnorm(a, x, u->c->groups, &gn, &bn, 1e-6f);
     sd_tensor t = sd_nchw_to_nlc(a, h);
     t = sd_linear(a, t, &wi, &bi);
-    for (int d = 0;; d++) {
+    for (int d = 0; d < depth; d++) {
         char bp[512];
         snprintf(bp, sizeof bp, "%s.transformer_blocks.%d", pre, d);
-        if (!has_weight(u, bp, "norm1.weight")) {
-            if (d == 0)
-                return sd_errf(u->err, "U-Net %s%s: no transformer_blocks", SD_PREFIX_UNET, pre);
-            break;
-        }
-        if (d >= 64) return sd_errf(u->err, "U-Net %s%s: too many transformer blocks", SD_PREFIX_UNET, pre);
         if (transformer_block(u, bp, t, heads)) return -1;
     }
     t = sd_linear(a, t, &wo, &bo);
@@ -283,53 +278,388 @@ static sd_tensor upsample_nearest(sd_arena *a, sd_tensor x, int64_t oh, int64_t 
     return y;
 }
 
-static int conv_layer(unet_ctx *u, const char *pre, const char *name, sd_tensor x, int stride,
-                      sd_tensor *out)
+/* 3×3 convolution "<pre>.weight" / "<pre>.bias" with padding 1. */
+static int conv_layer(unet_ctx *u, const char *pre, sd_tensor x, int stride, sd_tensor *out)
 {
-    char s1[128], s2[128];
-    snprintf(s1, sizeof s1, "%s.weight", name);
-    snprintf(s2, sizeof s2, "%s.bias", name);
     sd_tensor w, b;
     sd_scope s = sd_scope_open(u->a);
-    if (weight(u, &w, pre, s1) || weight(u, &b, pre, s2) || expect_shape(u, &w, pre, s1, 4, -1, x.ne[1]))
+    if (weight(u, &w, pre, "weight") || weight(u, &b, pre, "bias") || expect_shape(u, &w, pre, "weight", 4, -1, x.ne[1]))
         return -1;
     if (w.ne[2] != 3 || w.ne[3] != 3 || sd_numel(b) != w.ne[0])
-        return sd_errf(u->err, "U-Net %s%s.%s: expected a 3×3 convolution", SD_PREFIX_UNET, pre, name);
+        return sd_errf(u->err, "U-Net %s%s: expected a 3×3 convolution", SD_PREFIX_UNET, pre);
     *out = sd_scope_keep(u->a, s, sd_conv2d(u->a, x, &w, &b, stride, 1));
     return 0;
 }
 
-/* ---- the network ---- */
+/* ---- the topology ----
+ * One walk over the architecture (unet_plan) lists the blocks in the order they run, with their
+ * weight names, channels and sizes. The forward pass, the tensor check at load, the FLOP count
+ * and the memory bound all read that list, so they cannot disagree about the network. */
 
-#define MAX_SKIPS (SD_MAX_LEVELS * 9 + 2)
+/* Most skip connections held at once: conv_in + (res blocks + downsample) per level. */
+#define MAX_SKIPS (SD_MAX_LEVELS * 17 + 2)
 
-static size_t estimate_bytes(const sd_unet_config *c, int64_t n, int64_t h, int64_t w, int64_t L)
+typedef enum ub_kind { UB_CONV_IN, UB_RES, UB_ATTN, UB_DOWN, UB_UP, UB_OUT } ub_kind;
+
+typedef struct ublock {
+    ub_kind kind;
+    char pre[40];      /* LDM name under SD_PREFIX_UNET: "input_blocks.4.1", "output_blocks.2.2.conv", "out" */
+    int level;         /* resolution level (0 = full latent size) */
+    int64_t cin, cout; /* channels in (a concatenated skip included) and out */
+    int64_t skip;      /* channels of the skip connection concatenated before the block (0: none) */
+    int push;          /* the block's output is kept as a skip connection */
+    int keep;          /* decoder half: compact the arena after this block (the end of an LDM block) */
+    int decoder;       /* middle or output half: the input is not needed after the block */
+    int depth;         /* UB_ATTN: transformer blocks */
+    int64_t h, w;      /* input size */
+    int64_t oh, ow;    /* output size (UB_DOWN: ceil half, UB_UP: the next skip's size) */
+} ublock;
+
+typedef struct uplan {
+    ublock *b;
+    int n, cap;
+} uplan;
+
+/* Transformer blocks in a SpatialTransformer of level l (the middle block: l = n_levels). */
+static int unet_level_depth(const sd_unet_config *c, int l)
+{
+    (void)l;
+    return c->transformer_depth;
+}
+
+static ublock *plan_add(uplan *p, ub_kind kind, int level, int64_t cin, int64_t cout, int64_t h, int64_t w,
+                        const char *fmt, ...) __attribute__((format(printf, 8, 9)));
+static ublock *plan_add(uplan *p, ub_kind kind, int level, int64_t cin, int64_t cout, int64_t h, int64_t w,
+                        const char *fmt, ...)
+{
+    if (p->n == p->cap) return NULL;
+    ublock *b = &p->b[p->n++];
+    memset(b, 0, sizeof *b);
+    b->kind = kind;
+    b->level = level;
+    b->cin = cin;
+    b->cout = cout;
+    b->h = b->oh = h;
+    b->w = b->ow = w;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b->pre, sizeof b->pre, fmt, ap);
+    va_end(ap);
+    return b;
+}
+
+/* The blocks of LDM UNetModel for config c on an h×w latent (see the header comment for the names).
+ * Returns 0, or -1 when the config is out of range. The caller frees p->b. */
+static int unet_plan(const sd_unet_config *c, int64_t h, int64_t w, uplan *p)
+{
+    memset(p, 0, sizeof *p);
+    const int L = c->n_levels, R = c->num_res_blocks;
+    if (L < 1 || L > SD_MAX_LEVELS || R < 1 || R > 16 || c->model_channels < 1 || h < 1 || w < 1) return -1;
+    p->cap = 1 + L * (2 * R + 1) + 3 + L * (2 * (R + 1) + 1) + 1;
+    p->b = malloc((size_t)p->cap * sizeof *p->b);
+    if (!p->b) return -1;
+    struct { int64_t ch, h, w; } skips[MAX_SKIPS];
+    int ns = 0, k = 1;
+    const int64_t mc = c->model_channels;
+    ublock *b = plan_add(p, UB_CONV_IN, 0, c->in_channels, mc, h, w, "input_blocks.0.0");
+    b->push = 1;
+    skips[ns].ch = mc, skips[ns].h = h, skips[ns++].w = w;
+    int64_t ch = mc;
+    for (int l = 0; l < L; l++) {
+        const int64_t co = mc * c->channel_mult[l];
+        for (int r = 0; r < R; r++, k++) {
+            b = plan_add(p, UB_RES, l, ch, co, h, w, "input_blocks.%d.0", k);
+            ch = co;
+            if (c->attn[l]) {
+                b = plan_add(p, UB_ATTN, l, ch, ch, h, w, "input_blocks.%d.1", k);
+                b->depth = unet_level_depth(c, l);
+            }
+            b->push = 1;
+            skips[ns].ch = ch, skips[ns].h = h, skips[ns++].w = w;
+        }
+        if (l + 1 < L) {
+            b = plan_add(p, UB_DOWN, l, ch, ch, h, w, "input_blocks.%d.0.op", k++);
+            h = (h + 1) / 2; /* 3×3 conv, stride 2, padding 1: ceil(size / 2) */
+            w = (w + 1) / 2;
+            b->oh = h, b->ow = w, b->push = 1;
+            skips[ns].ch = ch, skips[ns].h = h, skips[ns++].w = w;
+        }
+    }
+    b = plan_add(p, UB_RES, L, ch, ch, h, w, "middle_block.0");
+    b->decoder = b->keep = 1;
+    if (c->mid_attn) {
+        b = plan_add(p, UB_ATTN, L, ch, ch, h, w, "middle_block.1");
+        b->decoder = b->keep = 1, b->depth = unet_level_depth(c, L);
+    }
+    b = plan_add(p, UB_RES, L, ch, ch, h, w, "middle_block.%d", c->mid_attn ? 2 : 1);
+    b->decoder = b->keep = 1;
+    k = 0;
+    for (int l = L - 1; l >= 0; l--) {
+        const int64_t co = mc * c->channel_mult[l];
+        for (int r = 0; r <= R; r++, k++) {
+            if (ns == 0) return -1;
+            const int64_t sk = skips[--ns].ch;
+            h = skips[ns].h, w = skips[ns].w;
+            b = plan_add(p, UB_RES, l, ch + sk, co, h, w, "output_blocks.%d.0", k);
+            b->skip = sk, b->decoder = 1;
+            ch = co;
+            int idx = 1;
+            if (c->attn[l]) {
+                b = plan_add(p, UB_ATTN, l, ch, ch, h, w, "output_blocks.%d.1", k);
+                b->decoder = 1, b->depth = unet_level_depth(c, l);
+                idx = 2;
+            }
+            if (l > 0 && r == R) {
+                /* diffusers passes the next skip's size as upsample_size when the latent is not a
+                 * multiple of 2^(levels-1); for even sizes this is plain ×2 nearest. */
+                if (ns == 0) return -1;
+                b = plan_add(p, UB_UP, l, ch, ch, h, w, "output_blocks.%d.%d.conv", k, idx);
+                b->decoder = 1, b->oh = skips[ns - 1].h, b->ow = skips[ns - 1].w;
+            }
+            b->keep = 1;
+        }
+    }
+    if (ns != 0) return -1;
+    b = plan_add(p, UB_OUT, 0, ch, c->out_channels, h, w, "out");
+    b->decoder = b->keep = 1;
+    return b ? 0 : -1;
+}
+
+/* Arena bytes of one forward pass: every skip connection, ~24 maps of the widest level (a res
+ * block's norm/conv/im2col band, a transformer's tokens, q/k/v and feed-forward), the context's
+ * k/v projections, and slack for the attention and im2col kernels' per-thread blocks. */
+static size_t plan_bytes(const uplan *p, const sd_unet_config *c, int64_t n, int64_t L)
 {
     size_t skips = 0, amax = 0;
-    int64_t hh = h, ww = w;
-    skips += (size_t)(n * c->model_channels * hh * ww);
-    for (int l = 0; l < c->n_levels; l++) {
-        const size_t al = (size_t)(n * c->model_channels * c->channel_mult[l] * hh * ww);
-        skips += (size_t)c->num_res_blocks * al;
-        if (al > amax) amax = al;
-        if (l + 1 < c->n_levels) {
-            hh = (hh + 1) / 2;
-            ww = (ww + 1) / 2;
-            skips += (size_t)(n * c->model_channels * c->channel_mult[l] * hh * ww);
+    for (int i = 0; i < p->n; i++) {
+        const ublock *b = &p->b[i];
+        if (b->push) skips += (size_t)(n * b->cout * b->oh * b->ow);
+        if (b->kind == UB_RES && !b->decoder) {
+            const size_t al = (size_t)(n * b->cout * b->h * b->w);
+            if (al > amax) amax = al;
         }
     }
     const size_t kv = (size_t)(2 * n * L * c->model_channels * 4);
     return (skips + 24 * amax + kv) * sizeof(float) + ((size_t)48 << 20);
 }
 
-static int unet_run(unet_ctx *u, sd_tensor x, const float *t, sd_tensor *out)
+static double conv_flops(double cin, double cout, double k, double h, double w) { return 2 * cin * cout * k * k * h * w; }
+
+/* Multiply-adds ×2 of one block per batch item; ted = time-embedding width, lctx = context tokens. */
+static double block_flops(const sd_unet_config *c, const ublock *b, double ted, double lctx)
 {
+    const double h = (double)b->h, w = (double)b->w, ci = (double)b->cin, co = (double)b->cout;
+    switch (b->kind) {
+    case UB_CONV_IN: return conv_flops(ci, co, 3, h, w);
+    case UB_DOWN: return conv_flops(ci, co, 3, (double)b->oh, (double)b->ow);
+    case UB_UP: return conv_flops(ci, co, 3, (double)b->oh, (double)b->ow);
+    case UB_OUT: return conv_flops(ci, co, 3, h, w);
+    case UB_RES: {
+        double f = conv_flops(ci, co, 3, h, w) + conv_flops(co, co, 3, h, w) + 2 * ted * co;
+        if (ci != co) f += conv_flops(ci, co, 1, h, w);
+        return f;
+    }
+    case UB_ATTN: {
+        const double t = h * w, ch = co;
+        double f = 2 * 2 * t * ch * ch; /* proj_in, proj_out */
+        for (int d = 0; d < b->depth; d++) {
+            f += 2 * t * ch * ch * 4 + 2 * 2 * t * t * ch;                                  /* self-attention */
+            f += 2 * t * ch * ch * 2 + 2 * 2 * lctx * ch * c->context_dim + 2 * 2 * t * lctx * ch; /* cross */
+            f += 2 * t * ch * 8 * ch + 2 * t * 4 * ch * ch;                                  /* GEGLU feed-forward */
+        }
+        return f;
+    }
+    }
+    return 0;
+}
+
+double sd_unet_flops(const sd_unet_config *c, int64_t h, int64_t w, int64_t n_ctx)
+{
+    uplan p;
+    if (unet_plan(c, h, w, &p)) {
+        free(p.b);
+        return 0;
+    }
+    const double ted = c->time_embed_dim, mc = c->model_channels;
+    double f = 2 * mc * ted + 2 * ted * ted; /* time embedding */
+    for (int i = 0; i < p.n; i++) f += block_flops(c, &p.b[i], ted, (double)n_ctx);
+    free(p.b);
+    return f;
+}
+
+size_t sd_unet_memory_bytes(const sd_model *m, int64_t n, int64_t h, int64_t w, int64_t n_ctx)
+{
+    uplan p;
+    size_t bytes = 0;
+    if (unet_plan(&m->unet, h, w, &p) == 0) bytes = plan_bytes(&p, &m->unet, n, n_ctx);
+    free(p.b);
+    /* Weights converted per use live in the block scopes: room for the largest block's (about
+     * twice the largest tensor: an output ResBlock's two convolutions and skip). */
+    return bytes ? bytes + 2 * (size_t)sd_model_scoped_numel(m, SD_PREFIX_UNET) * sizeof(float) : 0;
+}
+
+/* ---- the architecture, from the shapes of an LDM checkpoint ---- */
+
+int sd_unet_derive(sd_model *m, sd_err *err)
+{
+    sd_unet_config *c = &m->unet;
+    memset(c, 0, sizeof *c);
+    const char *P = SD_PREFIX_UNET;
+    int64_t mc = sd_model_dim(m, 0, "%sinput_blocks.0.0.weight", P);
+    int64_t in = sd_model_dim(m, 1, "%sinput_blocks.0.0.weight", P);
+    int64_t ted = sd_model_dim(m, 0, "%stime_embed.0.weight", P);
+    int64_t out = sd_model_dim(m, 0, "%sout.2.weight", P);
+    if (mc <= 0 || in <= 0 || ted <= 0 || out <= 0)
+        return sd_errf(err, "%s: U-Net is missing input_blocks.0.0, time_embed.0 or out.2 weights", m->path);
+    c->model_channels = (int)mc;
+    c->in_channels = (int)in;
+    c->out_channels = (int)out;
+    c->time_embed_dim = (int)ted;
+    c->groups = 32;
+    int nrb = 0;
+    while (nrb < 16 && sd_model_has(m, "%sinput_blocks.%d.0.in_layers.2.weight", P, 1 + nrb)) nrb++;
+    if (nrb == 0) return sd_errf(err, "%s: U-Net has no res block in input_blocks.1", m->path);
+    c->num_res_blocks = nrb;
+    int levels = 0;
+    while (levels < SD_MAX_LEVELS && sd_model_has(m, "%sinput_blocks.%d.0.in_layers.2.weight", P, 1 + levels * (nrb + 1))) {
+        int64_t ch = sd_model_dim(m, 0, "%sinput_blocks.%d.0.in_layers.2.weight", P, 1 + levels * (nrb + 1));
+        if (ch % mc) return sd_errf(err, "%s: U-Net level %d width %lld is not a multiple of %lld", m->path, levels,
+                                    (long long)ch, (long long)mc);
+        c->channel_mult[levels] = (int)(ch / mc);
+        c->attn[levels] = sd_model_has(m, "%sinput_blocks.%d.1.norm.weight", P, 1 + levels * (nrb + 1));
+        levels++;
+        if (!sd_model_has(m, "%sinput_blocks.%d.0.op.weight", P, levels * (nrb + 1))) break;
+    }
+    c->n_levels = levels;
+    c->mid_attn = sd_model_has(m, "%smiddle_block.1.norm.weight", P);
+    /* context width, projection kind and depth from the first transformer found */
+    char tp[256] = "";
+    for (int l = 0; l < levels && !tp[0]; l++)
+        if (c->attn[l]) snprintf(tp, sizeof tp, "%sinput_blocks.%d.1.", P, 1 + l * (nrb + 1));
+    if (!tp[0] && c->mid_attn) snprintf(tp, sizeof tp, "%smiddle_block.1.", P);
+    if (tp[0]) {
+        c->context_dim = (int)sd_model_dim(m, 1, "%stransformer_blocks.0.attn2.to_k.weight", tp);
+        const sd_weight_ref *pi = NULL;
+        char name[300];
+        snprintf(name, sizeof name, "%sproj_in.weight", tp);
+        pi = sd_model_find(m, name);
+        c->linear_proj = pi && pi->ndim == 2;
+        int depth = 0;
+        while (depth < 64 && sd_model_has(m, "%stransformer_blocks.%d.norm1.weight", tp, depth)) depth++;
+        c->transformer_depth = depth;
+        if (c->context_dim <= 0 || depth == 0)
+            return sd_errf(err, "%s: U-Net transformer block %s is incomplete", m->path, tp);
+    }
+    m->has_unet = 1;
+    return 0;
+}
+
+/* ---- the tensors the plan reads, checked by name and shape at load ---- */
+
+static void check_res(sd_check *k, const char *pre, int64_t cin, int64_t cout, int64_t ted)
+{
+    char p[160];
+    snprintf(p, sizeof p, "%sin_layers.0.", pre);
+    sd_check_norm(k, p, cin);
+    snprintf(p, sizeof p, "%sin_layers.2.", pre);
+    sd_check_conv(k, p, cout, cin, 3);
+    snprintf(p, sizeof p, "%semb_layers.1.", pre);
+    sd_check_linear(k, p, cout, ted, 1);
+    snprintf(p, sizeof p, "%sout_layers.0.", pre);
+    sd_check_norm(k, p, cout);
+    snprintf(p, sizeof p, "%sout_layers.3.", pre);
+    sd_check_conv(k, p, cout, cout, 3);
+    if (cin != cout) {
+        snprintf(p, sizeof p, "%sskip_connection.", pre);
+        sd_check_conv(k, p, cout, cin, 1);
+    }
+}
+
+static void check_transformer(sd_check *k, const sd_unet_config *u, const char *pre, int64_t c, int depth)
+{
+    char p[200], b[160];
+    snprintf(p, sizeof p, "%snorm.", pre);
+    sd_check_norm(k, p, c);
+    for (int io = 0; io < 2; io++) {
+        snprintf(p, sizeof p, "%s%s.", pre, io ? "proj_out" : "proj_in");
+        if (u->linear_proj) sd_check_linear(k, p, c, c, 1);
+        else sd_check_conv(k, p, c, c, 1);
+    }
+    for (int d = 0; d < depth; d++) {
+        snprintf(b, sizeof b, "%stransformer_blocks.%d.", pre, d);
+        for (int a = 1; a <= 2; a++) {
+            const int64_t kv = a == 1 ? c : u->context_dim;
+            static const char *const proj[3] = {"to_q", "to_k", "to_v"};
+            for (int j = 0; j < 3; j++) {
+                snprintf(p, sizeof p, "%sattn%d.%s.", b, a, proj[j]);
+                sd_check_linear(k, p, c, j ? kv : c, 0);
+            }
+            snprintf(p, sizeof p, "%sattn%d.to_out.0.", b, a);
+            sd_check_linear(k, p, c, c, 1);
+        }
+        snprintf(p, sizeof p, "%sff.net.0.proj.", b);
+        sd_check_linear(k, p, 8 * c, c, 1); /* GEGLU: 2 × 4c */
+        snprintf(p, sizeof p, "%sff.net.2.", b);
+        sd_check_linear(k, p, c, 4 * c, 1);
+        for (int n = 1; n <= 3; n++) {
+            snprintf(p, sizeof p, "%snorm%d.", b, n);
+            sd_check_norm(k, p, c);
+        }
+    }
+    if (u->num_heads <= 0 && (u->head_dim <= 0 || c % u->head_dim))
+        sd_check_fail(k, "attention width %lld is not a multiple of the %d-wide heads", (long long)c, u->head_dim);
+    else if (u->num_heads > 0 && c % u->num_heads)
+        sd_check_fail(k, "attention width %lld does not split into %d heads", (long long)c, u->num_heads);
+}
+
+int sd_unet_check(const sd_model *m, sd_err *err)
+{
+    const sd_unet_config *u = &m->unet;
+    sd_check k = {m, err, 0};
+    const int64_t mc = u->model_channels, ted = u->time_embed_dim;
+    if (mc % u->groups) {
+        sd_check_fail(&k, "U-Net width %lld is not a multiple of %d GroupNorm groups", (long long)mc, u->groups);
+        return -1;
+    }
+    uplan p;
+    if (unet_plan(u, 64, 64, &p)) {
+        free(p.b);
+        return sd_errf(err, "%s: unsupported U-Net configuration (%d levels, %d res blocks)", m->path, u->n_levels,
+                       u->num_res_blocks);
+    }
+    sd_check_linear(&k, SD_PREFIX_UNET "time_embed.0.", ted, mc, 1);
+    sd_check_linear(&k, SD_PREFIX_UNET "time_embed.2.", ted, ted, 1);
+    /* The U-Net predicts noise in the latent space: its output has the VAE's latent channels (or, without a
+     * VAE, as many as its input). Taken from there rather than from out.2 itself, so that a wrong out.2 shape
+     * is reported against the shape it should have. */
+    const int64_t oc = m->has_vae && m->vae.z_channels > 0 ? m->vae.z_channels : u->in_channels;
+    for (int i = 0; i < p.n && !k.failed; i++) {
+        const ublock *b = &p.b[i];
+        char pre[96];
+        snprintf(pre, sizeof pre, SD_PREFIX_UNET "%s.", b->pre);
+        switch (b->kind) {
+        case UB_CONV_IN:
+        case UB_DOWN:
+        case UB_UP: sd_check_conv(&k, pre, b->cout, b->cin, 3); break;
+        case UB_RES: check_res(&k, pre, b->cin, b->cout, ted); break;
+        case UB_ATTN: check_transformer(&k, u, pre, b->cout, b->depth); break;
+        case UB_OUT:
+            sd_check_norm(&k, SD_PREFIX_UNET "out.0.", b->cin);
+            sd_check_conv(&k, SD_PREFIX_UNET "out.2.", oc, b->cin, 3);
+            break;
+        }
+    }
+    free(p.b);
+    return k.failed ? -1 : 0;
+}
+
+/* ---- the forward pass ---- */
+
+static int unet_time_embedding(unet_ctx *u, const float *t, int64_t n)
+{
+    /* sinusoid(t) -> Linear -> SiLU -> Linear; ResBlocks use silu(emb) */
     const sd_unet_config *c = u->c;
     sd_arena *a = u->a;
-    const int64_t n = x.ne[0];
-    char pre[64];
-
-    /* time embedding: sinusoid(t) -> Linear -> SiLU -> Linear; ResBlocks use silu(emb) */
     sd_tensor w0, b0, w2, b2;
     sd_scope s = sd_scope_open(a);
     if (linear_weight(u, &w0, "time_embed", "0.weight") || weight(u, &b0, "time_embed", "0.bias") ||
@@ -344,83 +674,63 @@ static int unet_run(unet_ctx *u, sd_tensor x, const float *t, sd_tensor *out)
     e = sd_linear(a, e, &w2, &b2);
     sd_silu_(e);
     u->emb_silu = sd_scope_keep(a, s, e);
+    return 0;
+}
 
+/* One block of the plan on h; the result in *y. */
+static int run_block(unet_ctx *u, const ublock *b, sd_tensor x, sd_tensor h, sd_tensor *y)
+{
+    sd_arena *a = u->a;
+    switch (b->kind) {
+    case UB_CONV_IN: return conv_layer(u, b->pre, x, 1, y);
+    case UB_DOWN: return conv_layer(u, b->pre, h, 2, y);
+    case UB_RES: return resblock(u, b->pre, h, y);
+    case UB_ATTN: return spatial_transformer(u, b->pre, b->depth, h, y);
+    case UB_UP: return conv_layer(u, b->pre, upsample_nearest(a, h, b->oh, b->ow), 1, y);
+    case UB_OUT: {
+        sd_tensor go, bo;
+        if (norm_weights(u, "out", "0", h.ne[1], &go, &bo)) return -1;
+        if (h.ne[1] % u->c->groups) return sd_errf(u->err, "U-Net out.0: channels not divisible by groups");
+        return conv_layer(u, "out.2", sd_groupnorm_silu(a, h, u->c->groups, &go, &bo, 1e-5f), 1, y);
+    }
+    }
+    return sd_errf(u->err, "U-Net: unknown block");
+}
+
+static int unet_run(unet_ctx *u, const uplan *p, sd_tensor x, const float *t, sd_tensor *out)
+{
+    sd_arena *a = u->a;
+    if (unet_time_embedding(u, t, x.ne[0])) return -1;
     sd_tensor skips[MAX_SKIPS];
     int nskip = 0;
-    sd_tensor h;
-    if (conv_layer(u, "input_blocks.0", "0", x, 1, &h)) return -1;
-    skips[nskip++] = h;
-
-    int k = 1;
-    for (int l = 0; l < c->n_levels; l++) {
-        for (int r = 0; r < c->num_res_blocks; r++, k++) {
-            snprintf(pre, sizeof pre, "input_blocks.%d.0", k);
-            if (resblock(u, pre, h, &h)) return -1;
-            if (c->attn[l]) {
-                snprintf(pre, sizeof pre, "input_blocks.%d.1", k);
-                if (spatial_transformer(u, pre, h, &h)) return -1;
-            }
-            skips[nskip++] = h;
+    sd_tensor h = x;
+    sd_scope hs = {0};
+    int in_decoder = 0;
+    for (int i = 0; i < p->n; i++) {
+        const ublock *b = &p->b[i];
+        if (b->decoder && !in_decoder) {
+            /* From here on, h is not a skip connection: each block may overwrite its input. */
+            hs = sd_scope_open(a);
+            in_decoder = 1;
         }
-        if (l + 1 < c->n_levels) {
-            snprintf(pre, sizeof pre, "input_blocks.%d.0", k++);
-            if (conv_layer(u, pre, "op", h, 2, &h)) return -1;
-            skips[nskip++] = h;
-        }
-    }
-
-    /* From here on, h is not a skip connection: each block may overwrite its input. */
-    sd_scope hs = sd_scope_open(a);
-    sd_tensor y;
-    if (resblock(u, "middle_block.0", h, &y)) return -1;
-    h = sd_scope_keep(a, hs, y);
-    if (c->mid_attn) {
-        if (spatial_transformer(u, "middle_block.1", h, &y)) return -1;
-        h = sd_scope_keep(a, hs, y);
-        if (resblock(u, "middle_block.2", h, &y)) return -1;
-        h = sd_scope_keep(a, hs, y);
-    } else if (has_weight(u, "middle_block.1", "in_layers.0.weight")) {
-        if (resblock(u, "middle_block.1", h, &y)) return -1;
-        h = sd_scope_keep(a, hs, y);
-    }
-
-    k = 0;
-    for (int l = c->n_levels - 1; l >= 0; l--) {
-        for (int r = 0; r <= c->num_res_blocks; r++, k++) {
+        sd_tensor in = h, y;
+        if (b->skip) {
             if (nskip == 0) return sd_errf(u->err, "U-Net: skip connections exhausted");
-            sd_tensor sk = skips[--nskip];
+            const sd_tensor sk = skips[--nskip];
             if (sk.ne[2] != h.ne[2] || sk.ne[3] != h.ne[3])
-                return sd_errf(u->err, "U-Net output_blocks.%d: size %lldx%lld does not match skip %lldx%lld", k,
+                return sd_errf(u->err, "U-Net %s: size %lldx%lld does not match skip %lldx%lld", b->pre,
                                (long long)h.ne[2], (long long)h.ne[3], (long long)sk.ne[2], (long long)sk.ne[3]);
-            y = sd_concat1(a, h, sk);
-            snprintf(pre, sizeof pre, "output_blocks.%d.0", k);
-            if (resblock(u, pre, y, &y)) return -1;
-            int idx = 1;
-            if (c->attn[l]) {
-                snprintf(pre, sizeof pre, "output_blocks.%d.1", k);
-                if (spatial_transformer(u, pre, y, &y)) return -1;
-                idx = 2;
-            }
-            if (l > 0 && r == c->num_res_blocks) {
-                /* diffusers passes the next skip's size as upsample_size when the latent is not a
-                 * multiple of 2^(levels-1); for even sizes this is plain ×2 nearest. */
-                if (nskip == 0) return sd_errf(u->err, "U-Net: skip connections exhausted");
-                const sd_tensor nx = skips[nskip - 1];
-                sd_tensor up = upsample_nearest(a, y, nx.ne[2], nx.ne[3]);
-                snprintf(pre, sizeof pre, "output_blocks.%d.%d", k, idx);
-                if (conv_layer(u, pre, "conv", up, 1, &y)) return -1;
-            }
-            h = sd_scope_keep(a, hs, y);
+            in = sd_concat1(a, h, sk);
+        }
+        if (run_block(u, b, x, in, &y)) return -1;
+        h = in_decoder && b->keep ? sd_scope_keep(a, hs, y) : y;
+        if (b->push) {
+            if (nskip == MAX_SKIPS) return sd_errf(u->err, "U-Net: too many skip connections");
+            skips[nskip++] = h;
         }
     }
     if (nskip != 0) return sd_errf(u->err, "U-Net: %d skip connections left over", nskip);
-
-    sd_tensor go, bo;
-    if (norm_weights(u, "out", "0", h.ne[1], &go, &bo)) return -1;
-    if (h.ne[1] % c->groups) return sd_errf(u->err, "U-Net out.0: channels not divisible by groups");
-    h = sd_groupnorm_silu(a, h, c->groups, &go, &bo, 1e-5f);
-    if (conv_layer(u, "out", "2", h, 1, &h)) return -1;
-    *out = sd_scope_keep(a, hs, h);
+    *out = h;
     return 0;
 }
 
@@ -448,20 +758,25 @@ int sd_unet_forward(sd_model *m, sd_arena *a, sd_tensor x, const float *t, sd_te
         if (!isfinite(t[i])) return sd_errf(err, "U-Net: timestep %lld is not finite", (long long)i);
 
     unet_ctx u = {.m = m, .a = a, .err = err, .c = c, .context = context};
-    /* Weights converted per use live in the block scopes: reserve room for the largest block's
-     * (about twice the largest tensor: an output ResBlock's two convolutions and skip) */
-    const size_t wbytes = 2 * (size_t)sd_model_scoped_numel(m, SD_PREFIX_UNET) * sizeof(float);
+    uplan p;
+    if (unet_plan(c, x.ne[2], x.ne[3], &p)) {
+        free(p.b);
+        return sd_errf(err, "U-Net: unsupported configuration (%d levels, %d res blocks)", c->n_levels,
+                       c->num_res_blocks);
+    }
     jmp_buf jb;
     jmp_buf *prev = a->guard;
     if (setjmp(jb)) {
         a->guard = prev;
+        free(p.b);
         return sd_errcf(err, SD_EXIT_OOM, "U-Net: out of memory for activations (latent %s)",
                         sd_shape_str(x, b1, sizeof b1));
     }
     a->guard = &jb;
-    sd_arena_reserve(a, estimate_bytes(c, x.ne[0], x.ne[2], x.ne[3], context.ne[1]) + wbytes);
-    int rc = unet_run(&u, x, t, out);
+    sd_arena_reserve(a, sd_unet_memory_bytes(m, x.ne[0], x.ne[2], x.ne[3], context.ne[1]));
+    int rc = unet_run(&u, &p, x, t, out);
     a->guard = prev;
+    free(p.b);
     if (rc && err && !err->msg[0]) sd_errf(err, "U-Net: failed");
     return rc;
 }

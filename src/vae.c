@@ -33,6 +33,177 @@ typedef struct vae_ctx {
     int groups;
 } vae_ctx;
 
+/* ---- the architecture, from the shapes of an LDM checkpoint ---- */
+
+int sd_vae_derive(sd_model *m, sd_err *err)
+{
+    sd_vae_config *c = &m->vae;
+    memset(c, 0, sizeof *c);
+    const char *P = SD_PREFIX_VAE;
+    c->has_encoder = sd_model_has(m, "%sencoder.conv_in.weight", P);
+    c->has_decoder = sd_model_has(m, "%sdecoder.conv_in.weight", P);
+    c->groups = 32;
+    c->scale_factor = 0.18215f; /* SD 1.x/2.x v1-inference.yaml scale_factor */
+    int levels = 0;
+    if (c->has_encoder) {
+        c->ch = (int)sd_model_dim(m, 0, "%sencoder.conv_in.weight", P);
+        c->in_channels = (int)sd_model_dim(m, 1, "%sencoder.conv_in.weight", P);
+        c->z_channels = (int)(sd_model_dim(m, 0, "%sencoder.conv_out.weight", P) / 2);
+        while (levels < SD_MAX_LEVELS && sd_model_has(m, "%sencoder.down.%d.block.0.conv1.weight", P, levels)) levels++;
+        int nrb = 0;
+        while (nrb < 16 && sd_model_has(m, "%sencoder.down.0.block.%d.conv1.weight", P, nrb)) nrb++;
+        c->num_res_blocks = nrb;
+        for (int l = 0; l < levels; l++)
+            c->ch_mult[l] = c->ch > 0 ? (int)(sd_model_dim(m, 0, "%sencoder.down.%d.block.0.conv2.weight", P, l) / c->ch) : 0;
+    }
+    if (c->has_decoder) {
+        int64_t ch = sd_model_dim(m, 1, "%sdecoder.conv_out.weight", P);
+        int dl = 0;
+        while (dl < SD_MAX_LEVELS && sd_model_has(m, "%sdecoder.up.%d.block.0.conv1.weight", P, dl)) dl++;
+        int nrb = 0;
+        while (nrb < 16 && sd_model_has(m, "%sdecoder.up.0.block.%d.conv1.weight", P, nrb)) nrb++;
+        if (!c->has_encoder) {
+            c->ch = (int)ch;
+            c->in_channels = (int)sd_model_dim(m, 0, "%sdecoder.conv_out.weight", P);
+            c->z_channels = (int)sd_model_dim(m, 1, "%sdecoder.conv_in.weight", P);
+            c->num_res_blocks = nrb - 1;
+            levels = dl;
+            for (int l = 0; l < levels; l++)
+                c->ch_mult[l] = ch > 0 ? (int)(sd_model_dim(m, 0, "%sdecoder.up.%d.block.0.conv2.weight", P, l) / ch) : 0;
+        } else if (dl != levels || ch != c->ch || nrb != c->num_res_blocks + 1) {
+            return sd_errf(err, "%s: VAE encoder and decoder disagree on their sizes", m->path);
+        }
+    }
+    c->n_levels = levels;
+    if (c->ch <= 0 || c->z_channels <= 0 || levels == 0 || c->num_res_blocks <= 0 || c->in_channels <= 0)
+        return sd_errf(err, "%s: cannot work out the VAE's sizes from its tensors", m->path);
+    for (int l = 0; l < levels; l++)
+        if (c->ch_mult[l] <= 0) return sd_errf(err, "%s: VAE level %d has no width", m->path, l);
+    m->has_vae = 1;
+    return 0;
+}
+
+/* ---- work ---- */
+
+static double conv_flops(double cin, double cout, double k, double h, double w) { return 2 * cin * cout * k * k * h * w; }
+
+static double res_flops(double cin, double cout, double h, double w)
+{
+    double f = conv_flops(cin, cout, 3, h, w) + conv_flops(cout, cout, 3, h, w);
+    if (cin != cout) f += conv_flops(cin, cout, 1, h, w);
+    return f;
+}
+
+double sd_vae_decode_flops(const sd_vae_config *v, int64_t h0, int64_t w0)
+{
+    double c = (double)v->ch * v->ch_mult[v->n_levels - 1], h = (double)h0, w = (double)w0, f = 0;
+    f += 2.0 * v->z_channels * v->z_channels * h * w; /* post_quant_conv */
+    f += conv_flops(v->z_channels, c, 3, h, w);
+    f += 2 * res_flops(c, c, h, w) + 2 * 4 * h * w * c * c + 2 * 2 * (h * w) * (h * w) * c; /* mid */
+    for (int l = v->n_levels - 1; l >= 0; l--) {
+        const double co = (double)v->ch * v->ch_mult[l];
+        for (int j = 0; j <= v->num_res_blocks; j++) {
+            f += res_flops(c, co, h, w);
+            c = co;
+        }
+        if (l != 0) {
+            h *= 2;
+            w *= 2;
+            f += conv_flops(c, c, 3, h, w);
+        }
+    }
+    return f + conv_flops(c, v->in_channels, 3, h, w);
+}
+
+/* ---- the tensors the coders read, checked by name and shape at load ---- */
+
+static void check_res(sd_check *k, const char *pre, int64_t cin, int64_t cout)
+{
+    char p[200];
+    snprintf(p, sizeof p, "%snorm1.", pre);
+    sd_check_norm(k, p, cin);
+    snprintf(p, sizeof p, "%sconv1.", pre);
+    sd_check_conv(k, p, cout, cin, 3);
+    snprintf(p, sizeof p, "%snorm2.", pre);
+    sd_check_norm(k, p, cout);
+    snprintf(p, sizeof p, "%sconv2.", pre);
+    sd_check_conv(k, p, cout, cout, 3);
+    if (cin != cout) {
+        snprintf(p, sizeof p, "%snin_shortcut.", pre);
+        sd_check_conv(k, p, cout, cin, 1);
+    }
+}
+
+/* mid.block_1, mid.attn_1 (q, k, v, proj_out as 1×1 convs), mid.block_2 of "encoder" or "decoder". */
+static void check_mid(sd_check *k, const char *coder, int64_t c)
+{
+    char p[200];
+    snprintf(p, sizeof p, SD_PREFIX_VAE "%s.mid.block_1.", coder);
+    check_res(k, p, c, c);
+    snprintf(p, sizeof p, SD_PREFIX_VAE "%s.mid.attn_1.norm.", coder);
+    sd_check_norm(k, p, c);
+    static const char *const proj[] = {"q", "k", "v", "proj_out"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, SD_PREFIX_VAE "%s.mid.attn_1.%s.", coder, proj[i]);
+        sd_check_conv(k, p, c, c, 1);
+    }
+    snprintf(p, sizeof p, SD_PREFIX_VAE "%s.mid.block_2.", coder);
+    check_res(k, p, c, c);
+}
+
+int sd_vae_check(const sd_model *m, sd_err *err)
+{
+    const sd_vae_config *v = &m->vae;
+    sd_check k = {m, err, 0};
+    const int64_t ch = v->ch, z = v->z_channels, L = v->n_levels;
+    char pre[200];
+    if (ch % v->groups) {
+        sd_check_fail(&k, "VAE width %lld is not a multiple of %d GroupNorm groups", (long long)ch, v->groups);
+        return -1;
+    }
+    if (v->has_encoder) {
+        sd_check_conv(&k, SD_PREFIX_VAE "encoder.conv_in.", ch, v->in_channels, 3);
+        int64_t c = ch;
+        for (int l = 0; l < L; l++) {
+            const int64_t co = ch * v->ch_mult[l];
+            for (int j = 0; j < v->num_res_blocks; j++) {
+                snprintf(pre, sizeof pre, SD_PREFIX_VAE "encoder.down.%d.block.%d.", l, j);
+                check_res(&k, pre, c, co);
+                c = co;
+            }
+            if (l != L - 1) {
+                snprintf(pre, sizeof pre, SD_PREFIX_VAE "encoder.down.%d.downsample.conv.", l);
+                sd_check_conv(&k, pre, c, c, 3);
+            }
+        }
+        check_mid(&k, "encoder", c);
+        sd_check_norm(&k, SD_PREFIX_VAE "encoder.norm_out.", c);
+        sd_check_conv(&k, SD_PREFIX_VAE "encoder.conv_out.", 2 * z, c, 3);
+        sd_check_conv(&k, SD_PREFIX_VAE "quant_conv.", 2 * z, 2 * z, 1);
+    }
+    if (v->has_decoder) {
+        int64_t c = ch * v->ch_mult[L - 1];
+        sd_check_conv(&k, SD_PREFIX_VAE "post_quant_conv.", z, z, 1);
+        sd_check_conv(&k, SD_PREFIX_VAE "decoder.conv_in.", c, z, 3);
+        check_mid(&k, "decoder", c);
+        for (int l = (int)L - 1; l >= 0; l--) {
+            const int64_t co = ch * v->ch_mult[l];
+            for (int j = 0; j <= v->num_res_blocks; j++) {
+                snprintf(pre, sizeof pre, SD_PREFIX_VAE "decoder.up.%d.block.%d.", l, j);
+                check_res(&k, pre, c, co);
+                c = co;
+            }
+            if (l != 0) {
+                snprintf(pre, sizeof pre, SD_PREFIX_VAE "decoder.up.%d.upsample.conv.", l);
+                sd_check_conv(&k, pre, c, c, 3);
+            }
+        }
+        sd_check_norm(&k, SD_PREFIX_VAE "decoder.norm_out.", c);
+        sd_check_conv(&k, SD_PREFIX_VAE "decoder.conv_out.", v->in_channels, c, 3);
+    }
+    return k.failed ? -1 : 0;
+}
+
 /* ---- weights, looked up by name and checked against the shape the code will index ---- */
 
 /* Fetch "<fmt...>" and require ndim dims equal to d[] (d[i] < 0: any). */

@@ -19,6 +19,14 @@
 extern "C" {
 #endif
 
+/* The architecture (m->text) from the shapes of a single-file checkpoint's tensors (the family
+ * says which tower: m->family must be set). */
+int sd_text_derive(sd_model *m, sd_err *err);
+/* Every tensor the encoder reads exists with the shape the architecture implies. */
+int sd_text_check(const sd_model *m, sd_err *err);
+/* Multiply-adds ×2 of encoding one 77-token sequence. */
+double sd_text_flops(const sd_text_config *t);
+
 /* Encode n_seq token sequences of m->text.positions (77) ids each.
  * tokens: n_seq × 77 ids, each checked against the vocabulary size.
  * clip_skip: AUTOMATIC1111 semantics. 1 (or 0) = the model's default output (SD 1.x: the last

@@ -170,6 +170,27 @@ const sd_weight_ref *sd_model_find(const sd_model *m, const char *name);
 /* Element count of the largest tensor under an LDM prefix that sd_model_weight would convert into
  * an arena scope in the current mode (0 if none): what a network reserves for its weights. */
 int64_t sd_model_scoped_numel(const sd_model *m, const char *prefix);
+/* ---- what the networks use to derive and check their architecture ---- */
+
+/* Whether a tensor of that (printf-formatted) LDM name exists; dimension d of it, -1 if absent. */
+int sd_model_has(const sd_model *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int64_t sd_model_dim(const sd_model *m, int d, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* A check of required tensors: the first failure is recorded in err ("<file>: required tensor
+ * "x" is missing" / "has shape [..], expected [..]") and later checks do nothing. */
+typedef struct sd_check {
+    const sd_model *m;
+    sd_err *err;
+    int failed;
+} sd_check;
+/* "<pre><suffix>" exists with ndim dims d0.. (unused dims ignored). */
+void sd_check_shape(sd_check *k, const char *pre, const char *suffix, int ndim, int64_t d0, int64_t d1, int64_t d2,
+                    int64_t d3);
+void sd_check_linear(sd_check *k, const char *pre, int64_t out, int64_t in, int bias); /* pre "weight" [out,in] */
+void sd_check_conv(sd_check *k, const char *pre, int64_t out, int64_t in, int64_t ksize); /* + "bias" [out] */
+void sd_check_norm(sd_check *k, const char *pre, int64_t c);                           /* weight, bias [c] */
+void sd_check_fail(sd_check *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Metadata value from the (first) file's __metadata__, or NULL. */
 const char *sd_model_meta(const sd_model *m, const char *key);
 

@@ -22,6 +22,11 @@
 extern "C" {
 #endif
 
+/* The architecture (m->unet) from the shapes of a single-file checkpoint's tensors. */
+int sd_unet_derive(sd_model *m, sd_err *err);
+/* Every tensor the forward pass reads exists with the shape the architecture implies. */
+int sd_unet_check(const sd_model *m, sd_err *err);
+
 /* One U-Net evaluation.
  *   x       [n, in_channels, h, w] latents (h, w ≥ 1, at most SD_UNET_MAX_SIDE)
  *   t       n timesteps (may be fractional, e.g. the Euler samplers' linspace grid)
@@ -33,6 +38,13 @@ extern "C" {
  * weights, SD_EXIT_OOM). */
 int sd_unet_forward(sd_model *m, sd_arena *a, sd_tensor x, const float *t, sd_tensor context,
                     sd_tensor *out, sd_err *err);
+
+/* Multiply-adds ×2 of one forward pass per batch item on an h×w latent with n_ctx context tokens
+ * (convolutions, linear layers and attention products; norms and activations are not counted). */
+double sd_unet_flops(const sd_unet_config *c, int64_t h, int64_t w, int64_t n_ctx);
+/* Arena bytes one forward pass of batch n needs (activations and the weights converted per use):
+ * what sd_unet_forward reserves, and what a caller checks against the memory it has. */
+size_t sd_unet_memory_bytes(const sd_model *m, int64_t n, int64_t h, int64_t w, int64_t n_ctx);
 
 /* Largest accepted latent side (an 8192-pixel image). */
 #define SD_UNET_MAX_SIDE 1024

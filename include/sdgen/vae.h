@@ -20,6 +20,13 @@
 extern "C" {
 #endif
 
+/* The architecture (m->vae) from the shapes of a single-file checkpoint's tensors. */
+int sd_vae_derive(sd_model *m, sd_err *err);
+/* Every tensor the encoder/decoder read exists with the shape the architecture implies. */
+int sd_vae_check(const sd_model *m, sd_err *err);
+/* Multiply-adds ×2 of decoding one h×w latent (convolutions, attention products). */
+double sd_vae_decode_flops(const sd_vae_config *v, int64_t h, int64_t w);
+
 /* Decoder: z [n, z_channels, h, w] (latent already divided by the scale factor, §3.7) ->
  * img [n, 3, h·2^(levels−1), w·2^(levels−1)] in the arena (nominally [−1, 1], not clamped).
  * post_quant_conv is applied first. Batch items are decoded one after another, so peak memory
