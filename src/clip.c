@@ -41,8 +41,9 @@ typedef struct clip_ctx {
 int sd_text_derive(sd_model *m, sd_err *err)
 {
     sd_text_config *c = &m->text;
+    const sd_text_kind kind = c->kind; /* the family's (before_derive) */
     memset(c, 0, sizeof *c);
-    if (m->family == SD_FAMILY_SD1) {
+    if (kind == SD_TEXT_CLIP_HF) {
         const char *P = SD_PREFIX_CLIP;
         c->kind = SD_TEXT_CLIP_HF;
         c->vocab = (int)sd_model_dim(m, 0, "%sembeddings.token_embedding.weight", P);

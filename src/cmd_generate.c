@@ -16,6 +16,7 @@
 #include "sdgen/image.h"
 #include "sdgen/ops.h"
 #include "sdgen/params.h"
+#include "sdgen/family.h"
 #include "sdgen/pipeline.h"
 #include "sdgen/rng.h"
 
@@ -501,21 +502,6 @@ static int one_image(run_ctx *r, sd_gen_opts *o, const char *out_tmpl, const cha
     return rc;
 }
 
-/* Default size from the model: modelspec.resolution "WxH", else 768 for SD 2.x v, else 512. */
-static void model_default_size(const sd_model *m, sd_prediction pred, int *w, int *h)
-{
-    const char *res = sd_model_meta(m, "modelspec.resolution");
-    int a, b;
-    if (res && sscanf(res, "%dx%d", &a, &b) == 2 && a >= 8 && b >= 8 && a % 8 == 0 && b % 8 == 0 && a <= 8192 &&
-        b <= 8192) {
-        *w = a;
-        *h = b;
-        return;
-    }
-    int s = m->family == SD_FAMILY_SD2 && pred == SD_PRED_V ? 768 : 512;
-    *w = *h = s;
-}
-
 /* Apply a batch line's settings on top of the command line's. */
 static int apply_item(const sd_batch_item *it, sd_gen_opts *o, int *batch_count, const char **output,
                       const cli_opts *c, sd_err *err)
@@ -629,7 +615,7 @@ int sd_cmd_generate(int argc, char **argv)
                 c.gen.prediction != SD_PRED_UNKNOWN ? "set by --prediction" : p.model.prediction_why);
     }
     int dw, dh;
-    model_default_size(&p.model, pred, &dw, &dh);
+    sd_family_default_size(&p.model, pred, &dw, &dh);
     if (!c.have_width) c.gen.width = dw;
     if (!c.have_height) c.gen.height = dh;
     if (c.gen.init_image && !c.have_width && !c.have_height) c.gen.width = c.gen.height = 0;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "sdgen/family.h"
 #include "sdgen/model.h"
 
 static const char *component_of(const char *name)
@@ -30,7 +31,8 @@ static cJSON *describe(const sd_model *m)
     cJSON_AddStringToObject(j, "path", m->path);
     cJSON_AddStringToObject(j, "format", m->is_folder ? "diffusers" : "ldm-single-file");
     cJSON_AddStringToObject(j, "family", sd_family_name(m->family));
-    cJSON_AddBoolToObject(j, "supported", m->family == SD_FAMILY_SD1 || m->family == SD_FAMILY_SD2);
+    const sd_family_desc *fam = sd_family_get(m->family);
+    cJSON_AddBoolToObject(j, "supported", fam && fam->supported);
     cJSON_AddStringToObject(j, "prediction", sd_prediction_name(m->prediction));
     cJSON_AddStringToObject(j, "prediction_source", m->prediction_why);
 
@@ -150,8 +152,11 @@ static void put_escaped(const char *s, size_t max)
 static void print_text(const sd_model *m, const cJSON *j)
 {
     printf("model:       %s (%s)\n", m->path, m->is_folder ? "diffusers folder" : "single-file LDM checkpoint");
-    printf("family:      %s%s\n", sd_family_name(m->family),
-           m->family == SD_FAMILY_SDXL ? " (SDXL is not supported yet: sdgen runs SD 1.x and 2.x)" : "");
+    const sd_family_desc *fam = sd_family_get(m->family);
+    if (fam && !fam->supported)
+        printf("family:      %s (%s is not supported yet: sdgen runs SD 1.x and 2.x)\n", fam->name, fam->display);
+    else
+        printf("family:      %s\n", sd_family_name(m->family));
     printf("prediction:  %s (%s)\n", sd_prediction_name(m->prediction), m->prediction_why[0] ? m->prediction_why : "unknown");
     printf("components:");
     const cJSON *e;

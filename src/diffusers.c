@@ -349,7 +349,7 @@ static int read_vae(const char *dir, sd_model *m, sd_diffusers_layout *lay, sd_e
     c->z_channels = 4;
     c->groups = 32;
     c->num_res_blocks = 2;
-    c->scale_factor = 0.18215f;
+    c->scale_factor = 0; /* the family's unless the config says (scaling_factor) */
     int r0 = get_int_list(j, "block_out_channels", bo, SD_MAX_LEVELS, &n, path, err);
     if (r0 != 0) {
         if (r0 > 0) sd_errf(err, "%s: \"block_out_channels\" is missing", path);

@@ -22,18 +22,9 @@
 
 #include "diffusers.h"
 #include "sdgen/clip.h"
+#include "sdgen/family.h"
 #include "sdgen/unet.h"
 #include "sdgen/vae.h"
-
-const char *sd_family_name(sd_family f)
-{
-    switch (f) {
-    case SD_FAMILY_SD1: return "sd1";
-    case SD_FAMILY_SD2: return "sd2";
-    case SD_FAMILY_SDXL: return "sdxl";
-    default: return "unknown";
-    }
-}
 
 const char *sd_prediction_name(sd_prediction p)
 {
@@ -276,27 +267,11 @@ static int open_folder(sd_model *m, const char *dir, int *cap, sd_err *err)
     return 0;
 }
 
-static void pick_family(sd_model *m)
+/* The prediction type: a diffusers scheduler config (already read), else modelspec metadata, else
+ * the family's default. */
+static void pick_prediction(sd_model *m, const sd_family_desc *f)
 {
-    int sd1 = 0, sd2 = 0, xl = 0;
-    for (int i = 0; i < m->n_weights; i++) {
-        const char *n = m->weights[i].name;
-        if (!strncmp(n, SD_PREFIX_CLIP, strlen(SD_PREFIX_CLIP))) sd1 = 1;
-        else if (!strncmp(n, SD_PREFIX_OPENCLIP, strlen(SD_PREFIX_OPENCLIP))) sd2 = 1;
-        else if (!strncmp(n, "conditioner.embedders.", 22)) xl = 1;
-    }
-    const char *arch = sd_model_meta(m, "modelspec.architecture");
-    if (xl || (arch && strstr(arch, "stable-diffusion-xl"))) m->family = SD_FAMILY_SDXL;
-    else if (sd2) m->family = SD_FAMILY_SD2;
-    else if (sd1) m->family = SD_FAMILY_SD1;
-    else if (arch && strstr(arch, "stable-diffusion-v2")) m->family = SD_FAMILY_SD2;
-    else if (arch && strstr(arch, "stable-diffusion-v1")) m->family = SD_FAMILY_SD1;
-    else m->family = SD_FAMILY_UNKNOWN;
-}
-
-static void pick_prediction(sd_model *m)
-{
-    if (m->prediction != SD_PRED_UNKNOWN) return; /* diffusers scheduler config said */
+    if (m->prediction != SD_PRED_UNKNOWN) return;
     const char *pt = sd_model_meta(m, "modelspec.prediction_type");
     if (pt) {
         if (!strcmp(pt, "epsilon") || !strcmp(pt, "eps")) m->prediction = SD_PRED_EPS;
@@ -306,26 +281,69 @@ static void pick_prediction(sd_model *m)
             return;
         }
     }
-    if (m->family == SD_FAMILY_SD1) {
-        m->prediction = SD_PRED_EPS;
-        snprintf(m->prediction_why, sizeof m->prediction_why, "SD 1.x models predict noise (eps)");
-    } else if (m->family == SD_FAMILY_SD2) {
-        m->prediction = SD_PRED_V;
-        snprintf(m->prediction_why, sizeof m->prediction_why,
-                 "SD 2.x default: the common 768-v checkpoints are v-prediction (use --prediction eps for 512-base files)");
+    if (f && f->default_prediction) f->default_prediction(m);
+}
+
+/* A vocabulary beside a checkpoint: tokenizer/ in the same folder. */
+static void find_tokenizer_beside(sd_model *m, const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    else snprintf(dir, sizeof dir, ".");
+    char tok[4200];
+    snprintf(tok, sizeof tok, "%s/tokenizer", dir);
+    if (is_dir(tok)) m->tokenizer_dir = strdup(tok);
+}
+
+/* Single file: the family from the names, the networks' sizes from the shapes. Returns the
+ * family (NULL with err set when the file is not a Stable Diffusion checkpoint). */
+static const sd_family_desc *open_single_file(sd_model *m, const char *path, int *cap, sd_err *err)
+{
+    if (sd_st_open(&m->files[0], path, err)) return NULL;
+    m->n_files = 1;
+    const sd_safetensors *st = &m->files[0];
+    for (int i = 0; i < st->n_tensors; i++)
+        if (add_weight(m, st->tensors[i].name, 0, i, &st->tensors[i], 0, cap, err)) return NULL;
+    if (build_hash(m, err)) return NULL;
+    const sd_family_desc *f = sd_family_detect(m); /* from names and metadata: nothing derived yet */
+    if (f && !f->supported) {
+        m->family = f->id;
+        return f; /* described by `info`; the generator refuses it */
     }
+    const int has_unet = sd_model_has(m, "%sinput_blocks.0.0.weight", SD_PREFIX_UNET);
+    if (!f && !has_unet) {
+        sd_errf(err, "%s: not a Stable Diffusion checkpoint (no model.diffusion_model.*, first_stage_model.* or "
+                "cond_stage_model.* tensors)", path);
+        return NULL;
+    }
+    if (has_unet && sd_unet_derive(m, err)) return NULL;
+    if ((sd_model_has(m, "%sencoder.conv_in.weight", SD_PREFIX_VAE) ||
+         sd_model_has(m, "%sdecoder.conv_in.weight", SD_PREFIX_VAE)) &&
+        sd_vae_derive(m, err))
+        return NULL;
+    if (!f) f = sd_family_detect(m); /* a U-Net alone: its shapes decide */
+    if (!f) {
+        sd_errf(err, "%s: the model family could not be recognised", path);
+        return NULL;
+    }
+    m->family = f->id;
+    if (f->before_derive) f->before_derive(m);
+    if (sd_model_has(m, "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight") ||
+        sd_model_has(m, "cond_stage_model.model.token_embedding.weight"))
+        if (sd_text_derive(m, err)) return NULL;
+    find_tokenizer_beside(m, path);
+    return f;
 }
 
 int sd_model_open(sd_model *m, const char *path, sd_err *err)
 {
     memset(m, 0, sizeof *m);
     m->path = strdup(path);
-    m->sched.num_train_timesteps = 1000;
-    m->sched.beta_start = 0.00085; /* v1-inference.yaml linear_start / linear_end */
-    m->sched.beta_end = 0.012;
-    snprintf(m->sched.beta_schedule, sizeof m->sched.beta_schedule, "scaled_linear");
-    m->sched.steps_offset = 1;
+    sd_family_ldm_schedule(&m->sched); /* a diffusers scheduler config overrides it */
     int cap = 0;
+    const sd_family_desc *f = NULL;
     if (is_dir(path)) {
         m->is_folder = 1;
         char idx[4096];
@@ -344,48 +362,21 @@ int sd_model_open(sd_model *m, const char *path, sd_err *err)
                 goto fail;
             }
         }
-        m->family = m->unet.linear_proj || m->text.pad_id == 0 || m->unet.context_dim == 1024 ? SD_FAMILY_SD2
-                                                                                                  : SD_FAMILY_SD1;
-    } else {
-        if (sd_st_open(&m->files[0], path, err)) goto fail;
-        m->n_files = 1;
-        const sd_safetensors *st = &m->files[0];
-        for (int i = 0; i < st->n_tensors; i++)
-            if (add_weight(m, st->tensors[i].name, 0, i, &st->tensors[i], 0, &cap, err)) goto fail;
-        if (build_hash(m, err)) goto fail;
-        pick_family(m);
-        if (m->family == SD_FAMILY_SDXL) {
-            pick_prediction(m);
-            return 0; /* reported by `info`; the generator refuses it */
-        }
-        if (m->family == SD_FAMILY_UNKNOWN) {
-            if (!sd_model_has(m, "%sinput_blocks.0.0.weight", SD_PREFIX_UNET)) {
-                sd_errf(err, "%s: not a Stable Diffusion checkpoint (no model.diffusion_model.*, first_stage_model.* or "
-                        "cond_stage_model.* tensors)", path);
-                goto fail;
-            }
-        }
-        if (sd_model_has(m, "%sinput_blocks.0.0.weight", SD_PREFIX_UNET) && sd_unet_derive(m, err)) goto fail;
-        if ((sd_model_has(m, "%sencoder.conv_in.weight", SD_PREFIX_VAE) || sd_model_has(m, "%sdecoder.conv_in.weight", SD_PREFIX_VAE)) &&
-            sd_vae_derive(m, err))
+        f = sd_family_detect_folder(m);
+        if (!f) {
+            sd_errf(err, "%s: the model family could not be recognised from its configs", path);
             goto fail;
-        if (m->family != SD_FAMILY_UNKNOWN && sd_text_derive(m, err)) goto fail;
-        if (m->family == SD_FAMILY_UNKNOWN)
-            m->family = m->unet.linear_proj || m->unet.context_dim == 1024 ? SD_FAMILY_SD2 : SD_FAMILY_SD1;
-        if (m->has_unet) {
-            if (m->family == SD_FAMILY_SD2) m->unet.head_dim = 64; /* v2-inference.yaml num_head_channels */
-            else m->unet.num_heads = 8;                            /* v1-inference.yaml num_heads */
         }
-        /* A vocabulary beside the checkpoint: <name>.tokenizer/ or tokenizer/ in the same folder. */
-        char dir[4096];
-        snprintf(dir, sizeof dir, "%s", path);
-        char *slash = strrchr(dir, '/');
-        if (slash) *slash = 0;
-        else snprintf(dir, sizeof dir, ".");
-        char tok[4200];
-        snprintf(tok, sizeof tok, "%s/tokenizer", dir);
-        if (is_dir(tok)) m->tokenizer_dir = strdup(tok);
+        m->family = f->id;
+    } else {
+        f = open_single_file(m, path, &cap, err);
+        if (!f) goto fail;
+        if (!f->supported) {
+            pick_prediction(m, f);
+            return 0;
+        }
     }
+    if (f->after_derive) f->after_derive(m);
     if (m->has_unet && m->has_text && m->unet.context_dim != m->text.width && m->unet.context_dim > 0) {
         sd_errf(err, "%s: the U-Net attends to %d-wide text but the text encoder is %d wide", path, m->unet.context_dim,
                 m->text.width);
@@ -413,7 +404,7 @@ int sd_model_open(sd_model *m, const char *path, sd_err *err)
             goto fail;
         }
     }
-    pick_prediction(m);
+    pick_prediction(m, f);
     return 0;
 fail:
     sd_model_close(m);

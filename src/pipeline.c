@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "sdgen/cond.h"
+#include "sdgen/family.h"
 #include "sdgen/image.h"
 #include "sdgen/npy.h"
 #include "sdgen/rng.h"
@@ -46,8 +47,10 @@ int sd_pipeline_open(sd_pipeline *p, const char *model_path, const char *vocab_p
     memset(p, 0, sizeof *p);
     if (sd_model_open(&p->model, model_path, err)) return -1;
     sd_model *m = &p->model;
-    if (m->family == SD_FAMILY_SDXL) {
-        sd_errf(err, "%s: SDXL checkpoints are not supported yet (sdgen runs SD 1.x and SD 2.x)", model_path);
+    const sd_family_desc *fam = sd_family_get(m->family);
+    if (!fam || !fam->supported) {
+        sd_errf(err, "%s: %s checkpoints are not supported yet (sdgen runs SD 1.x and SD 2.x)", model_path,
+                fam ? fam->display : "these");
         goto fail;
     }
     if (!m->has_unet || !m->has_text || !m->has_vae || !m->vae.has_decoder) {

@@ -43,7 +43,6 @@ int sd_vae_derive(sd_model *m, sd_err *err)
     c->has_encoder = sd_model_has(m, "%sencoder.conv_in.weight", P);
     c->has_decoder = sd_model_has(m, "%sdecoder.conv_in.weight", P);
     c->groups = 32;
-    c->scale_factor = 0.18215f; /* SD 1.x/2.x v1-inference.yaml scale_factor */
     int levels = 0;
     if (c->has_encoder) {
         c->ch = (int)sd_model_dim(m, 0, "%sencoder.conv_in.weight", P);
