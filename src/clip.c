@@ -147,15 +147,8 @@ static int clip_w(clip_ctx *c, sd_tensor *out, int ndim, int64_t d0, int64_t d1,
     int n = vsnprintf(name + n0, sizeof name - (size_t)n0, fmt, ap);
     va_end(ap);
     if (n < 0 || n0 + n >= (int)sizeof name) return sd_errf(c->err, "text encoder: weight name too long");
-    if (sd_model_weight(c->m, c->a, name, out, c->err)) return -1;
-    int ok = out->ndim == ndim && (d0 < 0 || out->ne[0] == d0) && (ndim < 2 || d1 < 0 || out->ne[1] == d1);
-    if (!ok) {
-        char got[96];
-        sd_shape_str(*out, got, sizeof got);
-        return sd_errf(c->err, "text encoder: %s has shape %s, expected %s[%lld%s%lld]", name, got,
-                       ndim == 1 ? "" : "2-D ", (long long)d0, ndim == 1 ? "" : ",", ndim == 1 ? 0LL : (long long)d1);
-    }
-    return 0;
+    const int64_t shape[2] = {d0, d1};
+    return sd_model_weight_shaped(c->m, c->a, name, ndim, shape, out, c->err);
 }
 
 /* A view of rows [r0, r0+nr) of a 2-D weight, or of elements [r0, r0+nr) of a 1-D bias. */

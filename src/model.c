@@ -482,6 +482,14 @@ int sd_model_weight(sd_model *m, sd_arena *a, const char *name, sd_tensor *out, 
     return 0;
 }
 
+int sd_model_weight_shaped(sd_model *m, sd_arena *a, const char *name, int ndim, const int64_t *shape,
+                           sd_tensor *out, sd_err *err)
+{
+    if (sd_model_weight(m, a, name, out, err)) return -1;
+    if (sd_tensor_expect(out, name, ndim, shape, err)) return sd_err_prefix(err, "%s", m->path);
+    return 0;
+}
+
 int sd_model_weight_rows(sd_model *m, const char *name, const int32_t *rows, int64_t n_rows, float *dst,
                          sd_err *err)
 {

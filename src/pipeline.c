@@ -92,14 +92,13 @@ void sd_pipeline_close(sd_pipeline *p)
 
 size_t sd_gen_memory_estimate(const sd_model *m, int width, int height, int batch, int vae_tile, int vae_tile_overlap)
 {
-    /* Activation peaks. U-Net: measured 341 MB for SD 1.5 at a 64×64 latent with batch 2 (arena
-     * peak), i.e. ~33 level-0 maps per batch item; scaled with the latent area. VAE decoder: the
-     * exact reservation vae.c makes (tiled or not). */
-    double hw = (double)(width / 8) * (double)(height / 8);
-    double unet = hw * m->unet.model_channels * 4.0 * 34.0 * batch;
-    int sh = m->vae.n_levels - 1;
-    double vae = (double)sd_vae_decode_bytes(m, 1, height >> sh, width >> sh, vae_tile, vae_tile_overlap);
-    return (size_t)(unet > vae ? unet : vae);
+    /* The larger of the two networks' arena reservations: the U-Net's for the batch (77 context
+     * tokens per prompt chunk; longer prompts add their k/v only) and the VAE decoder's (tiled or
+     * not), both including the weights converted per use. */
+    const int f = 1 << (m->vae.n_levels - 1);
+    const size_t unet = sd_unet_memory_bytes(m, batch, height / f, width / f, SD_TOK_CONTEXT);
+    const size_t vae = sd_vae_decode_bytes(m, 1, height / f, width / f, vae_tile, vae_tile_overlap);
+    return unet > vae ? unet : vae;
 }
 
 int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err)

@@ -76,3 +76,18 @@ const char *sd_shape_str(sd_tensor t, char *buf, int bufsize)
     if (n < bufsize) snprintf(buf + n, (size_t)(bufsize - n), "]");
     return buf;
 }
+
+int sd_tensor_expect(const sd_tensor *t, const char *name, int ndim, const int64_t *shape, sd_err *err)
+{
+    int ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = shape[i] < 0 || t->ne[i] == shape[i];
+    if (ok) return 0;
+    char got[96], want[96];
+    int n = snprintf(want, sizeof want, "[");
+    for (int i = 0; i < ndim && n < (int)sizeof want; i++) {
+        if (shape[i] < 0) n += snprintf(want + n, sizeof want - (size_t)n, "%s?", i ? "," : "");
+        else n += snprintf(want + n, sizeof want - (size_t)n, "%s%lld", i ? "," : "", (long long)shape[i]);
+    }
+    if (n < (int)sizeof want) snprintf(want + n, sizeof want - (size_t)n, "]");
+    return sd_errf(err, "tensor \"%s\" has shape %s, expected %s", name, sd_shape_str(*t, got, sizeof got), want);
+}

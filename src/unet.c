@@ -86,14 +86,11 @@ static int linear_weight(unet_ctx *u, sd_tensor *w, const char *pre, const char 
 static int expect_shape(unet_ctx *u, const sd_tensor *w, const char *pre, const char *suffix, int ndim,
                         int64_t d0, int64_t d1)
 {
-    /* d0/d1 < 0: not checked */
-    if (w->ndim != ndim || (d0 >= 0 && w->ne[0] != d0) || (ndim > 1 && d1 >= 0 && w->ne[1] != d1)) {
-        char b[64];
-        return sd_errf(u->err, "U-Net weight %s%s.%s has shape %s, expected %d dims [%lld, %lld, ...]",
-                       SD_PREFIX_UNET, pre, suffix, sd_shape_str(*w, b, sizeof b), ndim, (long long)d0,
-                       (long long)d1);
-    }
-    return 0;
+    /* d0/d1 < 0: not checked; later dims not checked */
+    char name[1200];
+    snprintf(name, sizeof name, SD_PREFIX_UNET "%s.%s", pre, suffix);
+    const int64_t shape[4] = {d0, d1, -1, -1};
+    return sd_tensor_expect(w, name, ndim, shape, u->err);
 }
 
 /* ---- blocks ---- */

@@ -216,18 +216,7 @@ static int vae_w(vae_ctx *c, sd_tensor *out, int ndim, const int64_t *d, const c
     int n = vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
     if (n < 0 || n >= (int)sizeof name) return sd_errf(c->err, "vae: weight name too long");
-    if (sd_model_weight(c->m, c->a, name, out, c->err)) return -1;
-    int ok = out->ndim == ndim;
-    for (int i = 0; ok && i < ndim; i++)
-        if (d[i] >= 0 && out->ne[i] != d[i]) ok = 0;
-    if (!ok) {
-        char got[96];
-        sd_shape_str(*out, got, sizeof got);
-        return sd_errf(c->err, "vae: %s has shape %s, expected %d dims [%lld,%lld,%lld,%lld] (-1 = any)",
-                       name, got, ndim, (long long)d[0], ndim > 1 ? (long long)d[1] : 1LL,
-                       ndim > 2 ? (long long)d[2] : 1LL, ndim > 3 ? (long long)d[3] : 1LL);
-    }
-    return 0;
+    return sd_model_weight_shaped(c->m, c->a, name, ndim, d, out, c->err);
 }
 
 /* Conv weight [cout, cin, k, k] and bias [cout] under "<base>". */

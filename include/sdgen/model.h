@@ -161,6 +161,10 @@ int sd_model_weight(sd_model *m, sd_arena *a, const char *name, sd_tensor *out, 
 /* Same with a printf-formatted name. */
 int sd_model_weightf(sd_model *m, sd_arena *a, sd_tensor *out, sd_err *err, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* sd_model_weight, then the shape: ndim dims equal to shape[] (shape[i] < 0: any), else an error
+ * naming the tensor, its shape and the expected one. */
+int sd_model_weight_shaped(sd_model *m, sd_arena *a, const char *name, int ndim, const int64_t *shape,
+                           sd_tensor *out, sd_err *err);
 /* Rows rows[0..n_rows) of a 2-D weight converted into dst (n_rows × columns floats), without
  * converting the rest: embedding look-ups read 77 rows of a 49408-row table. */
 int sd_model_weight_rows(sd_model *m, const char *name, const int32_t *rows, int64_t n_rows, float *dst,

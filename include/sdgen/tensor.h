@@ -50,6 +50,9 @@ static inline sd_tensor sd_scope_keep(sd_arena *a, sd_scope s, sd_tensor t)
     t.data = (float *)sd_scope_keep_bytes(a, s, t.data, (size_t)sd_numel(t) * sizeof(float));
     return t;
 }
+/* 0 when t has ndim dims equal to shape[] (shape[i] < 0: any), else -1 with
+ * "tensor \"name\" has shape [..], expected [..]" in err. */
+int sd_tensor_expect(const sd_tensor *t, const char *name, int ndim, const int64_t *shape, sd_err *err);
 /* "[2,4,8,8]" into buf. */
 const char *sd_shape_str(sd_tensor t, char *buf, int bufsize);
 
