@@ -194,7 +194,7 @@ int sd_cmd_bench(int argc, char **argv)
     sd_model *m = &p.model;
     if (sd_model_set_weights_mode(m, wmode, &err)) goto fail;
     int rc = 0;
-    const int h = H / 8, w = W / 8, zc = m->vae.z_channels;
+    const int f = sd_vae_factor(&m->vae), h = H / f, w = W / f, zc = m->vae.z_channels;
     const int64_t n = (int64_t)zc * h * w;
 
     /* sgemm reference: 2 s of calls now and 2 s after the timed U-Net steps, pooled */
@@ -209,25 +209,23 @@ int sd_cmd_bench(int argc, char **argv)
     memset(&prof_unet, 0, sizeof prof_unet);
     memset(&prof_vae, 0, sizeof prof_vae);
 
-    /* text: cond + uncond, after a warm-up that converts the weights */
-    if (sd_text_condition(m, &p.arena, p.tok, "a photograph of an astronaut riding a horse", 1, 1, &c, &err)) goto fail;
+    /* text: cond + uncond through the pipeline's conditioner, after a warm-up */
+    sd_gen_opts go;
+    sd_gen_opts_default(&go);
+    go.prompt = "a photograph of an astronaut riding a horse";
+    if (sd_pipeline_condition(&p, &go, &c, &u, &err)) goto fail;
     sd_cond_free(&c);
-    sd_arena_reset(&p.arena);
+    sd_cond_free(&u);
     double tt = sd_now();
-    if (sd_text_condition(m, &p.arena, p.tok, "a photograph of an astronaut riding a horse", 1, 1, &c, &err) ||
-        sd_text_condition(m, &p.arena, p.tok, "", 1, 1, &u, &err))
-        goto fail;
+    if (sd_pipeline_condition(&p, &go, &c, &u, &err)) goto fail;
     double t_text = sd_now() - tt;
-    sd_arena_reset(&p.arena);
-    sd_model_release_pages(m, "cond_stage_model.");
 
-    /* U-Net, batch 2 as CFG runs it */
-    float *x = malloc(sizeof(float) * (size_t)n * 2);
-    float *ctxbuf = malloc(sizeof(float) * (size_t)2 * 77 * c.dim);
+    /* denoiser: the guided model output as the generator computes it (batch 2 for CFG) */
+    float *x = malloc(sizeof(float) * (size_t)n), *g = malloc(sizeof(float) * (size_t)n);
     double *times = malloc(sizeof(double) * (size_t)steps);
-    if (!x || !ctxbuf || !times) {
+    if (!x || !g || !times) {
         free(x);
-        free(ctxbuf);
+        free(g);
         free(times);
         sd_errcf(&err, SD_EXIT_OOM, "out of memory");
         goto fail;
@@ -235,25 +233,17 @@ int sd_cmd_bench(int argc, char **argv)
     sd_rng rng;
     sd_rng_init(&rng, SD_RNG_CPU, 0);
     sd_rng_randn(&rng, x, n);
-    memcpy(x + n, x, sizeof(float) * (size_t)n);
-    memcpy(ctxbuf, u.data, sizeof(float) * 77 * (size_t)c.dim);
-    memcpy(ctxbuf + 77 * (size_t)c.dim, c.data, sizeof(float) * 77 * (size_t)c.dim);
-    sd_tensor xt = {.data = x, .ndim = 4, .ne = {2, zc, h, w}};
-    sd_tensor ct = {.data = ctxbuf, .ndim = 3, .ne = {2, 77, c.dim}};
-    float ts[2] = {999, 999};
-    sd_tensor out;
+    const sd_tensor xt = {.data = x, .ndim = 4, .ne = {1, zc, h, w}};
     double tw = sd_now();
-    int ok = sd_unet_forward(m, &p.arena, xt, ts, ct, &out, &err) == 0;
+    int ok = sd_pipeline_guided(&p, xt, 999, &c, &u, go.cfg_scale, g, NULL, 1, &err) == 0;
     double t_warm = sd_now() - tw;
     size_t arena_unet = p.arena.peak;
-    sd_arena_reset(&p.arena);
     if (profile) sd_ops_set_profile(&prof_unet);
     double cpu_steps = cpu_seconds();
     for (int s = 0; ok && s < steps; s++) {
         double t0 = sd_now();
-        ok = sd_unet_forward(m, &p.arena, xt, ts, ct, &out, &err) == 0;
+        ok = sd_pipeline_guided(&p, xt, 999, &c, &u, go.cfg_scale, g, NULL, 1, &err) == 0;
         times[s] = sd_now() - t0;
-        sd_arena_reset(&p.arena);
     }
     cpu_steps = (cpu_seconds() - cpu_steps) / steps;
     sd_ops_set_profile(NULL);
@@ -271,8 +261,8 @@ int sd_cmd_bench(int argc, char **argv)
         med = steps % 2 ? times[steps / 2] : 0.5 * (times[steps / 2 - 1] + times[steps / 2]);
     }
     double t_min = ok ? times[0] : 0;
-    free(ctxbuf);
     free(times);
+    free(g);
     if (!ok) {
         free(x);
         goto fail;
@@ -284,7 +274,7 @@ int sd_cmd_bench(int argc, char **argv)
     if (!no_vae) {
         sd_model_release_pages(m, SD_PREFIX_UNET);
         sd_tensor z = sd_tensor_4d(&p.arena, 1, zc, h, w);
-        for (int64_t k = 0; k < n; k++) z.data[k] = x[k] / m->vae.scale_factor * 0.18215f;
+        for (int64_t k = 0; k < n; k++) z.data[k] = x[k]; /* a standard-normal latent, as scaled ones are */
         if (profile) sd_ops_set_profile(&prof_vae);
         double tv = sd_now(), tvc = cpu_seconds();
         sd_tensor img;

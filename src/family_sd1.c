@@ -4,6 +4,7 @@
  * padded with <|endoftext|>; U-Net attention with 8 heads whatever the width (num_heads: 8);
  * VAE latents scaled by 0.18215 (scale_factor); noise prediction (eps); 512×512 images. */
 #include "sdgen/family.h"
+#include "sdgen/unet.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -66,4 +67,7 @@ const sd_family_desc sd_family_sd1 = {
     .after_derive = sd1_after_derive,
     .default_prediction = sd1_default_prediction,
     .default_side = sd1_default_side,
+    .condition = sd_text_condition,
+    .denoise = sd_unet_forward,
+    .text_prefix = "cond_stage_model.",
 };

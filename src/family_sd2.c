@@ -6,6 +6,7 @@
  * projections; VAE as SD 1.x (scale 0.18215). The 768×768 checkpoints (the common downloads) are
  * v-prediction, the 512-base ones eps: without a statement in the file, v and 768 are assumed. */
 #include "sdgen/family.h"
+#include "sdgen/unet.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -64,4 +65,7 @@ const sd_family_desc sd_family_sd2 = {
     .after_derive = sd2_after_derive,
     .default_prediction = sd2_default_prediction,
     .default_side = sd2_default_side,
+    .condition = sd_text_condition,
+    .denoise = sd_unet_forward,
+    .text_prefix = "cond_stage_model.",
 };

@@ -95,7 +95,7 @@ size_t sd_gen_memory_estimate(const sd_model *m, int width, int height, int batc
     /* The larger of the two networks' arena reservations: the U-Net's for the batch (77 context
      * tokens per prompt chunk; longer prompts add their k/v only) and the VAE decoder's (tiled or
      * not), both including the weights converted per use. */
-    const int f = 1 << (m->vae.n_levels - 1);
+    const int f = sd_vae_factor(&m->vae);
     const size_t unet = sd_unet_memory_bytes(m, batch, height / f, width / f, SD_TOK_CONTEXT);
     const size_t vae = sd_vae_decode_bytes(m, 1, height / f, width / f, vae_tile, vae_tile_overlap);
     return unet > vae ? unet : vae;
@@ -177,21 +177,78 @@ static int dump_tokens(const char *dir, const char *name, sd_tokenizer *t, const
 }
 
 /* The first U-Net call's input and output, named as the golden cases name them. */
-static int dump_unet0(const char *dir, const sd_sched *s, sd_tensor x, sd_tensor ctx, sd_tensor out, sd_err *err)
+static int dump_unet0(const char *dir, float t, int int_timesteps, sd_tensor x, sd_tensor ctx, sd_tensor out,
+                      sd_err *err)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/unet0_timestep.npy", dir);
     const int64_t one[1] = {1};
-    if (s->int_timesteps) {
-        const int32_t t = (int32_t)s->timesteps[0];
-        if (sd_npy_write_i32(path, &t, 1, one, err)) return -1;
-    } else if (sd_npy_write_f32(path, s->timesteps, 1, one, err)) {
+    if (int_timesteps) {
+        const int32_t ti = (int32_t)t;
+        if (sd_npy_write_i32(path, &ti, 1, one, err)) return -1;
+    } else if (sd_npy_write_f32(path, &t, 1, one, err)) {
         return -1;
     }
     return dump_f32(dir, "unet0_sample", x.data, 4, x.ne, err) || dump_f32(dir, "unet0_context", ctx.data, 3, ctx.ne, err) ||
                    dump_f32(dir, "unet0_out", out.data, 4, out.ne, err)
                ? -1
                : 0;
+}
+
+/* ---- the stages ---- */
+
+int sd_pipeline_condition(sd_pipeline *p, const sd_gen_opts *o, sd_cond *cond, sd_cond *uncond, sd_err *err)
+{
+    sd_model *m = &p->model;
+    const sd_family_desc *f = sd_family_get(m->family);
+    memset(cond, 0, sizeof *cond);
+    if (uncond) memset(uncond, 0, sizeof *uncond);
+    int rc = f->condition(m, &p->arena, p->tok, o->prompt, o->weighting, o->clip_skip, cond, err);
+    if (rc == 0 && uncond) {
+        rc = f->condition(m, &p->arena, p->tok, o->negative_prompt, o->weighting, o->clip_skip, uncond, err);
+        if (rc == 0) rc = sd_cond_match_length(m, &p->arena, p->tok, o->clip_skip, cond, uncond, err);
+    }
+    sd_arena_reset(&p->arena);
+    sd_model_release_pages(m, f->text_prefix); /* the text encoder is done for this image */
+    if (rc) {
+        sd_cond_free(cond);
+        if (uncond) sd_cond_free(uncond);
+    }
+    return rc;
+}
+
+int sd_pipeline_guided(sd_pipeline *p, sd_tensor x, float t, const sd_cond *cond, const sd_cond *uncond, float cfg,
+                       float *g, const char *dump_dir, int int_timesteps, sd_err *err)
+{
+    sd_model *m = &p->model;
+    sd_arena *a = &p->arena;
+    const sd_family_desc *f = sd_family_get(m->family);
+    const int B = uncond ? 2 : 1;
+    const int64_t n = sd_numel(x), L = (int64_t)SD_TOK_CONTEXT * cond->n_chunks, D = cond->dim;
+    if (uncond && (uncond->n_chunks != cond->n_chunks || uncond->dim != cond->dim))
+        return sd_errf(err, "conditioning and unconditional conditioning differ in length");
+    /* classifier-free guidance as one batch: the unconditional half first (diffusers) */
+    sd_tensor xb = sd_tensor_4d(a, B, x.ne[1], x.ne[2], x.ne[3]);
+    sd_tensor ctx = sd_tensor_3d(a, B, L, D);
+    for (int b = 0; b < B; b++) {
+        memcpy(xb.data + b * n, x.data, (size_t)n * sizeof(float));
+        const sd_cond *c = B == 2 && b == 0 ? uncond : cond;
+        memcpy(ctx.data + (size_t)b * L * D, c->data, (size_t)(L * D) * sizeof(float));
+    }
+    const float tt[2] = {t, t};
+    sd_tensor out;
+    int rc = f->denoise(m, a, xb, tt, ctx, &out, err);
+    if (rc == 0 && dump_dir) rc = dump_unet0(dump_dir, t, int_timesteps, xb, ctx, out, err);
+    if (rc == 0) {
+        if (uncond) {
+            const float *u = out.data, *c = out.data + n;
+            for (int64_t k = 0; k < n; k++) g[k] = u[k] + cfg * (c[k] - u[k]);
+        } else {
+            memcpy(g, out.data, (size_t)n * sizeof(float));
+        }
+    }
+    sd_arena_reset(a);
+    return rc;
 }
 
 static int make_dir(const char *dir, sd_err *err)
@@ -237,22 +294,16 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
                             err))
             goto out;
     }
-    const int h = H / 8, w = W / 8, zc = m->vae.z_channels;
+    const int f = sd_vae_factor(&m->vae), h = H / f, w = W / f, zc = m->vae.z_channels;
     const int64_t n = (int64_t)zc * h * w;
 
     /* 1. text */
     double t0 = sd_now();
-    if (sd_text_condition(m, a, p->tok, o->prompt, o->weighting, o->clip_skip, &cond, err)) goto out;
-    if (use_cfg) {
-        if (sd_text_condition(m, a, p->tok, o->negative_prompt, o->weighting, o->clip_skip, &uncond, err)) goto out;
-        if (sd_cond_match_length(m, a, p->tok, o->clip_skip, &cond, &uncond, err)) goto out;
-    }
-    sd_arena_reset(a);
-    sd_model_release_pages(m, "cond_stage_model."); /* the text encoder is done for this image */
+    if (sd_pipeline_condition(p, o, &cond, use_cfg ? &uncond : NULL, err)) goto out;
     r->chunks_cond = cond.n_chunks;
     r->chunks_uncond = use_cfg ? uncond.n_chunks : 0;
     r->t_text = sd_now() - t0;
-    const int D = cond.dim, L = 77 * cond.n_chunks;
+    const int D = cond.dim, L = SD_TOK_CONTEXT * cond.n_chunks;
     if (dump) {
         if (dump_tokens(dump, "tokens_cond", p->tok, o->prompt, m->text.pad_id, o->weighting, err) ||
             dump_tokens(dump, "tokens_uncond", p->tok, o->negative_prompt, m->text.pad_id, o->weighting, err) ||
@@ -270,7 +321,7 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
     sd_rng_init(&rng, o->rng_kind, o->seed);
     x = malloc((size_t)n * sizeof(float));
     noise = malloc((size_t)n * sizeof(float));
-    xin = malloc((size_t)n * 2 * sizeof(float));
+    xin = malloc((size_t)n * sizeof(float));
     g = malloc((size_t)n * sizeof(float));
     if (!x || !noise || !xin || !g) {
         sd_errcf(err, SD_EXIT_OOM, "out of memory for the latents");
@@ -317,7 +368,6 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
 
     /* 4. denoising */
     double td = sd_now();
-    const int B = use_cfg ? 2 : 1;
     for (int i = 0; i < s.n_steps; i++) {
         if (o->interrupted && *o->interrupted) {
             sd_errcf(err, SD_EXIT_INTERRUPTED, "interrupted at step %d of %d", i, s.n_steps);
@@ -325,26 +375,10 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
         }
         double ts0 = sd_now();
         sd_sched_scale_input(&s, i, x, xin, n);
-        if (use_cfg) memcpy(xin + n, xin, (size_t)n * sizeof(float));
-        sd_tensor xt = {.data = xin, .ndim = 4, .ne = {B, zc, h, w}};
-        sd_tensor ctx = sd_tensor_3d(a, B, L, D);
-        if (use_cfg) {
-            memcpy(ctx.data, uncond.data, (size_t)L * D * sizeof(float));
-            memcpy(ctx.data + (size_t)L * D, cond.data, (size_t)L * D * sizeof(float));
-        } else {
-            memcpy(ctx.data, cond.data, (size_t)L * D * sizeof(float));
-        }
-        float tt[2] = {s.timesteps[i], s.timesteps[i]};
-        sd_tensor out;
-        if (sd_unet_forward(m, a, xt, tt, ctx, &out, err)) goto out;
-        if (dump && i == 0 && dump_unet0(dump, &s, xt, ctx, out, err)) goto out;
-        if (use_cfg) {
-            const float *u = out.data, *c = out.data + n;
-            for (int64_t k = 0; k < n; k++) g[k] = u[k] + o->cfg_scale * (c[k] - u[k]);
-        } else {
-            memcpy(g, out.data, (size_t)n * sizeof(float));
-        }
-        sd_arena_reset(a);
+        const sd_tensor xt = {.data = xin, .ndim = 4, .ne = {1, zc, h, w}};
+        if (sd_pipeline_guided(p, xt, s.timesteps[i], &cond, use_cfg ? &uncond : NULL, o->cfg_scale, g,
+                               i == 0 ? dump : NULL, s.int_timesteps, err))
+            goto out;
         const float *z = NULL;
         if (sd_sched_needs_noise(&s, i)) {
             sd_rng_randn(&rng, noise, n);

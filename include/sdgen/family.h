@@ -10,7 +10,9 @@
 #ifndef SDGEN_FAMILY_H
 #define SDGEN_FAMILY_H
 
+#include "sdgen/cond.h"
 #include "sdgen/model.h"
+#include "sdgen/tokenizer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -33,6 +35,16 @@ typedef struct sd_family_desc {
     void (*default_prediction)(sd_model *m);
     /* The image side used when the user gives none (modelspec.resolution wins over it). */
     int (*default_side)(const sd_model *m, sd_prediction pred);
+
+    /* The conditioner: a prompt → the conditioning the denoiser attends to (cond.h). */
+    int (*condition)(sd_model *m, sd_arena *a, sd_tokenizer *t, const char *prompt, int weighting, int clip_skip,
+                     sd_cond *out, sd_err *err);
+    /* The denoiser: one model evaluation on a batch of latents x at timesteps t with context
+     * [n, L, D]; out (eps or v, as trained) in the arena. */
+    int (*denoise)(sd_model *m, sd_arena *a, sd_tensor x, const float *t, sd_tensor context, sd_tensor *out,
+                   sd_err *err);
+    /* LDM prefix of the text encoder(s), whose pages are given back once the prompt is encoded. */
+    const char *text_prefix;
 } sd_family_desc;
 
 extern const sd_family_desc sd_family_sd1, sd_family_sd2, sd_family_sdxl;

@@ -81,6 +81,20 @@ size_t sd_gen_memory_estimate(const sd_model *m, int width, int height, int batc
 int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *err);
 void sd_gen_result_free(sd_gen_result *r);
 
+/* The stages of sd_generate, for callers that time them (bench) or drive the loop themselves. */
+
+/* The prompt (and, when uncond is non-NULL, the negative prompt) through the family's conditioner,
+ * made the same length (A1111 pad_cond_uncond); the text encoder's pages are given back after. */
+struct sd_cond;
+int sd_pipeline_condition(sd_pipeline *p, const sd_gen_opts *o, struct sd_cond *cond, struct sd_cond *uncond,
+                          sd_err *err);
+/* One guided model output g [1, C, h, w] for the scaled latent x [1, C, h, w] at timestep t:
+ * with uncond, the denoiser runs once on the batch [uncond; cond] and g = u + cfg·(c − u) in
+ * float32 (diffusers); without, g is the conditional output. dump_dir non-NULL: the call's input
+ * and output are written as unet0_*.npy (int_timesteps: the timestep as int32). */
+int sd_pipeline_guided(sd_pipeline *p, sd_tensor x, float t, const struct sd_cond *cond, const struct sd_cond *uncond,
+                       float cfg, float *g, const char *dump_dir, int int_timesteps, sd_err *err);
+
 /* Decoder output → 8-bit pixels: round_half_even(clamp(x/2 + 0.5, 0, 1)·255) in float32,
  * NCHW [1,3,h,w] → HWC RGB (golden README §3.7). */
 void sd_image_float_to_rgb8(const float *img, int w, int h, uint8_t *rgb);

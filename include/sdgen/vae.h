@@ -20,6 +20,9 @@
 extern "C" {
 #endif
 
+/* Pixels per latent pixel along a side: 2^(levels − 1) (8 for the SD VAEs). */
+static inline int sd_vae_factor(const sd_vae_config *v) { return 1 << (v->n_levels - 1); }
+
 /* The architecture (m->vae) from the shapes of a single-file checkpoint's tensors. */
 int sd_vae_derive(sd_model *m, sd_err *err);
 /* Every tensor the encoder/decoder read exists with the shape the architecture implies. */
