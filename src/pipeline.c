@@ -14,10 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "sdgen/cond.h"
 #include "sdgen/image.h"
 #include "sdgen/npy.h"
+#include "sdgen/params.h"
 #include "sdgen/rng.h"
 #include "sdgen/unet.h"
 #include "sdgen/vae.h"
@@ -201,7 +203,9 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
 
     int W = o->width, H = o->height;
     if (o->init_image) {
-        if (sd_image_load_init(&init, o->init_image, &r->init_resized, err)) return -1;
+        if (o->init_pixels ? sd_image_init_from(o->init_pixels, o->init_image, &init, &r->init_resized, err)
+                           : sd_image_load_init(&init, o->init_image, &r->init_resized, err))
+            return -1;
         /* diffusers' img2img takes its size from the image; an explicit size resizes to it. */
         if (W && H && (init.w != W || init.h != H)) {
             sd_image rs = {0};
@@ -261,6 +265,10 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
     if (o->init_image) {
         double te = sd_now();
         sd_tensor img = sd_tensor_4d(a, 1, 3, H, W);
+        if (!img.data) {
+            sd_errcf(err, SD_EXIT_OOM, "out of memory for the init image (%dx%d)", W, H);
+            goto out;
+        }
         sd_image_to_float(&init, img.data);
         sd_tensor moments;
         if (sd_vae_encode(m, a, img, &moments, err)) goto out;
@@ -308,6 +316,10 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
         if (use_cfg) memcpy(xin + n, xin, (size_t)n * sizeof(float));
         sd_tensor xt = {.data = xin, .ndim = 4, .ne = {B, zc, h, w}};
         sd_tensor ctx = sd_tensor_3d(a, B, L, D);
+        if (!ctx.data) {
+            sd_errcf(err, SD_EXIT_OOM, "out of memory for the text conditioning");
+            goto out;
+        }
         if (use_cfg) {
             memcpy(ctx.data, uncond.data, (size_t)L * D * sizeof(float));
             memcpy(ctx.data + (size_t)L * D, cond.data, (size_t)L * D * sizeof(float));
@@ -345,6 +357,10 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
     double tv = sd_now();
     {
         sd_tensor zt = sd_tensor_4d(a, 1, zc, h, w);
+        if (!zt.data) {
+            sd_errcf(err, SD_EXIT_OOM, "out of memory for the decoder input");
+            goto out;
+        }
         for (int64_t k = 0; k < n; k++) zt.data[k] = x[k] / m->vae.scale_factor;
         sd_tensor img;
         if (o->vae_tile ? sd_vae_decode_tiled(m, a, zt, o->vae_tile, o->vae_tile_overlap, &img, err)
@@ -386,4 +402,59 @@ void sd_gen_result_free(sd_gen_result *r)
 {
     free(r->rgb);
     r->rgb = NULL;
+}
+
+void sd_gen_default_size(const sd_model *m, sd_prediction pred, int *w, int *h)
+{
+    const char *res = sd_model_meta(m, "modelspec.resolution");
+    int a, b;
+    if (res && sscanf(res, "%dx%d", &a, &b) == 2 && a >= 8 && b >= 8 && a % 8 == 0 && b % 8 == 0 && a <= 8192 &&
+        b <= 8192) {
+        *w = a;
+        *h = b;
+        return;
+    }
+    int s = m->family == SD_FAMILY_SD2 && pred == SD_PRED_V ? 768 : 512;
+    *w = *h = s;
+}
+
+int sd_default_model_path(char *out, size_t n, sd_err *err)
+{
+    const char *env = getenv("SDGEN_MODEL");
+    if (env && *env) {
+        snprintf(out, n, "%s", env);
+        return 0;
+    }
+    /* The install folder first, so that an installed program never picks up a source tree's copy. */
+    const char *cands[] = {SDGEN_DATA_DIR "/models/demo.safetensors", SDGEN_SOURCE_DIR "/models/demo.safetensors"};
+    for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
+        if (access(cands[i], R_OK) == 0) {
+            snprintf(out, n, "%s", cands[i]);
+            return 0;
+        }
+    }
+    return sd_errf(err, "no model given and the demo model is not installed (looked for $SDGEN_MODEL, %s, %s)",
+                   cands[0], cands[1]);
+}
+
+int sd_gen_infotext(const sd_gen_opts *o, int width, int height, const char *model_hash, const char *model_name,
+                    char **out, sd_err *err)
+{
+    sd_gen_params gp;
+    sd_params_init(&gp);
+    gp.prompt = o->prompt;
+    gp.negative_prompt = o->negative_prompt;
+    gp.steps = o->steps;
+    gp.sampler = sd_sampler_a1111_name(o->sampler);
+    gp.schedule_type = sd_schedule_a1111_name(o->schedule);
+    gp.cfg_scale = o->cfg_scale;
+    gp.seed = o->seed;
+    gp.width = width;
+    gp.height = height;
+    gp.model_hash = model_hash && *model_hash ? model_hash : NULL;
+    gp.model_name = model_name;
+    gp.denoising_strength = o->init_image ? o->strength : -1;
+    gp.clip_skip = o->clip_skip;
+    gp.rng = o->rng_kind == SD_RNG_CUDA ? "GPU" : "CPU";
+    return sd_params_format(&gp, out, err);
 }

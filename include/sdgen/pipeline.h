@@ -26,6 +26,8 @@
 extern "C" {
 #endif
 
+struct sd_image;
+
 typedef struct sd_pipeline {
     sd_model model;
     sd_tokenizer *tok;
@@ -49,7 +51,8 @@ typedef struct sd_gen_opts {
     int rng_kind;                  /* SD_RNG_CPU / SD_RNG_CUDA */
     int clip_skip;                 /* 1 = no skipping */
     int weighting;                 /* A1111 prompt weights (1) or literal (0) */
-    const char *init_image;        /* NULL = txt2img */
+    const char *init_image;        /* NULL = txt2img; else the init image file (or the name of init_pixels) */
+    const struct sd_image *init_pixels; /* init image already in memory (then init_image only names it) */
     double strength;               /* img2img */
     const char *dump_dir;          /* NULL = no .npy dumps */
     size_t max_memory;             /* 0 = what the machine has available */
@@ -80,6 +83,19 @@ int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err);
 size_t sd_gen_memory_estimate(const sd_model *m, int width, int height, int batch, int vae_tile, int vae_tile_overlap);
 int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *err);
 void sd_gen_result_free(sd_gen_result *r);
+
+/* The model's own image size: its modelspec.resolution "WxH" (Stability's ModelSpec metadata), else
+ * 768 for SD 2.x with v-prediction (the 768-v checkpoints), else 512. */
+void sd_gen_default_size(const sd_model *m, sd_prediction pred, int *w, int *h);
+
+/* The model used when none is named: $SDGEN_MODEL, else the demo model in the install data folder
+ * (<prefix>/share/sdgen/models/demo.safetensors), else in the source tree the build came from. */
+int sd_default_model_path(char *out, size_t n, sd_err *err);
+
+/* The A1111 `parameters` text (sdgen/params.h) of one image made with o at width x height: what the
+ * CLI and the library write into their PNGs. model_hash (10 hex digits) and model_name may be NULL. */
+int sd_gen_infotext(const sd_gen_opts *o, int width, int height, const char *model_hash, const char *model_name,
+                    char **out, sd_err *err);
 
 /* Decoder output → 8-bit pixels: round_half_even(clamp(x/2 + 0.5, 0, 1)·255) in float32,
  * NCHW [1,3,h,w] → HWC RGB (golden README §3.7). */
