@@ -274,11 +274,12 @@ int sd_cmd_bench(int argc, char **argv)
     if (!no_vae) {
         sd_model_release_pages(m, SD_PREFIX_UNET);
         sd_tensor z = sd_tensor_4d(&p.arena, 1, zc, h, w);
-        for (int64_t k = 0; k < n; k++) z.data[k] = x[k]; /* a standard-normal latent, as scaled ones are */
+        if (!z.data) sd_errcf(&err, SD_EXIT_OOM, "out of memory for the decoder input");
+        for (int64_t k = 0; z.data && k < n; k++) z.data[k] = x[k]; /* a standard-normal latent, as scaled ones are */
         if (profile) sd_ops_set_profile(&prof_vae);
         double tv = sd_now(), tvc = cpu_seconds();
         sd_tensor img;
-        ok = sd_vae_decode(m, &p.arena, z, &img, &err) == 0;
+        ok = z.data && sd_vae_decode(m, &p.arena, z, &img, &err) == 0;
         t_vae = sd_now() - tv;
         cpu_vae = cpu_seconds() - tvc;
         sd_ops_set_profile(NULL);

@@ -191,22 +191,6 @@ static uint64_t random_seed(void)
     return s; /* A1111 draws random seeds below 2^32 */
 }
 
-/* The demo model: beside the binary's source tree or in the install data dir. */
-static const char *default_model(void)
-{
-    static char path[4096];
-    const char *cands[] = {SDGEN_DATA_DIR "/models/demo.safetensors", SDGEN_SOURCE_DIR "/models/demo.safetensors"};
-    const char *env = getenv("SDGEN_MODEL");
-    if (env && *env) return env;
-    for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
-        if (access(cands[i], R_OK) == 0) {
-            snprintf(path, sizeof path, "%s", cands[i]);
-            return path;
-        }
-    }
-    return NULL;
-}
-
 static int parse_args(int argc, char **argv, cli_opts *c)
 {
     memset(c, 0, sizeof *c);
@@ -284,9 +268,7 @@ static int parse_args(int argc, char **argv, cli_opts *c)
             }
         } else if (!strcmp(a, "--prediction")) {
             NEEDV();
-            if (!strcmp(v, "eps") || !strcmp(v, "epsilon")) c->gen.prediction = SD_PRED_EPS;
-            else if (!strcmp(v, "v") || !strcmp(v, "v_prediction")) c->gen.prediction = SD_PRED_V;
-            else {
+            if (sd_prediction_parse(v, &c->gen.prediction)) {
                 fprintf(stderr, "sdgen: --prediction: expected eps or v, got \"%s\"\n", v);
                 return -1;
             }
@@ -410,37 +392,10 @@ typedef struct run_ctx {
     progress prog;
 } run_ctx;
 
-static void model_name_of(const char *path, char *out, size_t n)
-{
-    const char *b = strrchr(path, '/');
-    b = b && b[1] ? b + 1 : path;
-    snprintf(out, n, "%s", b);
-    char *dot = strrchr(out, '.');
-    if (dot && (!strcmp(dot, ".safetensors") || !strcmp(dot, ".ckpt"))) *dot = 0;
-    size_t l = strlen(out);
-    while (l > 0 && out[l - 1] == '/') out[--l] = 0;
-}
-
 static char *infotext(run_ctx *r, const sd_gen_opts *o, const sd_gen_result *res, sd_err *err)
 {
-    sd_gen_params gp;
-    sd_params_init(&gp);
-    gp.prompt = o->prompt;
-    gp.negative_prompt = o->negative_prompt;
-    gp.steps = o->steps;
-    gp.sampler = sd_sampler_a1111_name(o->sampler);
-    gp.schedule_type = sd_schedule_a1111_name(o->schedule);
-    gp.cfg_scale = o->cfg_scale;
-    gp.seed = o->seed;
-    gp.width = res->w;
-    gp.height = res->h;
-    gp.model_hash = r->model_hash[0] ? r->model_hash : NULL;
-    gp.model_name = r->model_name;
-    gp.denoising_strength = o->init_image ? o->strength : -1;
-    gp.clip_skip = o->clip_skip;
-    gp.rng = o->rng_kind == SD_RNG_CUDA ? "GPU" : "CPU";
     char *text = NULL;
-    if (sd_params_format(&gp, &text, err)) text = NULL;
+    if (sd_gen_infotext(o, res->w, res->h, r->model_hash, r->model_name, &text, err)) text = NULL;
     return text;
 }
 
@@ -533,11 +488,8 @@ static int apply_item(const sd_batch_item *it, sd_gen_opts *o, int *batch_count,
     if (it->timestep_spacing && sd_spacing_parse(it->timestep_spacing, &o->spacing))
         return sd_errf(err, "unknown timestep spacing \"%s\"", it->timestep_spacing);
     if (it->rng && sd_rng_kind_parse(it->rng, &o->rng_kind)) return sd_errf(err, "unknown rng \"%s\"", it->rng);
-    if (it->prediction) {
-        if (!strcmp(it->prediction, "eps") || !strcmp(it->prediction, "epsilon")) o->prediction = SD_PRED_EPS;
-        else if (!strcmp(it->prediction, "v") || !strcmp(it->prediction, "v_prediction")) o->prediction = SD_PRED_V;
-        else return sd_errf(err, "unknown prediction \"%s\"", it->prediction);
-    }
+    if (it->prediction && sd_prediction_parse(it->prediction, &o->prediction))
+        return sd_errf(err, "unknown prediction \"%s\"", it->prediction);
     if (it->init_image) o->init_image = it->init_image;
     if (it->output) *output = it->output;
     if (it->model && c->model && strcmp(it->model, c->model) != 0)
@@ -554,16 +506,17 @@ int sd_cmd_generate(int argc, char **argv)
     if (pr < 0) return SD_EXIT_INPUT;
     if (c.threads) sd_set_threads(c.threads);
     int demo = 0;
+    sd_err err = {0};
+    char demo_path[4096];
     if (!c.model) {
-        c.model = default_model();
-        if (!c.model) {
-            fprintf(stderr, "sdgen: no --model given and the demo model (models/demo.safetensors) is not installed\n");
+        if (sd_default_model_path(demo_path, sizeof demo_path, &err)) {
+            fprintf(stderr, "sdgen: %s (pass --model)\n", err.msg);
             return SD_EXIT_INPUT;
         }
+        c.model = demo_path;
         demo = 1;
     }
     sd_batch batch = {0};
-    sd_err err = {0};
     if (c.prompts_file) {
         if (sd_batch_parse_file(c.prompts_file, &batch, &err)) {
             fprintf(stderr, "sdgen: %s\n", err.msg);
@@ -627,7 +580,7 @@ int sd_cmd_generate(int argc, char **argv)
     run_ctx r = {0};
     r.c = &c;
     r.p = &p;
-    model_name_of(c.model, r.model_name, sizeof r.model_name);
+    sd_params_model_name(c.model, r.model_name, sizeof r.model_name);
     {
         sd_err he = {0};
         char h10[16];

@@ -94,11 +94,12 @@ static void arena_unpoison(void *p, size_t n)
 
 static char *block_payload(sd_arena_block *b) { return (char *)b + header_size(); }
 
-static void arena_fail(sd_arena *a, size_t bytes)
+/* Out of memory: jump to the guard of the model call in flight. Without a guard the allocation
+ * returns NULL and the caller reports the error: the library never prints or exits. */
+static void *arena_fail(sd_arena *a)
 {
     if (a->guard) longjmp(*a->guard, 1);
-    fprintf(stderr, "sdgen: out of memory allocating %zu bytes of activations\n", bytes);
-    exit(SD_EXIT_OOM);
+    return NULL;
 }
 
 static sd_arena_block *block_new(size_t size)
@@ -125,12 +126,12 @@ void *sd_arena_alloc(sd_arena *a, size_t bytes)
     size_t n = align_up(bytes ? bytes : 1);
     sd_arena_block *b = a->head;
     if (!b || b->size - b->used < n) {
-        if (a->limit && a->in_use + n > a->limit) arena_fail(a, bytes);
+        if (a->limit && a->in_use + n > a->limit) return arena_fail(a);
         size_t grow = n;
         if (b && b->size > grow) grow = b->size; /* geometric-ish growth */
         if (grow < ((size_t)64 << 20)) grow = (size_t)64 << 20;
         sd_arena_block *nb = block_new(grow);
-        if (!nb) arena_fail(a, bytes);
+        if (!nb) return arena_fail(a);
         nb->next = b;
         a->head = b = nb;
     }
@@ -153,8 +154,9 @@ void sd_arena_reset(sd_arena *a)
             free(b);
             b = n;
         }
+        /* When that block cannot be had the arena is left empty: the next allocation grows it again
+         * and fails there, under its caller's guard, if memory is still short. */
         a->head = block_new(align_up(a->peak));
-        if (!a->head) arena_fail(a, a->peak);
     } else if (b) {
         b->used = 0;
         arena_poison(block_payload(b), b->size);

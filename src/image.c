@@ -799,25 +799,25 @@ void sd_image_to_float(const sd_image *im, float *out)
         }
 }
 
+int sd_image_init_from(const sd_image *in, const char *name, sd_image *out, int *resized, sd_err *err)
+{
+    if (resized) *resized = 0;
+    int w8, h8;
+    if (sd_image_init_size(in->w, in->h, &w8, &h8, err)) return sd_err_prefix(err, "%s", name);
+    /* Equal sizes copy (sd_image_resize_lanczos), so the result is always the caller's to free. */
+    if (sd_image_resize_lanczos(in, w8, h8, out, err)) return sd_err_prefix(err, "%s", name);
+    if (resized) *resized = w8 != in->w || h8 != in->h;
+    return 0;
+}
+
 int sd_image_load_init(sd_image *out, const char *path, int *resized, sd_err *err)
 {
     sd_image im;
     if (resized) *resized = 0;
     if (sd_image_load(&im, path, err)) return -1;
-    int w8, h8;
-    if (sd_image_init_size(im.w, im.h, &w8, &h8, err)) {
-        sd_image_free(&im);
-        return sd_err_prefix(err, "%s", path);
-    }
-    if (w8 == im.w && h8 == im.h) {
-        *out = im;
-        return 0;
-    }
-    int rc = sd_image_resize_lanczos(&im, w8, h8, out, err);
+    int rc = sd_image_init_from(&im, path, out, resized, err);
     sd_image_free(&im);
-    if (rc) return sd_err_prefix(err, "%s", path);
-    if (resized) *resized = 1;
-    return 0;
+    return rc;
 }
 
 /* ------------------------------------------------------------------------------------------------ */

@@ -31,6 +31,15 @@ const char *sd_prediction_name(sd_prediction p)
     return p == SD_PRED_EPS ? "eps" : p == SD_PRED_V ? "v" : "unknown";
 }
 
+int sd_prediction_parse(const char *name, sd_prediction *out)
+{
+    /* sdgen's short names and diffusers' prediction_type values */
+    if (!strcmp(name, "eps") || !strcmp(name, "epsilon")) *out = SD_PRED_EPS;
+    else if (!strcmp(name, "v") || !strcmp(name, "v_prediction")) *out = SD_PRED_V;
+    else return -1;
+    return 0;
+}
+
 /* ---- weight table ---- */
 
 static uint64_t hash_str(const char *s)

@@ -613,3 +613,14 @@ int sd_params_cli_sampler(const char *a_sampler, const char *a_schedule, const c
         }
     return -1;
 }
+
+void sd_params_model_name(const char *path, char *out, size_t n)
+{
+    const char *b = strrchr(path, '/');
+    b = b && b[1] ? b + 1 : path;
+    snprintf(out, n, "%s", b);
+    char *dot = strrchr(out, '.');
+    if (dot && (!strcmp(dot, ".safetensors") || !strcmp(dot, ".ckpt"))) *dot = 0;
+    size_t l = strlen(out);
+    while (l > 0 && out[l - 1] == '/') out[--l] = 0;
+}

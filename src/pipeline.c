@@ -14,11 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "sdgen/cond.h"
 #include "sdgen/family.h"
 #include "sdgen/image.h"
 #include "sdgen/npy.h"
+#include "sdgen/params.h"
 #include "sdgen/rng.h"
 #include "sdgen/unet.h"
 #include "sdgen/vae.h"
@@ -230,6 +232,10 @@ int sd_pipeline_guided(sd_pipeline *p, sd_tensor x, float t, const sd_cond *cond
     /* classifier-free guidance as one batch: the unconditional half first (diffusers) */
     sd_tensor xb = sd_tensor_4d(a, B, x.ne[1], x.ne[2], x.ne[3]);
     sd_tensor ctx = sd_tensor_3d(a, B, L, D);
+    if (!xb.data || !ctx.data) {
+        sd_arena_reset(a);
+        return sd_errcf(err, SD_EXIT_OOM, "out of memory for the denoiser's input");
+    }
     for (int b = 0; b < B; b++) {
         memcpy(xb.data + b * n, x.data, (size_t)n * sizeof(float));
         const sd_cond *c = B == 2 && b == 0 ? uncond : cond;
@@ -278,7 +284,9 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
 
     int W = o->width, H = o->height;
     if (o->init_image) {
-        if (sd_image_load_init(&init, o->init_image, &r->init_resized, err)) return -1;
+        if (o->init_pixels ? sd_image_init_from(o->init_pixels, o->init_image, &init, &r->init_resized, err)
+                           : sd_image_load_init(&init, o->init_image, &r->init_resized, err))
+            return -1;
         /* diffusers' img2img takes its size from the image; an explicit size resizes to it. */
         if (W && H && (init.w != W || init.h != H)) {
             sd_image rs = {0};
@@ -332,6 +340,10 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
     if (o->init_image) {
         double te = sd_now();
         sd_tensor img = sd_tensor_4d(a, 1, 3, H, W);
+        if (!img.data) {
+            sd_errcf(err, SD_EXIT_OOM, "out of memory for the init image (%dx%d)", W, H);
+            goto out;
+        }
         sd_image_to_float(&init, img.data);
         sd_tensor moments;
         if (sd_vae_encode(m, a, img, &moments, err)) goto out;
@@ -400,6 +412,10 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
     double tv = sd_now();
     {
         sd_tensor zt = sd_tensor_4d(a, 1, zc, h, w);
+        if (!zt.data) {
+            sd_errcf(err, SD_EXIT_OOM, "out of memory for the decoder input");
+            goto out;
+        }
         for (int64_t k = 0; k < n; k++) zt.data[k] = x[k] / m->vae.scale_factor;
         sd_tensor img;
         if (o->vae_tile ? sd_vae_decode_tiled(m, a, zt, o->vae_tile, o->vae_tile_overlap, &img, err)
@@ -441,4 +457,45 @@ void sd_gen_result_free(sd_gen_result *r)
 {
     free(r->rgb);
     r->rgb = NULL;
+}
+
+int sd_default_model_path(char *out, size_t n, sd_err *err)
+{
+    const char *env = getenv("SDGEN_MODEL");
+    if (env && *env) {
+        snprintf(out, n, "%s", env);
+        return 0;
+    }
+    /* The install folder first, so that an installed program never picks up a source tree's copy. */
+    const char *cands[] = {SDGEN_DATA_DIR "/models/demo.safetensors", SDGEN_SOURCE_DIR "/models/demo.safetensors"};
+    for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
+        if (access(cands[i], R_OK) == 0) {
+            snprintf(out, n, "%s", cands[i]);
+            return 0;
+        }
+    }
+    return sd_errf(err, "no model given and the demo model is not installed (looked for $SDGEN_MODEL, %s, %s)",
+                   cands[0], cands[1]);
+}
+
+int sd_gen_infotext(const sd_gen_opts *o, int width, int height, const char *model_hash, const char *model_name,
+                    char **out, sd_err *err)
+{
+    sd_gen_params gp;
+    sd_params_init(&gp);
+    gp.prompt = o->prompt;
+    gp.negative_prompt = o->negative_prompt;
+    gp.steps = o->steps;
+    gp.sampler = sd_sampler_a1111_name(o->sampler);
+    gp.schedule_type = sd_schedule_a1111_name(o->schedule);
+    gp.cfg_scale = o->cfg_scale;
+    gp.seed = o->seed;
+    gp.width = width;
+    gp.height = height;
+    gp.model_hash = model_hash && *model_hash ? model_hash : NULL;
+    gp.model_name = model_name;
+    gp.denoising_strength = o->init_image ? o->strength : -1;
+    gp.clip_skip = o->clip_skip;
+    gp.rng = o->rng_kind == SD_RNG_CUDA ? "GPU" : "CPU";
+    return sd_params_format(&gp, out, err);
 }

@@ -8,8 +8,9 @@
  * Arena: activations of one model call are bump-allocated from an sd_arena and released all
  * at once with sd_arena_reset(). The arena grows by blocks while the first step finds its
  * peak; the next reset merges the blocks into one, so later steps never call malloc. When a
- * block cannot be had the arena jumps to the sd_arena_guard() of the model call in flight,
- * which turns it into an SD_EXIT_OOM error instead of crashing.
+ * block cannot be had the arena jumps to the guard of the model call in flight (`guard` below),
+ * which turns it into an SD_EXIT_OOM error instead of crashing; with no guard set the allocation
+ * returns NULL and the caller checks for it. The library never prints or exits on its own.
  */
 #ifndef SDGEN_COMMON_H
 #define SDGEN_COMMON_H
@@ -55,11 +56,11 @@ typedef struct sd_arena {
     size_t in_use;          /* bytes handed out since the last reset */
     size_t peak;            /* largest in_use seen */
     size_t limit;           /* 0 = no limit; else refuse to grow past this many bytes */
-    jmp_buf *guard;         /* where to jump when memory runs out (NULL: abort) */
+    jmp_buf *guard;         /* where to jump when memory runs out (NULL: sd_arena_alloc returns NULL) */
 } sd_arena;
 
 void sd_arena_init(sd_arena *a, size_t initial_bytes, size_t limit);
-void *sd_arena_alloc(sd_arena *a, size_t bytes);     /* 64-byte aligned, never NULL */
+void *sd_arena_alloc(sd_arena *a, size_t bytes);     /* 64-byte aligned; NULL only when out of memory with no guard */
 void sd_arena_reset(sd_arena *a);                    /* free everything handed out */
 void sd_arena_free(sd_arena *a);
 size_t sd_arena_mark(const sd_arena *a);             /* for scoped release inside a call */

@@ -60,6 +60,9 @@ void sd_image_to_float(const sd_image *im, float *out);
 /* Convenience: load `path`, round its size down to multiples of 8, Lanczos-resize if needed.
  * *resized is set to 1 when a resize happened (so the caller can say so). */
 int sd_image_load_init(sd_image *out, const char *path, int *resized, sd_err *err);
+/* The same for pixels already in memory (the library API's init image): *out is a new image of `in`
+ * rounded down to multiples of 8; `name` is used in the messages. */
+int sd_image_init_from(const sd_image *in, const char *name, sd_image *out, int *resized, sd_err *err);
 
 /* ---- PNG output ---- */
 

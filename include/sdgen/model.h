@@ -35,6 +35,7 @@ typedef enum sd_act { SD_ACT_QUICK_GELU, SD_ACT_GELU } sd_act;
 
 const char *sd_family_name(sd_family f);         /* "sd1", "sd2", "sdxl", "unknown" */
 const char *sd_prediction_name(sd_prediction p); /* "eps", "v", "unknown" */
+int sd_prediction_parse(const char *name, sd_prediction *out); /* "eps"/"epsilon", "v"/"v_prediction"; -1 else */
 
 /* LDM prefixes of the three components. */
 #define SD_PREFIX_UNET "model.diffusion_model."

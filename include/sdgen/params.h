@@ -88,6 +88,10 @@ const char *sd_params_rng_name(const char *cli_rng);
 int sd_params_cli_sampler(const char *a1111_sampler, const char *a1111_schedule, const char **sampler,
                           const char **schedule);
 
+/* A1111's "Model" value for a checkpoint path: the file name without its folder and without a
+ * .safetensors / .ckpt extension ("models/v1-5.safetensors" -> "v1-5"); trailing slashes dropped. */
+void sd_params_model_name(const char *path, char *out, size_t n);
+
 /* Python repr()-style shortest round-trip decimal of v, with a trailing ".0" dropped ("7", "7.5",
  * "0.6", "1e-05"). buf of 32 bytes is enough. */
 void sd_params_fmt_number(double v, char *buf, size_t n);

@@ -26,6 +26,8 @@
 extern "C" {
 #endif
 
+struct sd_image;
+
 typedef struct sd_pipeline {
     sd_model model;
     sd_tokenizer *tok;
@@ -49,7 +51,8 @@ typedef struct sd_gen_opts {
     int rng_kind;                  /* SD_RNG_CPU / SD_RNG_CUDA */
     int clip_skip;                 /* 1 = no skipping */
     int weighting;                 /* A1111 prompt weights (1) or literal (0) */
-    const char *init_image;        /* NULL = txt2img */
+    const char *init_image;        /* NULL = txt2img; else the init image file (or the name of init_pixels) */
+    const struct sd_image *init_pixels; /* init image already in memory (then init_image only names it) */
     double strength;               /* img2img */
     const char *dump_dir;          /* NULL = no .npy dumps */
     size_t max_memory;             /* 0 = what the machine has available */
@@ -94,6 +97,15 @@ int sd_pipeline_condition(sd_pipeline *p, const sd_gen_opts *o, struct sd_cond *
  * and output are written as unet0_*.npy (int_timesteps: the timestep as int32). */
 int sd_pipeline_guided(sd_pipeline *p, sd_tensor x, float t, const struct sd_cond *cond, const struct sd_cond *uncond,
                        float cfg, float *g, const char *dump_dir, int int_timesteps, sd_err *err);
+
+/* The model used when none is named: $SDGEN_MODEL, else the demo model in the install data folder
+ * (<prefix>/share/sdgen/models/demo.safetensors), else in the source tree the build came from. */
+int sd_default_model_path(char *out, size_t n, sd_err *err);
+
+/* The A1111 `parameters` text (sdgen/params.h) of one image made with o at width x height: what the
+ * CLI and the library write into their PNGs. model_hash (10 hex digits) and model_name may be NULL. */
+int sd_gen_infotext(const sd_gen_opts *o, int width, int height, const char *model_hash, const char *model_name,
+                    char **out, sd_err *err);
 
 /* Decoder output → 8-bit pixels: round_half_even(clamp(x/2 + 0.5, 0, 1)·255) in float32,
  * NCHW [1,3,h,w] → HWC RGB (golden README §3.7). */

@@ -32,7 +32,8 @@ static inline int64_t sd_numel(sd_tensor t)
     return n;
 }
 
-/* New uninitialised tensors from an arena. */
+/* New uninitialised tensors from an arena. Out of memory inside a guarded model call jumps to its
+ * guard; outside one .data is NULL, which the caller checks (zeros/copy: use only under a guard). */
 sd_tensor sd_tensor_new(sd_arena *a, int ndim, const int64_t *shape);
 sd_tensor sd_tensor_2d(sd_arena *a, int64_t d0, int64_t d1);
 sd_tensor sd_tensor_3d(sd_arena *a, int64_t d0, int64_t d1, int64_t d2);
