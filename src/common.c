@@ -239,6 +239,63 @@ void *sd_scope_keep_bytes(sd_arena *a, sd_scope s, void *p, size_t bytes)
     return q;
 }
 
+/* ---- name index ---- */
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+int sd_name_index_init(sd_name_index *ix, int n)
+{
+    memset(ix, 0, sizeof *ix);
+    int cap = 16;
+    while (cap < 2 * n && cap < (1 << 28)) cap *= 2; /* at most half full */
+    ix->keys = calloc((size_t)cap, sizeof *ix->keys);
+    ix->vals = malloc((size_t)cap * sizeof *ix->vals);
+    if (!ix->keys || !ix->vals) {
+        sd_name_index_free(ix);
+        return -1;
+    }
+    ix->cap = cap;
+    return 0;
+}
+
+/* The slot holding name, or the empty slot where it would go (-1 if the table is full). */
+static int name_slot(const sd_name_index *ix, const char *name)
+{
+    const uint64_t h = fnv1a(name), mask = (uint64_t)(ix->cap - 1);
+    for (int i = 0; i < ix->cap; i++) {
+        const int s = (int)((h + (uint64_t)i) & mask);
+        if (!ix->keys[s] || !strcmp(ix->keys[s], name)) return s;
+    }
+    return -1;
+}
+
+int sd_name_index_add(sd_name_index *ix, const char *name, int val)
+{
+    const int s = ix->cap ? name_slot(ix, name) : -1;
+    if (s < 0 || ix->keys[s]) return 0;
+    ix->keys[s] = name;
+    ix->vals[s] = val;
+    return 1;
+}
+
+int sd_name_index_find(const sd_name_index *ix, const char *name)
+{
+    const int s = ix->cap ? name_slot(ix, name) : -1;
+    return s >= 0 && ix->keys[s] ? ix->vals[s] : -1;
+}
+
+void sd_name_index_free(sd_name_index *ix)
+{
+    free(ix->keys);
+    free(ix->vals);
+    memset(ix, 0, sizeof *ix);
+}
+
 /* ---- misc ---- */
 
 double sd_now(void)

@@ -42,23 +42,10 @@ int sd_prediction_parse(const char *name, sd_prediction *out)
 
 /* ---- weight table ---- */
 
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 14695981039346656037ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 const sd_weight_ref *sd_model_find(const sd_model *m, const char *name)
 {
-    if (!m->hash) return NULL;
-    uint64_t h = hash_str(name);
-    for (int i = 0; i < m->hash_cap; i++) {
-        int idx = m->hash[(h + (uint64_t)i) & (uint64_t)(m->hash_cap - 1)];
-        if (idx < 0) return NULL;
-        if (!strcmp(m->weights[idx].name, name)) return &m->weights[idx];
-    }
-    return NULL;
+    const int i = sd_name_index_find(&m->index, name);
+    return i >= 0 ? &m->weights[i] : NULL;
 }
 
 /* The stored tensor behind a reference, or NULL when the reference points nowhere valid. */
@@ -140,23 +127,10 @@ static int add_weight(sd_model *m, const char *name, int file, int index, const 
 
 static int build_hash(sd_model *m, sd_err *err)
 {
-    m->hash_cap = 16;
-    while (m->hash_cap < 2 * m->n_weights) m->hash_cap *= 2;
-    m->hash = malloc((size_t)m->hash_cap * sizeof(int));
-    if (!m->hash) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", m->path);
-    for (int i = 0; i < m->hash_cap; i++) m->hash[i] = -1;
-    for (int k = 0; k < m->n_weights; k++) {
-        uint64_t h = hash_str(m->weights[k].name);
-        for (int i = 0; i < m->hash_cap; i++) {
-            int *slot = &m->hash[(h + (uint64_t)i) & (uint64_t)(m->hash_cap - 1)];
-            if (*slot < 0) {
-                *slot = k;
-                break;
-            }
-            if (!strcmp(m->weights[*slot].name, m->weights[k].name))
-                return sd_errf(err, "%s: tensor \"%s\" appears twice", m->path, m->weights[k].name);
-        }
-    }
+    if (sd_name_index_init(&m->index, m->n_weights)) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", m->path);
+    for (int k = 0; k < m->n_weights; k++)
+        if (!sd_name_index_add(&m->index, m->weights[k].name, k))
+            return sd_errf(err, "%s: tensor \"%s\" appears twice", m->path, m->weights[k].name);
     return 0;
 }
 
@@ -427,7 +401,7 @@ void sd_model_close(sd_model *m)
         free(m->weights[i].name);
     }
     free(m->weights);
-    free(m->hash);
+    sd_name_index_free(&m->index);
     for (int f = 0; f < m->n_files; f++) sd_st_close(&m->files[f]);
     free(m->path);
     free(m->tokenizer_dir);

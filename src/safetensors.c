@@ -42,41 +42,10 @@ static int parse_dtype(const char *s, sd_dtype *out)
     return -1;
 }
 
-/* ---- name hash (FNV-1a) ---- */
-
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 14695981039346656037ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 const sd_st_tensor *sd_st_find(const sd_safetensors *st, const char *name)
 {
-    if (!st->hash) return NULL;
-    uint64_t h = hash_str(name);
-    for (int i = 0; i < st->hash_cap; i++) {
-        int slot = (int)((h + (uint64_t)i) & (uint64_t)(st->hash_cap - 1));
-        int idx = st->hash[slot];
-        if (idx < 0) return NULL;
-        if (!strcmp(st->tensors[idx].name, name)) return &st->tensors[idx];
-    }
-    return NULL;
-}
-
-/* Returns 1 if inserted, 0 if the name already exists. */
-static int hash_insert(sd_safetensors *st, int idx)
-{
-    uint64_t h = hash_str(st->tensors[idx].name);
-    for (int i = 0; i < st->hash_cap; i++) {
-        int slot = (int)((h + (uint64_t)i) & (uint64_t)(st->hash_cap - 1));
-        if (st->hash[slot] < 0) {
-            st->hash[slot] = idx;
-            return 1;
-        }
-        if (!strcmp(st->tensors[st->hash[slot]].name, st->tensors[idx].name)) return 0;
-    }
-    return 0;
+    const int i = sd_name_index_find(&st->index, name);
+    return i >= 0 ? &st->tensors[i] : NULL;
 }
 
 const char *sd_st_meta(const sd_safetensors *st, const char *key)
@@ -118,14 +87,10 @@ static int parse_header(sd_safetensors *st, const char *json, size_t len, sd_err
         goto out;
     }
     st->tensors = calloc((size_t)n + 1, sizeof *st->tensors);
-    st->hash_cap = 16;
-    while (st->hash_cap < 2 * n) st->hash_cap *= 2;
-    st->hash = malloc((size_t)st->hash_cap * sizeof(int));
-    if (!st->tensors || !st->hash) {
+    if (!st->tensors || sd_name_index_init(&st->index, n)) {
         sd_errcf(err, SD_EXIT_OOM, "%s: out of memory reading the header", path);
         goto out;
     }
-    for (int i = 0; i < st->hash_cap; i++) st->hash[i] = -1;
     uint64_t data_size = st->size - st->data_start;
 
     for (cJSON *e = root->child; e; e = e->next) {
@@ -235,7 +200,7 @@ static int parse_header(sd_safetensors *st, const char *json, size_t len, sd_err
             goto out;
         }
         st->n_tensors++;
-        if (!hash_insert(st, st->n_tensors - 1)) {
+        if (!sd_name_index_add(&st->index, t->name, st->n_tensors - 1)) {
             sd_errf(err, "%s: tensor \"%s\" is listed twice", path, name);
             goto out;
         }
@@ -333,7 +298,7 @@ void sd_st_close(sd_safetensors *st)
     free(st->tensors);
     free(st->meta_keys);
     free(st->meta_vals);
-    free(st->hash);
+    sd_name_index_free(&st->index);
     if (st->map) munmap((void *)st->map, st->size);
     if (st->fd >= 0) close(st->fd);
     free(st->path);

@@ -91,6 +91,23 @@ void *sd_scope_keep_bytes(sd_arena *a, sd_scope s, void *p, size_t bytes);
  *   jmp_buf jb; if (setjmp(jb)) { a->guard = NULL; return sd_errcf(err, SD_EXIT_OOM, ...); }
  *   a->guard = &jb; ... ; a->guard = NULL;                                              */
 
+/* ---- name index ----
+ * Names to indices by open addressing (FNV-1a, linear probing), for tensor tables of up to a few
+ * hundred thousand names. The names are not copied: they must outlive the index. */
+typedef struct sd_name_index {
+    const char **keys; /* cap slots, NULL = empty */
+    int *vals;
+    int cap;
+} sd_name_index;
+
+/* Room for n names; -1 when out of memory. */
+int sd_name_index_init(sd_name_index *ix, int n);
+/* 1 when added, 0 when the name is already there (the index is unchanged). */
+int sd_name_index_add(sd_name_index *ix, const char *name, int val);
+/* The value of name, or -1. */
+int sd_name_index_find(const sd_name_index *ix, const char *name);
+void sd_name_index_free(sd_name_index *ix);
+
 /* ---- misc ---- */
 double sd_now(void);                 /* monotonic seconds */
 size_t sd_peak_rss_bytes(void);      /* from getrusage */

@@ -134,7 +134,7 @@ typedef struct sd_model {
 
     int n_weights;
     sd_weight_ref *weights;           /* every tensor, LDM-named */
-    int *hash; int hash_cap;          /* name lookup */
+    sd_name_index index;              /* LDM name -> weights[] index */
 
     size_t converted_bytes;           /* f32 copies made so far */
     sd_weights_mode weights_mode;

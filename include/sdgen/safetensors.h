@@ -58,9 +58,7 @@ typedef struct sd_safetensors {
     sd_st_tensor *tensors; /* in header order */
     int n_meta;
     char **meta_keys, **meta_vals;
-    /* name lookup: open-addressing hash table of tensor indices */
-    int *hash;
-    int hash_cap;
+    sd_name_index index; /* name -> tensor index */
 } sd_safetensors;
 
 int sd_st_open(sd_safetensors *st, const char *path, sd_err *err);
