@@ -93,19 +93,16 @@ static void usage(FILE *f)
             "(SIGINT), 143 terminated (SIGTERM).\n");
 }
 
-/* Every message line: "sdgen: " and the text with its control characters escaped (sd_escape_text), since
- * paths, option values and batch-file strings inside it come from the user and must not drive the
- * terminal or forge lines. */
+/* Every message line that can hold user text (paths, option values, batch-file strings): "sdgen: " and
+ * the text with its control characters escaped (commands.h), so that it cannot drive the terminal or
+ * forge lines. */
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
 {
-    char raw[4096], safe[8192];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(raw, sizeof raw, fmt, ap);
+    sd_cli_vsay("sdgen", fmt, ap);
     va_end(ap);
-    sd_escape_text(raw, safe, sizeof safe);
-    fprintf(stderr, "sdgen: %s\n", safe);
 }
 
 /* Numeric options go through the table and strict parser shared with the batch file (options.c); the
@@ -592,7 +589,7 @@ static int apply_item(const sd_batch_item *it, sd_gen_opts *o, int *batch_count,
 static int check_early(const sd_gen_opts *o, sd_err *err)
 {
     if (o->init_image && (int)((double)o->steps * o->strength) < 1)
-        return sd_errf(err, "--strength %g with %d steps runs no denoising step (int(steps·strength) = 0)", o->strength,
+        return sd_errf(err, "strength %g with %d steps runs no denoising step (int(steps·strength) = 0)", o->strength,
                        o->steps);
     return 0;
 }
@@ -848,10 +845,12 @@ int sd_cmd_generate(int argc, char **argv)
     /* Drawn now, not after loading: {seed} in output names is checked before the model loads. */
     if (!c.have_seed) c.gen.seed = random_seed();
     const char *out_tmpl = c.output ? c.output : "sdgen-{index}.png";
-    /* Fail before loading gigabytes when the output folder can't be written. */
+    /* Fail before loading gigabytes when the output folder can't be written (for the command line's own
+     * first image, also when a non-regular file is in the way: the folder probe must not write into /dev). */
     char probe[4096];
     if (!c.prompts_file || c.output) {
         if (sd_output_path(out_tmpl, 1, c.gen.seed, c.gen.prompt, probe, sizeof probe, &err) ||
+            (!c.prompts_file && (sd_check_output_name(probe, &err) || sd_output_state(probe, &err) < 0)) ||
             sd_check_output_dir(probe, &err)) {
             say("%s", err.msg);
             sd_batch_free(&batch);

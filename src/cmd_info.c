@@ -220,11 +220,11 @@ int sd_cmd_info(int argc, char **argv)
                    "(reads headers only). MODEL is a .safetensors checkpoint or a diffusers folder.\n");
             return 0;
         } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "sdgen info: unknown option %s\n", argv[i]);
+            sd_cli_say("sdgen info", "unknown option %s", argv[i]);
             return SD_EXIT_INPUT;
         } else if (!path) path = argv[i];
         else {
-            fprintf(stderr, "sdgen info: more than one model given (%s)\n", argv[i]);
+            sd_cli_say("sdgen info", "more than one model given (%s)", argv[i]);
             return SD_EXIT_INPUT;
         }
     }
@@ -235,7 +235,7 @@ int sd_cmd_info(int argc, char **argv)
     sd_model m;
     sd_err err = {0};
     if (sd_model_open(&m, path, &err)) {
-        fprintf(stderr, "sdgen: %s\n", err.msg);
+        sd_cli_say("sdgen", "%s", err.msg);
         return err.code ? err.code : SD_EXIT_INPUT;
     }
     cJSON *j = describe(&m);

@@ -2,6 +2,8 @@
  * (image.h). stb_image / stb_image_write are compiled here, and only here. */
 #include "sdgen/image.h"
 
+#include "sdgen/options.h" /* sd_find_control */
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1081,10 +1083,8 @@ int sd_png_write(const char *path, const uint8_t *rgb, int w, int h, const char 
 
 int sd_check_output_name(const char *path, sd_err *err)
 {
-    const unsigned char *s = (const unsigned char *)path;
-    for (size_t i = 0; s[i]; i++)
-        if (s[i] < 0x20 || s[i] == 0x7F || (s[i] == 0xC2 && s[i + 1] >= 0x80 && s[i + 1] < 0xA0))
-            return sd_errf(err, "%s: the output path holds a control character (byte %zu); refused", path, i + 1);
+    size_t bad = sd_find_control(path);
+    if (bad) return sd_errf(err, "%s: the output path holds a control character (byte %zu); refused", path, bad);
     char dir[PATH_MAX];
     const char *base;
     if (split_dir(path, dir, sizeof dir, &base) || !*base) return sd_errf(err, "%s: not a file name", path);
@@ -1103,7 +1103,8 @@ int sd_output_state(const char *path, sd_err *err)
 {
     struct stat st;
     if (lstat(path, &st) != 0) {
-        if (errno == ENOENT) return 0; /* a missing folder is sd_check_output_dir's to report */
+        /* nothing there; a missing folder or a file in its place is sd_check_output_dir's to report */
+        if (errno == ENOENT || errno == ENOTDIR) return 0;
         return sd_errf(err, "%s: %s", path, strerror(errno));
     }
     if (S_ISREG(st.st_mode)) return 1;

@@ -122,7 +122,8 @@ int sd_remove_stale_temps(const char *dir, int64_t before_ns, char *first, size_
  * and scripts through every listing), a last component no longer than the file system's NAME_MAX? */
 int sd_check_output_name(const char *path, sd_err *err);
 
-/* What is at an output path now (lstat, links not followed): 0 nothing, 1 a regular file (replace or
+/* What is at an output path now (lstat, links not followed): 0 nothing (the folder itself is left to
+ * sd_check_output_dir), 1 a regular file (replace or
  * skip it is the caller's choice), -1 with err for anything that must never be replaced (a directory,
  * device node, FIFO, socket, symbolic link, dangling or not) or a path that cannot be looked at. */
 int sd_output_state(const char *path, sd_err *err);
