@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "sdgen/model.h"
+#include "sdgen/options.h"
 
 static const char *component_of(const char *name)
 {
@@ -137,13 +138,12 @@ static void put_escaped(const char *s, size_t max)
 {
     size_t n = strlen(s), cut = n > max ? max : n;
     while (cut < n && cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80) cut--;
-    for (size_t i = 0; i < cut; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\n') fputs("\\n", stdout);
-        else if (c == '\t') fputs("\\t", stdout);
-        else if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
-        else putchar(c);
-    }
+    char part[256], safe[1100]; /* max is at most 200 here; an escape is at most 6 bytes per byte */
+    if (cut >= sizeof part) cut = sizeof part - 1;
+    memcpy(part, s, cut);
+    part[cut] = 0;
+    sd_escape_text(part, safe, sizeof safe); /* the messages' escaping (options.h): C0, DEL, C1, non-UTF-8 */
+    fputs(safe, stdout);
     if (cut < n) fputs("…", stdout);
 }
 
