@@ -241,10 +241,15 @@ int sd_cmd_bench(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) model = argv[++i];
-        else if ((!strcmp(a, "-W") || !strcmp(a, "--width")) && v) { if (bench_int(a, argv[++i], 8, 4096, &W)) return SD_EXIT_INPUT; }
-        else if ((!strcmp(a, "-H") || !strcmp(a, "--height")) && v) { if (bench_int(a, argv[++i], 8, 4096, &H)) return SD_EXIT_INPUT; }
-        else if (!strcmp(a, "--steps") && v) { if (bench_int(a, argv[++i], 1, 1000, &steps)) return SD_EXIT_INPUT; }
-        else if (!strcmp(a, "--threads") && v) { if (bench_int(a, argv[++i], 1, 1024, &threads)) return SD_EXIT_INPUT; }
+        else if ((!strcmp(a, "-W") || !strcmp(a, "--width")) && v) {
+            if (bench_int(a, argv[++i], 8, 4096, &W)) return SD_EXIT_INPUT;
+        } else if ((!strcmp(a, "-H") || !strcmp(a, "--height")) && v) {
+            if (bench_int(a, argv[++i], 8, 4096, &H)) return SD_EXIT_INPUT;
+        } else if (!strcmp(a, "--steps") && v) {
+            if (bench_int(a, argv[++i], 1, 1000, &steps)) return SD_EXIT_INPUT;
+        } else if (!strcmp(a, "--threads") && v) {
+            if (bench_int(a, argv[++i], 1, 1024, &threads)) return SD_EXIT_INPUT;
+        }
         else if (!strcmp(a, "--vocab") && v) vocab = argv[++i];
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--profile")) profile = 1;

@@ -712,8 +712,8 @@ static int image_path(const cli_opts *c, const sd_batch *batch, int k, int b, in
     return 0;
 }
 
-/* Before the model loads (docs/RELIABILITY.md, "Robustness round 2"): every batch line's settings, then for
- * every image of the run its output path: the template expands, the name is a legal file name without
+/* Before the model loads (docs/RELIABILITY.md, "Robustness round 2, part B"): every batch line's settings,
+ * then for every image of the run its output path: the template expands, the name is a legal file name without
  * control characters, nothing but a regular file is in the way and only with --overwrite or --skip-existing,
  * the folder can be written (and temporary files a killed run left there are removed), and no two images
  * share a file. Each failure is reported now and marked in r->item_bad / r->img_bad for the loop to skip.

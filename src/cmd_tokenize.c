@@ -20,7 +20,8 @@ static int usage_err(const char *fmt, const char *arg)
 {
     char what[1024];
     snprintf(what, sizeof what, fmt, arg);
-    sd_cli_say("sdgen tokenize", "%s (usage: sdgen tokenize [--vocab PATH] [--family sd1|sd2] [--chunks] [--no-weighting] TEXT)", what);
+    sd_cli_say("sdgen tokenize",
+               "%s (usage: sdgen tokenize [--vocab PATH] [--family sd1|sd2] [--chunks] [--no-weighting] TEXT)", what);
     return SD_EXIT_INPUT;
 }
 

@@ -68,8 +68,8 @@ static void test_sizes(void)
     }
 }
 
-/* The table: the command line and the batch file see the same entry for the same setting, and the ranges
- * the issue asked for. */
+/* The table: the command line and the batch file see the same entry for the same setting, with the ranges
+ * docs/RELIABILITY.md lists. */
 static void test_table(void)
 {
     static const struct { const char *key, *opt; } PAIRS[] = {

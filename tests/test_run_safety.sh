@@ -1,16 +1,11 @@
 #!/usr/bin/env bash
-# test_run_safety.sh — robustness round 2 (docs/RELIABILITY.md): what a run does to its output folder, its
-# terminal and its pipes, and what it refuses before loading the model. One section per defect class:
-#    8  ulimit -f below the PNG size; temporary files a killed run left behind
-#    9  stdout / stderr closed or piped into a reader that quit
-#   10  the model hash: computed only when a PNG needs it
-#   11  --skip-existing keeps only complete PNGs
-#   12  --overwrite replaces only regular files
-#   13  refusals before the model loads: long names, links, several images to one file, strength
-#   14  batch-file numbers have the command line's ranges
-#   15  strict number syntax
-#   17  control characters in messages and output paths
-#   18  an oversized --prompts file
+# test_run_safety.sh — what a run does to its output folder, its terminal and its pipes, and what it
+# refuses before loading the model (docs/RELIABILITY.md, "Robustness round 2, part B"). Sections:
+#   strict number syntax; batch-file numbers with the command line's ranges; refusals before the model
+#   loads (long names, links, several images to one file, strength); only regular files replaced;
+#   --skip-existing keeps only complete PNGs; the model hash only when a PNG needs it; closed and broken
+#   pipes; the file size limit and temporary files a killed run left; control characters in messages and
+#   output paths; an oversized --prompts file.
 # "Before the model loads" is shown by giving a model path that does not exist: a refusal that comes
 # first names its own problem; one that came after loading would say "cannot open" instead.
 # Every case asserts the exit code, a message substring, no crash or sanitizer report, and what is in its
@@ -90,7 +85,7 @@ all_valid() { # all_valid FILE...: every one a complete PNG
   ok "$CASE: $* complete PNGs"
 }
 
-# ================= 15: strict numbers =================
+# ================= strict numbers =================
 opt_case() { # opt_case NAME SUBSTRING OPTION VALUE
   cs "num-$1"
   expect 2 "$2" "${PRE[@]}" -p x -o out.png "$3" "$4"
@@ -127,7 +122,7 @@ params=$(png_params "$O/ok.png" | tail -n 1)
 check "$CASE: seed 007 -> 7, cfg 7.50 -> 7.5, steps 01 -> 1" \
   "$(printf '%s' "$params" | grep -o 'Steps: 1, .*CFG scale: 7.5, Seed: 7,' | head -c 6)" "Steps:"
 
-# ================= 14: batch-file numbers, the command line's ranges =================
+# ================= batch-file numbers, the command line's ranges =================
 batch_case() { # batch_case NAME JSON_LINE SUBSTRING: every line fails before the model loads: exit 1
   cs "batch-$1"
   MAXL=2
@@ -161,7 +156,7 @@ for kv in "steps 0 --steps" "width 12 --width" "height 0 --height" "cfg_scale 10
   fi
 done
 
-# ================= 13: refused before the model loads =================
+# ================= refused before the model loads =================
 cs pre-long-name
 expect 2 "the file name is 304 bytes long, more than the 255" "${PRE[@]}" -p x -o "$(printf 'a%.0s' $(seq 300)).png"
 cs pre-dangling-link
@@ -211,7 +206,7 @@ model_line=$(grep -n '^sdgen: model ' "$ERR" | cut -d: -f1)
 check "$CASE: refused before the model line" "$([ -n "$msg_line" ] && [ -n "$model_line" ] && [ "$msg_line" -lt "$model_line" ] && echo yes || echo "no ($msg_line, $model_line)")" yes
 check "$CASE: the written one is line 1's" "$(png_params "$O/same.png" | head -n 1)" a
 
-# ================= 12: only regular files are replaced =================
+# ================= only regular files are replaced =================
 cs overwrite-fifo
 mkfifo "$O/out.png"
 expect 2 "out.png: is a FIFO, not a regular file; sdgen never replaces one" "${PRE[@]}" -p x -o out.png --overwrite
@@ -228,7 +223,7 @@ run "${GEN[@]}" -p x -o out.png --overwrite -q
 check "$CASE: exit code" "$rc" 0
 all_valid out.png
 
-# ================= 11: --skip-existing keeps only complete PNGs =================
+# ================= --skip-existing keeps only complete PNGs =================
 cs skip-existing
 run "${GEN[@]}" -p x --batch-count 4 -o 'i-{index}.png' -q
 check "$CASE: 4 written" "$rc $(files)" "0 i-1.png i-2.png i-3.png i-4.png "
@@ -247,7 +242,7 @@ check "$CASE: files" "$(files)" "i-1.png i-2.png i-3.png i-4.png "
 all_valid i-1.png i-2.png i-3.png i-4.png
 check "$CASE: i-2 carries its own seed" "$(png_params "$O/i-2.png" | tail -n 1 | grep -o 'Seed: [0-9]*')" "Seed: 2"
 
-# ================= 10: the model hash only when a PNG needs it =================
+# ================= the model hash only when a PNG needs it =================
 cs hash-lazy
 run "${GEN[@]}" -p x -o out.png -q
 check "$CASE: a written PNG hashes the model" "$rc $([ -f "$XDG_CACHE_HOME/sdgen/hashes.json" ] && echo cached)" "0 cached"
@@ -262,7 +257,7 @@ XDG_CACHE_HOME=$FX/target.txt run "${GEN[@]}" -p x -o uncached.png -q
 check "$CASE: cache not writable: hash still in the PNG" "$rc $(png_params "$O/uncached.png" | tail -n 1 | grep -o 'Model hash: [0-9a-f]*')" \
   "0 Model hash: $(sha256sum "$MODEL" | cut -c1-10)"
 
-# ================= 9: closed and broken pipes =================
+# ================= closed and broken pipes =================
 cs epipe
 mkfifo "$TMP/pipe"
 exec 4<>"$TMP/pipe" # a reader for the open below; closed once sdgen holds the write end
@@ -290,7 +285,7 @@ rc=$?
 check "$CASE: exit code" "$rc" 0
 all_valid e-1.png e-2.png
 
-# ================= 8: file size limit, stale temporary files =================
+# ================= file size limit, stale temporary files =================
 cs ulimit-f
 (cd "$O" && ulimit -f 4 && exec "$SDGEN" "${GEN[@]}" -p x -o big.png >"$TMP/log/$CASE.out" 2>"$TMP/log/$CASE.err")
 rc=$?
@@ -316,7 +311,7 @@ check "$CASE: message" "$(grep -c "removed 1 stale temporary file of a killed sd
 check "$CASE: only the dead writer's old file removed" "$(files)" \
   "$(printf '%s\n' "${keep[@]}" ".dir.png.tmp-$dead-0123abcd" img.png | LC_ALL=C sort | tr '\n' ' ')"
 
-# ================= 17: control characters in messages =================
+# ================= control characters in messages =================
 cs esc-batch-strings
 MAXL=4
 printf '%s\n' '{"prompt": "x", "sampler": "\u001b[31mred"}' '{"prompt": "x", "rng": "\u009b2J"}' \
@@ -339,7 +334,7 @@ run "${GEN[@]}" -q -p $'red \e[31m apple \xc2\x9b' -o '{prompt}.png'
 check "$CASE: exit code" "$rc" 0
 check "$CASE: control characters never reach the file name" "$(files)" "red_[31m_apple.png "
 
-# ================= 18: an oversized --prompts file =================
+# ================= an oversized --prompts file =================
 cs prompts-huge-file
 truncate -s 1G "$FX/huge.txt"
 if [ -x /usr/bin/time ]; then

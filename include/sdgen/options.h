@@ -3,7 +3,7 @@
  *
  * One table (options.c) holds every numeric setting once: its batch-file key (the golden case.json name),
  * its command-line option, its kind and its range. `--steps 0` and `"steps": 0` are therefore refused by
- * the same check with the same bounds (docs/RELIABILITY.md, "Robustness round 2").
+ * the same check with the same bounds (docs/RELIABILITY.md, "Robustness round 2, part B").
  *
  * Number syntax (strict: the whole text, no white space, no '+', no hex, no inf/nan):
  *   integer  -?[0-9]+           a '-' only where the range allows negative values; no overflow
