@@ -3,6 +3,8 @@
  * numbers as written (a 64-bit seed does not fit a double) and reports the first problem precisely. */
 #include "sdgen/batch.h"
 
+#include "sdgen/options.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -396,34 +398,24 @@ static int parse_object(jp *j, sd_batch_item *it)
             if (b - a >= sizeof num) return jfail(j, "\"%s\": number too long", kd->name);
             memcpy(num, j->s + a, b - a);
             num[b - a] = 0;
-            if (kd->type == K_NUM) {
-                double d = strtod(num, NULL);
-                if (!isfinite(d)) return jfail(j, "\"%s\": %s is out of range", kd->name, num);
-                if (!strcmp(kd->name, "cfg_scale")) { it->has_cfg_scale = 1; it->cfg_scale = d; }
-                else if (!strcmp(kd->name, "strength")) { it->has_strength = 1; it->strength = d; }
-                else { it->has_eta = 1; it->eta = d; }
-            } else if (!is_int) {
-                return jfail(j, "\"%s\" must be an integer, not %s", kd->name, num);
-            } else if (kd->type == K_U64) {
-                errno = 0;
-                char *e;
-                unsigned long long u = strtoull(num, &e, 10);
-                if (num[0] == '-' || errno == ERANGE || *e)
-                    return jfail(j, "\"%s\": %s is out of range (0 to 18446744073709551615)", kd->name, num);
-                it->has_seed = 1;
-                it->seed = u;
-            } else {
-                errno = 0;
-                long long v = strtoll(num, NULL, 10);
-                if (errno == ERANGE || v < -2147483647LL || v > 2147483647LL)
-                    return jfail(j, "\"%s\": %s is out of range", kd->name, num);
-                int iv = (int)v;
-                if (!strcmp(kd->name, "steps")) { it->has_steps = 1; it->steps = iv; }
-                else if (!strcmp(kd->name, "width")) { it->has_width = 1; it->width = iv; }
-                else if (!strcmp(kd->name, "height")) { it->has_height = 1; it->height = iv; }
-                else if (!strcmp(kd->name, "clip_skip")) { it->has_clip_skip = 1; it->clip_skip = iv; }
-                else { it->has_batch_count = 1; it->batch_count = iv; }
-            }
+            if (kd->type != K_NUM && !is_int) return jfail(j, "\"%s\" must be an integer, not %s", kd->name, num);
+            /* The same table and parser as the command-line option of the same meaning (options.c). */
+            const sd_num_opt *range = sd_num_opt_by_key(kd->name);
+            char qname[48];
+            snprintf(qname, sizeof qname, "\"%s\"", kd->name);
+            sd_num v;
+            sd_err ne = {0};
+            if (!range) return jfail(j, "\"%s\": no range defined", kd->name);
+            if (sd_num_parse(range, qname, num, &v, &ne)) return jfail(j, "%s", ne.msg);
+            if (!strcmp(kd->name, "cfg_scale")) { it->has_cfg_scale = 1; it->cfg_scale = v.d; }
+            else if (!strcmp(kd->name, "strength")) { it->has_strength = 1; it->strength = v.d; }
+            else if (!strcmp(kd->name, "eta")) { it->has_eta = 1; it->eta = v.d; }
+            else if (!strcmp(kd->name, "seed")) { it->has_seed = 1; it->seed = v.u; }
+            else if (!strcmp(kd->name, "steps")) { it->has_steps = 1; it->steps = (int)v.i; }
+            else if (!strcmp(kd->name, "width")) { it->has_width = 1; it->width = (int)v.i; }
+            else if (!strcmp(kd->name, "height")) { it->has_height = 1; it->height = (int)v.i; }
+            else if (!strcmp(kd->name, "clip_skip")) { it->has_clip_skip = 1; it->clip_skip = (int)v.i; }
+            else { it->has_batch_count = 1; it->batch_count = (int)v.i; }
             if (add_set(it, j, kd->name, num, strlen(num))) return -1;
         }
         jws(j);
@@ -553,8 +545,15 @@ int sd_batch_parse_file(const char *path, sd_batch *b, sd_err *err)
         close(fd);
         return sd_errf(err, "%s: not a file", path);
     }
-    /* read to EOF (works for pipes and /dev/stdin too), capped */
-    size_t cap = S_ISREG(st.st_mode) && st.st_size > 0 && st.st_size <= SD_BATCH_MAX_FILE ? (size_t)st.st_size + 1 : 65536;
+    /* A regular file's size is known: refuse an oversized one before allocating anything. */
+    if (S_ISREG(st.st_mode) && st.st_size > SD_BATCH_MAX_FILE) {
+        close(fd);
+        return sd_errf(err, "%s: file too large (%lld bytes, max %lld)", path, (long long)st.st_size, SD_BATCH_MAX_FILE);
+    }
+    /* Read to EOF (works for pipes and /dev/stdin too). The buffer never grows past the cap + 1 byte, the
+     * byte that tells a stream longer than the cap from one exactly that long. */
+    const size_t limit = (size_t)SD_BATCH_MAX_FILE + 1;
+    size_t cap = S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size + 1 : 65536;
     size_t n = 0;
     char *buf = malloc(cap);
     if (!buf) {
@@ -563,19 +562,20 @@ int sd_batch_parse_file(const char *path, sd_batch *b, sd_err *err)
     }
     for (;;) {
         if (n == cap) {
-            if ((long long)cap > SD_BATCH_MAX_FILE) {
+            if (cap >= limit) {
                 free(buf);
                 close(fd);
                 return sd_errf(err, "%s: file too large (max %lld bytes)", path, SD_BATCH_MAX_FILE);
             }
-            char *q = realloc(buf, cap * 2);
+            size_t nc = cap > limit / 2 ? limit : cap * 2;
+            char *q = realloc(buf, nc);
             if (!q) {
                 free(buf);
                 close(fd);
                 return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", path);
             }
             buf = q;
-            cap *= 2;
+            cap = nc;
         }
         ssize_t r = read(fd, buf + n, cap - n);
         if (r < 0 && errno == EINTR) continue;
@@ -605,7 +605,9 @@ void sd_sanitize_prompt(const char *prompt, char *out, size_t n)
     for (size_t i = 0; i < plen && k < cap;) {
         unsigned c = p[i];
         int l = utf8_len(p + i, plen - i);
-        int bad = !l || c < 0x20 || c == 0x7F || strchr(" \t/\\\"'<>:|?*#", (int)c) != NULL;
+        /* C1 controls (U+0080..U+009F) drive some terminals as C0 ones do: never part of a file name */
+        int bad = !l || c < 0x20 || c == 0x7F || (l == 2 && c == 0xC2 && p[i + 1] < 0xA0) ||
+                  strchr(" \t/\\\"'<>:|?*#", (int)c) != NULL;
         if (bad) {
             if (k > 0 && out[k - 1] != '_') out[k++] = '_';
             i += l ? (size_t)l : 1;
@@ -661,5 +663,18 @@ int sd_output_path(const char *tmpl, int index, uint64_t seed, const char *promp
 
 int sd_output_template_varies(const char *tmpl)
 {
-    return strstr(tmpl, "{index}") != NULL || strstr(tmpl, "{seed}") != NULL;
+    /* Walk it as sd_output_path does: "{{index}}" is the literal text "{index}", not a placeholder. */
+    for (const char *t = tmpl; *t;) {
+        if ((t[0] == '{' && t[1] == '{') || (t[0] == '}' && t[1] == '}')) {
+            t += 2;
+        } else if (t[0] == '{') {
+            if (!strncmp(t, "{index}", 7) || !strncmp(t, "{seed}", 6)) return 1;
+            const char *close = strchr(t, '}');
+            if (!close) return 0;
+            t = close + 1;
+        } else {
+            t++;
+        }
+    }
+    return 0;
 }

@@ -1,9 +1,28 @@
 /* cli.c — dispatch `sdgen [COMMAND] ...`: info, tokenize, bench, or (default) generate. */
 #include "cli.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "commands.h"
+#include "sdgen/options.h"
+
+void sd_cli_vsay(const char *who, const char *fmt, va_list ap)
+{
+    char raw[4096], safe[8192];
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    sd_escape_text(raw, safe, sizeof safe);
+    fprintf(stderr, "%s: %s\n", who, safe);
+}
+
+void sd_cli_say(const char *who, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sd_cli_vsay(who, fmt, ap);
+    va_end(ap);
+}
 
 int sd_cli_main(int argc, char **argv)
 {

@@ -15,6 +15,7 @@
 #include "sdgen/clip.h"
 #include "sdgen/cond.h"
 #include "sdgen/ops.h"
+#include "sdgen/options.h"
 #include "sdgen/pipeline.h"
 #include "sdgen/rng.h"
 #include "sdgen/unet.h"
@@ -126,6 +127,18 @@ static int cmp_double(const void *x, const void *y)
     return (a > b) - (a < b);
 }
 
+/* The benchmark's own bounds, with the strict integer syntax every option uses (options.h). */
+static int bench_int(const char *opt, const char *v, long long lo, long long hi, int *out)
+{
+    long long x;
+    if (sd_parse_ll(v, 0, &x) || x < lo || x > hi) {
+        sd_cli_say("sdgen bench", "%s expects an integer in [%lld, %lld], got \"%s\"", opt, lo, hi, v);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
 int sd_cmd_bench(int argc, char **argv)
 {
     sgemm_calls *ref = NULL;
@@ -135,10 +148,15 @@ int sd_cmd_bench(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) model = argv[++i];
-        else if ((!strcmp(a, "-W") || !strcmp(a, "--width")) && v) W = atoi(argv[++i]);
-        else if ((!strcmp(a, "-H") || !strcmp(a, "--height")) && v) H = atoi(argv[++i]);
-        else if (!strcmp(a, "--steps") && v) steps = atoi(argv[++i]);
-        else if (!strcmp(a, "--threads") && v) threads = atoi(argv[++i]);
+        else if ((!strcmp(a, "-W") || !strcmp(a, "--width")) && v) {
+            if (bench_int(a, argv[++i], 8, 4096, &W)) return SD_EXIT_INPUT;
+        } else if ((!strcmp(a, "-H") || !strcmp(a, "--height")) && v) {
+            if (bench_int(a, argv[++i], 8, 4096, &H)) return SD_EXIT_INPUT;
+        } else if (!strcmp(a, "--steps") && v) {
+            if (bench_int(a, argv[++i], 1, 1000, &steps)) return SD_EXIT_INPUT;
+        } else if (!strcmp(a, "--threads") && v) {
+            if (bench_int(a, argv[++i], 1, 1024, &threads)) return SD_EXIT_INPUT;
+        }
         else if (!strcmp(a, "--vocab") && v) vocab = argv[++i];
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--profile")) profile = 1;
@@ -147,7 +165,7 @@ int sd_cmd_bench(int argc, char **argv)
             if (!strcmp(wv, "on")) sd_set_winograd(1);
             else if (!strcmp(wv, "off")) sd_set_winograd(0);
             else {
-                fprintf(stderr, "sdgen bench: --winograd expects on or off, got \"%s\"\n", wv);
+                sd_cli_say("sdgen bench", "--winograd expects on or off, got \"%s\"", wv);
                 return SD_EXIT_INPUT;
             }
         }
@@ -156,7 +174,7 @@ int sd_cmd_bench(int argc, char **argv)
             if (!strcmp(wv, "f16")) wmode = SD_WEIGHTS_F16;
             else if (!strcmp(wv, "f32")) wmode = SD_WEIGHTS_F32;
             else {
-                fprintf(stderr, "sdgen bench: --weights expects f16 or f32, got \"%s\"\n", wv);
+                sd_cli_say("sdgen bench", "--weights expects f16 or f32, got \"%s\"", wv);
                 return SD_EXIT_INPUT;
             }
         }
@@ -169,7 +187,7 @@ int sd_cmd_bench(int argc, char **argv)
                    "timed U-Net steps and the VAE decode. --winograd off: 3x3 convolutions as im2col products only.\n");
             return 0;
         } else {
-            fprintf(stderr, "sdgen bench: unknown or incomplete option %s (see --help)\n", a);
+            sd_cli_say("sdgen bench", "unknown or incomplete option %s (see --help)", a);
             return SD_EXIT_INPUT;
         }
     }
@@ -187,7 +205,7 @@ int sd_cmd_bench(int argc, char **argv)
     sd_cond c = {0}, u = {0};
     double tl = sd_now();
     if (sd_pipeline_open(&p, model, vocab, &err)) {
-        fprintf(stderr, "sdgen: %s\n", err.msg);
+        sd_cli_say("sdgen", "%s", err.msg);
         return err.code ? err.code : SD_EXIT_INPUT;
     }
     double t_load = sd_now() - tl;
@@ -363,7 +381,7 @@ int sd_cmd_bench(int argc, char **argv)
     }
     goto done;
 fail:
-    fprintf(stderr, "sdgen: %s\n", err.msg);
+    sd_cli_say("sdgen", "%s", err.msg);
     rc = err.code ? err.code : SD_EXIT_INPUT;
 done:
     free(ref);

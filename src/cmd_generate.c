@@ -1,13 +1,16 @@
 /* cmd_generate.c — `sdgen [OPTIONS]`: generate images from prompts (one, N per prompt, or a
  * --prompts batch file), write PNGs with A1111-style parameters, report progress. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "commands.h"
@@ -15,6 +18,7 @@
 #include "sdgen/hash.h"
 #include "sdgen/image.h"
 #include "sdgen/ops.h"
+#include "sdgen/options.h"
 #include "sdgen/params.h"
 #include "sdgen/family.h"
 #include "sdgen/pipeline.h"
@@ -65,21 +69,26 @@ static void usage(FILE *f)
             "      --schedule NAME        default | karras (default: default)\n"
             "      --timestep-spacing S   leading | linspace | trailing (default: the sampler's own)\n"
             "      --prediction P         eps | v (default: from the model; SD 2.x files: v)\n"
-            "      --seed N               random seed, 0..2^64-1 (default: random, printed)\n"
+            "      --seed N               random seed, 0..2^64-1, digits only (default or -1: random, printed)\n"
             "      --rng cpu|cuda         noise as PyTorch's CPU generator (default) or its CUDA generator\n"
             "                             (Philox, A1111's \"GPU\" seeds)\n"
             "  -i, --init-image FILE      image-to-image from a PNG/JPEG (size rounded down to multiples of 8)\n"
-            "      --strength X           image-to-image strength 0..1 (default 0.75)\n"
+            "      --strength X           image-to-image strength in (0, 1]; int(steps * X) >= 1 (default 0.75)\n"
             "Output\n"
-            "  -o, --output TEMPLATE      PNG path; {index} {seed} {prompt} are replaced (default sdgen-{index}.png)\n"
-            "      --batch-count N        N images per prompt, seeds S, S+1, ... (default 1)\n"
+            "  -o, --output TEMPLATE      PNG path; {index} {seed} {prompt} are replaced, {{ }} are braces (default\n"
+            "                             sdgen-{index}.png; several images into a name without {index} or {seed}\n"
+            "                             are numbered name-{index}.png); every path is checked before the model loads\n"
+            "      --batch-count N        N images per prompt, seeds S, S+1, ... (1..100000, default 1)\n"
             "      --prompts FILE         batch file: one prompt per line, or JSON Lines with case.json keys\n"
-            "      --overwrite            replace existing outputs (default: that item fails)\n"
-            "      --skip-existing        skip items whose output exists (resume a batch)\n"
+            "                             (numbers have the ranges of the options of the same name)\n"
+            "      --overwrite            replace existing regular files (never links, devices, FIFOs, folders)\n"
+            "      --skip-existing        skip items whose output is a complete PNG (resume a batch); an\n"
+            "                             incomplete or damaged one is generated again and replaced\n"
             "      --dump-dir DIR         write intermediate tensors as .npy (golden-case names)\n"
             "Machine\n"
             "      --threads N            worker threads (default: all CPUs)\n"
-            "      --max-memory SIZE      activation memory allowed, e.g. 8G (default: what is available)\n"
+            "      --max-memory SIZE      activation memory allowed, e.g. 8G or 1.5G: K M G T = 10^3 10^6 10^9 10^12\n"
+            "                             bytes, a whole number of bytes up to 1000T (default: what is available)\n"
             "      --vae-tiling           decode in overlapping 512-pixel tiles (diffusers' tiled_decode): memory stays\n"
             "                             flat with the image size; pixels differ slightly from the untiled decode\n"
             "      --weights f16|f32      keep F16 weights as F16 and convert per use (default: less memory),\n"
@@ -90,67 +99,47 @@ static void usage(FILE *f)
             "(SIGINT), 143 terminated (SIGTERM).\n");
 }
 
-static int parse_int(const char *opt, const char *v, long lo, long hi, int *out)
+/* Every message line that can hold user text (paths, option values, batch-file strings): "sdgen: " and
+ * the text with its control characters escaped (commands.h), so that it cannot drive the terminal or
+ * forge lines. */
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
 {
-    char *e;
-    errno = 0;
-    long x = strtol(v, &e, 10);
-    if (errno || e == v || *e || x < lo || x > hi) {
-        fprintf(stderr, "sdgen: %s expects an integer in [%ld, %ld], got \"%s\"\n", opt, lo, hi, v);
+    va_list ap;
+    va_start(ap, fmt);
+    sd_cli_vsay("sdgen", fmt, ap);
+    va_end(ap);
+}
+
+/* Numeric options go through the table and strict parser shared with the batch file (options.c); the
+ * message names the option as it was typed (-W or --width). */
+static int parse_num(const char *typed, const char *longopt, const char *v, sd_num *out)
+{
+    sd_err e = {0};
+    const sd_num_opt *o = sd_num_opt_by_opt(longopt);
+    if (!o) sd_errf(&e, "%s: no range defined", longopt);
+    if (!o || sd_num_parse(o, typed, v, out, &e)) {
+        say("%s", e.msg);
         return -1;
     }
-    *out = (int)x;
     return 0;
 }
 
-static int parse_float(const char *opt, const char *v, double lo, double hi, double *out)
+static int parse_int(const char *typed, const char *longopt, const char *v, int *out)
 {
-    char *e;
-    errno = 0;
-    double x = strtod(v, &e);
-    if (errno || e == v || *e || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "sdgen: %s expects a number in [%g, %g], got \"%s\"\n", opt, lo, hi, v);
-        return -1;
-    }
-    *out = x;
+    sd_num x;
+    if (parse_num(typed, longopt, v, &x)) return -1;
+    *out = (int)x.i;
     return 0;
 }
 
-static int parse_u64(const char *opt, const char *v, uint64_t *out)
+static int parse_seed(const char *opt, const char *v, uint64_t *out)
 {
-    char *e;
-    errno = 0;
-    if (v[0] == '-') {
-        /* A1111 uses -1 for "random" */
-        if (!strcmp(v, "-1")) return 1;
-        fprintf(stderr, "sdgen: %s expects an integer in [0, 2^64-1] (or -1 for random), got \"%s\"\n", opt, v);
+    if (!strcmp(v, "-1")) return 1; /* A1111 uses -1 for "random" */
+    if (sd_parse_u64(v, out)) {
+        say("%s expects an integer in [0, 2^64-1] (or -1 for random), got \"%.64s\"", opt, v);
         return -1;
     }
-    unsigned long long x = strtoull(v, &e, 10);
-    if (errno || e == v || *e) {
-        fprintf(stderr, "sdgen: %s expects an integer in [0, 2^64-1], got \"%s\"\n", opt, v);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
-static int parse_size(const char *opt, const char *v, size_t *out)
-{
-    char *e;
-    errno = 0;
-    double x = strtod(v, &e);
-    double mul = 1;
-    if (*e == 'k' || *e == 'K') mul = 1e3, e++;
-    else if (*e == 'm' || *e == 'M') mul = 1e6, e++;
-    else if (*e == 'g' || *e == 'G') mul = 1e9, e++;
-    else if (*e == 't' || *e == 'T') mul = 1e12, e++;
-    if (*e == 'B' || *e == 'b') e++;
-    if (errno || e == v || *e || !(x > 0)) {
-        fprintf(stderr, "sdgen: %s expects a size like 8G or 512M, got \"%s\"\n", opt, v);
-        return -1;
-    }
-    *out = (size_t)(x * mul);
     return 0;
 }
 
@@ -209,7 +198,7 @@ static int parse_args(int argc, char **argv, cli_opts *c)
         }                                                                 \
         i++;                                                              \
     } while (0)
-        double d;
+        sd_num x;
 
         if (OPT("-h", "--help")) {
             usage(stdout);
@@ -228,75 +217,75 @@ static int parse_args(int argc, char **argv, cli_opts *c)
             c->output = v;
         } else if (OPT("-W", "--width")) {
             NEEDV();
-            if (parse_int(a, v, 8, 65536, &c->gen.width)) return -1;
+            if (parse_int(a, "--width", v, &c->gen.width)) return -1;
             c->have_width = 1;
         } else if (OPT("-H", "--height")) {
             NEEDV();
-            if (parse_int(a, v, 8, 65536, &c->gen.height)) return -1;
+            if (parse_int(a, "--height", v, &c->gen.height)) return -1;
             c->have_height = 1;
         } else if (!strcmp(a, "--steps")) {
             NEEDV();
-            if (parse_int(a, v, 1, SD_SCHED_MAX_STEPS, &c->gen.steps)) return -1;
+            if (parse_int(a, "--steps", v, &c->gen.steps)) return -1;
         } else if (!strcmp(a, "--cfg-scale")) {
             NEEDV();
-            if (parse_float(a, v, 0, 100, &d)) return -1;
-            c->gen.cfg_scale = (float)d;
+            if (parse_num(a, "--cfg-scale", v, &x)) return -1;
+            c->gen.cfg_scale = (float)x.d;
         } else if (!strcmp(a, "--seed")) {
             NEEDV();
-            int r = parse_u64(a, v, &c->gen.seed);
+            int r = parse_seed(a, v, &c->gen.seed);
             if (r < 0) return -1;
             c->have_seed = r == 0;
         } else if (!strcmp(a, "--sampler")) {
             NEEDV();
             sd_schedule implied = SD_SCHEDULE_DEFAULT;
             if (sd_sampler_parse(v, &c->gen.sampler, &implied)) {
-                fprintf(stderr, "sdgen: --sampler: unknown sampler \"%s\" (ddim, ddpm, euler, euler_a, dpmpp_2m)\n", v);
+                say("--sampler: unknown sampler \"%s\" (ddim, ddpm, euler, euler_a, dpmpp_2m)", v);
                 return -1;
             }
             if (implied == SD_SCHEDULE_KARRAS) c->gen.schedule = implied;
         } else if (!strcmp(a, "--schedule")) {
             NEEDV();
             if (sd_schedule_parse(v, &c->gen.schedule)) {
-                fprintf(stderr, "sdgen: --schedule: unknown schedule \"%s\" (default, karras)\n", v);
+                say("--schedule: unknown schedule \"%s\" (default, karras)", v);
                 return -1;
             }
         } else if (!strcmp(a, "--timestep-spacing")) {
             NEEDV();
             if (sd_spacing_parse(v, &c->gen.spacing)) {
-                fprintf(stderr, "sdgen: --timestep-spacing: unknown spacing \"%s\" (leading, linspace, trailing)\n", v);
+                say("--timestep-spacing: unknown spacing \"%s\" (leading, linspace, trailing)", v);
                 return -1;
             }
         } else if (!strcmp(a, "--prediction")) {
             NEEDV();
             if (sd_prediction_parse(v, &c->gen.prediction)) {
-                fprintf(stderr, "sdgen: --prediction: expected eps or v, got \"%s\"\n", v);
+                say("--prediction: expected eps or v, got \"%s\"", v);
                 return -1;
             }
         } else if (!strcmp(a, "--rng")) {
             NEEDV();
             if (sd_rng_kind_parse(v, &c->gen.rng_kind)) {
-                fprintf(stderr, "sdgen: --rng: expected cpu or cuda, got \"%s\"\n", v);
+                say("--rng: expected cpu or cuda, got \"%s\"", v);
                 return -1;
             }
         } else if (!strcmp(a, "--clip-skip")) {
             NEEDV();
-            if (parse_int(a, v, 1, 64, &c->gen.clip_skip)) return -1;
+            if (parse_int(a, "--clip-skip", v, &c->gen.clip_skip)) return -1;
         } else if (!strcmp(a, "--threads")) {
             NEEDV();
-            if (parse_int(a, v, 1, 1024, &c->threads)) return -1;
+            if (parse_int(a, "--threads", v, &c->threads)) return -1;
         } else if (!strcmp(a, "--vocab")) {
             NEEDV();
             c->vocab = v;
         } else if (!strcmp(a, "--batch-count")) {
             NEEDV();
-            if (parse_int(a, v, 1, 100000, &c->batch_count)) return -1;
+            if (parse_int(a, "--batch-count", v, &c->batch_count)) return -1;
         } else if (OPT("-i", "--init-image")) {
             NEEDV();
             c->gen.init_image = v;
         } else if (!strcmp(a, "--strength")) {
             NEEDV();
-            if (parse_float(a, v, 0, 1, &d)) return -1;
-            c->gen.strength = d;
+            if (parse_num(a, "--strength", v, &x)) return -1;
+            c->gen.strength = x.d;
         } else if (!strcmp(a, "--prompts")) {
             NEEDV();
             c->prompts_file = v;
@@ -305,7 +294,8 @@ static int parse_args(int argc, char **argv, cli_opts *c)
             c->dump_dir = v;
         } else if (!strcmp(a, "--max-memory")) {
             NEEDV();
-            if (parse_size(a, v, &c->gen.max_memory)) return -1;
+            if (parse_num(a, "--max-memory", v, &x)) return -1;
+            c->gen.max_memory = (size_t)x.u;
         } else if (OPT("-q", "--quiet")) {
             c->quiet = 1;
         } else if (OPT("-v", "--verbose")) {
@@ -322,7 +312,7 @@ static int parse_args(int argc, char **argv, cli_opts *c)
             if (!strcmp(v, "f32")) c->weights_f32 = 1;
             else if (!strcmp(v, "f16")) c->weights_f32 = 0;
             else {
-                fprintf(stderr, "sdgen: --weights: expected f16 or f32, got \"%s\"\n", v);
+                say("--weights: expected f16 or f32, got \"%s\"", v);
                 return -1;
             }
         } else if (!strcmp(a, "--no-weighting")) {
@@ -331,7 +321,7 @@ static int parse_args(int argc, char **argv, cli_opts *c)
             printf("sdgen %s\n", SDGEN_VERSION);
             return 1;
         } else {
-            fprintf(stderr, "sdgen: unknown option \"%s\" (see --help)\n", a);
+            say("unknown option \"%s\" (see --help)", a);
             return -1;
         }
 
@@ -389,6 +379,10 @@ typedef struct run_ctx {
     char model_hash[16];
     char model_name[256];
     int n_images_total, index, failed, skipped, written;
+    int hash_tried;       /* the model hash is computed when the first PNG needs it, once */
+    int stdout_gone;      /* stdout was closed or unwritable (EPIPE): stop printing, keep generating */
+    unsigned char *item_bad; /* per batch item: failed before the model loaded (reported then) */
+    unsigned char *img_bad;  /* per image index (1-based): failed before the model loaded */
     progress prog;
 } run_ctx;
 
@@ -399,22 +393,52 @@ static char *infotext(run_ctx *r, const sd_gen_opts *o, const sd_gen_result *res
     return text;
 }
 
+/* The A1111 "Model hash" for the infotext, computed when the first PNG is about to be written (a run that
+ * writes nothing never reads the whole model) and stoppable by SIGINT/SIGTERM between blocks. Returns 0
+ * (hash set, or unavailable: then omitted, as before), or -1 with code SD_EXIT_INTERRUPTED. */
+static int model_hash_once(run_ctx *r, sd_err *err)
+{
+    if (r->hash_tried) return 0;
+    r->hash_tried = 1;
+    sd_err he = {0};
+    char h10[16];
+    if (sd_model_hash_stop(r->c->model, NULL, h10, &g_interrupted, &he) == 0) {
+        snprintf(r->model_hash, sizeof r->model_hash, "%s", h10);
+        return 0;
+    }
+    if (he.code == SD_EXIT_INTERRUPTED || g_interrupted) return sd_errcf(err, SD_EXIT_INTERRUPTED, "%s", he.msg);
+    if (r->c->verbose) say("model hash unavailable: %s", he.msg);
+    return 0;
+}
+
 /* Generate image `r->index` with options o into path; returns 0, or -1 with err (item failed). */
 static int one_image(run_ctx *r, sd_gen_opts *o, const char *out_tmpl, const char *dump_root, int many, sd_err *err)
 {
     char path[4096];
     if (sd_output_path(out_tmpl, r->index, o->seed, o->prompt, path, sizeof path, err)) return -1;
-    struct stat pst;
-    /* A folder in the way would only fail at the final rename, after all the compute. */
-    if (stat(path, &pst) == 0 && S_ISDIR(pst.st_mode))
-        return sd_errf(err, "%s: is a directory, not an image file name", path);
-    if (access(path, F_OK) == 0) {
+    /* Checked before the model loaded too; again now, as the folder may have changed since. */
+    int mode = r->c->overwrite ? SD_WRITE_REPLACE : SD_WRITE_NEW;
+    int state = sd_output_state(path, err);
+    if (state < 0) return -1;
+    if (state == 1) {
         if (r->c->skip_existing) {
-            if (!r->c->quiet) fprintf(stderr, "sdgen: %s exists, skipped (--skip-existing)\n", path);
-            r->skipped++;
-            return 0;
+            /* Only a complete PNG counts as done: a 0-byte or cut file (a killed writer of another
+             * program, a full disk) is generated again and replaced, if it is still incomplete then. */
+            int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+            if (fd < 0) return sd_errf(err, "%s: cannot read it to check that it is complete: %s", path, strerror(errno));
+            close(fd);
+            sd_err ve = {0};
+            if (sd_png_verify(path, &ve) == 0) {
+                if (!r->c->quiet) say("%s exists, skipped (--skip-existing)", path);
+                r->skipped++;
+                return 0;
+            }
+            if (ve.code == SD_EXIT_OOM) return sd_errcf(err, SD_EXIT_OOM, "%s", ve.msg);
+            say("%s; generating it again (--skip-existing)", ve.msg);
+            mode = SD_WRITE_REPLACE_INCOMPLETE;
+        } else if (!r->c->overwrite) {
+            return sd_errf(err, "%s: already exists (use --overwrite to replace it)", path);
         }
-        if (!r->c->overwrite) return sd_errf(err, "%s: already exists (use --overwrite to replace it)", path);
     }
     if (sd_check_output_dir(path, err)) return -1;
     char dump[4096];
@@ -437,6 +461,10 @@ static int one_image(run_ctx *r, sd_gen_opts *o, const char *out_tmpl, const cha
                     res.chunks_cond, res.chunks_uncond);
         if (res.init_resized) fprintf(stderr, "sdgen: init image resized to %dx%d\n", res.w, res.h);
     }
+    if (model_hash_once(r, err)) {
+        sd_gen_result_free(&res);
+        return -1;
+    }
     char *text = infotext(r, o, &res, err);
     if (!text) {
         sd_gen_result_free(&res);
@@ -444,14 +472,17 @@ static int one_image(run_ctx *r, sd_gen_opts *o, const char *out_tmpl, const cha
     }
     /* No clobbering unless --overwrite: with --skip-existing too, a file that appeared meanwhile (another
      * run resuming the same batch) is kept and this item fails instead of replacing it. */
-    int rc = sd_png_write(path, res.rgb, res.w, res.h, text, r->c->overwrite, err);
+    int rc = sd_png_write(path, res.rgb, res.w, res.h, text, mode, err);
     free(text);
     if (rc == 0) {
         r->written++;
         if (!r->c->quiet)
-            fprintf(stderr, "sdgen: wrote %s (seed %llu; text %.2f s, denoise %.2f s, decode %.2f s)\n", path,
+            say("wrote %s (seed %llu; text %.2f s, denoise %.2f s, decode %.2f s)", path,
                     (unsigned long long)o->seed, res.t_text + res.t_encode, res.t_denoise, res.t_decode);
-        if (r->c->quiet) printf("%s\n", path);
+        /* -q lists the written files on stdout, one a line, flushed at once for a reader such as head.
+         * Output paths hold no control characters (sd_check_output_name), so one path is one line. A
+         * reader that quit (EPIPE; SIGPIPE is ignored in main.c) or a full stdout only ends the listing. */
+        if (r->c->quiet && !r->stdout_gone && (printf("%s\n", path) < 0 || fflush(stdout) != 0)) r->stdout_gone = 1;
     }
     sd_gen_result_free(&res);
     return rc;
@@ -467,10 +498,8 @@ static int apply_item(const sd_batch_item *it, sd_gen_opts *o, int *batch_count,
         return sd_errf(err, "negative_prompt is not valid UTF-8 (byte %zu)", bad);
     if (it->prompt) o->prompt = it->prompt;
     if (it->negative_prompt) o->negative_prompt = it->negative_prompt;
-    if (it->has_steps) {
-        if (it->steps < 1 || it->steps > SD_SCHED_MAX_STEPS) return sd_errf(err, "steps must be 1..%d", SD_SCHED_MAX_STEPS);
-        o->steps = it->steps;
-    }
+    /* numbers were range-checked by the batch parser with the command line's table (options.c) */
+    if (it->has_steps) o->steps = it->steps;
     if (it->has_width) o->width = it->width;
     if (it->has_height) o->height = it->height;
     if (it->has_cfg_scale) o->cfg_scale = (float)it->cfg_scale;
@@ -494,12 +523,238 @@ static int apply_item(const sd_batch_item *it, sd_gen_opts *o, int *batch_count,
     if (it->output) *output = it->output;
     if (it->model && c->model && strcmp(it->model, c->model) != 0)
         return sd_errf(err, "\"model\" differs from the loaded model (%s); a batch uses one model", c->model);
-    if (it->has_eta && it->eta != 0) return sd_errf(err, "eta other than 0 is not supported");
     return 0;
 }
 
+/* Settings that can be judged without the model, checked for every item before it loads: image-to-image
+ * with int(steps·strength) = 0 runs no denoising step (diffusers StableDiffusionImg2ImgPipeline
+ * get_timesteps; sd_sched_set_strength refuses it too, but only after the model and the image are loaded). */
+static int check_early(const sd_gen_opts *o, sd_err *err)
+{
+    if (o->init_image && (int)((double)o->steps * o->strength) < 1)
+        return sd_errf(err, "strength %g with %d steps runs no denoising step (int(steps·strength) = 0)", o->strength,
+                       o->steps);
+    return 0;
+}
+
+/* Several images into a template without {index} or {seed} would all get one name: they are numbered
+ * "name-{index}.png" instead. */
+static const char *numbered(const char *tmpl, int several, char *buf, size_t n)
+{
+    if (!several || sd_output_template_varies(tmpl)) return tmpl;
+    const char *dot = strrchr(tmpl, '.');
+    const char *slash = strrchr(tmpl, '/');
+    if (dot && (!slash || dot > slash)) snprintf(buf, n, "%.*s-{index}%s", (int)(dot - tmpl), tmpl, dot);
+    else snprintf(buf, n, "%s-{index}", tmpl);
+    return buf;
+}
+
+/* Item k of the run (the command line itself without --prompts): its options, how many images it makes and
+ * its output template (tbuf: room for a numbered one). The pre-load plan and the run loop both take their
+ * items from here, so they agree on every path. Returns 0, or -1 with the message to report for the item. */
+static int item_setup(const cli_opts *c, const sd_batch *batch, int k, const char *tmpl_default, sd_gen_opts *o,
+                      int *bc, const char **tmpl, char *tbuf, size_t tn, sd_err *err)
+{
+    *o = c->gen;
+    *bc = c->batch_count;
+    *tmpl = tmpl_default;
+    if (!c->prompts_file) return check_early(o, err);
+    const sd_batch_item *it = &batch->items[k];
+    if (it->error) return sd_errf(err, "%s", it->error); /* already "FILE:LINE: problem" */
+    o->seed = c->gen.seed + (uint64_t)k; /* items without a seed: run seed + index − 1 */
+    if (it->has_seed) o->seed = it->seed;
+    const char *item_out = NULL;
+    if (apply_item(it, o, bc, &item_out, c, err) || check_early(o, err))
+        return sd_err_prefix(err, "%s:%d", c->prompts_file, it->line);
+    if (item_out) *tmpl = numbered(item_out, *bc > 1, tbuf, tn);
+    if (!it->has_width && !it->has_height && o->init_image && !c->have_width && !c->have_height)
+        o->width = o->height = 0;
+    return 0;
+}
+
+/* A map from 64-bit hashes to ints (open addressing), for the plan's folders and output paths. */
+typedef struct hmap {
+    uint64_t *key; /* 0 = empty slot */
+    int *val;
+    size_t cap, n;
+} hmap;
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 14695981039346656037ull; /* FNV-1a 64 (Fowler, Noll, Vo) */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+/* The value slot of key k, added with value 0 when absent (*found = 0) ; NULL when out of memory. */
+static int *hmap_slot(hmap *m, uint64_t k, int *found)
+{
+    if (2 * (m->n + 1) > m->cap) {
+        size_t nc = m->cap ? 2 * m->cap : 1024;
+        uint64_t *nk = calloc(nc, sizeof *nk);
+        int *nv = calloc(nc, sizeof *nv);
+        if (!nk || !nv) {
+            free(nk);
+            free(nv);
+            return NULL;
+        }
+        for (size_t i = 0; i < m->cap; i++) {
+            if (!m->key[i]) continue;
+            size_t j = m->key[i] & (nc - 1);
+            while (nk[j]) j = (j + 1) & (nc - 1);
+            nk[j] = m->key[i];
+            nv[j] = m->val[i];
+        }
+        free(m->key);
+        free(m->val);
+        m->key = nk;
+        m->val = nv;
+        m->cap = nc;
+    }
+    size_t j = k & (m->cap - 1);
+    while (m->key[j] && m->key[j] != k) j = (j + 1) & (m->cap - 1);
+    *found = m->key[j] == k;
+    if (!*found) {
+        m->key[j] = k;
+        m->val[j] = 0;
+        m->n++;
+    }
+    return &m->val[j];
+}
+
+static void hmap_free(hmap *m)
+{
+    free(m->key);
+    free(m->val);
+    memset(m, 0, sizeof *m);
+}
+
+/* The path of image `index` of item k, with its folder resolved (realpath) so that two spellings of one file
+ * compare equal; canon gets "" when the folder does not exist (sd_check_output_dir reports that). */
+static int image_path(const cli_opts *c, const sd_batch *batch, int k, int b, int index, const char *tmpl_default,
+                      char *path, size_t pn, char *canon, size_t cn, sd_err *err)
+{
+    sd_gen_opts o;
+    int bc;
+    const char *tmpl;
+    char tbuf[4096];
+    if (item_setup(c, batch, k, tmpl_default, &o, &bc, &tmpl, tbuf, sizeof tbuf, err)) return -1;
+    if (sd_output_path(tmpl, index, o.seed + (uint64_t)b, o.prompt, path, pn, err)) return -1;
+    char dir[4096], real[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    canon[0] = 0;
+    if (realpath(dir, real)) snprintf(canon, cn, "%s/%s", real, base);
+    return 0;
+}
+
+/* Before the model loads (docs/RELIABILITY.md, "Robustness round 2, part B"): every batch line's settings,
+ * then for every image of the run its output path: the template expands, the name is a legal file name without
+ * control characters, nothing but a regular file is in the way and only with --overwrite or --skip-existing,
+ * the folder can be written (and temporary files a killed run left there are removed), and no two images
+ * share a file. Each failure is reported now and marked in r->item_bad / r->img_bad for the loop to skip.
+ * `first_only`: stop at the first failure (a run from the command line alone is all or nothing). Returns
+ * the number of failures, or -1 when out of memory. */
+static int plan_run(run_ctx *r, const sd_batch *batch, int n_items, const int *item_bc, const char *tmpl_default,
+                    int64_t start_ns, int first_only)
+{
+    const cli_opts *c = r->c;
+    hmap dirs = {0}, paths = {0};
+    int *img_item = calloc((size_t)r->n_images_total + 1, sizeof *img_item);
+    int *item_first = calloc((size_t)n_items + 1, sizeof *item_first);
+    int failures = 0, index = 0, oom = !img_item || !item_first;
+    for (int k = 0; k < n_items && !oom && !(first_only && failures) && !g_interrupted; k++) {
+        if (r->item_bad[k]) continue;
+        item_first[k] = index + 1;
+        for (int b = 0; b < item_bc[k] && !oom && !(first_only && failures); b++) {
+            int idx = ++index;
+            img_item[idx] = k;
+            char path[4096], canon[PATH_MAX + 4096];
+            sd_err e = {0};
+            int bad = image_path(c, batch, k, b, idx, tmpl_default, path, sizeof path, canon, sizeof canon, &e) ||
+                      sd_check_output_name(path, &e);
+            int state = bad ? 0 : sd_output_state(path, &e);
+            if (state < 0) bad = 1;
+            if (!bad && state == 1 && !c->overwrite && !c->skip_existing) {
+                sd_errf(&e, "%s: already exists (use --overwrite to replace it)", path);
+                bad = 1;
+            }
+            if (!bad) {
+                /* the folder: checked, and cleared of stale temporary files, once (value 1 good, 2 bad) */
+                char dir[PATH_MAX + 4096];
+                snprintf(dir, sizeof dir, "%s", canon);
+                char *slash = strrchr(dir, '/');
+                if (slash) *slash = 0;
+                int found = 0, *v = canon[0] ? hmap_slot(&dirs, fnv1a(dir), &found) : NULL;
+                if (canon[0] && !v) {
+                    oom = 1;
+                } else if (!v || !found || *v == 2) {
+                    if (sd_check_output_dir(path, &e)) {
+                        bad = 1;
+                        if (v) *v = 2;
+                    } else if (v && !found) {
+                        *v = 1;
+                        char first[256];
+                        int n = sd_remove_stale_temps(dir, start_ns, first, sizeof first);
+                        if (n && !c->quiet)
+                            say("%s: removed %d stale temporary file%s of a killed sdgen run (%s%s)", dir, n,
+                                n > 1 ? "s" : "", first, n > 1 ? ", ..." : "");
+                    }
+                }
+            }
+            if (!bad && canon[0] && !oom) {
+                int found = 0, *v = hmap_slot(&paths, fnv1a(canon), &found);
+                char opath[4096], ocanon[PATH_MAX + 4096];
+                sd_err oe = {0};
+                int old = v ? *v : 0;
+                if (!v) {
+                    oom = 1;
+                } else if (!found) {
+                    *v = idx;
+                } else if (image_path(c, batch, img_item[old], old - item_first[img_item[old]], old, tmpl_default,
+                                      opath, sizeof opath, ocanon, sizeof ocanon, &oe) == 0 &&
+                           !strcmp(ocanon, canon)) {
+                    /* (a 64-bit hash match of two different paths would only skip this check) */
+                    if (c->prompts_file)
+                        sd_errf(&e, "%s: also the output of image %d (line %d); every image needs its own file (put "
+                                    "{index} or {seed} in the name)",
+                                path, old, batch->items[img_item[old]].line);
+                    else
+                        sd_errf(&e, "%s: also the output of image %d; every image needs its own file (put {index} or "
+                                    "{seed} in the name)",
+                                path, old);
+                    bad = 1;
+                }
+            }
+            if (bad) {
+                if (c->prompts_file) say("%s:%d: %s", c->prompts_file, batch->items[k].line, e.msg);
+                else say("%s", e.msg);
+                r->img_bad[idx] = 1;
+                r->failed++;
+                failures++;
+            }
+        }
+    }
+    free(img_item);
+    free(item_first);
+    hmap_free(&dirs);
+    hmap_free(&paths);
+    return oom ? -1 : failures;
+}
+
+/* The most images one run makes (the product of --batch-count and a batch file's lines is bounded by it, so
+ * the image counter and the progress total stay in an int). */
+#define SD_RUN_MAX_IMAGES 1000000
+
 int sd_cmd_generate(int argc, char **argv)
 {
+    /* The start of the run: temporary files older than this, of processes no longer running, were left by
+     * a killed run (sd_remove_stale_temps). */
+    struct timespec t_start;
+    clock_gettime(CLOCK_REALTIME, &t_start);
+    const int64_t start_ns = (int64_t)t_start.tv_sec * 1000000000LL + t_start.tv_nsec;
     cli_opts c;
     int pr = parse_args(argc, argv, &c);
     if (pr > 0) return 0;
@@ -519,145 +774,176 @@ int sd_cmd_generate(int argc, char **argv)
     sd_batch batch = {0};
     if (c.prompts_file) {
         if (sd_batch_parse_file(c.prompts_file, &batch, &err)) {
-            fprintf(stderr, "sdgen: %s\n", err.msg);
+            say("%s", err.msg);
             return err.code ? err.code : SD_EXIT_INPUT;
         }
         if (batch.n == 0) {
             /* Nothing to do is almost certainly a mistake (wrong file): say so instead of exiting 0. */
-            fprintf(stderr, "sdgen: %s: no prompts in the batch file (only blank lines and # comments)\n",
-                    c.prompts_file);
+            say("%s: no prompts in the batch file (only blank lines and # comments)", c.prompts_file);
             sd_batch_free(&batch);
             return SD_EXIT_INPUT;
         }
     } else if (!c.gen.prompt[0] && !c.gen.init_image && !c.quiet) {
         fprintf(stderr, "sdgen: note: empty prompt (use -p \"...\")\n");
     }
+    /* Drawn now, not after loading: {seed} in output names is checked before the model loads. */
+    if (!c.have_seed) c.gen.seed = random_seed();
     const char *out_tmpl = c.output ? c.output : "sdgen-{index}.png";
-    /* Fail before loading gigabytes when the output folder can't be written. */
+    /* Fail before loading gigabytes when the output folder can't be written (for the command line's own
+     * first image, also when a non-regular file is in the way: the folder probe must not write into /dev). */
     char probe[4096];
     if (!c.prompts_file || c.output) {
         if (sd_output_path(out_tmpl, 1, c.gen.seed, c.gen.prompt, probe, sizeof probe, &err) ||
+            (!c.prompts_file && (sd_check_output_name(probe, &err) || sd_output_state(probe, &err) < 0)) ||
             sd_check_output_dir(probe, &err)) {
-            fprintf(stderr, "sdgen: %s\n", err.msg);
+            say("%s", err.msg);
             sd_batch_free(&batch);
             return SD_EXIT_INPUT;
         }
     }
+    if (c.dump_dir && mkdir(c.dump_dir, 0777) != 0 && errno != EEXIST) {
+        say("%s: cannot create directory: %s", c.dump_dir, strerror(errno));
+        sd_batch_free(&batch);
+        return SD_EXIT_INPUT;
+    }
 
-    /* From here on a stop signal is reported, also while the model loads or its hash is computed: the
-     * loop below then starts no image and the summary says 0 written. */
+    /* From here on a stop signal is reported, also while the run is planned or the model loads: the loop
+     * below then starts no image and the summary says 0 written. */
     signal(SIGINT, on_stop_signal);
     signal(SIGTERM, on_stop_signal);
+
+    /* Plan the run before loading anything: every item's settings, then every image's output path. */
+    run_ctx r = {0};
+    r.c = &c;
+    int exit_code = 0, n_items = c.prompts_file ? batch.n : 1, many = 0;
+    int *item_bc = calloc((size_t)n_items, sizeof *item_bc);
+    r.item_bad = calloc((size_t)n_items, 1);
     sd_pipeline p;
-    if (sd_pipeline_open(&p, c.model, c.vocab, &err)) {
-        fprintf(stderr, "sdgen: %s\n", err.msg);
-        sd_batch_free(&batch);
-        return err.code ? err.code : SD_EXIT_INPUT;
+    int p_open = 0;
+    const char *tmpl_default = out_tmpl;
+    char tmpl_buf[4096];
+    if (!item_bc || !r.item_bad) {
+        say("out of memory planning the run");
+        exit_code = SD_EXIT_OOM;
+        goto done;
     }
+    long long total = 0;
+    for (int k = 0; k < n_items; k++) {
+        sd_gen_opts o;
+        const char *tmpl;
+        char tbuf[4096];
+        sd_err ie = {0};
+        if (item_setup(&c, &batch, k, out_tmpl, &o, &item_bc[k], &tmpl, tbuf, sizeof tbuf, &ie)) {
+            say("%s", ie.msg);
+            r.item_bad[k] = 1;
+            r.failed++;
+            item_bc[k] = 0;
+            if (!c.prompts_file) {
+                exit_code = ie.code ? ie.code : SD_EXIT_INPUT;
+                goto done;
+            }
+        }
+        total += item_bc[k];
+    }
+    if (total > SD_RUN_MAX_IMAGES) {
+        say("the run would make %lld images; at most %d per run (split the batch file or lower --batch-count)", total,
+            SD_RUN_MAX_IMAGES);
+        exit_code = SD_EXIT_INPUT;
+        goto done;
+    }
+    r.n_images_total = (int)total;
+    r.img_bad = calloc((size_t)total + 1, 1);
+    if (!r.img_bad) {
+        say("out of memory planning the run");
+        exit_code = SD_EXIT_OOM;
+        goto done;
+    }
+    many = r.n_images_total > 1;
+    tmpl_default = numbered(out_tmpl, many, tmpl_buf, sizeof tmpl_buf);
+    int n_bad = plan_run(&r, &batch, n_items, item_bc, tmpl_default, start_ns, !c.prompts_file);
+    if (n_bad < 0) {
+        say("out of memory planning the run");
+        exit_code = SD_EXIT_OOM;
+        goto done;
+    }
+    if (n_bad && !c.prompts_file) {
+        exit_code = SD_EXIT_INPUT; /* the command line alone: its one problem was reported */
+        goto done;
+    }
+    if (c.prompts_file && n_bad == r.n_images_total && !g_interrupted) {
+        /* every line failed already: no reason to load the model */
+        say("%d images written, %d skipped, %d failed", r.written, r.skipped, r.failed);
+        exit_code = SD_EXIT_ITEMS_FAILED;
+        goto done;
+    }
+
+    if (sd_pipeline_open(&p, c.model, c.vocab, &err)) {
+        say("%s", err.msg);
+        exit_code = err.code ? err.code : SD_EXIT_INPUT;
+        goto done;
+    }
+    p_open = 1;
     if (c.weights_f32 && sd_model_set_weights_mode(&p.model, SD_WEIGHTS_F32, &err)) {
-        fprintf(stderr, "sdgen: %s\n", err.msg);
-        sd_pipeline_close(&p);
-        sd_batch_free(&batch);
-        return err.code ? err.code : SD_EXIT_INPUT;
+        say("%s", err.msg);
+        exit_code = err.code ? err.code : SD_EXIT_INPUT;
+        goto done;
     }
     sd_prediction pred = c.gen.prediction != SD_PRED_UNKNOWN ? c.gen.prediction : p.model.prediction;
     if (!c.quiet) {
-        if (demo) fprintf(stderr, "sdgen: using the demo model %s (pass --model for a real checkpoint)\n", c.model);
-        fprintf(stderr, "sdgen: model %s (%s), prediction %s: %s\n", c.model, sd_family_name(p.model.family),
-                sd_prediction_name(pred),
-                c.gen.prediction != SD_PRED_UNKNOWN ? "set by --prediction" : p.model.prediction_why);
+        if (demo) say("using the demo model %s (pass --model for a real checkpoint)", c.model);
+        say("model %s (%s), prediction %s: %s", c.model, sd_family_name(p.model.family), sd_prediction_name(pred),
+            c.gen.prediction != SD_PRED_UNKNOWN ? "set by --prediction" : p.model.prediction_why);
     }
     int dw, dh;
     sd_family_default_size(&p.model, pred, &dw, &dh);
     if (!c.have_width) c.gen.width = dw;
     if (!c.have_height) c.gen.height = dh;
     if (c.gen.init_image && !c.have_width && !c.have_height) c.gen.width = c.gen.height = 0;
-    if (!c.have_seed) {
-        c.gen.seed = random_seed();
-        if (!c.quiet) fprintf(stderr, "sdgen: seed %llu\n", (unsigned long long)c.gen.seed);
-    }
+    if (!c.have_seed && !c.quiet) fprintf(stderr, "sdgen: seed %llu\n", (unsigned long long)c.gen.seed);
 
-    run_ctx r = {0};
-    r.c = &c;
     r.p = &p;
     sd_params_model_name(c.model, r.model_name, sizeof r.model_name);
-    {
-        sd_err he = {0};
-        char h10[16];
-        if (sd_model_hash(c.model, NULL, h10, &he) == 0) snprintf(r.model_hash, sizeof r.model_hash, "%s", h10);
-        else if (c.verbose) fprintf(stderr, "sdgen: model hash unavailable: %s\n", he.msg);
-    }
     r.prog.quiet = c.quiet;
     r.prog.tty = isatty(2);
     c.gen.progress = on_step;
     c.gen.progress_user = &r.prog;
     c.gen.interrupted = &g_interrupted;
 
-    /* Validate the command line's settings once, before any work. */
+    /* Validate the command line's settings against the model once, before any work. */
     if (!c.prompts_file && sd_gen_validate(&p, &c.gen, &err)) {
-        fprintf(stderr, "sdgen: %s\n", err.msg);
-        sd_pipeline_close(&p);
-        return err.code ? err.code : SD_EXIT_INPUT;
-    }
-
-    int n_items = c.prompts_file ? batch.n : 1;
-    /* count images for {index} and the progress display */
-    for (int k = 0; k < n_items; k++) {
-        int bc = c.batch_count;
-        if (c.prompts_file && batch.items[k].has_batch_count) bc = batch.items[k].batch_count;
-        if (!c.prompts_file || !batch.items[k].error) r.n_images_total += bc;
+        say("%s", err.msg);
+        exit_code = err.code ? err.code : SD_EXIT_INPUT;
+        goto done;
     }
     r.prog.n_images = r.n_images_total;
-    int many = r.n_images_total > 1;
-    const char *tmpl_default = out_tmpl;
-    char tmpl_buf[4096];
-    if (many && !sd_output_template_varies(out_tmpl)) {
-        /* several images into one fixed name: number them "name-{index}.png" */
-        const char *dot = strrchr(out_tmpl, '.');
-        const char *slash = strrchr(out_tmpl, '/');
-        if (dot && (!slash || dot > slash))
-            snprintf(tmpl_buf, sizeof tmpl_buf, "%.*s-{index}%s", (int)(dot - out_tmpl), out_tmpl, dot);
-        else snprintf(tmpl_buf, sizeof tmpl_buf, "%s-{index}", out_tmpl);
-        tmpl_default = tmpl_buf;
-    }
 
-    int exit_code = 0;
     for (int k = 0; k < n_items && !g_interrupted; k++) {
-        sd_gen_opts o = c.gen;
-        int bc = c.batch_count;
-        const char *tmpl = tmpl_default;
+        if (r.item_bad[k]) continue; /* reported before the model loaded */
+        sd_gen_opts o;
+        int bc;
+        const char *tmpl;
+        char tbuf[4096];
         const char *where = "";
         char wbuf[4200];
+        sd_err ie = {0};
+        if (item_setup(&c, &batch, k, tmpl_default, &o, &bc, &tmpl, tbuf, sizeof tbuf, &ie)) {
+            say("%s", ie.msg); /* not expected: the plan passed this item */
+            r.failed++;
+            continue;
+        }
         if (c.prompts_file) {
-            const sd_batch_item *it = &batch.items[k];
-            if (it->error) {
-                fprintf(stderr, "sdgen: %s\n", it->error);
-                r.failed++;
-                continue;
-            }
-            o.seed = c.gen.seed + (uint64_t)k; /* items without a seed: run seed + index − 1 */
-            if (it->has_seed) o.seed = it->seed;
-            sd_err ie = {0};
-            const char *item_out = NULL;
-            if (apply_item(it, &o, &bc, &item_out, &c, &ie)) {
-                fprintf(stderr, "sdgen: %s:%d: %s\n", c.prompts_file, it->line, ie.msg);
-                r.failed++;
-                continue;
-            }
-            if (item_out) tmpl = item_out;
-            snprintf(wbuf, sizeof wbuf, "%s:%d: ", c.prompts_file, it->line);
+            snprintf(wbuf, sizeof wbuf, "%s:%d: ", c.prompts_file, batch.items[k].line);
             where = wbuf;
-            if (!it->has_width && !it->has_height && o.init_image && !c.have_width && !c.have_height)
-                o.width = o.height = 0;
         }
         uint64_t seed0 = o.seed;
         for (int b = 0; b < bc && !g_interrupted; b++) {
             o.seed = seed0 + (uint64_t)b;
             r.index++;
-            sd_err ie = {0};
+            if (r.img_bad[r.index]) continue; /* reported before the model loaded */
+            ie = (sd_err){0};
             if (one_image(&r, &o, tmpl, c.dump_dir, many, &ie)) {
                 if (ie.code == SD_EXIT_INTERRUPTED || g_interrupted) break;
-                fprintf(stderr, "sdgen: %s%s\n", where, ie.msg);
+                say("%s%s", where, ie.msg);
                 r.failed++;
                 if (!c.prompts_file && r.n_images_total == 1) exit_code = ie.code ? ie.code : SD_EXIT_INPUT;
             }
@@ -674,7 +960,11 @@ int sd_cmd_generate(int argc, char **argv)
             exit_code = SD_EXIT_ITEMS_FAILED;
         }
     }
-    sd_pipeline_close(&p);
+done:
+    if (p_open) sd_pipeline_close(&p);
     sd_batch_free(&batch);
+    free(item_bc);
+    free(r.item_bad);
+    free(r.img_bad);
     return exit_code;
 }

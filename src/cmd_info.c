@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "sdgen/family.h"
 #include "sdgen/model.h"
+#include "sdgen/options.h"
 
 static const char *component_of(const char *name)
 {
@@ -139,13 +140,12 @@ static void put_escaped(const char *s, size_t max)
 {
     size_t n = strlen(s), cut = n > max ? max : n;
     while (cut < n && cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80) cut--;
-    for (size_t i = 0; i < cut; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\n') fputs("\\n", stdout);
-        else if (c == '\t') fputs("\\t", stdout);
-        else if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
-        else putchar(c);
-    }
+    char part[256], safe[1100]; /* max is at most 200 here; an escape is at most 6 bytes per byte */
+    if (cut >= sizeof part) cut = sizeof part - 1;
+    memcpy(part, s, cut);
+    part[cut] = 0;
+    sd_escape_text(part, safe, sizeof safe); /* the messages' escaping (options.h): C0, DEL, C1, non-UTF-8 */
+    fputs(safe, stdout);
     if (cut < n) fputs("…", stdout);
 }
 
@@ -225,11 +225,11 @@ int sd_cmd_info(int argc, char **argv)
                    "(reads headers only). MODEL is a .safetensors checkpoint or a diffusers folder.\n");
             return 0;
         } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "sdgen info: unknown option %s\n", argv[i]);
+            sd_cli_say("sdgen info", "unknown option %s", argv[i]);
             return SD_EXIT_INPUT;
         } else if (!path) path = argv[i];
         else {
-            fprintf(stderr, "sdgen info: more than one model given (%s)\n", argv[i]);
+            sd_cli_say("sdgen info", "more than one model given (%s)", argv[i]);
             return SD_EXIT_INPUT;
         }
     }
@@ -240,7 +240,7 @@ int sd_cmd_info(int argc, char **argv)
     sd_model m;
     sd_err err = {0};
     if (sd_model_open(&m, path, &err)) {
-        fprintf(stderr, "sdgen: %s\n", err.msg);
+        sd_cli_say("sdgen", "%s", err.msg);
         return err.code ? err.code : SD_EXIT_INPUT;
     }
     cJSON *j = describe(&m);

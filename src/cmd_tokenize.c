@@ -18,9 +18,10 @@
 
 static int usage_err(const char *fmt, const char *arg)
 {
-    fprintf(stderr, "sdgen tokenize: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, " (usage: sdgen tokenize [--vocab PATH] [--family sd1|sd2] [--chunks] [--no-weighting] TEXT)\n");
+    char what[1024];
+    snprintf(what, sizeof what, fmt, arg);
+    sd_cli_say("sdgen tokenize",
+               "%s (usage: sdgen tokenize [--vocab PATH] [--family sd1|sd2] [--chunks] [--no-weighting] TEXT)", what);
     return SD_EXIT_INPUT;
 }
 
@@ -71,7 +72,7 @@ int sd_cmd_tokenize(int argc, char **argv)
     sd_vocab_search s = {0};
     s.cli_path = vocab;
     if (sd_tokenizer_find(&tok, &s, &err)) {
-        fprintf(stderr, "sdgen tokenize: %s\n", err.msg);
+        sd_cli_say("sdgen tokenize", "%s", err.msg);
         return err.code ? err.code : SD_EXIT_INPUT;
     }
     int pad = sd2 ? SD_TOK_SD2_PAD : sd_tokenizer_eos(tok);
@@ -99,7 +100,7 @@ int sd_cmd_tokenize(int argc, char **argv)
     }
     sd_tokenizer_free(tok);
     if (rc) {
-        fprintf(stderr, "sdgen tokenize: %s\n", err.msg);
+        sd_cli_say("sdgen tokenize", "%s", err.msg);
         return err.code ? err.code : SD_EXIT_INPUT;
     }
     if (fflush(stdout) != 0) {

@@ -2,10 +2,14 @@
  * (image.h). stb_image / stb_image_write are compiled here, and only here. */
 #include "sdgen/image.h"
 
+#include "sdgen/options.h" /* sd_find_control */
+
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -407,6 +411,73 @@ int sd_png_read_text(const char *path, const char *keyword, char **text, int *is
     return rc;
 }
 
+/* Bytes of filtered scanlines the IDAT stream must inflate to (PNG spec, ISO/IEC 15948 §7–8: one filter
+ * byte per row, Adam7 passes for interlace method 1); 0 for an IHDR the spec does not allow. */
+static uint64_t png_raw_size(const uint8_t *ihdr)
+{
+    uint32_t w = get_be32(ihdr), h = get_be32(ihdr + 4);
+    unsigned depth = ihdr[8], ctype = ihdr[9], interlace = ihdr[12];
+    unsigned ch = ctype == 0 ? 1 : ctype == 2 ? 3 : ctype == 3 ? 1 : ctype == 4 ? 2 : ctype == 6 ? 4 : 0;
+    int depth_ok = depth == 8 || (depth == 16 && ctype != 3) ||
+                   ((depth == 1 || depth == 2 || depth == 4) && (ctype == 0 || ctype == 3));
+    if (!w || !h || w > 0x7FFFFFFFu || h > 0x7FFFFFFFu || !ch || !depth_ok || interlace > 1) return 0;
+    static const int pass[7][4] = {{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4},
+                                   {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}};
+    uint64_t total = 0;
+    for (int k = 0; k < (interlace ? 7 : 1); k++) {
+        uint64_t pw = interlace ? ((uint64_t)w + (uint64_t)(pass[k][2] - pass[k][0] - 1)) / (uint64_t)pass[k][2] : w;
+        uint64_t ph = interlace ? ((uint64_t)h + (uint64_t)(pass[k][3] - pass[k][1] - 1)) / (uint64_t)pass[k][3] : h;
+        if (!pw || !ph) continue;
+        total += ph * (1 + (pw * ch * depth + 7) / 8);
+    }
+    return total;
+}
+
+/* Inflate the concatenated IDAT data through a small window (nothing is kept) and compare the size with
+ * what IHDR implies: a file whose chunks are intact but whose image data was cut or padded fails here. */
+static int png_idat_ok(const uint8_t *png, size_t n, const char *name, sd_err *err)
+{
+    if (get_be32(png + 8) != 13) return sd_errf(err, "%s: PNG IHDR chunk is not 13 bytes", name);
+    uint64_t want = png_raw_size(png + 16);
+    if (!want) return sd_errf(err, "%s: PNG IHDR holds an invalid size or pixel format", name);
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (inflateInit(&zs) != Z_OK) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory for zlib", name);
+    uint8_t window[1 << 16];
+    uint64_t got = 0;
+    int r = Z_OK, seen = 0;
+    for (size_t pos = 8; pos + 12 <= n && r != Z_STREAM_END;) {
+        uint32_t len = get_be32(png + pos);
+        if (!memcmp(png + pos + 4, "IDAT", 4)) {
+            seen = 1;
+            zs.next_in = (Bytef *)(png + pos + 8);
+            zs.avail_in = len;
+            /* until this chunk's input is used up and no output is pending (a full window may hide more) */
+            do {
+                zs.next_out = window;
+                zs.avail_out = sizeof window;
+                r = inflate(&zs, Z_NO_FLUSH);
+                got += sizeof window - zs.avail_out;
+                if (r == Z_BUF_ERROR) { /* no progress without more input: the next IDAT */
+                    r = Z_OK;
+                    break;
+                }
+            } while (r == Z_OK && got <= want && (zs.avail_in > 0 || zs.avail_out == 0));
+            if ((r != Z_OK && r != Z_STREAM_END) || got > want) break; /* corrupt, or more than IHDR allows */
+        }
+        pos += 12 + (size_t)len;
+    }
+    inflateEnd(&zs);
+    if (!seen) return sd_errf(err, "%s: PNG without image data (no IDAT chunk)", name);
+    if (r != Z_STREAM_END && got <= want)
+        return sd_errf(err, "%s: PNG image data is %s", name, r == Z_OK ? "truncated" : "corrupt");
+    if (got > want) return sd_errf(err, "%s: PNG image data is longer than its IHDR allows", name);
+    if (got != want)
+        return sd_errf(err, "%s: PNG image data holds %llu bytes, its IHDR needs %llu", name, (unsigned long long)got,
+                       (unsigned long long)want);
+    return 0;
+}
+
 int sd_png_verify_mem(const uint8_t *png, size_t n, const char *name, sd_err *err)
 {
     static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
@@ -425,7 +496,7 @@ int sd_png_verify_mem(const uint8_t *png, size_t n, const char *name, sd_err *er
         if (!memcmp(type, "IEND", 4)) break;
     }
     if (pos != n) return sd_errf(err, "%s: %zu bytes of garbage after the PNG's IEND", name, n - pos);
-    return 0;
+    return png_idat_ok(png, n, name, err);
 }
 
 int sd_png_verify(const char *path, sd_err *err)
@@ -841,7 +912,10 @@ static int split_dir(const char *path, char *dir, size_t dn, const char **base)
     return 0;
 }
 
-/* Create a unique temporary file next to path. Returns the fd, fills tmp. */
+/* Create a unique temporary file next to path. Returns the fd, fills tmp. The name is
+ * ".BASE.tmp-PID-XXXXXXXX" (BASE: the first 64 bytes of the file name, PID in decimal, 8 lowercase hex
+ * digits): hidden, beside its target so that rename() is atomic, and recognisable by is_our_temp() so that
+ * a later run can remove what a killed one left behind. */
 static int make_temp(const char *path, char *tmp, size_t tn, int *eno)
 {
     char dir[PATH_MAX];
@@ -862,6 +936,53 @@ static int make_temp(const char *path, char *tmp, size_t tn, int *eno)
     return -1;
 }
 
+/* Is `name` exactly what make_temp() creates? Returns the writer's pid, or 0 when it is not. */
+static long is_our_temp(const char *name)
+{
+    size_t n = strlen(name);
+    /* from the end: 8 hex digits, '-', the pid's digits, ".tmp-", then 1..64 bytes of BASE after the '.' */
+    if (n < 1 + 1 + 5 + 1 + 1 + 8 || name[0] != '.') return 0;
+    for (size_t i = n - 8; i < n; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f'))) return 0;
+    if (name[n - 9] != '-') return 0;
+    size_t e = n - 9, d = e;
+    while (d > 0 && name[d - 1] >= '0' && name[d - 1] <= '9') d--;
+    if (d == e || e - d > 10 || name[d] == '0') return 0;
+    if (d < 6 || memcmp(name + d - 5, ".tmp-", 5)) return 0;
+    size_t base_len = d - 5 - 1;
+    if (base_len < 1 || base_len > 64) return 0;
+    long pid = 0;
+    for (size_t i = d; i < e; i++) pid = pid * 10 + (name[i] - '0');
+    return pid > 0 && pid <= INT_MAX ? pid : 0;
+}
+
+int sd_remove_stale_temps(const char *dir, int64_t before_ns, char *first, size_t n)
+{
+    if (first && n) first[0] = 0;
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int removed = 0;
+    const struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        long pid = is_our_temp(e->d_name);
+        if (!pid) continue;
+        struct stat st;
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
+        if (st.st_uid != geteuid()) continue; /* another user's file is theirs to clean */
+        int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+        if (mt >= before_ns) continue; /* written since this run began: possibly a live writer's */
+        /* The writer must be gone. kill(pid, 0) (POSIX) fails with ESRCH only when no such process exists;
+         * EPERM means it exists. This process's own pid can only be on a file from before it started. */
+        if (pid != (long)getpid() && !(kill((pid_t)pid, 0) != 0 && errno == ESRCH)) continue;
+        if (unlinkat(dirfd(d), e->d_name, 0) == 0) {
+            if (first && n && !first[0]) snprintf(first, n, "%s", e->d_name);
+            removed++;
+        }
+    }
+    closedir(d);
+    return removed;
+}
+
 static void fsync_dir_of(const char *path)
 {
     char dir[PATH_MAX];
@@ -874,7 +995,17 @@ static void fsync_dir_of(const char *path)
     }
 }
 
-static int write_atomic(const char *path, const void *data, size_t n, int noclobber, sd_err *err)
+/* What lstat() finds at path, for messages: "a directory", "a symbolic link", ... */
+static const char *kind_of(mode_t m)
+{
+    return S_ISDIR(m) ? "a directory" : S_ISLNK(m) ? "a symbolic link" : S_ISCHR(m) ? "a character device"
+         : S_ISBLK(m) ? "a block device" : S_ISFIFO(m) ? "a FIFO" : S_ISSOCK(m) ? "a socket" : "not a regular file";
+}
+
+/* mode: SD_WRITE_NEW, SD_WRITE_REPLACE or SD_WRITE_REPLACE_INCOMPLETE (image.h). In every mode only a
+ * regular file is ever replaced: rename() would put the new file in place of a device node, a FIFO or a
+ * symbolic link just as well. */
+static int write_atomic(const char *path, const void *data, size_t n, int mode, sd_err *err)
 {
     char tmp[PATH_MAX + 128];
     int eno = 0;
@@ -895,22 +1026,30 @@ static int write_atomic(const char *path, const void *data, size_t n, int noclob
     if (fsync(fd) != 0 && errno != EINVAL && errno != EROFS) { eno = errno; goto fail; }
     if (close(fd) != 0) { fd = -1; eno = errno; goto fail; }
     fd = -1;
-    if (noclobber) {
+    struct stat st;
+    if (mode != SD_WRITE_REPLACE) {
         /* link() fails with EEXIST atomically; fall back to check + rename where links aren't supported */
         if (link(tmp, path) == 0) {
             unlink(tmp);
             fsync_dir_of(path);
             return 0;
         }
-        if (errno == EEXIST) {
+        int exists = errno == EEXIST || lstat(path, &st) == 0;
+        if (exists && mode == SD_WRITE_NEW) {
             unlink(tmp);
             return sd_errf(err, "%s: already exists (use --overwrite to replace it)", path);
         }
-        struct stat st;
-        if (lstat(path, &st) == 0) {
+        /* --skip-existing regenerating an incomplete file: replace it only while it is still incomplete
+         * (another run resuming the same batch may have completed it meanwhile). */
+        if (exists && lstat(path, &st) == 0 && S_ISREG(st.st_mode) && sd_png_verify(path, NULL) == 0) {
             unlink(tmp);
-            return sd_errf(err, "%s: already exists (use --overwrite to replace it)", path);
+            return sd_errf(err, "%s: a complete PNG appeared there meanwhile; it is kept", path);
         }
+    }
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        unlink(tmp);
+        return sd_errf(err, "%s: is %s, not a regular file; sdgen replaces only regular files", path,
+                       kind_of(st.st_mode));
     }
     if (rename(tmp, path) != 0) { eno = errno; goto fail; }
     fsync_dir_of(path);
@@ -918,12 +1057,15 @@ static int write_atomic(const char *path, const void *data, size_t n, int noclob
 fail:
     if (fd >= 0) close(fd);
     unlink(tmp);
+    if (eno == EFBIG)
+        return sd_errf(err, "%s: cannot write %zu bytes: file too large for the process's file size limit (ulimit -f) "
+                       "or the file system", path, n);
     return sd_errf(err, "%s: cannot write: %s", path, strerror(eno));
 }
 
 int sd_file_write_atomic(const char *path, const void *data, size_t n, sd_err *err)
 {
-    return write_atomic(path, data, n, 0, err);
+    return write_atomic(path, data, n, SD_WRITE_REPLACE, err);
 }
 
 int sd_png_write(const char *path, const uint8_t *rgb, int w, int h, const char *parameters, int overwrite,
@@ -931,10 +1073,48 @@ int sd_png_write(const char *path, const uint8_t *rgb, int w, int h, const char 
 {
     uint8_t *png;
     size_t n;
+    if (overwrite != SD_WRITE_NEW && overwrite != SD_WRITE_REPLACE && overwrite != SD_WRITE_REPLACE_INCOMPLETE)
+        return sd_errf(err, "%s: unknown write mode %d", path, overwrite);
     if (sd_png_encode(rgb, w, h, "parameters", parameters, &png, &n, err)) return sd_err_prefix(err, "%s", path);
-    int rc = write_atomic(path, png, n, !overwrite, err);
+    int rc = write_atomic(path, png, n, overwrite, err);
     free(png);
     return rc;
+}
+
+int sd_check_output_name(const char *path, sd_err *err)
+{
+    size_t bad = sd_find_control(path);
+    if (bad) return sd_errf(err, "%s: the output path holds a control character (byte %zu); refused", path, bad);
+    char dir[PATH_MAX];
+    const char *base;
+    if (split_dir(path, dir, sizeof dir, &base) || !*base) return sd_errf(err, "%s: not a file name", path);
+    /* POSIX pathconf(_PC_NAME_MAX): the longest name this directory's file system takes (255 bytes on
+     * ext4, xfs, btrfs, tmpfs); NAME_MAX when the directory cannot tell (it may not exist yet). */
+    long name_max = pathconf(dir, _PC_NAME_MAX);
+    if (name_max <= 0) name_max = NAME_MAX;
+    size_t bl = strlen(base);
+    if (bl > (size_t)name_max)
+        return sd_errf(err, "%s: the file name is %zu bytes long, more than the %ld the file system allows", path, bl,
+                       name_max);
+    return 0;
+}
+
+int sd_output_state(const char *path, sd_err *err)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        /* nothing there; a missing folder or a file in its place is sd_check_output_dir's to report */
+        if (errno == ENOENT || errno == ENOTDIR) return 0;
+        return sd_errf(err, "%s: %s", path, strerror(errno));
+    }
+    if (S_ISREG(st.st_mode)) return 1;
+    if (S_ISDIR(st.st_mode)) return sd_errf(err, "%s: is a directory, not an image file name", path);
+    if (S_ISLNK(st.st_mode)) {
+        struct stat t;
+        return sd_errf(err, "%s: is a symbolic link%s; sdgen writes only new files or replaces regular ones", path,
+                       stat(path, &t) != 0 ? " to nothing (dangling)" : "");
+    }
+    return sd_errf(err, "%s: is %s, not a regular file; sdgen never replaces one", path, kind_of(st.st_mode));
 }
 
 int sd_check_output_dir(const char *path, sd_err *err)

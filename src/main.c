@@ -1,4 +1,7 @@
 /* main.c — the sdgen command line entry point; see cli.c for the commands. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -26,8 +29,28 @@ static void select_blas_kernels(char **argv)
     /* exec failed: carry on with the library's own choice */
 }
 
+/* Conditions of the process that must not kill a run or corrupt its files:
+ *  - SIGPIPE: stdout or stderr piped into a reader that quit (`sdgen -q ... | head -1`). Ignored, a write
+ *    then fails with EPIPE, and the generator stops printing but finishes the batch.
+ *  - SIGXFSZ: a file size limit (ulimit -f) below a PNG's size. Ignored, the write fails with EFBIG and is
+ *    reported as a write error, the temporary file removed (POSIX setrlimit RLIMIT_FSIZE).
+ *  - fds 0-2 closed by the caller (`sdgen ... >&-`): the next open() would return 1 or 2 and printf would
+ *    write into a PNG or the hash cache. They are opened on /dev/null first.
+ * Ignored dispositions survive the exec in select_blas_kernels (POSIX execve). */
+static void harden_process(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+        int nfd = open("/dev/null", O_RDWR);
+        if (nfd >= 0 && nfd != fd) close(nfd); /* lowest free descriptor: normally fd itself */
+    }
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN);
+}
+
 int main(int argc, char **argv)
 {
+    harden_process();
     select_blas_kernels(argv);
     return sd_cli_main(argc, argv);
 }

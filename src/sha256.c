@@ -121,6 +121,11 @@ void sd_sha256_hex(const uint8_t digest[32], char hex[65])
 
 int sd_sha256_file(const char *path, uint8_t digest[32], sd_err *err)
 {
+    return sd_sha256_file_stop(path, digest, NULL, err);
+}
+
+int sd_sha256_file_stop(const char *path, uint8_t digest[32], const volatile sig_atomic_t *stop, sd_err *err)
+{
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return sd_errf(err, "%s: cannot open for hashing: %s", path, strerror(errno));
     enum { BLOCK = 4 << 20 };
@@ -132,6 +137,12 @@ int sd_sha256_file(const char *path, uint8_t digest[32], sd_err *err)
     sd_sha256 s;
     sd_sha256_init(&s);
     for (;;) {
+        /* A multi-gigabyte file takes seconds: look at the stop flag between blocks (about 10 ms each). */
+        if (stop && *stop) {
+            free(buf);
+            close(fd);
+            return sd_errcf(err, SD_EXIT_INTERRUPTED, "%s: interrupted while hashing", path);
+        }
         ssize_t r = read(fd, buf, BLOCK);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) {
@@ -230,6 +241,12 @@ static int valid_hex64(const char *s)
 
 int sd_model_hash_cached(const char *path, const char *cache_file, char *hex64, char *short10, sd_err *err)
 {
+    return sd_model_hash_cached_stop(path, cache_file, hex64, short10, NULL, err);
+}
+
+int sd_model_hash_cached_stop(const char *path, const char *cache_file, char *hex64, char *short10,
+                              const volatile sig_atomic_t *stop, sd_err *err)
+{
     char file[PATH_MAX], abs[PATH_MAX];
     if (sd_model_hash_file(path, file, sizeof file, err)) return -1;
     if (!realpath(file, abs)) return sd_errf(err, "%s: %s", file, strerror(errno));
@@ -251,7 +268,7 @@ int sd_model_hash_cached(const char *path, const char *cache_file, char *hex64, 
     }
     if (!hex[0]) {
         uint8_t dg[32];
-        if (sd_sha256_file(abs, dg, err)) {
+        if (sd_sha256_file_stop(abs, dg, stop, err)) {
             cJSON_Delete(root);
             return -1;
         }
@@ -290,7 +307,12 @@ int sd_model_hash_cached(const char *path, const char *cache_file, char *hex64, 
 
 int sd_model_hash(const char *path, char *hex64, char *short10, sd_err *err)
 {
+    return sd_model_hash_stop(path, hex64, short10, NULL, err);
+}
+
+int sd_model_hash_stop(const char *path, char *hex64, char *short10, const volatile sig_atomic_t *stop, sd_err *err)
+{
     char cache[PATH_MAX];
     int have = sd_hash_cache_path(cache, sizeof cache);
-    return sd_model_hash_cached(path, have ? cache : NULL, hex64, short10, err);
+    return sd_model_hash_cached_stop(path, have ? cache : NULL, hex64, short10, stop, err);
 }

@@ -1,6 +1,7 @@
 /* test_batch.c — the --prompts batch file (JSON Lines / plain text) and output-path templates. */
 #include <stdint.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "sdgen/batch.h"
 #include "testutil.h"
@@ -79,9 +80,9 @@ static void test_jsonl_errors(void)
         {"{\"negative_prompt\": \"x\"}", "missing \"prompt\""},
         {"{\"prompt\": \"a\", \"prompt\": \"b\"}", "duplicate key \"prompt\""},
         {"{\"prompt\": \"a\", \"Seed\": 1}", "unknown key \"Seed\""},
-        {"{\"prompt\": \"a\", \"seed\": -1}", "out of range"},
-        {"{\"prompt\": \"a\", \"seed\": 18446744073709551616}", "out of range"},
-        {"{\"prompt\": \"a\", \"width\": 99999999999}", "out of range"},
+        {"{\"prompt\": \"a\", \"seed\": -1}", "\"seed\" expects an integer in [0, 2^64-1], got \"-1\""},
+        {"{\"prompt\": \"a\", \"seed\": 18446744073709551616}", "\"seed\" expects an integer in [0, 2^64-1]"},
+        {"{\"prompt\": \"a\", \"width\": 99999999999}", "\"width\" expects an integer in [8, 65536]"},
         {"{\"prompt\": \"a\"", "expected"},
         {"{\"prompt\": \"a\"} x", "unexpected text after the object"},
         {"{\"prompt\": \"a\\q\"}", "bad escape"},
@@ -89,7 +90,7 @@ static void test_jsonl_errors(void)
         {"{\"prompt\": \"a\\u0000b\"}", "NUL"},
         {"{\"prompt\": \"tab\there\"}", "control character"},
         {"{\"prompt\": 'single'}", "invalid JSON value starting with '''"},
-        {"{\"prompt\": \"a\", \"cfg_scale\": 1e999}", "out of range"},
+        {"{\"prompt\": \"a\", \"cfg_scale\": 1e999}", "\"cfg_scale\" expects a number in [0, 100]"},
         {"{\"prompt\": \"a\", \"cfg_scale\": .5}", "invalid JSON value starting with '.'"},
         {"{\"prompt\": \"a\",}", "trailing comma"},
         {"{\"prompt\": \"a\", \"cfg_scale\": 01}", "',' or '}' expected"},
@@ -241,6 +242,40 @@ static void test_output_path(void)
           "template varies");
 }
 
+/* "{{index}}" is literal text, not a placeholder: several images into it are numbered like any fixed name. */
+static void test_template_escapes(void)
+{
+    static const struct { const char *t; int varies; } V[] = {
+        {"{{index}}.png", 0}, {"{{seed}}", 0}, {"a{{{{index}}", 0}, {"{{{index}}}.png", 1}, {"x-{seed}", 1},
+        {"{prompt}-{{index}}", 0}, {"{index", 0}, {"}}{index}", 1},
+    };
+    for (size_t i = 0; i < sizeof V / sizeof *V; i++)
+        CHECK(sd_output_template_varies(V[i].t) == V[i].varies, "varies(\"%s\") = %d", V[i].t, !V[i].varies);
+    char sp[SD_PROMPT_PART_MAX + 1];
+    sd_sanitize_prompt("red\xc2\x9b" "31m apple\xc2\x85", sp, sizeof sp);
+    CHECK(!strcmp(sp, "red_31m_apple"), "C1 controls become '_': %s", sp);
+    sd_sanitize_prompt("caf\xc3\xa9\xc2\xa0ok", sp, sizeof sp);
+    CHECK(!strcmp(sp, "caf\xc3\xa9\xc2\xa0ok"), "U+00A0 kept: %s", sp);
+}
+
+/* A batch file over SD_BATCH_MAX_FILE is refused from its size, before any read (sparse: no disk used). */
+static void test_oversized_file(const char *tmp)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/huge.txt", tmp);
+    FILE *f = fopen(path, "w");
+    if (f) fclose(f);
+    CHECK(truncate(path, 300LL << 20) == 0, "sparse 300 MiB file");
+    sd_batch b;
+    sd_err err = {0};
+    int rc = sd_batch_parse_file(path, &b, &err);
+    CHECK(rc != 0 && strstr(err.msg, "file too large (314572800 bytes, max 268435456)"), "300 MiB: rc %d '%s'", rc, err.msg);
+    CHECK(truncate(path, SD_BATCH_MAX_FILE + 1) == 0, "cap + 1");
+    rc = sd_batch_parse_file(path, &b, &err);
+    CHECK(rc != 0 && strstr(err.msg, "(268435457 bytes, max 268435456)"), "cap + 1 byte: rc %d '%s'", rc, err.msg);
+    unlink(path);
+}
+
 int main(void)
 {
     char tmp[4096];
@@ -251,5 +286,7 @@ int main(void)
     test_plain();
     test_golden_case_line();
     test_output_path();
+    test_template_escapes();
+    test_oversized_file(tmp);
     TEST_MAIN_END();
 }

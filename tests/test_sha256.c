@@ -2,6 +2,7 @@
  * file hashing across the 4 MiB read blocks, the golden tiny-sd1 checkpoint's published SHA-256, and the
  * A1111 model-hash cache (hit, invalidation by mtime, unwritable cache, diffusers folder). */
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -182,6 +183,38 @@ static void test_cache(const char *tmp)
     CHECK(sd_hash_cache_path(cp, sizeof cp) && !strcmp(cp, "/home/u/.cache/sdgen/hashes.json"), "HOME path %s", cp);
 }
 
+/* The stop flag (SIGINT/SIGTERM in the CLI) ends hashing between blocks: set before the call, not one
+ * block is hashed, and the model-hash path passes the flag through without touching the cache. */
+static void test_stop(const char *tmp)
+{
+    char path[4200], cache[4200];
+    snprintf(path, sizeof path, "%s/stop.bin", tmp);
+    snprintf(cache, sizeof cache, "%s/stop-cache.json", tmp);
+    unlink(cache);
+    size_t n = 9u << 20;
+    uint8_t *d = calloc(1, n);
+    write_file(path, d, n);
+    free(d);
+    volatile sig_atomic_t stop = 0;
+    uint8_t dg[32];
+    sd_err err = {0};
+    CHECK(sd_sha256_file_stop(path, dg, &stop, &err) == 0, "flag clear: hashed (%s)", err.msg);
+    stop = SIGINT;
+    err = (sd_err){0};
+    int rc = sd_sha256_file_stop(path, dg, &stop, &err);
+    CHECK(rc != 0 && err.code == SD_EXIT_INTERRUPTED && strstr(err.msg, "interrupted while hashing"),
+          "flag set: rc %d code %d '%s'", rc, err.code, err.msg);
+    char h[65], s10[11];
+    err = (sd_err){0};
+    rc = sd_model_hash_cached_stop(path, cache, h, s10, &stop, &err);
+    CHECK(rc != 0 && err.code == SD_EXIT_INTERRUPTED && access(cache, F_OK) != 0,
+          "model hash with the flag set: rc %d code %d, no cache written", rc, err.code);
+    stop = 0;
+    rc = sd_model_hash_cached_stop(path, cache, h, s10, &stop, &err);
+    CHECK(rc == 0 && access(cache, F_OK) == 0 && !strcmp(h, "d2ee4703cd9698945ca7b9fe1689ea3095597eac1a0afd8dba00cac7894fdc43"),
+          "flag clear: SHA-256 of 9 MiB of zeros %s", h);
+}
+
 int main(void)
 {
     char tmp[4096];
@@ -190,5 +223,6 @@ int main(void)
     test_vectors();
     test_files(tmp);
     test_cache(tmp);
+    test_stop(tmp);
     TEST_MAIN_END();
 }

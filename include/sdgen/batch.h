@@ -16,11 +16,13 @@
  *   null    : as if the key were absent
  *
  * A malformed line (not UTF-8, NUL byte, longer than SD_BATCH_MAX_LINE, bad JSON, not an object,
- * unknown or duplicate key, wrong value type, integer out of range, missing prompt) becomes an item whose
- * `error` is "FILE:LINE: problem"; parsing goes on. Only an unreadable file, more than
- * SD_BATCH_MAX_ITEMS items or a file over SD_BATCH_MAX_FILE fails the whole parse.
- * Range checks of numbers (steps ≥ 1, width multiple of 8, ...) are left to the generator, which
- * applies an item's settings on top of the command line's.
+ * unknown or duplicate key, wrong value type, number outside its range, missing prompt) becomes an item
+ * whose `error` is "FILE:LINE: problem"; parsing goes on. Every number is checked with the range of the
+ * command-line option of the same meaning, from the one table in options.h ("batch_count": 0 and
+ * --batch-count 0 get the same message). Only an unreadable file, more than SD_BATCH_MAX_ITEMS items or
+ * a file over SD_BATCH_MAX_FILE (refused from its size before reading when it is a regular file; a
+ * stream is read to at most one byte past the cap) fails the whole parse. Checks that need the model
+ * (clip skip against its layers, memory) are left to the generator.
  */
 #ifndef SDGEN_BATCH_H
 #define SDGEN_BATCH_H
@@ -79,13 +81,14 @@ void sd_batch_free(sd_batch *b);
 /* Output path from a template: {index} (1-based number of the image in the run), {seed}, {prompt}
  * (sanitised: see below), "{{" and "}}" for literal braces. Any other {...} is an error. The prompt is
  * made file-name safe: whitespace runs -> '_', '/', '\\', control characters, quotes and
- * <>:|?*# -> '_', runs of '_' collapsed, leading/trailing '_', '.', '-' trimmed, at most
+ * <>:|?*# and C1 controls (U+0080..U+009F) -> '_', runs of '_' collapsed, leading/trailing '_', '.', '-' trimmed, at most
  * SD_PROMPT_PART_MAX bytes cut on a UTF-8 character boundary, invalid UTF-8 bytes -> '_'; an empty
  * result becomes "image". */
 #define SD_PROMPT_PART_MAX 80
 int sd_output_path(const char *tmpl, int index, uint64_t seed, const char *prompt, char *out, size_t n,
                    sd_err *err);
-/* Does the template contain a placeholder that differs between images ({index}, {seed})? */
+/* Does the template contain a placeholder that differs between images ({index}, {seed})? "{{index}}" is
+ * the literal text "{index}", not a placeholder. */
 int sd_output_template_varies(const char *tmpl);
 /* The sanitised prompt alone (out of n ≥ SD_PROMPT_PART_MAX + 1 bytes). */
 void sd_sanitize_prompt(const char *prompt, char *out, size_t n);

@@ -12,6 +12,7 @@
 #ifndef SDGEN_HASH_H
 #define SDGEN_HASH_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,6 +39,9 @@ void sd_sha256_hex(const uint8_t digest[32], char hex[65]);
 
 /* SHA-256 of a whole file, read in 4 MiB blocks (no mmap: works on pipes/NFS the same). */
 int sd_sha256_file(const char *path, uint8_t digest[32], sd_err *err);
+/* Same, giving up (code SD_EXIT_INTERRUPTED, "PATH: interrupted while hashing") as soon as *stop is
+ * non-zero when a block starts; stop may be NULL. */
+int sd_sha256_file_stop(const char *path, uint8_t digest[32], const volatile sig_atomic_t *stop, sd_err *err);
 
 /* The file whose hash names a model: `path` itself for a single-file checkpoint; for a diffusers
  * folder its U-Net weights (unet/diffusion_pytorch_model.safetensors, then .fp16.safetensors, then
@@ -52,6 +56,11 @@ int sd_model_hash(const char *path, char *hex64, char *short10, sd_err *err);
  * sd_hash_cache_path(). */
 int sd_model_hash_cached(const char *path, const char *cache_file, char *hex64, char *short10,
                          sd_err *err);
+
+/* The two above with a stop flag, as sd_sha256_file_stop (the CLI's SIGINT/SIGTERM flag). */
+int sd_model_hash_stop(const char *path, char *hex64, char *short10, const volatile sig_atomic_t *stop, sd_err *err);
+int sd_model_hash_cached_stop(const char *path, const char *cache_file, char *hex64, char *short10,
+                              const volatile sig_atomic_t *stop, sd_err *err);
 
 /* $XDG_CACHE_HOME/sdgen/hashes.json or $HOME/.cache/sdgen/hashes.json; 0 when neither is set. */
 int sd_hash_cache_path(char *out, size_t n);

@@ -71,8 +71,16 @@ int sd_image_init_from(const sd_image *in, const char *name, sd_image *out, int 
 int sd_png_encode(const uint8_t *rgb, int w, int h, const char *keyword, const char *text,
                   uint8_t **png, size_t *png_len, sd_err *err);
 
-/* sd_png_encode + sd_file_write_atomic. The existing file is replaced only if overwrite != 0;
- * otherwise an existing path is an error ("PATH: already exists"). */
+/* What sd_png_write does with a file already at the path. Whatever the mode, only a regular file is
+ * ever replaced: a directory, device node, FIFO, socket or symbolic link there is an error. */
+enum {
+    SD_WRITE_NEW = 0,               /* never replace: "PATH: already exists" (checked atomically with link()) */
+    SD_WRITE_REPLACE = 1,           /* replace a regular file (--overwrite) */
+    SD_WRITE_REPLACE_INCOMPLETE = 2 /* replace a regular file only while it is not a complete PNG
+                                     * (--skip-existing regenerating a truncated output) */
+};
+
+/* sd_png_encode + an atomic write (as sd_file_write_atomic) in mode `overwrite` (SD_WRITE_*). */
 int sd_png_write(const char *path, const uint8_t *rgb, int w, int h, const char *parameters,
                  int overwrite, sd_err *err);
 
@@ -87,8 +95,9 @@ int sd_png_read_text(const char *path, const char *keyword, char **text, int *is
 int sd_png_read_text_mem(const uint8_t *png, size_t n, const char *name, const char *keyword,
                          char **text, int *is_itxt, sd_err *err);
 
-/* Is this a complete PNG? Signature, IHDR first, every chunk's CRC, IEND last with nothing after it.
- * For --skip-existing: an interrupted writer of another program can leave a truncated file. */
+/* Is this a complete PNG? Signature, IHDR first, every chunk's CRC, IEND last with nothing after it, and
+ * the IDAT data inflates (zlib's own Adler-32 check) to exactly the size IHDR implies; the pixels are not
+ * kept. For --skip-existing: an interrupted writer of another program can leave a truncated file. */
 int sd_png_verify(const char *path, sd_err *err);
 int sd_png_verify_mem(const uint8_t *png, size_t n, const char *name, sd_err *err);
 
@@ -99,9 +108,28 @@ uint32_t sd_crc32(uint32_t crc, const void *data, size_t n);
 /* ---- files ---- */
 
 /* Write data to path atomically: a unique temporary file in the same directory (created with
- * O_EXCL, mode 0666 & ~umask), write, fsync, rename over path, fsync the directory (best effort).
- * On failure the temporary file is removed and the message names `path`. */
+ * O_EXCL, mode 0666 & ~umask, named ".NAME.tmp-PID-XXXXXXXX"), write, fsync, rename over path (a
+ * regular file only, see SD_WRITE_*), fsync the directory (best effort). On failure the temporary file
+ * is removed and the message names `path`; EFBIG (the process's file size limit, which the CLI makes
+ * an error instead of the SIGXFSZ that would kill it) says so. */
 int sd_file_write_atomic(const char *path, const void *data, size_t n, sd_err *err);
+
+/* Remove the temporary files of sd_file_write_atomic that a killed writer left in `dir` (SIGKILL, power
+ * loss between write and rename): regular files owned by this user, named exactly as above, last modified
+ * before `before_ns` (CLOCK_REALTIME ns: the start of this run), whose PID is not a running process (this
+ * process's own PID counts as gone: the file predates it). Returns how many were removed; `first` (n
+ * bytes, may be NULL) receives the first one's name. Errors only mean nothing is removed. */
+int sd_remove_stale_temps(const char *dir, int64_t before_ns, char *first, size_t n);
+
+/* Is `path` acceptable as an output name: no control character (C0, DEL, C1: they would reach terminals
+ * and scripts through every listing), a last component no longer than the file system's NAME_MAX? */
+int sd_check_output_name(const char *path, sd_err *err);
+
+/* What is at an output path now (lstat, links not followed): 0 nothing (the folder itself is left to
+ * sd_check_output_dir), 1 a regular file (replace or
+ * skip it is the caller's choice), -1 with err for anything that must never be replaced (a directory,
+ * device node, FIFO, socket, symbolic link, dangling or not) or a path that cannot be looked at. */
+int sd_output_state(const char *path, sd_err *err);
 
 /* Can files be created in the directory that will hold `path`? Checked before hours of compute. */
 int sd_check_output_dir(const char *path, sd_err *err);
