@@ -460,10 +460,22 @@ def n_params(m):
     return sum(p.numel() for p in m.parameters())
 
 
+def default_manifest():
+    """tiny-sd1's manifest in the shared reference data: $SDGEN_SHARED, else ../shared beside the checkout."""
+    import os
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    shared = os.environ.get("SDGEN_SHARED") or os.path.join(repo, "..", "shared")
+    return os.path.join(shared, "golden", "manifests", "tiny-sd1.json")
+
+
 if __name__ == "__main__":
+    # Compares the modules' state-dict names with tiny-sd1's LDM names.
+    # Usage: models.py [MANIFEST.json]   (default: see default_manifest)
     import json
+    import sys
     nets = build(619)
-    man = {n: s for n, _, s in json.load(open("/work/shared/golden/manifests/tiny-sd1.json"))["tensors"]}
+    path = sys.argv[1] if len(sys.argv) > 1 else default_manifest()
+    man = {n: s for n, _, s in json.load(open(path))["tensors"]}
     for k, net in nets.items():
         print(k, n_params(net))
         sd = {PREFIX[k] + n: list(v.shape) for n, v in net.state_dict().items()}
