@@ -1,12 +1,12 @@
 #!/bin/bash
 # make-full-ckpts.sh — generate the full-size random-weight checkpoints of the golden data
-# (golden README §1.4) for the tests labelled "full".
+# (docs/SEMANTICS.md §14.1) for the tests labelled "full".
 #
 #   scripts/make-full-ckpts.sh OUT_DIR [sd15] [sd21]      (default: both)
 #
 # Writes OUT_DIR/sd15.safetensors (2,132,674,926 bytes) and/or OUT_DIR/sd21.safetensors
 # (2,607,408,968 bytes) with the shared generator tools/mkckpt.c (built into OUT_DIR), using the
-# manifests' own dtypes (no 4th argument), then checks the sha256 from the README. A file that is
+# manifests' own dtypes (no 4th argument), then checks the sha256 (docs/SEMANTICS.md §14.1). A file that is
 # already there with the right size is kept. Environment: SDGEN_SHARED (default: ../shared beside
 # the checkout). Exit status 0 when every requested file is in place.
 set -euo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Writes tests/fixtures/sched/sched_ref.json: an independent torch/numpy re-derivation of the
-diffusers scheduler classes sdgen follows (golden/README.md §3.4-3.8; diffusers 0.25.1 DDIM,
+diffusers scheduler classes sdgen follows (docs/SEMANTICS.md §5, §6, §9; diffusers 0.25.1 DDIM,
 DDPM, Euler, Euler ancestral; 0.27.0 DPM-Solver++ 2M), for what the golden cases do not cover:
 spacings, Karras for the Euler classes, ddpm, v-prediction with the sigma samplers, img2img
 with sigma samplers. Written from the documented formulas (torch float32 0-d tensors for the

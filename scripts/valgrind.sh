@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# valgrind.sh — issue 6: the tiny-model generation and the C unit tests under valgrind's memcheck.
+# valgrind.sh — the tiny-model generation and the C unit tests under valgrind's memcheck.
 #
 #   scripts/valgrind.sh [BUILD_DIR]        (default: build-rel; a Release or RelWithDebInfo build, not ASan)
 #

@@ -1,7 +1,7 @@
 /* pipeline.c — the generator: prompt → conditioning → denoising loop → VAE decode → pixels.
  *
  * Follows diffusers 0.25.1 StableDiffusionPipeline / StableDiffusionImg2ImgPipeline, as pinned
- * down in ../shared/golden/README.md §3: one random generator per image, drawn in the order
+ * down in docs/SEMANTICS.md §7–§9: one random generator per image, drawn in the order
  * (img2img: posterior sample, then start noise), (txt2img: start noise), then one draw per
  * step for the samplers that need it; classifier-free guidance as one batch of 2 with the
  * unconditional half first; g = u + cfg·(c − u) in float32.

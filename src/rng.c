@@ -80,7 +80,7 @@ static inline uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return
 /* log256_ps (Cephes logf as vectorised by Pommier/Garberoglio, vendored in PyTorch's
  * aten/src/ATen/native/cpu/avx_mathfun.h) for x > 0, one lane at a time. PyTorch's build
  * (GCC, -mfma via the AVX2 CPU_CAPABILITY flags) contracts the polynomial's multiply-adds, the
- * `y*z + e*q1` and `e*q2 + x` steps; golden/README.md §3.3 lists them and the golden noise
+ * `y*z + e*q1` and `e*q2 + x` steps; docs/SEMANTICS.md §8.1 lists them and the golden noise
  * confirms them. */
 static float cephes_logf(float x)
 {

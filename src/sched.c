@@ -1,6 +1,6 @@
 /* sched.c — noise schedules and sampler steps (sdgen/sched.h), as diffusers computes them.
  *
- * Reference classes (golden/README.md §3.4–3.8): diffusers 0.25.1 DDIMScheduler,
+ * Reference classes (docs/SEMANTICS.md §5, §6, §9): diffusers 0.25.1 DDIMScheduler,
  * DDPMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler; diffusers 0.27.0
  * DPMSolverMultistepScheduler (dpmsolver++, solver_order 2, midpoint, lower_order_final,
  * final_sigmas_type "zero"). Tensor arithmetic there is float32, one rounding per torch op, and

@@ -1,6 +1,6 @@
 /* golden_cli.h — run a golden case through the `sdgen` binary, exactly as a user would (its
  * case.json keys become command-line options verbatim), and compare every dumped tensor, the
- * PNG's pixels and its parameters chunk against the reference (tolerances: golden README §5). */
+ * PNG's pixels and its parameters chunk against the reference (tolerances: docs/SEMANTICS.md §14.3). */
 #ifndef SDGEN_GOLDEN_CLI_H
 #define SDGEN_GOLDEN_CLI_H
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_bad_inputs.sh — issue 6 "Done when": malformed model files, diffusers folders, vocabularies, batch
+# test_bad_inputs.sh — bad input end to end: malformed model files, diffusers folders, vocabularies, batch
 # files, init images and command-line options fed to `sdgen`. For every case it asserts
 #   - the exit code (README "Exit codes": 2 usage/input error, 1 batch with failed items, 3 out of memory),
 #   - a message on stderr naming the problem (a specific substring, on one line; at most a few lines),
@@ -407,5 +407,5 @@ cs oom-max-memory-mixed-units
 expect 3 "GB of activation memory but only 512.0 MB is available" "${GEN[@]}" -p x -W 2048 -H 2048 --max-memory 512M -o out.png
 
 echo "$cases cases: $pass passed, $fail failed"
-[ "$cases" -ge 40 ] || { echo "FAIL: only $cases cases (issue 6 asks for at least 40)" >&2; fail=$((fail + 1)); }
+[ "$cases" -ge 40 ] || { echo "FAIL: only $cases cases (the suite keeps at least 40)" >&2; fail=$((fail + 1)); }
 [ "$fail" = 0 ]

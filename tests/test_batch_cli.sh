@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_batch_cli.sh — batches through the CLI (issue 5 "Done when": a batch file of 20 lines with 2 malformed
+# test_batch_cli.sh — batches through the CLI (requirement: a batch file of 20 lines with 2 malformed
 # lines produces 18 images and two clear errors; the PNG metadata of each image parses back to its parameters).
 #   1. JSON Lines batch: 20 items (with # comments and blank lines between them), 2 malformed → exit 1, exactly
 #      18 valid PNGs, two errors naming FILE:LINE (the file's own line numbers), and each PNG's `parameters`

@@ -1,4 +1,4 @@
-/* test_clip.c — text encoders against the golden cases (README §3.2, tolerance §5: 2e-5 max abs).
+/* test_clip.c — text encoders against the golden cases (docs/SEMANTICS.md §4, tolerance §14.3: 2e-5 max abs).
  *
  * For every case under golden/cases/ whose model is stored (the gen:sd15 case p5 is checked by
  * test_clip_full.c), tokens_cond/tokens_uncond → text_emb_cond/text_emb_uncond, encoded as one

@@ -1,6 +1,6 @@
 /* test_clip_full.c — the full-size SD 1.5 case p5 (gen:sd15): text encoder (CLIP ViT-L/14,
  * 12 layers, width 768) tokens → text_emb within 2e-5, and the full VAE decoder
- * latents_final / 0.18215 → image_float within 1e-4 (README §3.2, §3.7, §5).
+ * latents_final / 0.18215 → image_float within 1e-4 (docs/SEMANTICS.md §4, §10, §14.3).
  *
  * The 2 GB checkpoint is $SDGEN_SD15 when that names a file; otherwise it is generated (never
  * skipped) into $SDGEN_TEST_TMP/full: with scripts/make-full-ckpts.sh when present, else by

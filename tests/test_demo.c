@@ -1,4 +1,4 @@
-/* test_demo.c — the shipped demo model through the sdgen binary against the PyTorch sampler (issue 8).
+/* test_demo.c — the shipped demo model through the sdgen binary against the PyTorch sampler (docs/DEMO.md).
  *
  * tests/fixtures/demo/cases.txt lists prompts and seeds whose images scripts/demo-model/make_fixtures.py drew
  * with the training code's own sampler (sample.py: diffusers DDIM semantics, PyTorch CPU generator noise).

@@ -43,7 +43,7 @@ info_json() { # info_json MODEL -> stdout JSON; fails the test if exit code != 0
     printf '%s' "$out"
 }
 
-# ---------------------------------------------------------------- tiny-sd1 (golden README §1.1)
+# ---------------------------------------------------------------- tiny-sd1 (docs/SEMANTICS.md §14.1)
 j="$(info_json "$M/tiny-sd1.safetensors")"
 expect sd1 "$j" family '"sd1"'
 expect sd1 "$j" prediction '"eps"'
@@ -92,7 +92,7 @@ check "text text line" grep -q '^text: *CLIP, width 64, 2 layers (2 used), 1 hea
 # -m form
 check "info -m" grep -q '"family":"sd1"' <<<"$("$SDGEN" info -m "$M/tiny-sd1.safetensors" --json 2>/dev/null)"
 
-# ---------------------------------------------------------------- tiny-sd2 (§1.2)
+# ---------------------------------------------------------------- tiny-sd2 (docs/SEMANTICS.md §14.1)
 j="$(info_json "$M/tiny-sd2.safetensors")"
 expect sd2 "$j" family '"sd2"'
 expect sd2 "$j" prediction '"v"'
@@ -117,7 +117,7 @@ expect sd2.text "$t" pad_id 0
 d="$(grep -o '"dtypes":{.*},"tensors"' <<<"$j")"
 check "sd2 dtypes all F16" test "$(grep -o 'F32\|BF16\|I64' <<<"$d" | wc -l)" -eq 0
 
-# ---------------------------------------------------------------- tiny-cfg (§1.3)
+# ---------------------------------------------------------------- tiny-cfg (docs/SEMANTICS.md §14.1)
 j="$(info_json "$M/tiny-cfg")"
 expect cfg "$j" family '"sd1"'
 expect cfg "$j" prediction '"eps"'

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test_info_full.sh — `sdgen info --json` on the full-size random SD 1.5 and SD 2.1 (768-v) checkpoints
-# of the golden data (README §1.4; label "full": 2.1 + 2.6 GB, generated on first use).
+# of the golden data (docs/SEMANTICS.md §14.1; label "full": 2.1 + 2.6 GB, generated on first use).
 #
 # Checkpoints: $SDGEN_SD15 / $SDGEN_SD21 when set; else $SDGEN_TEST_TMP/full/{sd15,sd21}.safetensors,
 # made by scripts/make-full-ckpts.sh (kept when already there with the right size), or, if that

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_interrupt.sh — issue 6 "Done when": killing a 10-image batch mid-way and re-running with
+# test_interrupt.sh — interrupt and resume: killing a 10-image batch mid-way and re-running with
 # --skip-existing yields exactly 10 valid PNGs.
 #   1. a 10-image run (tiny model, 64×64, 3 steps) in the background; SIGINT once the 3rd PNG exists;
 #      assert exit code 130, the "interrupted: N of 10 images written" message, N PNGs on disk, every one

@@ -1,13 +1,13 @@
 /* test_model.c — the architecture sd_model_open derives (src/model.c, src/diffusers.c) for the three
- * golden tiny models, field by field against ../shared/golden/README.md §1, and the diffusers
+ * golden tiny models, field by field against docs/SEMANTICS.md §14.1 and §12, and the diffusers
  * name translation against the LDM names of equivalent single files.
  *
- *   tiny-sd1 (§1.1): SD 1.x rules from shapes: U-Net 32×(1,2), attention at level 0 + middle, 8 heads,
+ *   tiny-sd1, §14.1: SD 1.x rules from shapes: U-Net 32×(1,2), attention at level 0 + middle, 8 heads,
  *                    conv proj, context 64; CLIP text 64 wide, 2 layers, 1 head, MLP 256; VAE
  *                    32×(1,2,2,2), 1 res block per encoder level.
- *   tiny-sd2 (§1.2): SD 2.x rules: U-Net 64×(1,2), head width 64, linear proj, context 128; OpenCLIP
+ *   tiny-sd2, §14.1: SD 2.x rules: U-Net 64×(1,2), head width 64, linear proj, context 128; OpenCLIP
  *                    text 128 wide, 3 blocks of which 2 are used, 2 heads, MLP 512, GELU, pad 0; v.
- *   tiny-cfg (§1.3): sizes from config.json: U-Net 32×(1,2) with 8 heads ("attention_head_dim" 8),
+ *   tiny-cfg, §14.1: sizes from config.json: U-Net 32×(1,2) with 8 heads ("attention_head_dim" 8),
  *                    context 32; text 32 wide, 5 layers, 4 heads, MLP 37; VAE 32×(1,2,2,2) with 2
  *                    res blocks per level; scheduler config read.
  * Name translation: tiny-cfg's U-Net has tiny-sd1's U-Net structure, so its translated names must be

@@ -133,7 +133,7 @@ static void test_exact_and_roundtrip(void)
     const char *want = "a red apple on a table\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, "
                        "CFG scale: 7.5, Seed: 42, Size: 512x512, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, RNG: CPU, "
                        "Version: sdgen 0.1.0";
-    CHECK(out && !strcmp(out, want), "issue example:\n got  %s\n want %s", out, want);
+    CHECK(out && !strcmp(out, want), "docs/SEMANTICS.md §13 example:\n got  %s\n want %s", out, want);
 
     sd_gen_params q;
     CHECK(sd_params_parse(out, &q, &err) == 0, "parse: %s", err.msg);
@@ -141,7 +141,7 @@ static void test_exact_and_roundtrip(void)
               !strcmp(q.schedule_type, "Karras") && q.cfg_scale == 7.5 && q.seed == 42 && q.width == 512 && q.height == 512 &&
               !strcmp(q.model_hash, "6ce0161689") && !strcmp(q.model_name, "v1-5-pruned-emaonly") && !strcmp(q.rng, "CPU") &&
               !strcmp(q.version, "sdgen 0.1.0") && q.clip_skip == 1 && q.denoising_strength < 0,
-          "round trip of the issue example");
+          "round trip of the docs/SEMANTICS.md §13 example");
     const char *sampler, *schedule;
     CHECK(sd_params_cli_sampler(q.sampler, q.schedule_type, &sampler, &schedule) == 0 && !strcmp(sampler, "dpmpp_2m") &&
               !strcmp(schedule, "karras"),

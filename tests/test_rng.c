@@ -1,8 +1,8 @@
 /* test_rng.c — sd_rng against golden/rng/randn.json and the noise tensors of every golden case.
  *
- * randn.json (golden/rng/README.md): one generator per seed, its draws in order; accepted
+ * randn.json (reference draws of docs/SEMANTICS.md §8.1–§8.2): one generator per seed, its draws in order; accepted
  * tolerance 1e-6, and we count how many values are bit-exact (all of torch_cpu must be).
- * Cases (golden/README.md §3.3, §3.8): noise, step_noise and vae_sample_noise reproduced from
+ * Cases (docs/SEMANTICS.md §8.3): noise, step_noise and vae_sample_noise reproduced from
  * the case's seed in the reference order, bit for bit (tolerance 0).
  */
 #include <cjson/cJSON.h>
@@ -198,7 +198,7 @@ static void test_case_noise(const char *dir)
     sd_npy a;
     char what[256];
     if (img2img) {
-        /* §3.8: draw 1 = the VAE posterior sample ε, draw 2 = the add_noise noise. */
+        /* docs/SEMANTICS.md §8.3: draw 1 = the VAE posterior sample ε, draw 2 = the add_noise noise. */
         CHECK(load(&a, dir, "vae_sample_noise.npy") == 0, "%s: vae_sample_noise.npy", dir);
         float *got = malloc(sizeof(float) * (size_t)a.numel);
         sd_rng_randn(&r, got, a.numel);
@@ -214,7 +214,7 @@ static void test_case_noise(const char *dir)
     snprintf(what, sizeof what, "%s noise", dir);
     check_exact(what, got, a.f32, lat);
     sd_npy_free(&a);
-    /* step_noise exists for the samplers that draw during steps (§3.3: ddpm when t > 0, euler and
+    /* step_noise exists for the samplers that draw during steps (docs/SEMANTICS.md §6.7: ddpm when t > 0, euler and
      * euler_a every step); the cases that have it are euler / euler_a, one draw per step. */
     if (load(&a, dir, "step_noise.npy") == 0) {
         int64_t steps = a.shape[0];

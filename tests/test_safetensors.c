@@ -1,5 +1,5 @@
 /* test_safetensors.c — the safetensors reader (src/safetensors.c) and model opening on files that
- * are broken in every way issue 2 lists.
+ * are broken in every way the cases below list.
  *
  * 1. Conversions: all 65,536 F16 bit patterns through the vector path (sd_f16_to_f32) and the
  *    scalar one (sd_f16_to_f32_1) against a reference written here from the IEEE 754 binary16

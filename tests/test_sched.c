@@ -1,10 +1,10 @@
 /* test_sched.c — schedules and sampler steps against the golden cases and a torch re-derivation.
  *
- * Golden cases (golden/README.md §3.4–3.8): alphas_cumprod, timesteps, sigmas exact; the start
+ * Golden cases (docs/SEMANTICS.md §5, §6, §9): alphas_cumprod, timesteps, sigmas exact; the start
  * latent (txt2img noise·init_noise_sigma, img2img add_noise) exact; the first U-Net input
  * (input scaling) exact; every step from the reference latent before it, the guided output and
  * the step noise to step_latents[i] within 3e-5·max(1, max|ref|) (we print the real errors).
- * Unit checks: README §3.4 examples (Karras n = 6, spacings), strength rounding (§3.8), names.
+ * Unit checks: docs/SEMANTICS.md §5 examples (Karras n = 6, spacings), strength rounding (§9.2), names.
  * tests/fixtures/sched/sched_ref.json (scripts/make-sched-fixtures.py, torch float32 and numpy
  * re-derivation of the diffusers classes): ddpm eps/v steps, spacings and Karras lists that no
  * golden case covers.
@@ -212,7 +212,7 @@ static void test_case(const char *dir)
     cJSON_Delete(c);
 }
 
-/* README §3.4 examples. */
+/* docs/SEMANTICS.md §5.2–§5.3 examples. */
 static void test_examples(void)
 {
     sd_sched s;
@@ -261,7 +261,7 @@ static void test_strength_and_errors(void)
 {
     sd_sched s;
     sd_err err;
-    /* §3.8: 50·0.58 = 28.999999999999996 → 28 steps; 100·0.29 → 28. */
+    /* docs/SEMANTICS.md §9.2: 50·0.58 = 28.999999999999996 → 28 steps; 100·0.29 → 28. */
     sd_sched_init(&s, SD_SAMPLER_DDIM, SD_SCHEDULE_DEFAULT, SD_SPACING_DEFAULT, SD_PRED_EPS, 50, NULL, &err);
     CHECK(sd_sched_set_strength(&s, 0.58, &err) == 0 && s.n_steps == 28 && s.t_start == 22, "50·0.58 → %d steps",
           s.n_steps);
@@ -415,7 +415,7 @@ static void test_fixture(void)
         int n, ng, nz;
         read_floats(cJSON_GetArrayItem(xs, 0), x, 256, &n);
         if (strength > 0) {
-            /* img2img start latent: add_noise(enc, noise) at the first step run (§3.8). */
+            /* img2img start latent: add_noise(enc, noise) at the first step run (docs/SEMANTICS.md §9.4). */
             float enc[256], nz0[256], got[256];
             int ne, nn;
             read_floats(cJSON_GetObjectItemCaseSensitive(e, "enc"), enc, 256, &ne);

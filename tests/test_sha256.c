@@ -93,7 +93,7 @@ static void test_files(const char *tmp)
     rc = sd_sha256_file("/nonexistent/file.safetensors", dg, &err);
     CHECK(rc != 0 && strstr(err.msg, "/nonexistent/file.safetensors"), "missing file: '%s'", err.msg);
 
-    /* the golden checkpoint's SHA-256 as published in golden/README.md */
+    /* the golden checkpoint's SHA-256 as listed in docs/SEMANTICS.md §14.1 */
     const char *ck = sd_test_path("golden/models/tiny-sd1.safetensors");
     if (access(ck, R_OK) == 0) {
         char h[65], s10[11];

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_tokenize_cli.sh — `sdgen tokenize` (issue 3): the reference 77 ids, SD 1.x / 2.x padding,
+# test_tokenize_cli.sh — `sdgen tokenize`: the reference 77 ids, SD 1.x / 2.x padding,
 # vocabulary from --vocab / SDGEN_VOCAB, --chunks after weight parsing, --no-weighting, errors (exit 2,
 # one line). Needs $SDGEN (the binary) and $SDGEN_SHARED/clip (the CLIP vocabulary).
 set -u
@@ -23,7 +23,7 @@ pad() { # pad ID COUNT: COUNT copies of ID, space-separated, with a leading spac
 unset SDGEN_VOCAB
 ids="49406 320 1125 539 550 18376 6765 320 4558 525 7496 49407"
 out=$("$SDGEN" tokenize --vocab "$VOCAB" "a photo of an astronaut riding a horse on mars")
-check "sd1 ids (clip/README check)" "$out" "$ids$(pad 49407 65)"
+check "sd1 ids (docs/SEMANTICS.md §2.4 check)" "$out" "$ids$(pad 49407 65)"
 out=$("$SDGEN" tokenize --vocab "$VOCAB" --family sd2 "a photo of an astronaut riding a horse on mars")
 check "sd2 ids, pad 0" "$out" "$ids$(pad 0 65)"
 out=$("$SDGEN" tokenize --family=sd2 --vocab="$VOCAB/bpe_simple_vocab_16e6.txt.gz" "wow! amazing!! (sd2 pads with '!')")

@@ -1,4 +1,4 @@
-/* test_tokenizer.c — the CLIP tokenizer against the reference ids (golden README §3.1).
+/* test_tokenizer.c — the CLIP tokenizer against the reference ids (docs/SEMANTICS.md §2).
  *
  * 1. every case of golden/tokenizer/cases.json (sd1, sd2, sd1_unpadded, sd2_unpadded), exact, with the
  *    vocabulary loaded in each form: the clip/ folder, bpe_simple_vocab_16e6.txt.gz, vocab.json,

@@ -1,5 +1,5 @@
 /* test_unet.c — the U-Net against the golden cases: (unet0_sample, unet0_timestep,
- * unet0_context) -> unet0_out within 1.5e-5 max abs (golden README §5), for every case in
+ * unet0_context) -> unet0_out within 1.5e-5 max abs (docs/SEMANTICS.md §14.3), for every case in
  * golden/cases except the full-size p5 (tests/test_unet_full.c). Also: a latent whose size is
  * not a multiple of 2 per level, a second call on the same arena, and bad inputs. */
 #include <cjson/cJSON.h>

@@ -1,10 +1,10 @@
-/* test_vae.c — the VAE against the golden cases (README §3.7, §3.8, tolerances §5).
+/* test_vae.c — the VAE against the golden cases (docs/SEMANTICS.md §10, §9.3, tolerances §14.3).
  *
  * Decoder: for every case with a stored model, latents_final / 0.18215 → image_float within
- * 1e-4 max abs (the README measures ≤ 4.3e-6 for a contiguous float32 decoder on the dumped
+ * 1e-4 max abs (docs/SEMANTICS.md §14.3: ≤ 4.3e-6 for a contiguous float32 decoder on the dumped
  * latent; the log prints the actual). The gen:sd15 case p5 is checked by test_clip_full.c.
  * Encoder (img2img cases): image_in → vae_moments within 4e-4, and
- * (vae_moments, vae_sample_noise) → latents_encoded within 1e-4 (§3.8: exact with SLEEF's expf).
+ * (vae_moments, vae_sample_noise) → latents_encoded within 1e-4 (docs/SEMANTICS.md §9.3: exact with SLEEF's expf).
  */
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -161,7 +161,7 @@ static void check_case(const char *dir, const char *name)
                 for (int64_t i = 0; i < enc.numel; i++) diff += out[i] != enc.f32[i];
                 printf("     latents_encoded: %ld of %lld values differ from the golden bits\n", diff,
                        (long long)enc.numel);
-                CHECK(diff == 0, "%s: latents_encoded must be bit-exact from the dumped moments (README §3.8)", name);
+                CHECK(diff == 0, "%s: latents_encoded not bit-exact from the dumped moments (docs/SEMANTICS.md §9.3)", name);
                 /* And from our own moments (whole encoder path). */
                 if (rc == 0 && sd_numel(moments) == mom.numel) {
                     sd_vae_sample(moments.data, eps.f32, plane, m.vae.z_channels, m.vae.scale_factor, out);

@@ -1,6 +1,6 @@
 /* sdgen/batch.h — the `--prompts FILE` batch file and output-path templates.
  *
- * Format (issue 5): JSON Lines when the first line that is neither blank nor a '#' comment starts with
+ * Format: JSON Lines when the first line that is neither blank nor a '#' comment starts with
  * '{' (leading whitespace allowed); otherwise one prompt per line. In both modes blank lines and lines
  * whose first non-blank character is '#' are skipped, and lines are numbered from 1 as in the file. In
  * JSON mode each line is one flat object whose keys are golden case.json names:

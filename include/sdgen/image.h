@@ -7,7 +7,7 @@
  * written to a unique temporary name in the same directory, fsync'ed and renamed, so a crash or
  * SIGINT never leaves a half-written PNG under the final name.
  *
- * Init images (diffusers 0.25.1 VaeImageProcessor, golden README §3.8): decoded with stb_image to
+ * Init images (diffusers 0.25.1 VaeImageProcessor, docs/SEMANTICS.md §9.1): decoded with stb_image to
  * RGB8 (alpha dropped as PIL's convert("RGB") does), the size rounded down to multiples of 8, a
  * Lanczos resize (PIL Image.resize(LANCZOS), fixed-point 8-bit path) when that changes it, then
  * image_in = 2·(u8/255) − 1 in float32, NCHW.
@@ -54,7 +54,7 @@ int sd_image_resize_lanczos(const sd_image *in, int w, int h, sd_image *out, sd_
  * get_default_height_width). Fails when either becomes 0. */
 int sd_image_init_size(int w, int h, int *w8, int *h8, sd_err *err);
 
-/* RGB8 HWC -> float32 NCHW [1,3,h,w]: (float)u8/255.0f * 2 - 1 (golden §3.8, bit-exact with numpy). */
+/* RGB8 HWC -> float32 NCHW [1,3,h,w]: (float)u8/255.0f * 2 - 1 (docs/SEMANTICS.md §9.1, bit-exact with numpy). */
 void sd_image_to_float(const sd_image *im, float *out);
 
 /* Convenience: load `path`, round its size down to multiples of 8, Lanczos-resize if needed.

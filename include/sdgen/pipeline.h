@@ -9,7 +9,7 @@
  *     sd_gen_result_free(&r); sd_pipeline_close(&p);
  *
  * The order of operations, the random draws and the float32 arithmetic follow
- * ../shared/golden/README.md §3 (diffusers 0.25.1), so the same seed gives the same image.
+ * docs/SEMANTICS.md (diffusers 0.25.1), so the same seed gives the same image.
  */
 #ifndef SDGEN_PIPELINE_H
 #define SDGEN_PIPELINE_H
@@ -108,7 +108,7 @@ int sd_gen_infotext(const sd_gen_opts *o, int width, int height, const char *mod
                     char **out, sd_err *err);
 
 /* Decoder output → 8-bit pixels: round_half_even(clamp(x/2 + 0.5, 0, 1)·255) in float32,
- * NCHW [1,3,h,w] → HWC RGB (golden README §3.7). */
+ * NCHW [1,3,h,w] → HWC RGB (docs/SEMANTICS.md §10). */
 void sd_image_float_to_rgb8(const float *img, int w, int h, uint8_t *rgb);
 
 #ifdef __cplusplus

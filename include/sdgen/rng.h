@@ -1,6 +1,6 @@
 /* sdgen/rng.h — the random number generators whose normal draws match the reference.
  *
- * Two kinds, selected by --rng (golden/rng/README.md, golden/README.md §3.3):
+ * Two kinds, selected by --rng (docs/SEMANTICS.md §8):
  *
  *   SD_RNG_CPU   PyTorch's CPU generator (torch.Generator("cpu").manual_seed(seed)) followed by
  *                torch.randn(shape, generator=g, dtype=float32): mt19937 seeded with seed mod 2^32;
@@ -13,7 +13,7 @@
  *
  * One sd_rng_randn() call is one torch.randn call: n is the element count of the whole shape
  * (e.g. 1·4·h·w for a latent). Later draws depend on earlier ones, so the caller must make the
- * draws in the reference order (§3.3, §3.8).
+ * draws in the reference order (docs/SEMANTICS.md §8.3).
  *
  *     sd_rng r; sd_rng_init(&r, SD_RNG_CPU, seed);
  *     sd_rng_randn(&r, noise, 4 * h * w);

@@ -1,6 +1,6 @@
 /* sdgen/sched.h — noise schedules and samplers, step for step as the reference computes them.
  *
- * golden/README.md §3.4–3.8 is the specification: diffusers 0.25.1's DDIMScheduler,
+ * docs/SEMANTICS.md §5, §6 and §9 are the specification: diffusers 0.25.1's DDIMScheduler,
  * DDPMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler and 0.27.0's
  * DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint, final_sigmas_type "zero"), with
  * every operation in float32 as those classes do it (ᾱ table, σ table, timesteps, σ lists,
@@ -47,7 +47,7 @@ typedef enum sd_sampler {
 typedef enum sd_schedule { SD_SCHEDULE_DEFAULT = 0, SD_SCHEDULE_KARRAS } sd_schedule;
 
 /* Timestep spacing (diffusers `timestep_spacing`). DEFAULT = the sampler class's default:
- * leading for ddim/ddpm, linspace for euler/euler_a/dpmpp_2m (§3.4). */
+ * leading for ddim/ddpm, linspace for euler/euler_a/dpmpp_2m (docs/SEMANTICS.md §5.2). */
 typedef enum sd_spacing {
     SD_SPACING_DEFAULT = 0,
     SD_SPACING_LEADING,
@@ -99,19 +99,19 @@ int sd_sched_init(sd_sched *s, sd_sampler sampler, sd_schedule schedule, sd_spac
                   sd_prediction prediction, int steps, const sd_sched_config *cfg, sd_err *err);
 void sd_sched_free(sd_sched *s);
 
-/* img2img (§3.8): keep the last int(steps·strength) steps (double product, truncated;
+/* img2img (docs/SEMANTICS.md §9.2): keep the last int(steps·strength) steps (double product, truncated;
  * t_start = steps − that). strength in (0, 1]; fails when no step would run. */
 int sd_sched_set_strength(sd_sched *s, double strength, sd_err *err);
 
 /* txt2img start latent: x = noise · init_noise_sigma (float32). x may equal noise. */
 void sd_sched_init_latent(const sd_sched *s, const float *noise, float *x, int64_t n);
 
-/* img2img start latent from the encoded image at the first timestep run (§3.8 step 6):
+/* img2img start latent from the encoded image at the first timestep run (docs/SEMANTICS.md §9.4):
  * ddim/ddpm √ᾱ_t·x0 + √(1−ᾱ_t)·noise; euler/euler_a x0 + noise·σ; dpmpp_2m α(σ)·x0 + σα(σ)·noise.
  * out may equal x0 or noise. */
 void sd_sched_add_noise(const sd_sched *s, const float *x0, const float *noise, float *out, int64_t n);
 
-/* U-Net input of step i (§3.5): x / sqrt(σ_i² + 1) for euler/euler_a, else a copy.
+/* U-Net input of step i (docs/SEMANTICS.md §6.7): x / sqrt(σ_i² + 1) for euler/euler_a, else a copy.
  * out may equal x. */
 void sd_sched_scale_input(const sd_sched *s, int i, const float *x, float *out, int64_t n);
 /* The divisor above (1 for ddim/ddpm/dpmpp_2m). */

@@ -1,7 +1,7 @@
 /* sdgen/tokenizer.h — the CLIP byte-level BPE tokenizer used by every SD 1.x / 2.x text encoder.
  *
  * Matches transformers' slow CLIPTokenizer as the SD pipelines load it without ftfy (the golden
- * ids, ../shared/golden/README.md §3.1): BasicTokenizer clean-up (control characters dropped,
+ * ids, docs/SEMANTICS.md §2): BasicTokenizer clean-up (control characters dropped,
  * whitespace collapsed, CJK ideographs spaced out, NFC, lower-case), the CLIP pre-tokenising
  * pattern  <|startoftext|>|<|endoftext|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
  * with Unicode letter/number classes, bytes_to_unicode, BPE with "</w>" by merge rank.
@@ -14,7 +14,7 @@
  *
  * pad_id selects the family: 49407 (= EOS) for SD 1.x; 0 for SD 2.x, whose reference tokenizer
  * has "!" (id 0) as its pad token — a special token, so every "!" in the prompt is split off
- * as id 0 instead of being BPE-encoded (golden README §3.1). Generally: when pad_id is an
+ * as id 0 instead of being BPE-encoded (docs/SEMANTICS.md §2.5). Generally: when pad_id is an
  * ordinary vocabulary entry, its text is treated as a special token, as transformers does.
  *
  * A tokenizer is not thread-safe (it keeps a BPE cache).
@@ -84,7 +84,7 @@ int sd_tokenize_77(sd_tokenizer *t, const char *text, int pad_id, int32_t out[SD
                    int *n_tokens, int *truncated, sd_err *err);
 
 /* ---- finding the vocabulary ----
- * Order (issue 3): cli_path (--vocab), $SDGEN_VOCAB, the model's own merges (embedded_merges,
+ * Order: cli_path (--vocab), $SDGEN_VOCAB, the model's own merges (embedded_merges,
  * from its "sdgen.bpe_merges" metadata), a diffusers folder's tokenizer/ (tokenizer_dir), a
  * vocabulary file or tokenizer/ folder beside a single-file checkpoint (model_path), then the
  * install data folder (SDGEN_DATA_DIR and SDGEN_DATA_DIR/clip). A location that is named

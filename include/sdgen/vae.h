@@ -30,7 +30,7 @@ int sd_vae_check(const sd_model *m, sd_err *err);
 /* Multiply-adds ×2 of decoding one h×w latent (convolutions, attention products). */
 double sd_vae_decode_flops(const sd_vae_config *v, int64_t h, int64_t w);
 
-/* Decoder: z [n, z_channels, h, w] (latent already divided by the scale factor, §3.7) ->
+/* Decoder: z [n, z_channels, h, w] (latent already divided by the scale factor, docs/SEMANTICS.md §10) ->
  * img [n, 3, h·2^(levels−1), w·2^(levels−1)] in the arena (nominally [−1, 1], not clamped).
  * post_quant_conv is applied first. Batch items are decoded one after another, so peak memory
  * is that of one image. Returns 0, or -1 with err (SD_EXIT_INPUT / SD_EXIT_OOM). */
@@ -58,7 +58,7 @@ size_t sd_vae_decode_bytes(const sd_model *m, int64_t n, int64_t h, int64_t w, i
  * (not clamped). */
 int sd_vae_encode(sd_model *m, sd_arena *a, sd_tensor img, sd_tensor *moments, sd_err *err);
 
-/* Posterior sample of ONE batch item (diffusers DiagonalGaussianDistribution.sample, §3.8 step 5):
+/* Posterior sample of ONE batch item (diffusers DiagonalGaussianDistribution.sample, docs/SEMANTICS.md §9.3):
  * out[c, i] = scale · (mean[c, i] + exp(0.5 · clamp(logvar[c, i], −30, 20)) · eps[c, i]),
  * each operation rounded to float32 in that order (no fused multiply-add).
  * moments: [2·z_channels, plane], eps and out: [z_channels, plane]; plane = h·w. */

@@ -1,7 +1,7 @@
 """Reference images of the shipped demo model for tests/test_demo.c, drawn by the PyTorch sampler (sample.py).
 
 The test runs the sdgen binary on the same prompts and seeds (no --model: the default-model path) and asks that
-its PNGs agree with these within +-2 for >= 99% of the values (issue 8's independent end-to-end check). Rerun
+its PNGs agree with these within +-2 for >= 99% of the values (an independent end-to-end check, docs/DEMO.md). Rerun
 this after every new export of models/demo.safetensors:
 
   /usr/bin/python3 scripts/demo-model/make_fixtures.py

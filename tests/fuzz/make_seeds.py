@@ -47,7 +47,7 @@ def safetensors_seeds():
     hdr["scalar"] = {"dtype": "F32", "shape": [], "data_offsets": [off, off + 4]}
     hdr["empty"] = {"dtype": "F16", "shape": [0, 4], "data_offsets": [off + 4, off + 4]}
     put(t, "all_dtypes", st_file(hdr, bytes((i * 37) & 255 for i in range(off + 4))))
-    # malformed files of issue 2
+    # malformed files (the cases of tests/test_safetensors.c)
     put(t, "bad_truncated", b"\x10\x00\x00")
     put(t, "bad_hlen_past_eof", struct.pack("<Q", 1000) + b"{}")
     put(t, "bad_hlen_huge", struct.pack("<Q", 1 << 62) + b"{}")
