@@ -139,28 +139,48 @@ static int bench_int(const char *opt, const char *v, long long lo, long long hi,
     return 0;
 }
 
-int sd_cmd_bench(int argc, char **argv)
+/* ---- the command ---- */
+
+typedef struct bench_opts {
+    const char *model, *vocab;
+    int W, H, steps, threads, json, no_vae, profile;
+    sd_weights_mode wmode;
+} bench_opts;
+
+typedef struct bench_result {
+    double t_load, t_text, t_warm, med, t_min, wall_mean, cpu_steps, t_vae, cpu_vae;
+    double peak, peak_cpu, peak_best; /* sgemm reference: median / per CPU-s / best call */
+    int sgemm_calls;
+    size_t arena_unet, arena_vae;
+    double f_unet, f_vae, f_text;
+    sd_op_profile prof_unet, prof_vae;
+} bench_result;
+
+/* Returns -1 to go on, else the exit code (0 after --help). */
+static int parse_bench_args(int argc, char **argv, bench_opts *o)
 {
-    sgemm_calls *ref = NULL;
-    const char *model = NULL, *vocab = NULL;
-    int W = 512, H = 512, steps = 3, threads = 0, json = 0, no_vae = 0, profile = 0;
-    sd_weights_mode wmode = SD_WEIGHTS_F16;
+    memset(o, 0, sizeof *o);
+    o->W = o->H = 512;
+    o->steps = 3;
+    o->wmode = SD_WEIGHTS_F16;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) model = argv[++i];
+        if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && v) o->model = argv[++i];
         else if ((!strcmp(a, "-W") || !strcmp(a, "--width")) && v) {
-            if (bench_int(a, argv[++i], 8, 4096, &W)) return SD_EXIT_INPUT;
+            if (bench_int(a, argv[++i], 8, 4096, &o->W)) return SD_EXIT_INPUT;
         } else if ((!strcmp(a, "-H") || !strcmp(a, "--height")) && v) {
-            if (bench_int(a, argv[++i], 8, 4096, &H)) return SD_EXIT_INPUT;
+            if (bench_int(a, argv[++i], 8, 4096, &o->H)) return SD_EXIT_INPUT;
         } else if (!strcmp(a, "--steps") && v) {
-            if (bench_int(a, argv[++i], 1, 1000, &steps)) return SD_EXIT_INPUT;
+            if (bench_int(a, argv[++i], 1, 1000, &o->steps)) return SD_EXIT_INPUT;
         } else if (!strcmp(a, "--threads") && v) {
-            if (bench_int(a, argv[++i], 1, 1024, &threads)) return SD_EXIT_INPUT;
-        }
-        else if (!strcmp(a, "--vocab") && v) vocab = argv[++i];
-        else if (!strcmp(a, "--json")) json = 1;
-        else if (!strcmp(a, "--profile")) profile = 1;
-        else if (!strcmp(a, "--winograd") && v) {
+            if (bench_int(a, argv[++i], 1, 1024, &o->threads)) return SD_EXIT_INPUT;
+        } else if (!strcmp(a, "--vocab") && v) {
+            o->vocab = argv[++i];
+        } else if (!strcmp(a, "--json")) {
+            o->json = 1;
+        } else if (!strcmp(a, "--profile")) {
+            o->profile = 1;
+        } else if (!strcmp(a, "--winograd") && v) {
             const char *wv = argv[++i];
             if (!strcmp(wv, "on")) sd_set_winograd(1);
             else if (!strcmp(wv, "off")) sd_set_winograd(0);
@@ -168,18 +188,17 @@ int sd_cmd_bench(int argc, char **argv)
                 sd_cli_say("sdgen bench", "--winograd expects on or off, got \"%s\"", wv);
                 return SD_EXIT_INPUT;
             }
-        }
-        else if (!strcmp(a, "--weights") && v) {
+        } else if (!strcmp(a, "--weights") && v) {
             const char *wv = argv[++i];
-            if (!strcmp(wv, "f16")) wmode = SD_WEIGHTS_F16;
-            else if (!strcmp(wv, "f32")) wmode = SD_WEIGHTS_F32;
+            if (!strcmp(wv, "f16")) o->wmode = SD_WEIGHTS_F16;
+            else if (!strcmp(wv, "f32")) o->wmode = SD_WEIGHTS_F32;
             else {
                 sd_cli_say("sdgen bench", "--weights expects f16 or f32, got \"%s\"", wv);
                 return SD_EXIT_INPUT;
             }
-        }
-        else if (!strcmp(a, "--no-vae")) no_vae = 1;
-        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        } else if (!strcmp(a, "--no-vae")) {
+            o->no_vae = 1;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             printf("usage: sdgen bench -m MODEL [-W 512] [-H 512] [--steps 3] [--threads N] [--weights f16|f32] [--no-vae] [--winograd on|off] [--profile] [--json]\n"
                    "Times the text encoder, U-Net steps with CFG (batch 2, after one warm-up step) and the VAE decoder;\n"
                    "reports s/step, achieved GFLOP/s, that as a share of OpenBLAS sgemm measured in the same process,\n"
@@ -191,60 +210,196 @@ int sd_cmd_bench(int argc, char **argv)
             return SD_EXIT_INPUT;
         }
     }
-    if (!model) {
+    if (!o->model) {
         fprintf(stderr, "sdgen bench: no model given (-m MODEL)\n");
         return SD_EXIT_INPUT;
     }
-    if (W < 8 || H < 8 || W % 8 || H % 8 || W > 4096 || H > 4096 || steps < 1 || steps > 1000) {
-        fprintf(stderr, "sdgen bench: width/height must be multiples of 8 up to 4096 and steps 1..1000\n");
+    if (o->W % 8 || o->H % 8) {
+        fprintf(stderr, "sdgen bench: width/height must be multiples of 8 up to 4096\n");
         return SD_EXIT_INPUT;
     }
-    if (threads > 0) sd_set_threads(threads);
+    return -1;
+}
+
+/* Text: cond + uncond through the pipeline's conditioner, timed after a warm-up. */
+static int measure_text(sd_pipeline *p, const sd_gen_opts *go, sd_cond *c, sd_cond *u, bench_result *r, sd_err *err)
+{
+    if (sd_pipeline_condition(p, go, c, u, err)) return -1;
+    sd_cond_free(c);
+    sd_cond_free(u);
+    const double t0 = sd_now();
+    if (sd_pipeline_condition(p, go, c, u, err)) return -1;
+    r->t_text = sd_now() - t0;
+    return 0;
+}
+
+/* The denoiser as the generator calls it (sd_pipeline_guided: batch 2 for CFG): one warm-up step,
+ * then `steps` timed ones; the median, fastest and mean wall time and the CPU time per step. */
+static int measure_unet(sd_pipeline *p, const bench_opts *o, const sd_gen_opts *go, sd_tensor xt, const sd_cond *c,
+                        const sd_cond *u, bench_result *r, sd_err *err)
+{
+    const int64_t n = sd_numel(xt);
+    float *g = malloc(sizeof(float) * (size_t)n);
+    double *times = malloc(sizeof(double) * (size_t)o->steps);
+    if (!g || !times) {
+        free(g);
+        free(times);
+        return sd_errcf(err, SD_EXIT_OOM, "out of memory");
+    }
+    const double tw = sd_now();
+    int ok = sd_pipeline_guided(p, xt, 999, c, u, go->cfg_scale, g, NULL, 1, err) == 0;
+    r->t_warm = sd_now() - tw;
+    r->arena_unet = p->arena.peak;
+    if (o->profile) sd_ops_set_profile(&r->prof_unet);
+    double cpu = cpu_seconds(), wall_sum = 0;
+    for (int s = 0; ok && s < o->steps; s++) {
+        const double t0 = sd_now();
+        ok = sd_pipeline_guided(p, xt, 999, c, u, go->cfg_scale, g, NULL, 1, err) == 0;
+        times[s] = sd_now() - t0;
+        wall_sum += times[s];
+    }
+    r->cpu_steps = (cpu_seconds() - cpu) / o->steps;
+    sd_ops_set_profile(NULL);
+    if (ok) {
+        qsort(times, (size_t)o->steps, sizeof(double), cmp_double);
+        const int k = o->steps;
+        r->med = k % 2 ? times[k / 2] : 0.5 * (times[k / 2 - 1] + times[k / 2]);
+        r->t_min = times[0];
+        r->wall_mean = wall_sum / k;
+    }
+    free(times);
+    free(g);
+    return ok ? 0 : -1;
+}
+
+/* One decode of a standard-normal latent (scaled latents are distributed like one). */
+static int measure_vae(sd_pipeline *p, const bench_opts *o, sd_tensor xt, bench_result *r, sd_err *err)
+{
+    sd_model *m = &p->model;
+    sd_model_release_pages(m, SD_PREFIX_UNET);
+    sd_tensor z = sd_tensor_4d(&p->arena, 1, xt.ne[1], xt.ne[2], xt.ne[3]);
+    if (!z.data) return sd_errcf(err, SD_EXIT_OOM, "out of memory for the decoder input");
+    memcpy(z.data, xt.data, (size_t)sd_numel(xt) * sizeof(float));
+    if (o->profile) sd_ops_set_profile(&r->prof_vae);
+    const double tv = sd_now(), tvc = cpu_seconds();
+    sd_tensor img;
+    const int rc = sd_vae_decode(m, &p->arena, z, &img, err);
+    r->t_vae = sd_now() - tv;
+    r->cpu_vae = cpu_seconds() - tvc;
+    sd_ops_set_profile(NULL);
+    r->arena_vae = p->arena.peak;
+    sd_arena_reset(&p->arena);
+    return rc;
+}
+
+static void report_json(const bench_opts *o, const bench_result *r, int nthreads, double rss)
+{
+    const double g_unet = r->f_unet / r->med / 1e9, g_vae = o->no_vae ? 0 : r->f_vae / r->t_vae / 1e9;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "model", o->model);
+    cJSON_AddNumberToObject(j, "width", o->W);
+    cJSON_AddNumberToObject(j, "height", o->H);
+    cJSON_AddNumberToObject(j, "threads", nthreads);
+    cJSON_AddStringToObject(j, "weights", o->wmode == SD_WEIGHTS_F16 ? "f16" : "f32");
+    cJSON_AddBoolToObject(j, "winograd", sd_winograd());
+    cJSON_AddNumberToObject(j, "load_s", r->t_load);
+    cJSON_AddNumberToObject(j, "sgemm_gflops", r->peak);
+    cJSON_AddNumberToObject(j, "sgemm_gflop_per_cpu_s", r->peak_cpu);
+    cJSON_AddNumberToObject(j, "sgemm_best_gflops", r->peak_best);
+    cJSON_AddNumberToObject(j, "sgemm_calls", r->sgemm_calls);
+    cJSON_AddNumberToObject(j, "text_encode_s", r->t_text);
+    cJSON_AddNumberToObject(j, "text_gflops", r->f_text / r->t_text / 1e9);
+    cJSON_AddNumberToObject(j, "unet_warmup_s", r->t_warm);
+    cJSON_AddNumberToObject(j, "unet_steps_timed", o->steps);
+    cJSON_AddNumberToObject(j, "unet_s_per_step", r->med);
+    cJSON_AddNumberToObject(j, "unet_s_per_step_min", r->t_min);
+    cJSON_AddNumberToObject(j, "unet_steps_per_s", 1 / r->med);
+    cJSON_AddNumberToObject(j, "unet_tflop_per_step", r->f_unet / 1e12);
+    cJSON_AddNumberToObject(j, "unet_gflops", g_unet);
+    cJSON_AddNumberToObject(j, "unet_pct_of_sgemm", 100 * g_unet / r->peak);
+    cJSON_AddNumberToObject(j, "unet_cpu_s_per_step", r->cpu_steps);
+    cJSON_AddNumberToObject(j, "unet_pct_of_sgemm_cpu", 100 * (r->f_unet / r->cpu_steps / 1e9) / r->peak_cpu);
+    if (!o->no_vae) {
+        cJSON_AddNumberToObject(j, "vae_decode_s", r->t_vae);
+        cJSON_AddNumberToObject(j, "vae_tflop", r->f_vae / 1e12);
+        cJSON_AddNumberToObject(j, "vae_gflops", g_vae);
+        cJSON_AddNumberToObject(j, "vae_pct_of_sgemm", 100 * g_vae / r->peak);
+        cJSON_AddNumberToObject(j, "vae_cpu_s", r->cpu_vae);
+    }
+    cJSON_AddNumberToObject(j, "arena_peak_unet_bytes", (double)r->arena_unet);
+    cJSON_AddNumberToObject(j, "arena_peak_vae_bytes", (double)r->arena_vae);
+    cJSON_AddNumberToObject(j, "peak_rss_bytes", rss);
+    if (o->profile) {
+        cJSON_AddItemToObject(j, "profile_unet_per_step", profile_json(&r->prof_unet, o->steps));
+        if (!o->no_vae) cJSON_AddItemToObject(j, "profile_vae", profile_json(&r->prof_vae, 1));
+    }
+    char *s = cJSON_PrintUnformatted(j);
+    printf("%s\n", s);
+    free(s);
+    cJSON_Delete(j);
+}
+
+static void report_text(const bench_opts *o, const bench_result *r, int nthreads, double rss)
+{
+    const double g_unet = r->f_unet / r->med / 1e9, g_vae = o->no_vae ? 0 : r->f_vae / r->t_vae / 1e9;
+    const double g_text = r->f_text / r->t_text / 1e9, peak = r->peak;
+    printf("sdgen bench: %s, %dx%d, %d threads, %s weights in memory, Winograd 3x3 %s\n", o->model, o->W, o->H,
+           nthreads, o->wmode == SD_WEIGHTS_F16 ? "f16" : "f32", sd_winograd() ? "on" : "off");
+    printf("  %-28s %10s %12s %10s\n", "stage", "seconds", "GFLOP/s", "% sgemm");
+    printf("  %-28s %10.3f %12.1f %9.0f%%   (median of %d calls before and after the steps; best %.1f)\n",
+           "sgemm 1536^3 (reference)", 2.0 * 1536 * 1536 * 1536 / peak / 1e9, peak, 100.0, r->sgemm_calls,
+           r->peak_best);
+    printf("  %-28s %10.3f %12.1f %9.0f%%\n", "text encode (cond+uncond)", r->t_text, g_text, 100 * g_text / peak);
+    printf("  %-28s %10.3f %12.1f %9.0f%%\n", "U-Net step, CFG (median)", r->med, g_unet, 100 * g_unet / peak);
+    if (!o->no_vae) printf("  %-28s %10.3f %12.1f %9.0f%%\n", "VAE decode", r->t_vae, g_vae, 100 * g_vae / peak);
+    printf("  U-Net: %.3f TFLOP per CFG step, %.3f steps/s (%d timed after a %.2f s warm-up; fastest %.3f s)\n",
+           r->f_unet / 1e12, 1 / r->med, o->steps, r->t_warm, r->t_min);
+    if (!o->no_vae) printf("  VAE decode: %.3f TFLOP\n", r->f_vae / 1e12);
+    printf("  memory: peak RSS %.2f GB; activation arena peak U-Net %.0f MB, VAE %.0f MB; load %.2f s\n", rss / 1e9,
+           r->arena_unet / 1e6, r->arena_vae / 1e6, r->t_load);
+    printf("  CPU time: U-Net %.3f CPU-s per step (%.1f GFLOP per CPU-s = %.0f%% of sgemm's %.1f)", r->cpu_steps,
+           r->f_unet / r->cpu_steps / 1e9, 100 * (r->f_unet / r->cpu_steps / 1e9) / r->peak_cpu, r->peak_cpu);
+    if (!o->no_vae) printf(", VAE %.3f CPU-s", r->cpu_vae);
+    printf("\n");
+    if (o->profile) {
+        print_profile("U-Net step profile", &r->prof_unet, o->steps, r->wall_mean);
+        if (!o->no_vae) print_profile("VAE decode profile", &r->prof_vae, 1, r->t_vae);
+    }
+}
+
+int sd_cmd_bench(int argc, char **argv)
+{
+    bench_opts o;
+    int rc = parse_bench_args(argc, argv, &o);
+    if (rc >= 0) return rc;
+    if (o.threads > 0) sd_set_threads(o.threads);
+    bench_result *r = calloc(1, sizeof *r);
+    sgemm_calls *ref = calloc(1, sizeof *ref);
+    if (!r || !ref) {
+        free(r);
+        free(ref);
+        fprintf(stderr, "sdgen bench: out of memory\n");
+        return SD_EXIT_OOM;
+    }
     sd_pipeline p;
     sd_err err = {0};
     sd_cond c = {0}, u = {0};
-    double tl = sd_now();
-    if (sd_pipeline_open(&p, model, vocab, &err)) {
+    float *x = NULL;
+    const double tl = sd_now();
+    if (sd_pipeline_open(&p, o.model, o.vocab, &err)) {
         sd_cli_say("sdgen", "%s", err.msg);
+        free(r);
+        free(ref);
         return err.code ? err.code : SD_EXIT_INPUT;
     }
-    double t_load = sd_now() - tl;
+    r->t_load = sd_now() - tl;
     sd_model *m = &p.model;
-    if (sd_model_set_weights_mode(m, wmode, &err)) goto fail;
-    int rc = 0;
-    const int f = sd_vae_factor(&m->vae), h = H / f, w = W / f, zc = m->vae.z_channels;
+    rc = 0;
+    if (sd_model_set_weights_mode(m, o.wmode, &err)) goto fail;
+    const int f = sd_vae_factor(&m->vae), h = o.H / f, w = o.W / f, zc = m->vae.z_channels;
     const int64_t n = (int64_t)zc * h * w;
-
-    /* sgemm reference: 2 s of calls now and 2 s after the timed U-Net steps, pooled */
-    ref = calloc(1, sizeof *ref);
-    if (!ref) {
-        sd_errcf(&err, SD_EXIT_OOM, "out of memory");
-        goto fail;
-    }
-    sgemm_measure(1536, 2.0, ref);
-    double peak = 0, peak_cpu = 0, peak_best = 0;
-    sd_op_profile prof_unet, prof_vae;
-    memset(&prof_unet, 0, sizeof prof_unet);
-    memset(&prof_vae, 0, sizeof prof_vae);
-
-    /* text: cond + uncond through the pipeline's conditioner, after a warm-up */
-    sd_gen_opts go;
-    sd_gen_opts_default(&go);
-    go.prompt = "a photograph of an astronaut riding a horse";
-    if (sd_pipeline_condition(&p, &go, &c, &u, &err)) goto fail;
-    sd_cond_free(&c);
-    sd_cond_free(&u);
-    double tt = sd_now();
-    if (sd_pipeline_condition(&p, &go, &c, &u, &err)) goto fail;
-    double t_text = sd_now() - tt;
-
-    /* denoiser: the guided model output as the generator computes it (batch 2 for CFG) */
-    float *x = malloc(sizeof(float) * (size_t)n), *g = malloc(sizeof(float) * (size_t)n);
-    double *times = malloc(sizeof(double) * (size_t)steps);
-    if (!x || !g || !times) {
-        free(x);
-        free(g);
-        free(times);
+    x = malloc(sizeof(float) * (size_t)n);
+    if (!x) {
         sd_errcf(&err, SD_EXIT_OOM, "out of memory");
         goto fail;
     }
@@ -252,138 +407,32 @@ int sd_cmd_bench(int argc, char **argv)
     sd_rng_init(&rng, SD_RNG_CPU, 0);
     sd_rng_randn(&rng, x, n);
     const sd_tensor xt = {.data = x, .ndim = 4, .ne = {1, zc, h, w}};
-    double tw = sd_now();
-    int ok = sd_pipeline_guided(&p, xt, 999, &c, &u, go.cfg_scale, g, NULL, 1, &err) == 0;
-    double t_warm = sd_now() - tw;
-    size_t arena_unet = p.arena.peak;
-    if (profile) sd_ops_set_profile(&prof_unet);
-    double cpu_steps = cpu_seconds();
-    for (int s = 0; ok && s < steps; s++) {
-        double t0 = sd_now();
-        ok = sd_pipeline_guided(&p, xt, 999, &c, &u, go.cfg_scale, g, NULL, 1, &err) == 0;
-        times[s] = sd_now() - t0;
-    }
-    cpu_steps = (cpu_seconds() - cpu_steps) / steps;
-    sd_ops_set_profile(NULL);
+    sd_gen_opts go;
+    sd_gen_opts_default(&go);
+    go.prompt = "a photograph of an astronaut riding a horse";
+
+    sgemm_measure(1536, 2.0, ref); /* the reference: 2 s of calls now and 2 s after the timed steps, pooled */
+    if (measure_text(&p, &go, &c, &u, r, &err) || measure_unet(&p, &o, &go, xt, &c, &u, r, &err)) goto fail;
     sgemm_measure(1536, 2.0, ref);
     for (int i = 0; i < ref->n; i++)
-        if (ref->wall[i] > peak_best) peak_best = ref->wall[i];
-    peak = median_of(ref->wall, ref->n);
-    peak_cpu = median_of(ref->cpu, ref->n);
-    double wall_sum = 0;
-    for (int s = 0; ok && s < steps; s++) wall_sum += times[s];
-    const double wall_mean = wall_sum / steps;
-    double med = 0;
-    if (ok) {
-        qsort(times, (size_t)steps, sizeof(double), cmp_double);
-        med = steps % 2 ? times[steps / 2] : 0.5 * (times[steps / 2 - 1] + times[steps / 2]);
-    }
-    double t_min = ok ? times[0] : 0;
-    free(times);
-    free(g);
-    if (!ok) {
-        free(x);
-        goto fail;
-    }
+        if (ref->wall[i] > r->peak_best) r->peak_best = ref->wall[i];
+    r->peak = median_of(ref->wall, ref->n);
+    r->peak_cpu = median_of(ref->cpu, ref->n);
+    r->sgemm_calls = ref->n;
+    if (!o.no_vae && measure_vae(&p, &o, xt, r, &err)) goto fail;
 
-    /* VAE decode */
-    double t_vae = 0, cpu_vae = 0;
-    size_t arena_vae = 0;
-    if (!no_vae) {
-        sd_model_release_pages(m, SD_PREFIX_UNET);
-        sd_tensor z = sd_tensor_4d(&p.arena, 1, zc, h, w);
-        if (!z.data) sd_errcf(&err, SD_EXIT_OOM, "out of memory for the decoder input");
-        for (int64_t k = 0; z.data && k < n; k++) z.data[k] = x[k]; /* a standard-normal latent, as scaled ones are */
-        if (profile) sd_ops_set_profile(&prof_vae);
-        double tv = sd_now(), tvc = cpu_seconds();
-        sd_tensor img;
-        ok = z.data && sd_vae_decode(m, &p.arena, z, &img, &err) == 0;
-        t_vae = sd_now() - tv;
-        cpu_vae = cpu_seconds() - tvc;
-        sd_ops_set_profile(NULL);
-        arena_vae = p.arena.peak;
-        sd_arena_reset(&p.arena);
-    }
-    free(x);
-    if (!ok) goto fail;
-
-    double f_unet = 2 * sd_unet_flops(&m->unet, h, w, 77);
-    double f_vae = sd_vae_decode_flops(&m->vae, h, w);
-    double f_text = 2 * sd_text_flops(&m->text);
-    double g_unet = f_unet / med / 1e9, g_vae = no_vae ? 0 : f_vae / t_vae / 1e9, g_text = f_text / t_text / 1e9;
-    double rss = (double)sd_peak_rss_bytes();
-    int nthreads = sd_threads();
-    if (json) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "model", model);
-        cJSON_AddNumberToObject(j, "width", W);
-        cJSON_AddNumberToObject(j, "height", H);
-        cJSON_AddNumberToObject(j, "threads", nthreads);
-        cJSON_AddStringToObject(j, "weights", wmode == SD_WEIGHTS_F16 ? "f16" : "f32");
-        cJSON_AddBoolToObject(j, "winograd", sd_winograd());
-        cJSON_AddNumberToObject(j, "load_s", t_load);
-        cJSON_AddNumberToObject(j, "sgemm_gflops", peak);
-        cJSON_AddNumberToObject(j, "sgemm_gflop_per_cpu_s", peak_cpu);
-        cJSON_AddNumberToObject(j, "sgemm_best_gflops", peak_best);
-        cJSON_AddNumberToObject(j, "sgemm_calls", ref->n);
-        cJSON_AddNumberToObject(j, "text_encode_s", t_text);
-        cJSON_AddNumberToObject(j, "text_gflops", g_text);
-        cJSON_AddNumberToObject(j, "unet_warmup_s", t_warm);
-        cJSON_AddNumberToObject(j, "unet_steps_timed", steps);
-        cJSON_AddNumberToObject(j, "unet_s_per_step", med);
-        cJSON_AddNumberToObject(j, "unet_s_per_step_min", t_min);
-        cJSON_AddNumberToObject(j, "unet_steps_per_s", 1 / med);
-        cJSON_AddNumberToObject(j, "unet_tflop_per_step", f_unet / 1e12);
-        cJSON_AddNumberToObject(j, "unet_gflops", g_unet);
-        cJSON_AddNumberToObject(j, "unet_pct_of_sgemm", 100 * g_unet / peak);
-        cJSON_AddNumberToObject(j, "unet_cpu_s_per_step", cpu_steps);
-        cJSON_AddNumberToObject(j, "unet_pct_of_sgemm_cpu", 100 * (f_unet / cpu_steps / 1e9) / peak_cpu);
-        if (!no_vae) {
-            cJSON_AddNumberToObject(j, "vae_decode_s", t_vae);
-            cJSON_AddNumberToObject(j, "vae_tflop", f_vae / 1e12);
-            cJSON_AddNumberToObject(j, "vae_gflops", g_vae);
-            cJSON_AddNumberToObject(j, "vae_pct_of_sgemm", 100 * g_vae / peak);
-            cJSON_AddNumberToObject(j, "vae_cpu_s", cpu_vae);
-        }
-        cJSON_AddNumberToObject(j, "arena_peak_unet_bytes", (double)arena_unet);
-        cJSON_AddNumberToObject(j, "arena_peak_vae_bytes", (double)arena_vae);
-        cJSON_AddNumberToObject(j, "peak_rss_bytes", rss);
-        if (profile) {
-            cJSON_AddItemToObject(j, "profile_unet_per_step", profile_json(&prof_unet, steps));
-            if (!no_vae) cJSON_AddItemToObject(j, "profile_vae", profile_json(&prof_vae, 1));
-        }
-        char *s = cJSON_PrintUnformatted(j);
-        printf("%s\n", s);
-        free(s);
-        cJSON_Delete(j);
-    } else {
-        printf("sdgen bench: %s, %dx%d, %d threads, %s weights in memory, Winograd 3x3 %s\n", model, W, H, nthreads,
-               wmode == SD_WEIGHTS_F16 ? "f16" : "f32", sd_winograd() ? "on" : "off");
-        printf("  %-28s %10s %12s %10s\n", "stage", "seconds", "GFLOP/s", "% sgemm");
-        printf("  %-28s %10.3f %12.1f %9.0f%%   (median of %d calls before and after the steps; best %.1f)\n",
-               "sgemm 1536^3 (reference)", 2.0 * 1536 * 1536 * 1536 / peak / 1e9, peak, 100.0, ref->n, peak_best);
-        printf("  %-28s %10.3f %12.1f %9.0f%%\n", "text encode (cond+uncond)", t_text, g_text, 100 * g_text / peak);
-        printf("  %-28s %10.3f %12.1f %9.0f%%\n", "U-Net step, CFG (median)", med, g_unet, 100 * g_unet / peak);
-        if (!no_vae) printf("  %-28s %10.3f %12.1f %9.0f%%\n", "VAE decode", t_vae, g_vae, 100 * g_vae / peak);
-        printf("  U-Net: %.3f TFLOP per CFG step, %.3f steps/s (%d timed after a %.2f s warm-up; fastest %.3f s)\n",
-               f_unet / 1e12, 1 / med, steps, t_warm, t_min);
-        if (!no_vae) printf("  VAE decode: %.3f TFLOP\n", f_vae / 1e12);
-        printf("  memory: peak RSS %.2f GB; activation arena peak U-Net %.0f MB, VAE %.0f MB; load %.2f s\n", rss / 1e9,
-               arena_unet / 1e6, arena_vae / 1e6, t_load);
-        printf("  CPU time: U-Net %.3f CPU-s per step (%.1f GFLOP per CPU-s = %.0f%% of sgemm's %.1f)", cpu_steps,
-               f_unet / cpu_steps / 1e9, 100 * (f_unet / cpu_steps / 1e9) / peak_cpu, peak_cpu);
-        if (!no_vae) printf(", VAE %.3f CPU-s", cpu_vae);
-        printf("\n");
-        if (profile) {
-            print_profile("U-Net step profile", &prof_unet, steps, wall_mean);
-            if (!no_vae) print_profile("VAE decode profile", &prof_vae, 1, t_vae);
-        }
-    }
+    r->f_unet = 2 * sd_unet_flops(&m->unet, h, w, SD_TOK_CONTEXT);
+    r->f_vae = sd_vae_decode_flops(&m->vae, h, w);
+    r->f_text = 2 * sd_text_flops(&m->text);
+    if (o.json) report_json(&o, r, sd_threads(), (double)sd_peak_rss_bytes());
+    else report_text(&o, r, sd_threads(), (double)sd_peak_rss_bytes());
     goto done;
 fail:
     sd_cli_say("sdgen", "%s", err.msg);
     rc = err.code ? err.code : SD_EXIT_INPUT;
 done:
+    free(x);
+    free(r);
     free(ref);
     sd_cond_free(&c);
     sd_cond_free(&u);
