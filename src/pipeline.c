@@ -243,7 +243,7 @@ int sd_pipeline_guided(sd_pipeline *p, sd_tensor x, float t, const sd_cond *cond
     }
     const float tt[2] = {t, t};
     sd_tensor out;
-    int rc = f->denoise(m, a, xb, tt, ctx, &out, err);
+    int rc = f->denoise(m, a, xb, tt, ctx, (sd_tensor){0}, &out, err);
     if (rc == 0 && dump_dir) rc = dump_unet0(dump_dir, t, int_timesteps, xb, ctx, out, err);
     if (rc == 0) {
         if (uncond) {

@@ -320,8 +320,7 @@ typedef struct uplan {
 /* Transformer blocks in a SpatialTransformer of level l (the middle block: l = n_levels). */
 static int unet_level_depth(const sd_unet_config *c, int l)
 {
-    (void)l;
-    return c->transformer_depth;
+    return c->depth[l] > 0 ? c->depth[l] : c->transformer_depth;
 }
 
 static ublock *plan_add(uplan *p, ub_kind kind, int level, int64_t cin, int64_t cout, int64_t h, int64_t w,
@@ -547,6 +546,19 @@ int sd_unet_derive(sd_model *m, sd_err *err)
         if (c->context_dim <= 0 || depth == 0)
             return sd_errf(err, "%s: U-Net transformer block %s is incomplete", m->path, tp);
     }
+    /* Depth per level (SDXL varies it: 2 at level 1, 10 at level 2 and in the middle), counted in
+     * each level's first SpatialTransformer. */
+    for (int l = 0; l <= levels; l++) {
+        if (l < levels ? !c->attn[l] : !c->mid_attn) continue;
+        char lp[256];
+        if (l < levels) snprintf(lp, sizeof lp, "%sinput_blocks.%d.1.", P, 1 + l * (nrb + 1));
+        else snprintf(lp, sizeof lp, "%smiddle_block.1.", P);
+        int d = 0;
+        while (d < 64 && sd_model_has(m, "%stransformer_blocks.%d.norm1.weight", lp, d)) d++;
+        c->depth[l] = d;
+    }
+    /* SGM's label_emb (diffusers add_embedding): the extra conditioning vector's width */
+    if (sd_model_has(m, "%slabel_emb.0.0.weight", P)) c->adm_in = (int)sd_model_dim(m, 1, "%slabel_emb.0.0.weight", P);
     m->has_unet = 1;
     return 0;
 }
@@ -626,6 +638,10 @@ int sd_unet_check(const sd_model *m, sd_err *err)
     }
     sd_check_linear(&k, SD_PREFIX_UNET "time_embed.0.", ted, mc, 1);
     sd_check_linear(&k, SD_PREFIX_UNET "time_embed.2.", ted, ted, 1);
+    if (u->adm_in > 0) {
+        sd_check_linear(&k, SD_PREFIX_UNET "label_emb.0.0.", ted, u->adm_in, 1);
+        sd_check_linear(&k, SD_PREFIX_UNET "label_emb.0.2.", ted, ted, 1);
+    }
     /* The U-Net predicts noise in the latent space: its output has the VAE's latent channels (or, without a
      * VAE, as many as its input). Taken from there rather than from out.2 itself, so that a wrong out.2 shape
      * is reported against the shape it should have. */
@@ -652,23 +668,38 @@ int sd_unet_check(const sd_model *m, sd_err *err)
 
 /* ---- the forward pass ---- */
 
-static int unet_time_embedding(unet_ctx *u, const float *t, int64_t n)
+/* Linear, SiLU, Linear under "<pre>.0" / "<pre>.2" (time_embed, label_emb.0) on x [n, in]. */
+static int embed_mlp(unet_ctx *u, const char *pre, sd_tensor x, sd_tensor *out)
 {
-    /* sinusoid(t) -> Linear -> SiLU -> Linear; ResBlocks use silu(emb) */
-    const sd_unet_config *c = u->c;
     sd_arena *a = u->a;
     sd_tensor w0, b0, w2, b2;
-    sd_scope s = sd_scope_open(a);
-    if (linear_weight(u, &w0, "time_embed", "0.weight") || weight(u, &b0, "time_embed", "0.bias") ||
-        linear_weight(u, &w2, "time_embed", "2.weight") || weight(u, &b2, "time_embed", "2.bias"))
+    if (linear_weight(u, &w0, pre, "0.weight") || weight(u, &b0, pre, "0.bias") ||
+        linear_weight(u, &w2, pre, "2.weight") || weight(u, &b2, pre, "2.bias"))
         return -1;
-    if (w0.ne[1] != c->model_channels || w2.ne[1] != w0.ne[0] || sd_numel(b0) != w0.ne[0] ||
-        sd_numel(b2) != w2.ne[0])
-        return sd_errf(u->err, "U-Net time_embed: inconsistent shapes");
-    sd_tensor e = sd_timestep_embedding(a, t, (int)n, c->model_channels);
-    e = sd_linear(a, e, &w0, &b0);
+    if (w0.ne[1] != x.ne[1] || w2.ne[1] != w0.ne[0] || sd_numel(b0) != w0.ne[0] || sd_numel(b2) != w2.ne[0])
+        return sd_errf(u->err, "U-Net %s: inconsistent shapes", pre);
+    sd_tensor e = sd_linear(a, x, &w0, &b0);
     sd_silu_(e);
-    e = sd_linear(a, e, &w2, &b2);
+    *out = sd_linear(a, e, &w2, &b2);
+    return 0;
+}
+
+/* emb = time_embed(sinusoid(t)) (+ label_emb(y) when the model has one: SDXL's pooled text and
+ * size conditioning); the ResBlocks use silu(emb). */
+static int unet_time_embedding(unet_ctx *u, const float *t, int64_t n, sd_tensor y)
+{
+    const sd_unet_config *c = u->c;
+    sd_arena *a = u->a;
+    sd_scope s = sd_scope_open(a);
+    sd_tensor e, ey;
+    if (embed_mlp(u, "time_embed", sd_timestep_embedding(a, t, (int)n, c->model_channels), &e)) return -1;
+    if (c->adm_in > 0) {
+        if (!y.data || y.ndim != 2 || y.ne[0] != n || y.ne[1] != c->adm_in)
+            return sd_errf(u->err, "U-Net: this model takes a %d-wide conditioning vector per batch item (label_emb)",
+                           c->adm_in);
+        if (embed_mlp(u, "label_emb.0", y, &ey)) return -1;
+        sd_add_(e, ey);
+    }
     sd_silu_(e);
     u->emb_silu = sd_scope_keep(a, s, e);
     return 0;
@@ -694,10 +725,10 @@ static int run_block(unet_ctx *u, const ublock *b, sd_tensor x, sd_tensor h, sd_
     return sd_errf(u->err, "U-Net: unknown block");
 }
 
-static int unet_run(unet_ctx *u, const uplan *p, sd_tensor x, const float *t, sd_tensor *out)
+static int unet_run(unet_ctx *u, const uplan *p, sd_tensor x, const float *t, sd_tensor y, sd_tensor *out)
 {
     sd_arena *a = u->a;
-    if (unet_time_embedding(u, t, x.ne[0])) return -1;
+    if (unet_time_embedding(u, t, x.ne[0], y)) return -1;
     sd_tensor skips[MAX_SKIPS];
     int nskip = 0;
     sd_tensor h = x;
@@ -731,7 +762,7 @@ static int unet_run(unet_ctx *u, const uplan *p, sd_tensor x, const float *t, sd
     return 0;
 }
 
-int sd_unet_forward(sd_model *m, sd_arena *a, sd_tensor x, const float *t, sd_tensor context,
+int sd_unet_forward(sd_model *m, sd_arena *a, sd_tensor x, const float *t, sd_tensor context, sd_tensor y,
                     sd_tensor *out, sd_err *err)
 {
     const sd_unet_config *c = &m->unet;
@@ -771,7 +802,7 @@ int sd_unet_forward(sd_model *m, sd_arena *a, sd_tensor x, const float *t, sd_te
     }
     a->guard = &jb;
     sd_arena_reserve(a, sd_unet_memory_bytes(m, x.ne[0], x.ne[2], x.ne[3], context.ne[1]));
-    int rc = unet_run(&u, &p, x, t, out);
+    int rc = unet_run(&u, &p, x, t, y, out);
     a->guard = prev;
     free(p.b);
     if (rc && err && !err->msg[0]) sd_errf(err, "U-Net: failed");

@@ -90,7 +90,7 @@ static void run_case(const char *name)
     sd_arena_init(&a, 0, 0);
     sd_tensor out = {0};
     double t0 = sd_now();
-    rc = sd_unet_forward(&m, &a, x, t, ctx, &out, &err);
+    rc = sd_unet_forward(&m, &a, x, t, ctx, (sd_tensor){0}, &out, &err);
     double t1 = sd_now();
     CHECK(rc == 0, "%s: forward: %s", name, err.msg);
     if (rc == 0) {
@@ -106,7 +106,7 @@ static void run_case(const char *name)
         memcpy(copy, out.data, (size_t)sd_numel(out) * sizeof(float));
         sd_arena_reset(&a);
         t0 = sd_now();
-        rc = sd_unet_forward(&m, &a, x, t, ctx, &keep, &err);
+        rc = sd_unet_forward(&m, &a, x, t, ctx, (sd_tensor){0}, &keep, &err);
         t1 = sd_now();
         CHECK(rc == 0 && !memcmp(copy, keep.data, (size_t)sd_numel(out) * sizeof(float)),
               "%s: second call differs", name);
@@ -141,14 +141,14 @@ static void odd_sizes(void)
         for (int64_t i = 0; i < sd_numel(ctx); i++) ctx.data[i] = cosf(0.11f * (float)i);
         float t[2] = {500.5f, 10.0f};
         sd_tensor out;
-        int rc = sd_unet_forward(&m, &a, x, t, ctx, &out, &err);
+        int rc = sd_unet_forward(&m, &a, x, t, ctx, (sd_tensor){0}, &out, &err);
         CHECK(rc == 0, "latent %dx%d: %s", h, w, err.msg);
         if (rc) continue;
         CHECK(out.ndim == 4 && out.ne[0] == 2 && out.ne[1] == 4 && out.ne[2] == h && out.ne[3] == w,
               "latent %dx%d: output shape", h, w);
         CHECK(all_finite(out), "latent %dx%d: non-finite output", h, w);
         sd_tensor x1 = sd_tensor_slice0(x, 1, 1), c1 = sd_tensor_slice0(ctx, 1, 1), o1;
-        rc = sd_unet_forward(&m, &a, x1, t + 1, c1, &o1, &err);
+        rc = sd_unet_forward(&m, &a, x1, t + 1, c1, (sd_tensor){0}, &o1, &err);
         CHECK(rc == 0, "latent %dx%d batch 1: %s", h, w, err.msg);
         if (rc == 0) {
             char what[64];
@@ -161,14 +161,14 @@ static void odd_sizes(void)
     sd_tensor x = sd_tensor_4d(&a, 1, 3, 8, 8), out;
     sd_tensor ctx = sd_tensor_3d(&a, 1, 77, m.unet.context_dim);
     float t[1] = {1};
-    CHECK(sd_unet_forward(&m, &a, x, t, ctx, &out, &err) != 0, "3-channel latent accepted");
+    CHECK(sd_unet_forward(&m, &a, x, t, ctx, (sd_tensor){0}, &out, &err) != 0, "3-channel latent accepted");
     x = sd_tensor_4d(&a, 1, 4, 8, 8);
     sd_tensor ctx2 = sd_tensor_3d(&a, 1, 77, m.unet.context_dim + 1);
-    CHECK(sd_unet_forward(&m, &a, x, t, ctx2, &out, &err) != 0, "wrong context width accepted");
+    CHECK(sd_unet_forward(&m, &a, x, t, ctx2, (sd_tensor){0}, &out, &err) != 0, "wrong context width accepted");
     sd_tensor ctx3 = sd_tensor_3d(&a, 2, 77, m.unet.context_dim);
-    CHECK(sd_unet_forward(&m, &a, x, t, ctx3, &out, &err) != 0, "batch mismatch accepted");
+    CHECK(sd_unet_forward(&m, &a, x, t, ctx3, (sd_tensor){0}, &out, &err) != 0, "batch mismatch accepted");
     t[0] = NAN;
-    CHECK(sd_unet_forward(&m, &a, x, t, ctx, &out, &err) != 0, "NaN timestep accepted");
+    CHECK(sd_unet_forward(&m, &a, x, t, ctx, (sd_tensor){0}, &out, &err) != 0, "NaN timestep accepted");
     /* an arena that cannot grow (limit 1 byte) gives an OOM error through the guard */
     sd_arena small;
     sd_arena_init(&small, 0, 1);
@@ -176,7 +176,7 @@ static void odd_sizes(void)
     sd_tensor xs = {0};
     float buf[4 * 8 * 8] = {0};
     xs.data = buf; xs.ndim = 4; xs.ne[0] = 1; xs.ne[1] = 4; xs.ne[2] = 8; xs.ne[3] = 8;
-    int rc = sd_unet_forward(&m, &small, xs, t, ctx, &out, &err);
+    int rc = sd_unet_forward(&m, &small, xs, t, ctx, (sd_tensor){0}, &out, &err);
     CHECK(rc != 0 && err.code == SD_EXIT_OOM, "tiny arena: rc %d code %d (%s)", rc, err.code, err.msg);
     sd_arena_free(&small);
     sd_arena_free(&a);
@@ -207,7 +207,7 @@ static void odd_size_reference(void)
         sd_arena a;
         sd_arena_init(&a, 0, 0);
         sd_tensor out;
-        int rc = sd_unet_forward(&m, &a, view(&f[0]), f[1].f32, view(&f[2]), &out, &err);
+        int rc = sd_unet_forward(&m, &a, view(&f[0]), f[1].f32, view(&f[2]), (sd_tensor){0}, &out, &err);
         CHECK(rc == 0, "odd-size reference: %s", err.msg);
         if (rc == 0) {
             CHECK(out.ne[2] == 9 && out.ne[3] == 13, "odd-size output shape");

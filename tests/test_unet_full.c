@@ -87,7 +87,7 @@ static void sd15_p5(void)
     sd_arena_init(&a, 0, 0);
     sd_tensor out;
     double t1 = sd_now();
-    rc = sd_unet_forward(&m, &a, x, t, ctx, &out, &err);
+    rc = sd_unet_forward(&m, &a, x, t, ctx, (sd_tensor){0}, &out, &err);
     double t2 = sd_now();
     CHECK(rc == 0, "sd15 forward: %s", err.msg);
     if (rc == 0) {
@@ -97,7 +97,7 @@ static void sd15_p5(void)
         if (sd_numel(out) == sd_numel(want)) CHECK_CLOSE(what, out.data, want.data, sd_numel(want), 1.5e-5);
         sd_arena_reset(&a);
         double t3 = sd_now(), c3 = cpu_now();
-        rc = sd_unet_forward(&m, &a, x, t, ctx, &out, &err);
+        rc = sd_unet_forward(&m, &a, x, t, ctx, (sd_tensor){0}, &out, &err);
         double t4 = sd_now(), c4 = cpu_now();
         CHECK(rc == 0, "sd15 second call: %s", err.msg);
         printf("     sd15: open %.2f s, first call (with f16->f32 weight conversion) %.2f s, second call %.2f s "
@@ -136,7 +136,7 @@ static void sd21_shape(void)
     float t[2] = {999.0f, 999.0f};
     sd_tensor out;
     double t0 = sd_now();
-    rc = sd_unet_forward(&m, &a, x, t, ctx, &out, &err);
+    rc = sd_unet_forward(&m, &a, x, t, ctx, (sd_tensor){0}, &out, &err);
     double t1 = sd_now();
     CHECK(rc == 0, "sd21 forward: %s", err.msg);
     if (rc == 0) {

@@ -40,9 +40,10 @@ typedef struct sd_family_desc {
     int (*condition)(sd_model *m, sd_arena *a, sd_tokenizer *t, const char *prompt, int weighting, int clip_skip,
                      sd_cond *out, sd_err *err);
     /* The denoiser: one model evaluation on a batch of latents x at timesteps t with context
-     * [n, L, D]; out (eps or v, as trained) in the arena. */
-    int (*denoise)(sd_model *m, sd_arena *a, sd_tensor x, const float *t, sd_tensor context, sd_tensor *out,
-                   sd_err *err);
+     * [n, L, D] and, for families that have one, the vector y [n, Y]; out (eps or v, as trained)
+     * in the arena. */
+    int (*denoise)(sd_model *m, sd_arena *a, sd_tensor x, const float *t, sd_tensor context, sd_tensor y,
+                   sd_tensor *out, sd_err *err);
     /* LDM prefix of the text encoder(s), whose pages are given back once the prompt is encoded. */
     const char *text_prefix;
 } sd_family_desc;

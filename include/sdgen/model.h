@@ -51,7 +51,11 @@ typedef struct sd_unet_config {
     int num_res_blocks;                /* 2 */
     int attn[SD_MAX_LEVELS];           /* 1 where the level has transformer blocks */
     int mid_attn;                      /* middle block has a transformer */
-    int transformer_depth;             /* 1 */
+    int transformer_depth;             /* 1: transformer blocks of the first attention level */
+    int depth[SD_MAX_LEVELS + 1];      /* per level (index n_levels: the middle block); 0 = transformer_depth
+                                        * (SDXL: [-, 2, 10], middle 10) */
+    int adm_in;                        /* label_emb input width: the vector y added to the time embedding (SDXL
+                                        * "text_time": pooled + 6 time ids); 0 = none */
     int num_heads;                     /* > 0: fixed head count (SD 1.x: 8) */
     int head_dim;                      /* > 0: fixed head width (SD 2.x: 64) */
     int context_dim;                   /* 768 / 1024 */

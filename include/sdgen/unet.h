@@ -4,7 +4,7 @@
  *
  *     sd_tensor eps;
  *     float t[2] = {751, 751};
- *     if (sd_unet_forward(&m, &arena, latents, t, context, &eps, &err)) ...
+ *     if (sd_unet_forward(&m, &arena, latents, t, context, (sd_tensor){0}, &eps, &err)) ...
  *
  * The architecture comes from m->unet (filled by the model loader from tensor shapes or the
  * diffusers config). Latent sizes that are not multiples of 2^(levels−1) are handled as
@@ -31,12 +31,13 @@ int sd_unet_check(const sd_model *m, sd_err *err);
  *   x       [n, in_channels, h, w] latents (h, w ≥ 1, at most SD_UNET_MAX_SIDE)
  *   t       n timesteps (may be fractional, e.g. the Euler samplers' linspace grid)
  *   context [n, L, context_dim] text embeddings (L ≥ 1, usually 77·k)
+ *   y       [n, adm_in] the extra conditioning vector of models with label_emb (SDXL), else empty
  *   out     [n, out_channels, h, w], allocated in the arena a (eps or v, as trained)
  * The model's weights are converted to f32 on first use. Activations are taken from the arena;
  * running out of memory gives SD_EXIT_OOM (the call installs its own arena guard and restores
  * the caller's afterwards). Returns 0, or -1 with err (SD_EXIT_INPUT for bad shapes or missing
  * weights, SD_EXIT_OOM). */
-int sd_unet_forward(sd_model *m, sd_arena *a, sd_tensor x, const float *t, sd_tensor context,
+int sd_unet_forward(sd_model *m, sd_arena *a, sd_tensor x, const float *t, sd_tensor context, sd_tensor y,
                     sd_tensor *out, sd_err *err);
 
 /* Multiply-adds ×2 of one forward pass per batch item on an h×w latent with n_ctx context tokens
