@@ -1,15 +1,21 @@
-/* clip.c — the text encoders of Stable Diffusion 1.x and 2.x, by LDM weight names.
+/* clip.c — the CLIP text encoders (towers) of Stable Diffusion, by LDM/SGM weight names under a
+ * prefix the family gives (sd_text_config.prefix).
  *
- * SD 1.x (HF transformers CLIPTextModel under SD_PREFIX_CLIP): x = token_embedding[id] +
+ * HF layout (transformers CLIPTextModel; SD 1.x, SDXL's first encoder): x = token_embedding[id] +
  * position_embedding[pos]; each encoder layer is pre-LayerNorm
  *   x += out_proj(attn(q_proj, k_proj, v_proj of layer_norm1(x)))   (causal mask)
  *   x += fc2(act(fc1(layer_norm2(x))))                              (act: quick_gelu or gelu)
  * and the output is final_layer_norm(x) after the last layer (last_hidden_state).
  *
- * SD 2.x (OpenCLIP text tower under SD_PREFIX_OPENCLIP, as LDM FrozenOpenCLIPEmbedder
- * encode_with_transformer): the same residual block with ln_1, fused attn.in_proj (rows q, k, v),
- * attn.out_proj, ln_2, mlp.c_fc, GELU (erf), mlp.c_proj; it stops after block layers−2
- * (layer "penultimate") and applies ln_final.
+ * OpenCLIP layout (SD 2.x as LDM FrozenOpenCLIPEmbedder encode_with_transformer, SDXL's second
+ * encoder): the same residual block with ln_1, fused attn.in_proj (rows q, k, v), attn.out_proj,
+ * ln_2, mlp.c_fc, GELU (erf), mlp.c_proj; SD 2.x stops after block layers−2 (layer
+ * "penultimate") and applies ln_final.
+ *
+ * SDXL (SGM GeneralConditioner, diffusers StableDiffusionXLPipeline.encode_prompt; docs/SEMANTICS.md)
+ * takes both encoders' penultimate hidden states without the final LayerNorm (final_norm 0), and
+ * the pooled vector of the second: ln_final of the last block's output at the end token (the
+ * largest id), times text_projection.
  *
  * LayerNorm eps is 1e-5 in both (transformers layer_norm_eps, torch nn.LayerNorm default).
  *
@@ -38,41 +44,45 @@ typedef struct clip_ctx {
 
 /* ---- the architecture, from the shapes of an LDM checkpoint ---- */
 
-int sd_text_derive(sd_model *m, sd_err *err)
+int sd_text_derive(sd_model *m, sd_text_config *c, sd_err *err)
 {
-    sd_text_config *c = &m->text;
-    const sd_text_kind kind = c->kind; /* the family's (before_derive) */
+    /* the family's choices: which tower, where, and how its output is taken */
+    const sd_text_kind kind = c->kind;
+    const int final_norm = c->final_norm, penultimate = c->penultimate;
+    char P[sizeof c->prefix];
+    snprintf(P, sizeof P, "%s", c->prefix);
     memset(c, 0, sizeof *c);
+    c->kind = kind;
+    c->final_norm = final_norm;
+    c->penultimate = penultimate;
+    snprintf(c->prefix, sizeof c->prefix, "%s", P);
     if (kind == SD_TEXT_CLIP_HF) {
-        const char *P = SD_PREFIX_CLIP;
-        c->kind = SD_TEXT_CLIP_HF;
         c->vocab = (int)sd_model_dim(m, 0, "%sembeddings.token_embedding.weight", P);
         c->width = (int)sd_model_dim(m, 1, "%sembeddings.token_embedding.weight", P);
         c->positions = (int)sd_model_dim(m, 0, "%sembeddings.position_embedding.weight", P);
         while (c->layers < 1024 && sd_model_has(m, "%sencoder.layers.%d.layer_norm1.weight", P, c->layers)) c->layers++;
         c->mlp = (int)sd_model_dim(m, 0, "%sencoder.layers.0.mlp.fc1.weight", P);
         c->act = SD_ACT_QUICK_GELU; /* OpenAI CLIP ViT-L/14 */
-        c->layers_used = c->layers;
         c->pad_id = c->vocab - 1;   /* <|endoftext|>, 49407 for the OpenAI vocabulary */
     } else {
-        const char *P = SD_PREFIX_OPENCLIP;
-        c->kind = SD_TEXT_OPENCLIP;
         c->vocab = (int)sd_model_dim(m, 0, "%stoken_embedding.weight", P);
         c->width = (int)sd_model_dim(m, 1, "%stoken_embedding.weight", P);
         c->positions = (int)sd_model_dim(m, 0, "%spositional_embedding", P);
         while (c->layers < 1024 && sd_model_has(m, "%stransformer.resblocks.%d.ln_1.weight", P, c->layers)) c->layers++;
         c->mlp = (int)sd_model_dim(m, 0, "%stransformer.resblocks.0.mlp.c_fc.weight", P);
         c->act = SD_ACT_GELU;
-        /* FrozenOpenCLIPEmbedder(layer="penultimate"): the last block is skipped. */
-        c->layers_used = c->layers - 1;
         c->pad_id = 0;
+        /* OpenCLIP's text_projection [width, proj]: x·P gives the pooled vector */
+        if (sd_model_has(m, "%stext_projection", P)) c->proj_dim = (int)sd_model_dim(m, 1, "%stext_projection", P);
     }
+    /* "penultimate" (SD 2.x FrozenOpenCLIPEmbedder, SDXL's hidden_states[-2]): the last layer does not feed
+     * the context */
+    c->layers_used = penultimate ? c->layers - 1 : c->layers;
     if (c->vocab <= 0 || c->width <= 0 || c->positions <= 0 || c->layers <= 0 || c->mlp <= 0 || c->layers_used <= 0)
-        return sd_errf(err, "%s: cannot work out the text encoder's sizes from its tensors", m->path);
+        return sd_errf(err, "%s: cannot work out the text encoder's sizes from its tensors (%s*)", m->path, P);
     /* Both CLIP text towers use 64-wide heads. */
     c->heads = c->width >= 64 ? c->width / 64 : 1;
     if (c->width % c->heads) return sd_errf(err, "%s: text width %d does not split into 64-wide heads", m->path, c->width);
-    m->has_text = 1;
     return 0;
 }
 
@@ -84,17 +94,17 @@ double sd_text_flops(const sd_text_config *t)
 
 /* ---- the tensors the encoder reads, checked by name and shape at load ---- */
 
-int sd_text_check(const sd_model *m, sd_err *err)
+int sd_text_check(const sd_model *m, const sd_text_config *t, sd_err *err)
 {
-    const sd_text_config *t = &m->text;
     sd_check k = {m, err, 0};
+    const char *P = t->prefix;
     const int64_t W = t->width, F = t->mlp;
     char pre[200], p[260];
     if (t->kind == SD_TEXT_CLIP_HF) {
-        sd_check_shape(&k, SD_PREFIX_CLIP, "embeddings.token_embedding.weight", 2, t->vocab, W, 0, 0);
-        sd_check_shape(&k, SD_PREFIX_CLIP, "embeddings.position_embedding.weight", 2, t->positions, W, 0, 0);
+        sd_check_shape(&k, P, "embeddings.token_embedding.weight", 2, t->vocab, W, 0, 0);
+        sd_check_shape(&k, P, "embeddings.position_embedding.weight", 2, t->positions, W, 0, 0);
         for (int i = 0; i < t->layers; i++) {
-            snprintf(pre, sizeof pre, SD_PREFIX_CLIP "encoder.layers.%d.", i);
+            snprintf(pre, sizeof pre, "%sencoder.layers.%d.", P, i);
             static const char *const proj[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
             for (int j = 0; j < 4; j++) {
                 snprintf(p, sizeof p, "%sself_attn.%s.", pre, proj[j]);
@@ -109,12 +119,13 @@ int sd_text_check(const sd_model *m, sd_err *err)
             snprintf(p, sizeof p, "%smlp.fc2.", pre);
             sd_check_linear(&k, p, W, F, 1);
         }
-        sd_check_norm(&k, SD_PREFIX_CLIP "final_layer_norm.", W);
+        snprintf(p, sizeof p, "%sfinal_layer_norm.", P);
+        sd_check_norm(&k, p, W);
     } else {
-        sd_check_shape(&k, SD_PREFIX_OPENCLIP, "token_embedding.weight", 2, t->vocab, W, 0, 0);
-        sd_check_shape(&k, SD_PREFIX_OPENCLIP, "positional_embedding", 2, t->positions, W, 0, 0);
+        sd_check_shape(&k, P, "token_embedding.weight", 2, t->vocab, W, 0, 0);
+        sd_check_shape(&k, P, "positional_embedding", 2, t->positions, W, 0, 0);
         for (int i = 0; i < t->layers; i++) {
-            snprintf(pre, sizeof pre, SD_PREFIX_OPENCLIP "transformer.resblocks.%d.", i);
+            snprintf(pre, sizeof pre, "%stransformer.resblocks.%d.", P, i);
             snprintf(p, sizeof p, "%sln_1.", pre);
             sd_check_norm(&k, p, W);
             snprintf(p, sizeof p, "%sln_2.", pre);
@@ -128,7 +139,9 @@ int sd_text_check(const sd_model *m, sd_err *err)
             snprintf(p, sizeof p, "%smlp.c_proj.", pre);
             sd_check_linear(&k, p, W, F, 1);
         }
-        sd_check_norm(&k, SD_PREFIX_OPENCLIP "ln_final.", W);
+        snprintf(p, sizeof p, "%sln_final.", P);
+        sd_check_norm(&k, p, W);
+        if (t->proj_dim > 0) sd_check_shape(&k, P, "text_projection", 2, W, t->proj_dim, 0, 0);
     }
     if (t->positions < CLIP_SEQ)
         sd_check_fail(&k, "text encoder has %d positions; Stable Diffusion prompts need %d", t->positions, CLIP_SEQ);
@@ -239,11 +252,67 @@ static size_t clip_layer_bytes(const sd_model *m, const char *pfx, const sd_text
     return (weights + acts) * sizeof(float) + ((size_t)4 << 20);
 }
 
-int sd_text_encode(sd_model *m, sd_arena *a, const int32_t *tokens, int n_seq, int clip_skip, sd_tensor *out,
-                   sd_err *err)
+/* Encoder layer l on x [n, 77, D], in place. One scope per layer: its weights (converted when
+ * stored as F16) and its scratch end with it; x lives outside. */
+static int clip_layer(clip_ctx *c, const sd_text_config *t, int l, sd_tensor x)
 {
-    const sd_text_config *t = &m->text;
+    sd_arena *a = c->a;
+    sd_scope s = sd_scope_open(a);
+    clip_layer_w w;
+    if (clip_layer_weights(c, t, l, &w)) return -1;
+    sd_tensor h = sd_layernorm(a, x, &w.ln1_g, &w.ln1_b, CLIP_LN_EPS);
+    sd_tensor q = sd_linear(a, h, &w.wq, &w.bq);
+    sd_tensor k = sd_linear(a, h, &w.wk, &w.bk);
+    sd_tensor v = sd_linear(a, h, &w.wv, &w.bv);
+    sd_tensor o = sd_attention(a, q, k, v, t->heads, 1);
+    o = sd_linear(a, o, &w.wo, &w.bo);
+    sd_add_(x, o);
+
+    h = sd_layernorm(a, x, &w.ln2_g, &w.ln2_b, CLIP_LN_EPS);
+    h = sd_linear(a, h, &w.w1, &w.b1);
+    if (t->act == SD_ACT_QUICK_GELU)
+        sd_quick_gelu_(h);
+    else
+        sd_gelu_(h);
+    h = sd_linear(a, h, &w.w2, &w.b2);
+    sd_add_(x, h);
+    sd_scope_close(a, s);
+    return 0;
+}
+
+/* The pooled vector of each sequence: the final LayerNorm of the last layer's output x at the end
+ * token (the first position of the largest id: <|endoftext|>, which ends every CLIP sequence), times
+ * text_projection [D, P] (OpenCLIP encode_text, transformers CLIPTextModelWithProjection). */
+static int clip_pooled(clip_ctx *c, const sd_text_config *t, sd_tensor x, const int32_t *tokens, int n_seq,
+                       const sd_tensor *g, const sd_tensor *b, sd_tensor *pooled)
+{
+    sd_arena *a = c->a;
+    const int64_t D = t->width, P = t->proj_dim;
+    sd_tensor rows = sd_tensor_3d(a, n_seq, 1, D);
+    for (int q = 0; q < n_seq; q++) {
+        int eos = 0;
+        for (int i = 1; i < CLIP_SEQ; i++)
+            if (tokens[q * CLIP_SEQ + i] > tokens[q * CLIP_SEQ + eos]) eos = i;
+        memcpy(rows.data + q * D, x.data + ((int64_t)q * CLIP_SEQ + eos) * D, (size_t)D * sizeof(float));
+    }
+    rows = sd_layernorm(a, rows, g, b, CLIP_LN_EPS);
+    sd_tensor proj;
+    if (clip_w(c, &proj, 2, D, P, "text_projection")) return -1;
+    /* x·P with P stored [D, P]: the transpose of a Linear weight */
+    sd_tensor pt = sd_tensor_2d(a, P, D);
+    for (int64_t i = 0; i < D; i++)
+        for (int64_t j = 0; j < P; j++) pt.data[j * D + i] = proj.data[i * P + j];
+    *pooled = sd_linear(a, rows, &pt, NULL);
+    const int64_t shp[2] = {n_seq, P};
+    *pooled = sd_tensor_reshape(*pooled, 2, shp);
+    return 0;
+}
+
+int sd_text_encode(sd_model *m, const sd_text_config *t, sd_arena *a, const int32_t *tokens, int n_seq, int clip_skip,
+                   sd_tensor *out, sd_tensor *pooled, sd_err *err)
+{
     if (!m->has_text) return sd_errf(err, "text encoder: the model has no text encoder");
+    if (pooled && t->proj_dim <= 0) return sd_errf(err, "text encoder %s has no text_projection", t->prefix);
     if (n_seq < 1 || n_seq > 4096) return sd_errf(err, "text encoder: %d sequences (1..4096)", n_seq);
     if (t->width < 1 || t->width > 8192 || t->heads < 1 || t->width % t->heads || t->layers < 1 ||
         t->layers > 256 || t->mlp < 1 || t->mlp > 65536 || t->vocab < 1 || t->layers_used < 1 ||
@@ -254,14 +323,14 @@ int sd_text_encode(sd_model *m, sd_arena *a, const int32_t *tokens, int n_seq, i
 
     /* Layers to run (see the header comment for the A1111 convention). */
     int n_run = t->layers_used;
-    if (t->kind == SD_TEXT_CLIP_HF && clip_skip > 1) {
+    if (t->kind == SD_TEXT_CLIP_HF && t->final_norm && clip_skip > 1) {
         n_run = t->layers_used - (clip_skip - 1);
         if (n_run < 1)
             return sd_errf(err, "text encoder: clip_skip %d leaves no layer of %d to run (at most %d)", clip_skip,
                            t->layers_used, t->layers_used);
     }
 
-    clip_ctx c = {m, a, err, t->kind == SD_TEXT_CLIP_HF ? SD_PREFIX_CLIP : SD_PREFIX_OPENCLIP};
+    clip_ctx c = {m, a, err, t->prefix};
     const int64_t D = t->width;
     const int hf = t->kind == SD_TEXT_CLIP_HF;
     const char *tok_name = hf ? "embeddings.token_embedding.weight" : "token_embedding.weight";
@@ -307,39 +376,24 @@ int sd_text_encode(sd_model *m, sd_arena *a, const int32_t *tokens, int n_seq, i
     }
 
     sd_arena_reserve(a, clip_layer_bytes(m, c.pfx, t, n_seq));
-    for (int l = 0; l < n_run; l++) {
-        /* One scope per layer: its weights (converted when stored as F16) and its scratch end
-         * with it; x is updated in place and lives outside. */
-        sd_scope s = sd_scope_open(a);
-        clip_layer_w w;
-        if (clip_layer_weights(&c, t, l, &w)) goto done;
-        sd_tensor h = sd_layernorm(a, x, &w.ln1_g, &w.ln1_b, CLIP_LN_EPS);
-        sd_tensor q = sd_linear(a, h, &w.wq, &w.bq);
-        sd_tensor k = sd_linear(a, h, &w.wk, &w.bk);
-        sd_tensor v = sd_linear(a, h, &w.wv, &w.bv);
-        sd_tensor o = sd_attention(a, q, k, v, t->heads, 1);
-        o = sd_linear(a, o, &w.wo, &w.bo);
-        sd_add_(x, o);
-
-        h = sd_layernorm(a, x, &w.ln2_g, &w.ln2_b, CLIP_LN_EPS);
-        h = sd_linear(a, h, &w.w1, &w.b1);
-        if (t->act == SD_ACT_QUICK_GELU)
-            sd_quick_gelu_(h);
-        else
-            sd_gelu_(h);
-        h = sd_linear(a, h, &w.w2, &w.b2);
-        sd_add_(x, h);
-        sd_scope_close(a, s);
+    /* The pooled vector needs the last layer's output; the context is taken after n_run layers. */
+    const int n_total = pooled ? t->layers : n_run;
+    sd_tensor ctx = {0};
+    for (int l = 0; l < n_total; l++) {
+        if (l == n_run) ctx = sd_tensor_copy(a, x); /* below the layers' scopes: it stays */
+        if (clip_layer(&c, t, l, x)) goto done;
     }
+    if (n_run == n_total) ctx = x;
 
     {
-        /* The final LayerNorm's weights stay in the arena below the output: both end at the
-         * caller's reset. */
+        /* The final LayerNorm's weights stay in the arena below the outputs: all end at the caller's
+         * reset. */
         sd_tensor lnf_g, lnf_b;
         if (clip_w(&c, &lnf_g, 1, D, 0, hf ? "final_layer_norm.weight" : "ln_final.weight") ||
             clip_w(&c, &lnf_b, 1, D, 0, hf ? "final_layer_norm.bias" : "ln_final.bias"))
             goto done;
-        *out = sd_layernorm(a, x, &lnf_g, &lnf_b, CLIP_LN_EPS);
+        *out = t->final_norm ? sd_layernorm(a, ctx, &lnf_g, &lnf_b, CLIP_LN_EPS) : ctx;
+        if (pooled && clip_pooled(&c, t, x, tokens, n_seq, &lnf_g, &lnf_b, pooled)) goto done;
     }
     rc = 0;
 done:

@@ -423,7 +423,7 @@ int sd_cmd_bench(int argc, char **argv)
 
     r->f_unet = 2 * sd_unet_flops(&m->unet, h, w, SD_TOK_CONTEXT);
     r->f_vae = sd_vae_decode_flops(&m->vae, h, w);
-    r->f_text = 2 * sd_text_flops(&m->text);
+    r->f_text = 2 * sd_text_flops(&m->text[0]);
     if (o.json) report_json(&o, r, sd_threads(), (double)sd_peak_rss_bytes());
     else report_text(&o, r, sd_threads(), (double)sd_peak_rss_bytes());
     goto done;

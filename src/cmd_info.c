@@ -99,7 +99,7 @@ static cJSON *describe(const sd_model *m)
         cJSON_AddBoolToObject(o, "decoder", v->has_decoder);
     }
     if (m->has_text) {
-        const sd_text_config *t = &m->text;
+        const sd_text_config *t = &m->text[0];
         cJSON *o = cJSON_AddObjectToObject(j, "text");
         cJSON_AddStringToObject(o, "kind", t->kind == SD_TEXT_OPENCLIP ? "openclip" : "clip");
         cJSON_AddNumberToObject(o, "width", t->width);
@@ -193,7 +193,7 @@ static void print_text(const sd_model *m, const cJSON *j)
                v->has_encoder && v->has_decoder ? " + " : "", v->has_decoder ? "decoder" : "");
     }
     if (m->has_text) {
-        const sd_text_config *t = &m->text;
+        const sd_text_config *t = &m->text[0];
         printf("text:        %s, width %d, %d layers (%d used), %d heads, MLP %d, %s, vocab %d, %d positions, pad %d\n",
                t->kind == SD_TEXT_OPENCLIP ? "OpenCLIP" : "CLIP", t->width, t->layers, t->layers_used, t->heads, t->mlp,
                t->act == SD_ACT_GELU ? "gelu" : "quick_gelu", t->vocab, t->positions, t->pad_id);

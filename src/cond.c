@@ -57,7 +57,7 @@ static int encode_chunks(sd_model *m, sd_arena *a, const int32_t *tokens, int n_
                          float **data, int *dim, sd_err *err)
 {
     sd_tensor emb;
-    if (sd_text_encode(m, a, tokens, n_chunks, clip_skip, &emb, err)) return -1;
+    if (sd_text_encode(m, &m->text[0], a, tokens, n_chunks, clip_skip, &emb, NULL, err)) return -1;
     if (emb.ndim != 3 || emb.ne[0] != n_chunks || emb.ne[1] != SD_TOK_CONTEXT || emb.ne[2] <= 0)
         return sd_errf(err, "text encoder returned an unexpected shape");
     size_t n = (size_t)sd_numel(emb);
@@ -74,7 +74,7 @@ int sd_text_condition(sd_model *m, sd_arena *a, sd_tokenizer *t, const char *pro
 {
     memset(out, 0, sizeof *out);
     sd_prompt_chunks ch;
-    if (sd_prompt_chunk(t, prompt, m->text.pad_id, weighting, &ch, err)) return -1;
+    if (sd_prompt_chunk(t, prompt, m->text[0].pad_id, weighting, &ch, err)) return -1;
     if (ch.n_chunks > 64) {
         int n = ch.n_chunks;
         sd_prompt_chunks_free(&ch);

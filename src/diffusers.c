@@ -385,9 +385,11 @@ static int read_text(const char *dir, sd_model *m, sd_err *err)
     cJSON *j = read_json(path, err, 1);
     if (!j) return -1;
     int rc = -1;
-    sd_text_config *c = &m->text;
+    sd_text_config *c = &m->text[0];
     memset(c, 0, sizeof *c);
-    c->kind = SD_TEXT_CLIP_HF;
+    c->kind = SD_TEXT_CLIP_HF; /* transformers' CLIPTextModel names, translated to the LDM ones */
+    snprintf(c->prefix, sizeof c->prefix, "%s", SD_PREFIX_CLIP);
+    c->final_norm = 1;
     c->width = 768;
     c->layers = 12;
     c->heads = 12;
@@ -433,6 +435,7 @@ out:
             cJSON_Delete(t);
         }
         m->has_text = 1;
+        m->n_text = 1;
     }
     return rc;
 }

@@ -30,12 +30,16 @@ static int sd1_matches(const sd_model *m)
 /* A folder whose text encoder pads with <|endoftext|> and whose U-Net has conv projections. */
 static int sd1_matches_folder(const sd_model *m)
 {
-    return !(m->unet.linear_proj || m->text.pad_id == 0 || m->unet.context_dim == 1024);
+    return !(m->unet.linear_proj || m->text[0].pad_id == 0 || m->unet.context_dim == 1024);
 }
 
 static void sd1_before_derive(sd_model *m)
 {
-    m->text.kind = SD_TEXT_CLIP_HF;
+    sd_text_config *t = &m->text[0];
+    t->kind = SD_TEXT_CLIP_HF;
+    snprintf(t->prefix, sizeof t->prefix, SD_PREFIX_CLIP);
+    t->final_norm = 1;
+    t->penultimate = 0;
 }
 
 static void sd1_after_derive(sd_model *m)

@@ -27,12 +27,16 @@ static int sd2_matches(const sd_model *m)
  * projections or 1024-wide context. */
 static int sd2_matches_folder(const sd_model *m)
 {
-    return m->unet.linear_proj || m->text.pad_id == 0 || m->unet.context_dim == 1024;
+    return m->unet.linear_proj || m->text[0].pad_id == 0 || m->unet.context_dim == 1024;
 }
 
 static void sd2_before_derive(sd_model *m)
 {
-    m->text.kind = SD_TEXT_OPENCLIP;
+    sd_text_config *t = &m->text[0];
+    t->kind = SD_TEXT_OPENCLIP;
+    snprintf(t->prefix, sizeof t->prefix, SD_PREFIX_OPENCLIP);
+    t->final_norm = 1;
+    t->penultimate = 1; /* FrozenOpenCLIPEmbedder(layer="penultimate") */
 }
 
 static void sd2_after_derive(sd_model *m)

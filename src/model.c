@@ -313,9 +313,15 @@ static const sd_family_desc *open_single_file(sd_model *m, const char *path, int
     }
     m->family = f->id;
     if (f->before_derive) f->before_derive(m);
-    if (sd_model_has(m, "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight") ||
-        sd_model_has(m, "cond_stage_model.model.token_embedding.weight"))
-        if (sd_text_derive(m, err)) return NULL;
+    /* the text towers the family named, where their tensors are present */
+    for (int i = 0; i < SD_MAX_TEXT && m->text[i].prefix[0]; i++) {
+        if (!sd_model_has(m, "%s%s", m->text[i].prefix,
+                          m->text[i].kind == SD_TEXT_CLIP_HF ? "embeddings.token_embedding.weight" : "token_embedding.weight"))
+            break;
+        if (sd_text_derive(m, &m->text[i], err)) return NULL;
+        m->n_text = i + 1;
+    }
+    m->has_text = m->n_text > 0;
     find_tokenizer_beside(m, path);
     return f;
 }
@@ -360,14 +366,14 @@ int sd_model_open(sd_model *m, const char *path, sd_err *err)
         }
     }
     if (f->after_derive) f->after_derive(m);
-    if (m->has_unet && m->has_text && m->unet.context_dim != m->text.width && m->unet.context_dim > 0) {
+    if (m->has_unet && m->has_text && m->unet.context_dim != m->text[0].width && m->unet.context_dim > 0) {
         sd_errf(err, "%s: the U-Net attends to %d-wide text but the text encoder is %d wide", path, m->unet.context_dim,
-                m->text.width);
+                m->text[0].width);
         goto fail;
     }
-    if ((m->has_unet && sd_unet_check(m, err)) || (m->has_vae && sd_vae_check(m, err)) ||
-        (m->has_text && sd_text_check(m, err)))
-        goto fail;
+    if ((m->has_unet && sd_unet_check(m, err)) || (m->has_vae && sd_vae_check(m, err))) goto fail;
+    for (int i = 0; i < m->n_text; i++)
+        if (sd_text_check(m, &m->text[i], err)) goto fail;
     if (!m->has_unet && !m->has_vae && !m->has_text) {
         sd_errf(err, "%s: no U-Net, VAE or text encoder found", path);
         goto fail;

@@ -67,9 +67,9 @@ int sd_pipeline_open(sd_pipeline *p, const char *model_path, const char *vocab_p
         goto fail;
     }
     if (sd_tokenizer_for_model(&p->tok, m, vocab_path, err)) goto fail;
-    if (sd_tokenizer_vocab_size(p->tok) > m->text.vocab) {
+    if (sd_tokenizer_vocab_size(p->tok) > m->text[0].vocab) {
         sd_errf(err, "%s: the vocabulary (%s) has %d tokens but the text encoder only %d", model_path,
-                sd_tokenizer_source(p->tok), sd_tokenizer_vocab_size(p->tok), m->text.vocab);
+                sd_tokenizer_source(p->tok), sd_tokenizer_vocab_size(p->tok), m->text[0].vocab);
         goto fail;
     }
     sd_arena_init(&p->arena, 0, 0);
@@ -117,8 +117,8 @@ int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err)
         return sd_errf(err, "strength must be between 0 and 1 (got %g)", o->strength);
     if (o->init_image && !p->model.vae.has_encoder)
         return sd_errf(err, "%s: image-to-image needs a VAE encoder, which this model lacks", p->model.path);
-    if (o->clip_skip < 1 || o->clip_skip > p->model.text.layers_used)
-        return sd_errf(err, "clip skip must be between 1 and %d for this model (got %d)", p->model.text.layers_used,
+    if (o->clip_skip < 1 || o->clip_skip > p->model.text[0].layers_used)
+        return sd_errf(err, "clip skip must be between 1 and %d for this model (got %d)", p->model.text[0].layers_used,
                        o->clip_skip);
     if (o->vae_tile && (o->vae_tile < 4 || o->vae_tile_overlap < 0 || 2 * o->vae_tile_overlap > o->vae_tile))
         return sd_errf(err, "VAE tiles must be at least 4 latent pixels with an overlap of 0..tile/2 (got %d / %d)",
@@ -313,8 +313,8 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
     r->t_text = sd_now() - t0;
     const int D = cond.dim, L = SD_TOK_CONTEXT * cond.n_chunks;
     if (dump) {
-        if (dump_tokens(dump, "tokens_cond", p->tok, o->prompt, m->text.pad_id, o->weighting, err) ||
-            dump_tokens(dump, "tokens_uncond", p->tok, o->negative_prompt, m->text.pad_id, o->weighting, err) ||
+        if (dump_tokens(dump, "tokens_cond", p->tok, o->prompt, m->text[0].pad_id, o->weighting, err) ||
+            dump_tokens(dump, "tokens_uncond", p->tok, o->negative_prompt, m->text[0].pad_id, o->weighting, err) ||
             dump_f32(dump, "text_emb_cond", cond.data, 3, (const int64_t[]){1, L, D}, err) ||
             (use_cfg && dump_f32(dump, "text_emb_uncond", uncond.data, 3, (const int64_t[]){1, L, D}, err)))
             goto out;

@@ -76,12 +76,12 @@ static void check_case(const char *dir, const char *name)
     sd_arena_init(&a, 0, 0);
     sd_tensor emb;
     double t0 = sd_now();
-    int rc = sd_text_encode(&m, &a, ids, 2, 1, &emb, &err);
+    int rc = sd_text_encode(&m, &m.text[0], &a, ids, 2, 1, &emb, NULL, &err);
     double dt = sd_now() - t0;
     CHECK(rc == 0, "%s: encode: %s", name, err.msg);
     if (rc == 0) {
         printf("---- %s (%s, width %d, %d/%d layers): encode of 2 sequences %.1f ms\n", name, model_rel,
-               m.text.width, m.text.layers_used, m.text.layers, dt * 1e3);
+               m.text[0].width, m.text[0].layers_used, m.text[0].layers, dt * 1e3);
         const char *want[2] = {"text_emb_cond", "text_emb_uncond"};
         for (int s = 0; s < 2; s++) {
             char p[4096], what[256];
@@ -100,32 +100,32 @@ static void check_case(const char *dir, const char *name)
 
         /* clip_skip, A1111 semantics. */
         sd_arena_reset(&a);
-        if (m.text.kind == SD_TEXT_OPENCLIP) {
+        if (m.text[0].kind == SD_TEXT_OPENCLIP) {
             sd_tensor e2;
-            int rc2 = sd_text_encode(&m, &a, ids, 2, 2, &e2, &err);
+            int rc2 = sd_text_encode(&m, &m.text[0], &a, ids, 2, 2, &e2, NULL, &err);
             CHECK(rc2 == 0, "%s: clip_skip 2: %s", name, err.msg);
             /* The arena was reset: re-encode the default to compare. */
             sd_tensor e1;
-            int rc1 = sd_text_encode(&m, &a, ids, 2, 1, &e1, &err);
+            int rc1 = sd_text_encode(&m, &m.text[0], &a, ids, 2, 1, &e1, NULL, &err);
             CHECK(rc1 == 0 && rc2 == 0 && !memcmp(e1.data, e2.data, (size_t)sd_numel(e1) * 4),
                   "%s: OpenCLIP must ignore clip_skip (A1111)", name);
         } else {
             sd_tensor e2;
-            int rc2 = sd_text_encode(&m, &a, ids, 1, m.text.layers + 1, &e2, &err);
-            CHECK(rc2 != 0, "%s: clip_skip %d > layers must be refused", name, m.text.layers + 1);
-            rc2 = sd_text_encode(&m, &a, ids, 1, m.text.layers, &e2, &err);
-            CHECK(rc2 == 0, "%s: clip_skip %d (one layer): %s", name, m.text.layers, err.msg);
+            int rc2 = sd_text_encode(&m, &m.text[0], &a, ids, 1, m.text[0].layers + 1, &e2, NULL, &err);
+            CHECK(rc2 != 0, "%s: clip_skip %d > layers must be refused", name, m.text[0].layers + 1);
+            rc2 = sd_text_encode(&m, &m.text[0], &a, ids, 1, m.text[0].layers, &e2, NULL, &err);
+            CHECK(rc2 == 0, "%s: clip_skip %d (one layer): %s", name, m.text[0].layers, err.msg);
         }
         /* Token ids are bounded by the vocabulary. */
         int32_t bad[77];
         memcpy(bad, ids, sizeof bad);
-        bad[5] = m.text.vocab;
+        bad[5] = m.text[0].vocab;
         sd_tensor e3;
-        int rc3 = sd_text_encode(&m, &a, bad, 1, 1, &e3, &err);
+        int rc3 = sd_text_encode(&m, &m.text[0], &a, bad, 1, 1, &e3, NULL, &err);
         CHECK(rc3 != 0 && strstr(err.msg, "vocabulary"), "%s: id %d must be refused (got rc %d: %s)", name,
-              m.text.vocab, rc3, rc3 ? err.msg : "");
+              m.text[0].vocab, rc3, rc3 ? err.msg : "");
         bad[5] = -1;
-        rc3 = sd_text_encode(&m, &a, bad, 1, 1, &e3, &err);
+        rc3 = sd_text_encode(&m, &m.text[0], &a, bad, 1, 1, &e3, NULL, &err);
         CHECK(rc3 != 0, "%s: id -1 must be refused", name);
     }
     sd_arena_free(&a);

@@ -91,8 +91,8 @@ int main(void)
         CHECK(0, "open %s: %s", path, err.msg);
         TEST_MAIN_END();
     }
-    CHECK(m.text.kind == SD_TEXT_CLIP_HF && m.text.width == 768 && m.text.layers == 12,
-          "SD 1.5 text config (kind %d width %d layers %d)", (int)m.text.kind, m.text.width, m.text.layers);
+    CHECK(m.text[0].kind == SD_TEXT_CLIP_HF && m.text[0].width == 768 && m.text[0].layers == 12,
+          "SD 1.5 text config (kind %d width %d layers %d)", (int)m.text[0].kind, m.text[0].width, m.text[0].layers);
     sd_arena a;
     sd_arena_init(&a, 0, 0);
 
@@ -107,7 +107,7 @@ int main(void)
         }
         sd_tensor emb;
         double t0 = sd_now();
-        int rc = sd_text_encode(&m, &a, ids, 2, 1, &emb, &err);
+        int rc = sd_text_encode(&m, &m.text[0], &a, ids, 2, 1, &emb, NULL, &err);
         double dt = sd_now() - t0;
         CHECK(rc == 0, "encode: %s", err.msg);
         if (rc == 0) {

@@ -145,7 +145,7 @@ static void test_tiny_sd1(void)
     vae_want v = {3, 4, 32, 4, {1, 2, 2, 2}, 1, 32, 1, 1, 0.18215f};
     check_vae(model, &m.vae, &v);
     text_want t = {SD_TEXT_CLIP_HF, 64, 2, 2, 1, 256, 49408, 77, SD_ACT_QUICK_GELU, 49407};
-    check_text(model, &m.text, &t);
+    check_text(model, &m.text[0], &t);
     CHECK(sd_unet_heads(&m.unet, 32) == 8 && sd_unet_heads(&m.unet, 64) == 8, "tiny-sd1: 8 heads at every width");
     /* scheduler: the v1-inference.yaml defaults */
     EQ("sched.num_train_timesteps", m.sched.num_train_timesteps, 1000);
@@ -185,7 +185,7 @@ static void test_tiny_sd2(void)
     vae_want v = {3, 4, 32, 4, {1, 2, 2, 2}, 1, 32, 1, 1, 0.18215f};
     check_vae(model, &m.vae, &v);
     text_want t = {SD_TEXT_OPENCLIP, 128, 3, 2, 2, 512, 49408, 77, SD_ACT_GELU, 0};
-    check_text(model, &m.text, &t);
+    check_text(model, &m.text[0], &t);
     CHECK(sd_model_find(&m, "cond_stage_model.model.transformer.resblocks.2.attn.in_proj_weight") != NULL,
           "tiny-sd2: the unused last block is kept (and ignored)");
     sd_model_close(&m);
@@ -211,7 +211,7 @@ static void test_tiny_cfg(void)
     check_vae(model, &m.vae, &v);
     /* text heads are 8 wide here: only the config can say so */
     text_want t = {SD_TEXT_CLIP_HF, 32, 5, 5, 4, 37, 49408, 77, SD_ACT_QUICK_GELU, 49407};
-    check_text(model, &m.text, &t);
+    check_text(model, &m.text[0], &t);
     EQ("sched.num_train_timesteps", m.sched.num_train_timesteps, 1000);
     CHECK(m.sched.beta_start == 0.00085 && m.sched.beta_end == 0.012 && !strcmp(m.sched.beta_schedule, "scaled_linear") &&
               m.sched.steps_offset == 1 && m.sched.from_file && m.sched.timestep_spacing[0] == 0,

@@ -264,7 +264,7 @@ static void test_cond(sd_tokenizer *t)
     /* SD 2.x (pad 0, penultimate layer) */
     if (sd_model_open(&m, sd_test_path("golden/models/tiny-sd2.safetensors"), &err)) { CHECK(0, "%s", err.msg); sd_arena_free(&a); return; }
     want = npy_f32("golden/cases/p6-tiny-sd2-v-ddim/text_emb_cond.npy", &n);
-    CHECK(m.text.pad_id == 0, "sd2 pad id");
+    CHECK(m.text[0].pad_id == 0, "sd2 pad id");
     CHECK(sd_text_condition(&m, &a, t, "a bowl of ramen", 1, 1, &c, &err) == 0 && c.n_chunks == 1, "%s", err.msg);
     if (c.data && want) CHECK_CLOSE("p6 cond = golden text_emb_cond (SD 2.x)", c.data, want, n, 2e-5);
     sd_cond_free(&c);

@@ -43,7 +43,7 @@ typedef struct sd_cond {
 int sd_tokenizer_for_model(sd_tokenizer **out, const sd_model *m, const char *cli_vocab, sd_err *err);
 
 /* weighting: 1 = A1111 syntax, 0 = literal (--no-weighting). clip_skip as sd_text_encode.
- * The padding id is m->text.pad_id. */
+ * The padding id is m->text[0].pad_id. */
 int sd_text_condition(sd_model *m, sd_arena *a, sd_tokenizer *t, const char *prompt, int weighting,
                       int clip_skip, sd_cond *out, sd_err *err);
 

@@ -82,8 +82,14 @@ typedef struct sd_vae_config {
     int has_encoder, has_decoder;
 } sd_vae_config;
 
+#define SD_MAX_TEXT 3 /* text encoders of one model (SDXL: 2) */
+
 typedef struct sd_text_config {
     sd_text_kind kind;
+    char prefix[64];   /* LDM prefix of the tower's tensors */
+    int final_norm;    /* the context is taken after the final LayerNorm (SD 1.x/2.x), or before it (SDXL) */
+    int penultimate;   /* the context is the second-to-last layer's output (SD 2.x, SDXL) */
+    int proj_dim;      /* text_projection output width: the pooled vector's (0: no pooled output) */
     int width, layers, heads, mlp, vocab, positions;
     int layers_used;   /* how many transformer layers run before the final norm (SD 2.x: layers − 1) */
     sd_act act;
@@ -130,7 +136,8 @@ typedef struct sd_model {
     int has_unet, has_vae, has_text;
     sd_unet_config unet;
     sd_vae_config vae;
-    sd_text_config text;
+    sd_text_config text[SD_MAX_TEXT];
+    int n_text;                       /* text encoders present (has_text: n_text > 0) */
     sd_sched_config sched;
 
     int n_files;
