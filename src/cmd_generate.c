@@ -56,11 +56,14 @@ static void usage(FILE *f)
             "Model and text\n"
             "  -m, --model PATH           .safetensors checkpoint or diffusers folder (default: the demo model)\n"
             "  -p, --prompt TEXT          prompt; A1111 syntax: (word) (word:1.5) [word] BREAK, \\( \\) escapes\n"
-            "  -n, --negative-prompt TEXT negative prompt (default \"\")\n"
+            "  -n, --negative-prompt TEXT negative prompt (default: none; SD 1.x/2.x encode \"\", SDXL uses zeros)\n"
             "      --no-weighting         take brackets in prompts literally\n"
             "      --vocab PATH           CLIP vocabulary: bpe_simple_vocab_16e6.txt.gz, vocab.json, merges.txt or\n"
             "                             a folder (default: $SDGEN_VOCAB, the model's tokenizer, the install dir)\n"
             "      --clip-skip N          stop N-1 text layers early, as A1111 counts it (default 1)\n"
+            "      --original-size WxH    SDXL size conditioning (default: the image size)\n"
+            "      --crop-top-left T,L    SDXL crop conditioning (default 0,0)\n"
+            "      --target-size WxH      SDXL target-size conditioning (default: the image size)\n"
             "Image\n"
             "  -W, --width N, -H, --height N  size in pixels, multiples of 8 (default: the model's, 512 for SD 1.x)\n"
             "      --steps N              denoising steps (default 20)\n"
@@ -131,6 +134,24 @@ static int parse_int(const char *typed, const char *longopt, const char *v, int 
     if (parse_num(typed, longopt, v, &x)) return -1;
     *out = (int)x.i;
     return 0;
+}
+
+/* "AxB" (sep 'x': WxH sizes) or "A,B" (sep ',': TOP,LEFT crops), each 0..16384, strictly. */
+static int parse_pair(const char *opt, const char *v, char sep, int *a, int *b)
+{
+    char buf[64];
+    const char *cut = strchr(v, sep);
+    long long x, y;
+    if (!cut || (size_t)(cut - v) >= sizeof buf || sd_parse_ll(cut + 1, 0, &y) || y < 0 || y > 16384) goto bad;
+    memcpy(buf, v, (size_t)(cut - v));
+    buf[cut - v] = 0;
+    if (sd_parse_ll(buf, 0, &x) || x < 0 || x > 16384) goto bad;
+    *a = (int)x;
+    *b = (int)y;
+    return 0;
+bad:
+    say("%s expects %s with values 0..16384, got \"%.64s\"", opt, sep == 'x' ? "WIDTHxHEIGHT" : "TOP,LEFT", v);
+    return -1;
 }
 
 static int parse_seed(const char *opt, const char *v, uint64_t *out)
@@ -212,6 +233,16 @@ static int parse_args(int argc, char **argv, cli_opts *c)
         } else if (OPT("-n", "--negative-prompt")) {
             NEEDV();
             c->gen.negative_prompt = v;
+            c->gen.negative_given = 1;
+        } else if (!strcmp(a, "--original-size")) {
+            NEEDV();
+            if (parse_pair(a, v, 'x', &c->gen.original_w, &c->gen.original_h)) return -1;
+        } else if (!strcmp(a, "--target-size")) {
+            NEEDV();
+            if (parse_pair(a, v, 'x', &c->gen.target_w, &c->gen.target_h)) return -1;
+        } else if (!strcmp(a, "--crop-top-left")) {
+            NEEDV();
+            if (parse_pair(a, v, ',', &c->gen.crop_top, &c->gen.crop_left)) return -1;
         } else if (OPT("-o", "--output")) {
             NEEDV();
             c->output = v;

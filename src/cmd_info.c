@@ -42,6 +42,7 @@ static cJSON *describe(const sd_model *m)
     if (m->has_vae && m->vae.has_decoder) cJSON_AddItemToArray(comp, cJSON_CreateString("vae_decoder"));
     if (m->has_vae && m->vae.has_encoder) cJSON_AddItemToArray(comp, cJSON_CreateString("vae_encoder"));
     if (m->has_text) cJSON_AddItemToArray(comp, cJSON_CreateString("text_encoder"));
+    if (m->n_text > 1) cJSON_AddItemToArray(comp, cJSON_CreateString("text_encoder_2"));
 
     /* parameter counts and dtypes per component */
     const char *names[] = {"unet", "vae", "text", "other"};
@@ -81,6 +82,11 @@ static cJSON *describe(const sd_model *m)
         cJSON_AddItemToObject(o, "attention_levels", int_array(u->attn, u->n_levels));
         cJSON_AddBoolToObject(o, "middle_attention", u->mid_attn);
         cJSON_AddNumberToObject(o, "transformer_depth", u->transformer_depth);
+        int depth[SD_MAX_LEVELS + 1];
+        for (int l = 0; l <= u->n_levels; l++)
+            depth[l] = (l < u->n_levels ? u->attn[l] : u->mid_attn) ? (u->depth[l] ? u->depth[l] : u->transformer_depth) : 0;
+        cJSON_AddItemToObject(o, "transformer_depth_per_level", int_array(depth, u->n_levels + 1));
+        if (u->adm_in > 0) cJSON_AddNumberToObject(o, "adm_in", u->adm_in);
         if (u->num_heads > 0) cJSON_AddNumberToObject(o, "num_heads", u->num_heads);
         if (u->head_dim > 0) cJSON_AddNumberToObject(o, "head_dim", u->head_dim);
         cJSON_AddNumberToObject(o, "context_dim", u->context_dim);
@@ -98,10 +104,11 @@ static cJSON *describe(const sd_model *m)
         cJSON_AddBoolToObject(o, "encoder", v->has_encoder);
         cJSON_AddBoolToObject(o, "decoder", v->has_decoder);
     }
-    if (m->has_text) {
-        const sd_text_config *t = &m->text[0];
-        cJSON *o = cJSON_AddObjectToObject(j, "text");
+    for (int i = 0; i < m->n_text; i++) {
+        const sd_text_config *t = &m->text[i];
+        cJSON *o = cJSON_AddObjectToObject(j, i ? "text_2" : "text");
         cJSON_AddStringToObject(o, "kind", t->kind == SD_TEXT_OPENCLIP ? "openclip" : "clip");
+        cJSON_AddStringToObject(o, "prefix", t->prefix);
         cJSON_AddNumberToObject(o, "width", t->width);
         cJSON_AddNumberToObject(o, "layers", t->layers);
         cJSON_AddNumberToObject(o, "layers_used", t->layers_used);
@@ -111,6 +118,8 @@ static cJSON *describe(const sd_model *m)
         cJSON_AddNumberToObject(o, "positions", t->positions);
         cJSON_AddStringToObject(o, "activation", t->act == SD_ACT_GELU ? "gelu" : "quick_gelu");
         cJSON_AddNumberToObject(o, "pad_id", t->pad_id);
+        cJSON_AddBoolToObject(o, "final_norm", t->final_norm);
+        if (t->proj_dim > 0) cJSON_AddNumberToObject(o, "projection_dim", t->proj_dim);
     }
     cJSON *meta = cJSON_AddObjectToObject(j, "metadata");
     for (int f = 0; f < m->n_files; f++)
@@ -178,11 +187,16 @@ static void print_text(const sd_model *m, const cJSON *j)
         printf(", %d res blocks per level, attention at levels", u->num_res_blocks);
         for (int l = 0; l < u->n_levels; l++)
             if (u->attn[l]) printf(" %d", l);
-        printf("%s, depth %d, ", u->mid_attn ? " + middle" : "", u->transformer_depth);
+        printf("%s, depth", u->mid_attn ? " + middle" : "");
+        for (int l = 0; l <= u->n_levels; l++)
+            if (l < u->n_levels ? u->attn[l] : u->mid_attn) printf(" %d", u->depth[l] ? u->depth[l] : u->transformer_depth);
+        printf(", ");
         if (u->num_heads > 0) printf("%d heads", u->num_heads);
         else printf("%d-wide heads", u->head_dim);
-        printf(", context %d, %s proj_in/out, time embedding %d\n", u->context_dim,
+        printf(", context %d, %s proj_in/out, time embedding %d", u->context_dim,
                u->linear_proj ? "linear" : "1x1 conv", u->time_embed_dim);
+        if (u->adm_in > 0) printf(", label_emb from %d values", u->adm_in);
+        printf("\n");
     }
     if (m->has_vae) {
         const sd_vae_config *v = &m->vae;
@@ -192,11 +206,14 @@ static void print_text(const sd_model *m, const cJSON *j)
                v->z_channels, v->scale_factor, v->has_encoder ? "encoder" : "",
                v->has_encoder && v->has_decoder ? " + " : "", v->has_decoder ? "decoder" : "");
     }
-    if (m->has_text) {
-        const sd_text_config *t = &m->text[0];
-        printf("text:        %s, width %d, %d layers (%d used), %d heads, MLP %d, %s, vocab %d, %d positions, pad %d\n",
-               t->kind == SD_TEXT_OPENCLIP ? "OpenCLIP" : "CLIP", t->width, t->layers, t->layers_used, t->heads, t->mlp,
+    for (int i = 0; i < m->n_text; i++) {
+        const sd_text_config *t = &m->text[i];
+        printf("%s %s, width %d, %d layers (%d used%s), %d heads, MLP %d, %s, vocab %d, %d positions, pad %d",
+               i ? "text 2:     " : "text:       ", t->kind == SD_TEXT_OPENCLIP ? "OpenCLIP" : "CLIP", t->width, t->layers,
+               t->layers_used, t->final_norm ? ", final norm" : ", no final norm", t->heads, t->mlp,
                t->act == SD_ACT_GELU ? "gelu" : "quick_gelu", t->vocab, t->positions, t->pad_id);
+        if (t->proj_dim > 0) printf(", projection %d", t->proj_dim);
+        printf("\n");
     }
     const cJSON *meta = cJSON_GetObjectItem(j, "metadata");
     if (cJSON_GetArraySize(meta) > 0) {

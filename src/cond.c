@@ -42,6 +42,8 @@ sd_tensor sd_cond_tensor(const sd_cond *c)
 void sd_cond_free(sd_cond *c)
 {
     free(c->data);
+    free(c->pooled);
+    free(c->vec);
     memset(c, 0, sizeof *c);
 }
 
@@ -53,36 +55,49 @@ static float mean_f(const float *x, size_t n)
     return (float)(s / (double)n);
 }
 
-static int encode_chunks(sd_model *m, sd_arena *a, const int32_t *tokens, int n_chunks, int clip_skip,
-                         float **data, int *dim, sd_err *err)
+/* Encode the chunks with tower t: the context rows into *data (malloc'd, n_chunks × 77 × dim), and the
+ * first chunk's pooled vector into *pooled when pooled is non-NULL (A1111 keeps the first chunk's). */
+static int encode_chunks(sd_model *m, const sd_text_config *t, sd_arena *a, const int32_t *tokens, int n_chunks,
+                         int clip_skip, float **data, int *dim, float **pooled, sd_err *err)
 {
-    sd_tensor emb;
-    if (sd_text_encode(m, &m->text[0], a, tokens, n_chunks, clip_skip, &emb, NULL, err)) return -1;
+    sd_tensor emb, pl;
+    if (sd_text_encode(m, t, a, tokens, n_chunks, clip_skip, &emb, pooled ? &pl : NULL, err)) return -1;
     if (emb.ndim != 3 || emb.ne[0] != n_chunks || emb.ne[1] != SD_TOK_CONTEXT || emb.ne[2] <= 0)
         return sd_errf(err, "text encoder returned an unexpected shape");
     size_t n = (size_t)sd_numel(emb);
     float *d = malloc(n * sizeof *d);
-    if (!d) return sd_errcf(err, SD_EXIT_OOM, "out of memory (conditioning, %zu floats)", n);
+    float *q = pooled ? malloc((size_t)t->proj_dim * sizeof *q) : NULL;
+    if (!d || (pooled && !q)) {
+        free(d);
+        free(q);
+        return sd_errcf(err, SD_EXIT_OOM, "out of memory (conditioning, %zu floats)", n);
+    }
     memcpy(d, emb.data, n * sizeof *d);
+    if (pooled) {
+        memcpy(q, pl.data, (size_t)t->proj_dim * sizeof *q);
+        *pooled = q;
+    }
     *data = d;
     *dim = (int)emb.ne[2];
     return 0;
 }
 
-int sd_text_condition(sd_model *m, sd_arena *a, sd_tokenizer *t, const char *prompt, int weighting,
-                      int clip_skip, sd_cond *out, sd_err *err)
+int sd_text_condition_tower(sd_model *m, int tower, sd_arena *a, sd_tokenizer *t, const char *prompt, int weighting,
+                            int clip_skip, int want_pooled, sd_cond *out, sd_err *err)
 {
     memset(out, 0, sizeof *out);
+    if (tower < 0 || tower >= m->n_text) return sd_errf(err, "the model has no text encoder %d", tower + 1);
+    const sd_text_config *tc = &m->text[tower];
     sd_prompt_chunks ch;
-    if (sd_prompt_chunk(t, prompt, m->text[0].pad_id, weighting, &ch, err)) return -1;
+    if (sd_prompt_chunk(t, prompt, tc->pad_id, weighting, &ch, err)) return -1;
     if (ch.n_chunks > 64) {
         int n = ch.n_chunks;
         sd_prompt_chunks_free(&ch);
         return sd_errf(err, "prompt too long: %d chunks of 75 tokens (at most 64)", n);
     }
-    float *z = NULL;
+    float *z = NULL, *pooled = NULL;
     int dim = 0;
-    if (encode_chunks(m, a, ch.tokens, ch.n_chunks, clip_skip, &z, &dim, err)) {
+    if (encode_chunks(m, tc, a, ch.tokens, ch.n_chunks, clip_skip, &z, &dim, want_pooled ? &pooled : NULL, err)) {
         sd_prompt_chunks_free(&ch);
         return -1;
     }
@@ -102,6 +117,8 @@ int sd_text_condition(sd_model *m, sd_arena *a, sd_tokenizer *t, const char *pro
     }
     out->data = z;
     out->dim = dim;
+    out->pooled = pooled;
+    out->pooled_dim = pooled ? tc->proj_dim : 0;
     out->n_chunks = ch.n_chunks;
     out->n_text_tokens = ch.n_text_tokens;
     out->weighted = ch.weighted;
@@ -109,15 +126,21 @@ int sd_text_condition(sd_model *m, sd_arena *a, sd_tokenizer *t, const char *pro
     return 0;
 }
 
-int sd_cond_match_length(sd_model *m, sd_arena *a, sd_tokenizer *t, int clip_skip, sd_cond *cond,
-                         sd_cond *uncond, sd_err *err)
+int sd_text_condition(sd_model *m, sd_arena *a, sd_tokenizer *t, const char *prompt, int weighting,
+                      int clip_skip, sd_cond *out, sd_err *err)
+{
+    return sd_text_condition_tower(m, 0, a, t, prompt, weighting, clip_skip, 0, out, err);
+}
+
+int sd_cond_match_length(sd_model *m, sd_arena *a, sd_tokenizer *t, int clip_skip, sd_cond_fn condition,
+                         sd_cond *cond, sd_cond *uncond, sd_err *err)
 {
     if (cond->n_chunks == uncond->n_chunks) return 0;
     if (cond->dim != uncond->dim) return sd_errf(err, "cond/uncond widths differ (%d vs %d)", cond->dim, uncond->dim);
     sd_cond *s = cond->n_chunks < uncond->n_chunks ? cond : uncond;
     int target = cond->n_chunks > uncond->n_chunks ? cond->n_chunks : uncond->n_chunks;
     sd_cond empty;
-    if (sd_text_condition(m, a, t, "", 1, clip_skip, &empty, err)) return -1;
+    if (condition(m, a, t, "", 1, clip_skip, &empty, err)) return -1;
     size_t per = (size_t)SD_TOK_CONTEXT * (size_t)s->dim;
     float *d = realloc(s->data, per * (size_t)target * sizeof *d);
     if (!d) { sd_cond_free(&empty); return sd_errcf(err, SD_EXIT_OOM, "out of memory"); }

@@ -366,9 +366,12 @@ int sd_model_open(sd_model *m, const char *path, sd_err *err)
         }
     }
     if (f->after_derive) f->after_derive(m);
-    if (m->has_unet && m->has_text && m->unet.context_dim != m->text[0].width && m->unet.context_dim > 0) {
-        sd_errf(err, "%s: the U-Net attends to %d-wide text but the text encoder is %d wide", path, m->unet.context_dim,
-                m->text[0].width);
+    /* The U-Net attends to the text encoders' outputs side by side (SDXL: 768 + 1280). */
+    int ctx_width = 0;
+    for (int i = 0; i < m->n_text; i++) ctx_width += m->text[i].width;
+    if (m->has_unet && m->has_text && m->unet.context_dim != ctx_width && m->unet.context_dim > 0) {
+        sd_errf(err, "%s: the U-Net attends to %d-wide text but the text encoder%s %d wide", path, m->unet.context_dim,
+                m->n_text > 1 ? "s together are" : " is", ctx_width);
         goto fail;
     }
     if ((m->has_unet && sd_unet_check(m, err)) || (m->has_vae && sd_vae_check(m, err))) goto fail;
@@ -383,8 +386,9 @@ int sd_model_open(sd_model *m, const char *path, sd_err *err)
         const sd_weight_ref *w = &m->weights[i];
         sd_dtype dt = m->files[w->file].tensors[w->index].dtype;
         int used = !strncmp(w->name, SD_PREFIX_UNET, strlen(SD_PREFIX_UNET)) ||
-                   !strncmp(w->name, SD_PREFIX_VAE, strlen(SD_PREFIX_VAE)) ||
-                   (!strncmp(w->name, "cond_stage_model.", 17) && !strstr(w->name, "position_ids"));
+                   !strncmp(w->name, SD_PREFIX_VAE, strlen(SD_PREFIX_VAE));
+        for (int t = 0; t < m->n_text && !used; t++)
+            used = !strncmp(w->name, m->text[t].prefix, strlen(m->text[t].prefix)) && !strstr(w->name, "position_ids");
         if (used && dt != SD_DT_F32 && dt != SD_DT_F16 && dt != SD_DT_BF16 && dt != SD_DT_F64 &&
             !strstr(w->name, "logit_scale"))
         {

@@ -199,6 +199,24 @@ static int dump_unet0(const char *dir, float t, int int_timesteps, sd_tensor x, 
 
 /* ---- the stages ---- */
 
+/* The conditioning of a negative prompt that was not given, for families that use zeros then:
+ * cond's shape with every value 0, pooled vector included. */
+static int zero_cond(const sd_cond *cond, sd_cond *out, sd_err *err)
+{
+    memset(out, 0, sizeof *out);
+    const size_t n = (size_t)SD_TOK_CONTEXT * (size_t)cond->n_chunks * (size_t)cond->dim;
+    out->data = calloc(n, sizeof(float));
+    out->pooled = cond->pooled_dim ? calloc((size_t)cond->pooled_dim, sizeof(float)) : NULL;
+    if (!out->data || (cond->pooled_dim && !out->pooled)) {
+        sd_cond_free(out);
+        return sd_errcf(err, SD_EXIT_OOM, "out of memory (conditioning)");
+    }
+    out->n_chunks = cond->n_chunks;
+    out->dim = cond->dim;
+    out->pooled_dim = cond->pooled_dim;
+    return 0;
+}
+
 int sd_pipeline_condition(sd_pipeline *p, const sd_gen_opts *o, sd_cond *cond, sd_cond *uncond, sd_err *err)
 {
     sd_model *m = &p->model;
@@ -207,8 +225,13 @@ int sd_pipeline_condition(sd_pipeline *p, const sd_gen_opts *o, sd_cond *cond, s
     if (uncond) memset(uncond, 0, sizeof *uncond);
     int rc = f->condition(m, &p->arena, p->tok, o->prompt, o->weighting, o->clip_skip, cond, err);
     if (rc == 0 && uncond) {
-        rc = f->condition(m, &p->arena, p->tok, o->negative_prompt, o->weighting, o->clip_skip, uncond, err);
-        if (rc == 0) rc = sd_cond_match_length(m, &p->arena, p->tok, o->clip_skip, cond, uncond, err);
+        if (f->zeros_without_negative && !o->negative_given) {
+            rc = zero_cond(cond, uncond, err);
+        } else {
+            rc = f->condition(m, &p->arena, p->tok, o->negative_prompt, o->weighting, o->clip_skip, uncond, err);
+            if (rc == 0)
+                rc = sd_cond_match_length(m, &p->arena, p->tok, o->clip_skip, f->condition, cond, uncond, err);
+        }
     }
     sd_arena_reset(&p->arena);
     sd_model_release_pages(m, f->text_prefix); /* the text encoder is done for this image */
@@ -217,6 +240,39 @@ int sd_pipeline_condition(sd_pipeline *p, const sd_gen_opts *o, sd_cond *cond, s
         if (uncond) sd_cond_free(uncond);
     }
     return rc;
+}
+
+void sd_gen_time_ids(const sd_gen_opts *o, int width, int height, float ids[6])
+{
+    /* diffusers _get_add_time_ids: original_size + crops_coords_top_left + target_size, each (h, w) or
+     * (top, left); original and target default to the output size */
+    ids[0] = (float)(o->original_h ? o->original_h : height);
+    ids[1] = (float)(o->original_w ? o->original_w : width);
+    ids[2] = (float)o->crop_top;
+    ids[3] = (float)o->crop_left;
+    ids[4] = (float)(o->target_h ? o->target_h : height);
+    ids[5] = (float)(o->target_w ? o->target_w : width);
+}
+
+int sd_pipeline_vectors(sd_pipeline *p, const sd_gen_opts *o, int width, int height, sd_cond *cond, sd_cond *uncond,
+                        sd_err *err)
+{
+    sd_model *m = &p->model;
+    const sd_family_desc *f = sd_family_get(m->family);
+    if (!f->vector || m->unet.adm_in <= 0) return 0;
+    float ids[6];
+    sd_gen_time_ids(o, width, height, ids);
+    for (int k = 0; k < 2; k++) {
+        sd_cond *c = k ? uncond : cond;
+        if (!c) continue;
+        free(c->vec);
+        c->vec = malloc((size_t)m->unet.adm_in * sizeof(float));
+        if (!c->vec) return sd_errcf(err, SD_EXIT_OOM, "out of memory (conditioning vector)");
+        c->vec_dim = m->unet.adm_in;
+        if (f->vector(m, &p->arena, c, ids, c->vec, err)) return -1;
+    }
+    sd_arena_reset(&p->arena);
+    return 0;
 }
 
 int sd_pipeline_guided(sd_pipeline *p, sd_tensor x, float t, const sd_cond *cond, const sd_cond *uncond, float cfg,
@@ -230,9 +286,12 @@ int sd_pipeline_guided(sd_pipeline *p, sd_tensor x, float t, const sd_cond *cond
     if (uncond && (uncond->n_chunks != cond->n_chunks || uncond->dim != cond->dim))
         return sd_errf(err, "conditioning and unconditional conditioning differ in length");
     /* classifier-free guidance as one batch: the unconditional half first (diffusers) */
+    const int64_t Y = cond->vec_dim;
+    if (uncond && uncond->vec_dim != Y) return sd_errf(err, "conditioning vectors differ in width");
     sd_tensor xb = sd_tensor_4d(a, B, x.ne[1], x.ne[2], x.ne[3]);
     sd_tensor ctx = sd_tensor_3d(a, B, L, D);
-    if (!xb.data || !ctx.data) {
+    sd_tensor y = Y ? sd_tensor_2d(a, B, Y) : (sd_tensor){0};
+    if (!xb.data || !ctx.data || (Y && !y.data)) {
         sd_arena_reset(a);
         return sd_errcf(err, SD_EXIT_OOM, "out of memory for the denoiser's input");
     }
@@ -240,10 +299,11 @@ int sd_pipeline_guided(sd_pipeline *p, sd_tensor x, float t, const sd_cond *cond
         memcpy(xb.data + b * n, x.data, (size_t)n * sizeof(float));
         const sd_cond *c = B == 2 && b == 0 ? uncond : cond;
         memcpy(ctx.data + (size_t)b * L * D, c->data, (size_t)(L * D) * sizeof(float));
+        if (Y) memcpy(y.data + b * Y, c->vec, (size_t)Y * sizeof(float));
     }
     const float tt[2] = {t, t};
     sd_tensor out;
-    int rc = f->denoise(m, a, xb, tt, ctx, (sd_tensor){0}, &out, err);
+    int rc = f->denoise(m, a, xb, tt, ctx, y, &out, err);
     if (rc == 0 && dump_dir) rc = dump_unet0(dump_dir, t, int_timesteps, xb, ctx, out, err);
     if (rc == 0) {
         if (uncond) {
@@ -255,6 +315,38 @@ int sd_pipeline_guided(sd_pipeline *p, sd_tensor x, float t, const sd_cond *cond
     }
     sd_arena_reset(a);
     return rc;
+}
+
+/* The conditioning stage's dumps, named as the golden cases name them: tokens of each encoder
+ * (tokens_*, tokens_2_*), the context (text_emb_*), the pooled vector and the size ids (SDXL). */
+static int dump_conditioning(sd_pipeline *p, const sd_gen_opts *o, const sd_cond *cond, const sd_cond *uncond, int W,
+                             int H, sd_err *err)
+{
+    const sd_model *m = &p->model;
+    const char *dir = o->dump_dir;
+    const int D = cond->dim, L = SD_TOK_CONTEXT * cond->n_chunks;
+    const int encoded_neg = uncond && !(sd_family_get(m->family)->zeros_without_negative && !o->negative_given);
+    static const char *const tok_names[2][2] = {{"tokens_cond", "tokens_uncond"}, {"tokens_2_cond", "tokens_2_uncond"}};
+    for (int i = 0; i < m->n_text && i < 2; i++) {
+        if (dump_tokens(dir, tok_names[i][0], p->tok, o->prompt, m->text[i].pad_id, o->weighting, err)) return -1;
+        if ((encoded_neg || !uncond) &&
+            dump_tokens(dir, tok_names[i][1], p->tok, o->negative_prompt, m->text[i].pad_id, o->weighting, err))
+            return -1;
+    }
+    if (dump_f32(dir, "text_emb_cond", cond->data, 3, (const int64_t[]){1, L, D}, err) ||
+        (uncond && dump_f32(dir, "text_emb_uncond", uncond->data, 3, (const int64_t[]){1, L, D}, err)))
+        return -1;
+    if (cond->pooled) {
+        const int64_t P[2] = {1, cond->pooled_dim};
+        if (dump_f32(dir, "pooled_cond", cond->pooled, 2, P, err) ||
+            (uncond && uncond->pooled && dump_f32(dir, "pooled_uncond", uncond->pooled, 2, P, err)))
+            return -1;
+        float ids[12]; /* one row per batch row: [uncond;] cond, the same ids */
+        sd_gen_time_ids(o, W, H, ids);
+        memcpy(ids + 6, ids, sizeof(float) * 6);
+        if (dump_f32(dir, "add_time_ids", ids, 2, (const int64_t[]){uncond ? 2 : 1, 6}, err)) return -1;
+    }
+    return 0;
 }
 
 static int make_dir(const char *dir, sd_err *err)
@@ -276,7 +368,9 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
     float *x = NULL, *noise = NULL, *xin = NULL, *g = NULL, *steps_dump = NULL, *img_f = NULL;
     sd_image init = {0};
     int rc = -1;
-    const int use_cfg = o->cfg_scale != 1.0f;
+    /* diffusers runs the unconditional pass only for guidance_scale > 1 (do_classifier_free_guidance):
+     * 1 and below (SDXL-Turbo: 0) mean "off", the model's conditional output alone. */
+    const int use_cfg = o->cfg_scale > 1.0f;
     const char *dump = o->dump_dir;
 
     if (sd_gen_validate(p, o, err)) return -1;
@@ -311,14 +405,8 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
     r->chunks_cond = cond.n_chunks;
     r->chunks_uncond = use_cfg ? uncond.n_chunks : 0;
     r->t_text = sd_now() - t0;
-    const int D = cond.dim, L = SD_TOK_CONTEXT * cond.n_chunks;
-    if (dump) {
-        if (dump_tokens(dump, "tokens_cond", p->tok, o->prompt, m->text[0].pad_id, o->weighting, err) ||
-            dump_tokens(dump, "tokens_uncond", p->tok, o->negative_prompt, m->text[0].pad_id, o->weighting, err) ||
-            dump_f32(dump, "text_emb_cond", cond.data, 3, (const int64_t[]){1, L, D}, err) ||
-            (use_cfg && dump_f32(dump, "text_emb_uncond", uncond.data, 3, (const int64_t[]){1, L, D}, err)))
-            goto out;
-    }
+    if (sd_pipeline_vectors(p, o, W, H, &cond, use_cfg ? &uncond : NULL, err)) goto out;
+    if (dump && dump_conditioning(p, o, &cond, use_cfg ? &uncond : NULL, W, H, err)) goto out;
 
     /* 2. schedule and random stream */
     r->prediction = o->prediction != SD_PRED_UNKNOWN ? o->prediction : m->prediction;

@@ -103,10 +103,27 @@ static inline const char *jstr(const cJSON *c, const char *k)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-static inline void run_golden_case(const char *sdgen, const char *case_name, const char *model_override)
+/* Append "--opt AxB" (sep 'x', from a [h, w] pair: W x H) or "--opt A,B" (sep ',': [top, left]) for a
+ * case.json pair key. */
+static inline void pair_option(const cJSON *c, const char *key, const char *opt, char sep, char **argv, int *n,
+                               char *val, size_t cap)
 {
-    char case_dir[4096], json_path[4200];
-    snprintf(case_dir, sizeof case_dir, "%s", sd_test_path("golden/cases"));
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, key);
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 2) return;
+    const int a = cJSON_GetArrayItem(v, 0)->valueint, b = cJSON_GetArrayItem(v, 1)->valueint;
+    if (sep == 'x') snprintf(val, cap, "%dx%d", b, a); /* [h, w] -> WxH */
+    else snprintf(val, cap, "%d,%d", a, b);
+    argv[(*n)++] = (char *)opt;
+    argv[(*n)++] = val;
+}
+
+/* Run case `case_name` of the golden set folder `set` ("cases", "cases-sdxl", ...). */
+static inline void run_golden_case_in(const char *sdgen, const char *set, const char *case_name,
+                                      const char *model_override)
+{
+    char case_dir[4096], json_path[4200], set_path[256];
+    snprintf(set_path, sizeof set_path, "golden/%s", set);
+    snprintf(case_dir, sizeof case_dir, "%s", sd_test_path(set_path));
     snprintf(case_dir + strlen(case_dir), sizeof case_dir - strlen(case_dir), "/%s", case_name);
     snprintf(json_path, sizeof json_path, "%s/case.json", case_dir);
     char *txt = read_text_file(json_path);
@@ -132,9 +149,9 @@ static inline void run_golden_case(const char *sdgen, const char *case_name, con
                                     {"seed", "--seed"},         {"sampler", "--sampler"},
                                     {"schedule", "--schedule"}, {"rng", "--rng"},
                                     {"prediction", "--prediction"}, {"clip_skip", "--clip-skip"},
-                                    {"strength", "--strength"}};
+                                    {"strength", "--strength"}, {"timestep_spacing", "--timestep-spacing"}};
     char *argv[64];
-    char vals[32][256];
+    char vals[40][256];
     int n = 0, nv = 0;
     argv[n++] = (char *)sdgen;
     argv[n++] = "-q";
@@ -149,7 +166,7 @@ static inline void run_golden_case(const char *sdgen, const char *case_name, con
     argv[n++] = out_dir;
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, keys[k][0]);
-        if (!v) continue;
+        if (!v || cJSON_IsNull(v)) continue; /* null: not given (SDXL's negative prompt: zeros) */
         argv[n++] = (char *)keys[k][1];
         if (cJSON_IsString(v)) snprintf(vals[nv], sizeof vals[nv], "%s", v->valuestring);
         else if (v->valuedouble == (double)(long long)v->valuedouble) snprintf(vals[nv], sizeof vals[nv], "%lld", (long long)v->valuedouble);
@@ -161,15 +178,27 @@ static inline void run_golden_case(const char *sdgen, const char *case_name, con
         argv[n++] = "--init-image";
         argv[n++] = init;
     }
+    pair_option(c, "original_size", "--original-size", 'x', argv, &n, vals[nv++], sizeof vals[0]);
+    pair_option(c, "target_size", "--target-size", 'x', argv, &n, vals[nv++], sizeof vals[0]);
+    pair_option(c, "crops_coords_top_left", "--crop-top-left", ',', argv, &n, vals[nv++], sizeof vals[0]);
     argv[n] = NULL;
     int rc = run_argv(argv);
     CHECK(rc == 0, "%s: sdgen exited with %d", case_name, rc);
     if (rc == 0) {
         int img2img = jstr(c, "init_image") != NULL;
         compare_npy(case_dir, out_dir, "tokens_cond", 0);
-        compare_npy(case_dir, out_dir, "tokens_uncond", 0);
+        const int sdxl = jstr(c, "family") && !strcmp(jstr(c, "family"), "sdxl");
+        const char *uncond = jstr(c, "uncond");
+        if (!sdxl || (uncond && !strcmp(uncond, "encoded"))) compare_npy(case_dir, out_dir, "tokens_uncond", 0);
+        if (sdxl) {
+            /* golden README §9: the second tokenizer, pooled vectors and size ids */
+            compare_npy(case_dir, out_dir, "tokens_2_cond", 0);
+            compare_npy(case_dir, out_dir, "pooled_cond", 2e-5);
+            if (uncond && strcmp(uncond, "none")) compare_npy(case_dir, out_dir, "pooled_uncond", 2e-5);
+            compare_npy(case_dir, out_dir, "add_time_ids", 0);
+        }
         compare_npy(case_dir, out_dir, "text_emb_cond", 2e-5);
-        compare_npy(case_dir, out_dir, "text_emb_uncond", 2e-5);
+        if (!uncond || strcmp(uncond, "none")) compare_npy(case_dir, out_dir, "text_emb_uncond", 2e-5);
         compare_npy(case_dir, out_dir, "timesteps", 0);
         compare_npy(case_dir, out_dir, "unet0_out", 1.5e-5);
         if (img2img) {
@@ -228,6 +257,11 @@ static inline void run_golden_case(const char *sdgen, const char *case_name, con
         }
     }
     cJSON_Delete(c);
+}
+
+static inline void run_golden_case(const char *sdgen, const char *case_name, const char *model_override)
+{
+    run_golden_case_in(sdgen, "cases", case_name, model_override);
 }
 
 #endif

@@ -247,7 +247,7 @@ static void test_cond(sd_tokenizer *t)
     for (int i = 0; i < 90; i++) strcat(s, i ? " apple" : "apple");
     CHECK(sd_text_condition(&m, &a, t, s, 1, 1, &c, &err) == 0 && c.n_chunks == 2, "long prompt: 2 chunks");
     CHECK(sd_text_condition(&m, &a, t, "", 1, 1, &u, &err) == 0 && u.n_chunks == 1, "empty negative");
-    CHECK(sd_cond_match_length(&m, &a, t, 1, &c, &u, &err) == 0 && u.n_chunks == 2 && c.n_chunks == 2 && u.padded_chunks == 1,
+    CHECK(sd_cond_match_length(&m, &a, t, 1, sd_text_condition, &c, &u, &err) == 0 && u.n_chunks == 2 && c.n_chunks == 2 && u.padded_chunks == 1,
           "match length");
     if (u.n_chunks == 2 && want_u) {
         CHECK_CLOSE("uncond chunk 0 = golden text_emb_uncond", u.data, want_u, n, 2e-5);

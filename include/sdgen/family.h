@@ -37,13 +37,18 @@ typedef struct sd_family_desc {
     int (*default_side)(const sd_model *m, sd_prediction pred);
 
     /* The conditioner: a prompt → the conditioning the denoiser attends to (cond.h). */
-    int (*condition)(sd_model *m, sd_arena *a, sd_tokenizer *t, const char *prompt, int weighting, int clip_skip,
-                     sd_cond *out, sd_err *err);
+    sd_cond_fn condition;
     /* The denoiser: one model evaluation on a batch of latents x at timesteps t with context
      * [n, L, D] and, for families that have one, the vector y [n, Y]; out (eps or v, as trained)
      * in the arena. */
     int (*denoise)(sd_model *m, sd_arena *a, sd_tensor x, const float *t, sd_tensor context, sd_tensor y,
                    sd_tensor *out, sd_err *err);
+    /* The extra conditioning vector y [adm_in] of one prompt for the denoiser (NULL: none), from its
+     * conditioning and the six size ids [original h, w, crop top, left, target h, w]. */
+    int (*vector)(sd_model *m, sd_arena *a, const sd_cond *c, const float ids[6], float *y, sd_err *err);
+    /* A negative prompt that was not given conditions on zeros, not on the encoded empty prompt
+     * (diffusers' force_zeros_for_empty_prompt). */
+    int zeros_without_negative;
     /* LDM prefix of the text encoder(s), whose pages are given back once the prompt is encoded. */
     const char *text_prefix;
 } sd_family_desc;

@@ -40,6 +40,7 @@ typedef void (*sd_progress_fn)(void *user, int step, int n_steps, double seconds
 typedef struct sd_gen_opts {
     const char *prompt;
     const char *negative_prompt;
+    int negative_given;            /* the user gave one (even ""): SDXL encodes it, else conditions on zeros */
     int width, height;             /* multiples of 8; img2img: 0 = the init image's size */
     int steps;
     float cfg_scale;               /* 1 = no unconditional pass */
@@ -50,6 +51,9 @@ typedef struct sd_gen_opts {
     sd_prediction prediction;      /* SD_PRED_UNKNOWN = the model's */
     int rng_kind;                  /* SD_RNG_CPU / SD_RNG_CUDA */
     int clip_skip;                 /* 1 = no skipping */
+    int original_w, original_h;    /* SDXL size conditioning (0 = the image size) */
+    int crop_top, crop_left;       /* SDXL crop conditioning (default 0, 0) */
+    int target_w, target_h;        /* SDXL target size (0 = the image size) */
     int weighting;                 /* A1111 prompt weights (1) or literal (0) */
     const char *init_image;        /* NULL = txt2img; else the init image file (or the name of init_pixels) */
     const struct sd_image *init_pixels; /* init image already in memory (then init_image only names it) */
@@ -91,6 +95,12 @@ void sd_gen_result_free(sd_gen_result *r);
 struct sd_cond;
 int sd_pipeline_condition(sd_pipeline *p, const sd_gen_opts *o, struct sd_cond *cond, struct sd_cond *uncond,
                           sd_err *err);
+/* The six SDXL size ids [original h, w, crop top, left, target h, w] of a width × height image. */
+void sd_gen_time_ids(const sd_gen_opts *o, int width, int height, float ids[6]);
+/* The denoiser's extra conditioning vectors (SDXL: pooled text + size ids) of cond and uncond (may be
+ * NULL) for a width × height image; nothing for families without one. */
+int sd_pipeline_vectors(sd_pipeline *p, const sd_gen_opts *o, int width, int height, struct sd_cond *cond,
+                        struct sd_cond *uncond, sd_err *err);
 /* One guided model output g [1, C, h, w] for the scaled latent x [1, C, h, w] at timestep t:
  * with uncond, the denoiser runs once on the batch [uncond; cond] and g = u + cfg·(c − u) in
  * float32 (diffusers); without, g is the conditional output. dump_dir non-NULL: the call's input
