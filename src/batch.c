@@ -472,7 +472,7 @@ int sd_batch_parse_mem(const char *data, size_t n, const char *name, sd_batch *b
     if ((long long)n > SD_BATCH_MAX_FILE) return sd_errf(err, "%s: file too large (%zu bytes)", name, n);
     size_t pos = 0;
     if (n >= 3 && !memcmp(data, "\xEF\xBB\xBF", 3)) pos = 3; /* UTF-8 byte order mark */
-    int cap = 0, mode = -1, line = 0;
+    int cap = 0, mode = -1, line = 0, first_json_failed = 0;
     while (pos < n) {
         line++;
         const char *nl = memchr(data + pos, '\n', n - pos);
@@ -491,7 +491,7 @@ int sd_batch_parse_mem(const char *data, size_t n, const char *name, sd_batch *b
         }
         sd_batch_item *it = &b->items[b->n - 1];
         const char *problem = NULL;
-        char msg[256];
+        char msg[512];
         if (len > SD_BATCH_MAX_LINE) {
             snprintf(msg, sizeof msg, "line too long (%zu bytes, max %d)", len, SD_BATCH_MAX_LINE);
             problem = msg;
@@ -511,7 +511,14 @@ int sd_batch_parse_mem(const char *data, size_t n, const char *name, sd_batch *b
         if (!problem && mode == 1) {
             jp j = {s, len, 0, {0}};
             if (parse_object(&j, it)) {
-                snprintf(msg, sizeof msg, "%s", j.msg);
+                /* The first prompt line decides the format: when that very line is not valid JSON, the file
+                 * is most likely plain prompts, one of which happens to start with '{'. */
+                if (b->n == 1) first_json_failed = 1;
+                if (first_json_failed)
+                    snprintf(msg, sizeof msg, "%s (the file is read as JSON Lines because its first prompt line "
+                             "starts with '{'; for plain prompts, start the first line with another character)", j.msg);
+                else
+                    snprintf(msg, sizeof msg, "%s", j.msg);
                 problem = msg;
             }
         } else if (!problem) {

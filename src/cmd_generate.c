@@ -41,6 +41,7 @@ typedef struct cli_opts {
     int threads, batch_count, quiet, verbose, overwrite, skip_existing;
     int weights_f32;
     int have_seed, have_width, have_height;
+    int check_weights;
 } cli_opts;
 
 static void usage(FILE *f)
@@ -96,6 +97,7 @@ static void usage(FILE *f)
             "                             flat with the image size; pixels differ slightly from the untiled decode\n"
             "      --weights f16|f32      keep F16 weights as F16 and convert per use (default: less memory),\n"
             "                             or convert once to F32 (faster, twice the memory); same images\n"
+            "      --check-weights        scan every weight for NaN/Inf before generating (reads the whole file)\n"
             "  -q, --quiet, -v, --verbose, --version, -h, --help\n"
             "\n"
             "Exit codes: 0 ok, 1 some batch items failed, 2 usage or input error, 3 out of memory, 130 interrupted\n"
@@ -346,6 +348,8 @@ static int parse_args(int argc, char **argv, cli_opts *c)
                 say("--weights: expected f16 or f32, got \"%s\"", v);
                 return -1;
             }
+        } else if (!strcmp(a, "--check-weights")) {
+            c->check_weights = 1;
         } else if (!strcmp(a, "--no-weighting")) {
             c->gen.weighting = 0;
         } else if (!strcmp(a, "--version")) {
@@ -915,6 +919,11 @@ int sd_cmd_generate(int argc, char **argv)
     }
     p_open = 1;
     if (c.weights_f32 && sd_model_set_weights_mode(&p.model, SD_WEIGHTS_F32, &err)) {
+        say("%s", err.msg);
+        exit_code = err.code ? err.code : SD_EXIT_INPUT;
+        goto done;
+    }
+    if (c.check_weights && sd_model_check_weights(&p.model, &err)) {
         say("%s", err.msg);
         exit_code = err.code ? err.code : SD_EXIT_INPUT;
         goto done;

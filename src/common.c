@@ -1,12 +1,15 @@
 /* common.c — error messages, the activation arena, clocks and memory figures. */
 #include "sdgen/common.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define SD_ARENA_POISON 1
@@ -323,4 +326,91 @@ size_t sd_available_memory_bytes(void)
     }
     fclose(f);
     return kb * 1024;
+}
+
+int sd_address_space_left(size_t *limit, size_t *left)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
+    /* VmSize: the first field of /proc/self/statm, in pages (proc(5)); read without stdio, whose buffer
+     * is one more allocation under the very limit being measured. */
+    size_t pages = 0;
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        char buf[64];
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++) pages = pages * 10 + (size_t)(buf[i] - '0');
+    }
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t used = pages * (size_t)(pg > 0 ? pg : 4096);
+    size_t lim = (size_t)rl.rlim_cur;
+    *limit = lim;
+    *left = lim > used ? lim - used : 0;
+    return 1;
+}
+
+/* ---- files named by the user ---- */
+
+const char *sd_file_kind(mode_t mode)
+{
+    if (S_ISREG(mode)) return "a regular file";
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "not a file";
+}
+
+int sd_open_regular(const char *path, struct stat *st, sd_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        int e = errno;
+        return sd_errcf(err, e == ENOMEM ? SD_EXIT_OOM : SD_EXIT_INPUT, "%s: cannot open: %s", path, strerror(e));
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int e = errno;
+        close(fd);
+        return sd_errf(err, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return sd_errf(err, "%s: not a regular file (%s)", path, sd_file_kind(sb.st_mode));
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        close(fd);
+        return sd_errf(err, "%s: cannot open: %s", path, strerror(e));
+    }
+    if (st) *st = sb;
+    return fd;
+}
+
+FILE *sd_fopen_regular(const char *path, sd_err *err)
+{
+    int fd = sd_open_regular(path, NULL, err);
+    if (fd < 0) return NULL;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        sd_errcf(err, e == ENOMEM ? SD_EXIT_OOM : SD_EXIT_INPUT, "%s: cannot open: %s", path, strerror(e));
+    }
+    return f;
+}
+
+int64_t sd_find_nonfinite(const float *x, size_t n)
+{
+    /* On the bits: an exponent of all ones is Inf or NaN (IEEE 754 binary32). Cheap enough to run on
+     * every latent after every step. */
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, x + i, 4);
+        if ((u & 0x7f800000u) == 0x7f800000u) return (int64_t)i;
+    }
+    return -1;
 }

@@ -8,6 +8,7 @@
  */
 #include "sdgen/cond.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,6 +103,19 @@ int sd_text_condition_tower(sd_model *m, int tower, sd_arena *a, sd_tokenizer *t
         return -1;
     }
     size_t per = (size_t)SD_TOK_CONTEXT * (size_t)dim;
+    /* Non-finite values never heal downstream (they end as a black image): stop here, naming the stage. */
+    int64_t bad = sd_find_nonfinite(z, per * (size_t)ch.n_chunks);
+    if (bad >= 0) {
+        const char *kind = isnan(z[bad]) ? "NaN" : "Inf";
+        sd_prompt_chunks_free(&ch);
+        free(z);
+        return sd_errf(err, "the text encoder produced a non-finite value (%s at element %lld): the model's "
+                       "text-encoder weights are damaged or overflow float32 (--check-weights scans the weights)",
+                       kind, (long long)bad);
+    }
+    float wmax = 0.0f;
+    for (size_t i = 0; i < (size_t)ch.n_chunks * SD_TOK_CONTEXT; i++)
+        if (fabsf(ch.weights[i]) > wmax) wmax = fabsf(ch.weights[i]);
     for (int c = 0; c < ch.n_chunks; c++) {
         const float *w = ch.weights + (size_t)c * SD_TOK_CONTEXT;
         int any = 0;
@@ -114,6 +128,15 @@ int sd_text_condition_tower(sd_model *m, int tower, sd_arena *a, sd_tokenizer *t
         float now = mean_f(zc, per);
         float r = orig / now;
         for (size_t i = 0; i < per; i++) zc[i] *= r;
+    }
+    bad = sd_find_nonfinite(z, per * (size_t)ch.n_chunks);
+    if (bad >= 0) {
+        /* A1111 (sd_emphasis.EmphasisOriginal) multiplies in float32 too and ends in NaN here. */
+        const char *kind = isnan(z[bad]) ? "NaN" : "Inf";
+        sd_prompt_chunks_free(&ch);
+        free(z);
+        return sd_errf(err, "the prompt weights (largest %g) overflow float32 in the text conditioning (%s at element "
+                       "%lld); use smaller weights or fewer nested brackets", (double)wmax, kind, (long long)bad);
     }
     out->data = z;
     out->dim = dim;

@@ -18,9 +18,11 @@
 #include "diffusers.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Replace a leading `from` in s by `to`; returns 1 if it matched. */
 static int swap_prefix(char *s, size_t cap, const char *from, const char *to)
@@ -166,11 +168,10 @@ int sd_diffusers_ldm_name(const char *component, const char *name, const sd_diff
 
 static cJSON *read_json(const char *path, sd_err *err, int required)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (required) sd_errf(err, "%s: cannot open", path);
-        return NULL;
-    }
+    struct stat sb;
+    if (!required && stat(path, &sb) != 0) return NULL;
+    FILE *f = sd_fopen_regular(path, err);
+    if (!f) return NULL;
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
@@ -364,8 +365,11 @@ static int read_vae(const char *dir, sd_model *m, sd_diffusers_layout *lay, sd_e
     if (get_int(j, "norm_num_groups", 1, 1024, &c->groups, path, err) < 0) goto out;
     const cJSON *sf = cJSON_GetObjectItemCaseSensitive(j, "scaling_factor");
     if (cJSON_IsNumber(sf)) {
-        if (!(sf->valuedouble > 0 && sf->valuedouble < 100)) {
-            sd_errf(err, "%s: scaling_factor must be positive", path);
+        /* Used as float32 (the latent is divided by it): a value that rounds to 0 or a subnormal there
+         * turns every latent into Inf. */
+        if (!(sf->valuedouble >= FLT_MIN && sf->valuedouble < 100)) {
+            sd_errf(err, "%s: scaling_factor %g is out of range (a float32 number in [%g, 100); SD uses 0.18215)", path,
+                    sf->valuedouble, (double)FLT_MIN);
             goto out;
         }
         c->scale_factor = (float)sf->valuedouble;
@@ -502,20 +506,12 @@ int sd_diffusers_read_configs(const char *dir, sd_model *m, sd_diffusers_layout 
     memset(lay, 0, sizeof *lay);
     char path[4096];
     snprintf(path, sizeof path, "%s/unet/config.json", dir);
-    FILE *f;
-    if ((f = fopen(path, "rb"))) {
-        fclose(f);
-        if (read_unet(dir, m, lay, err)) return -1;
-    }
+    /* Present in any form: read_json then refuses a FIFO or folder by name instead of blocking on it. */
+    struct stat sb;
+    if (stat(path, &sb) == 0 && read_unet(dir, m, lay, err)) return -1;
     snprintf(path, sizeof path, "%s/vae/config.json", dir);
-    if ((f = fopen(path, "rb"))) {
-        fclose(f);
-        if (read_vae(dir, m, lay, err)) return -1;
-    }
+    if (stat(path, &sb) == 0 && read_vae(dir, m, lay, err)) return -1;
     snprintf(path, sizeof path, "%s/text_encoder/config.json", dir);
-    if ((f = fopen(path, "rb"))) {
-        fclose(f);
-        if (read_text(dir, m, err)) return -1;
-    }
+    if (stat(path, &sb) == 0 && read_text(dir, m, err)) return -1;
     return read_scheduler(dir, m, err);
 }

@@ -365,13 +365,9 @@ static int read_file_capped(const char *path, long long cap, uint8_t **data, siz
 {
     *data = NULL;
     *n = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return sd_errf(err, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return sd_errf(err, "%s: not a regular file", path);
-    }
+    int fd = sd_open_regular(path, &st, err); /* a FIFO must not block the open */
+    if (fd < 0) return -1;
     if (st.st_size > cap) {
         close(fd);
         return sd_errf(err, "%s: file too large (%lld bytes, max %lld)", path, (long long)st.st_size, cap);
@@ -608,6 +604,50 @@ static int png_lengths_ok(const uint8_t *p, size_t n)
     return 1;
 }
 
+/* JPEG frame types (ITU-T T.81 Table B.1) that stb_image cannot decode, and sizes it cannot represent, found
+ * from the first SOF segment: stb fails on them with its own reason, then its other readers replace that
+ * with "unknown image type". 1 if stb can read the frame (or none was found), else 0 with the message. */
+static int jpeg_variant_ok(const uint8_t *p, size_t n, const char *name, sd_err *err)
+{
+    size_t pos = 2;
+    while (pos + 4 <= n && p[pos] == 0xFF) {
+        uint8_t m = p[pos + 1];
+        if (m == 0xFF) { pos++; continue; }
+        if (m == 0xDA || m == 0xD9) break; /* scan data or end: the frame header comes before */
+        if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) { pos += 2; continue; }
+        size_t len = (size_t)p[pos + 2] << 8 | p[pos + 3];
+        if (len < 2 || len > n - pos - 2) break;
+        int sof = m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC;
+        if (sof) {
+            const char *why = NULL;
+            char buf[64];
+            if (m == 0xC3) why = "lossless (SOF3)";
+            else if (m >= 0xC5 && m <= 0xC7) snprintf(buf, sizeof buf, "hierarchical (SOF%d)", m - 0xC0), why = buf;
+            else if (m >= 0xC9) snprintf(buf, sizeof buf, "arithmetic coding (SOF%d)", m - 0xC0), why = buf;
+            else if (len >= 8 && p[pos + 4] != 8) snprintf(buf, sizeof buf, "%d-bit samples", p[pos + 4]), why = buf;
+            if (why) {
+                sd_errf(err, "%s: unsupported JPEG variant: %s (sdgen reads 8-bit baseline and progressive JPEGs)", name,
+                        why);
+                return 0;
+            }
+            if (len >= 8) {
+                unsigned h = (unsigned)p[pos + 5] << 8 | p[pos + 6], w = (unsigned)p[pos + 7] << 8 | p[pos + 8];
+                if (w == 0) {
+                    sd_errf(err, "%s: image has zero size (%ux%u)", name, w, h);
+                    return 0;
+                }
+                if (h == 0) {
+                    sd_errf(err, "%s: unsupported JPEG variant: height given by a DNL marker after the scan", name);
+                    return 0;
+                }
+            }
+            return 1;
+        }
+        pos += 2 + len;
+    }
+    return 1;
+}
+
 /* The size limits of an image to decode (from its header): 1 if within them, else 0 with the message. */
 static int size_ok(const char *name, uint32_t w, uint32_t h, sd_err *err)
 {
@@ -635,8 +675,10 @@ int sd_image_load_mem(sd_image *out, const void *data, size_t n, const char *nam
     if (is_png && n >= 24 && !memcmp(p + 12, "IHDR", 4)) {
         uint32_t pw = (uint32_t)p[16] << 24 | (uint32_t)p[17] << 16 | (uint32_t)p[18] << 8 | p[19];
         uint32_t ph = (uint32_t)p[20] << 24 | (uint32_t)p[21] << 16 | (uint32_t)p[22] << 8 | p[23];
+        if (pw == 0 || ph == 0) return sd_errf(err, "%s: image has zero size (%ux%u)", name, pw, ph);
         if (!size_ok(name, pw, ph, err)) return -1;
     }
+    if (is_jpg && !jpeg_variant_ok(p, n, name, err)) return -1;
     /* Header first: refuse huge images before allocating their pixels. */
     if (!stbi_info_from_memory(p, (int)n, &w, &h, &comp)) {
         const char *why = stbi_failure_reason();

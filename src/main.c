@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -13,9 +14,9 @@
  * way to choose is OPENBLAS_CORETYPE before the library initialises, so when it is unset we set it
  * from what the CPU really supports and re-execute ourselves once. A value already in the
  * environment (some machines set one for correctness) is always respected. */
-static void select_blas_kernels(char **argv)
+static int select_blas_kernels(void)
 {
-    if (getenv("OPENBLAS_CORETYPE") || getenv("SDGEN_NO_BLAS_SELECT")) return;
+    if (getenv("OPENBLAS_CORETYPE")) return 0;
     const char *core = NULL;
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -23,10 +24,23 @@ static void select_blas_kernels(char **argv)
         core = "SkylakeX";
     else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         core = "Haswell";
-    if (!core) return;
+    if (!core) return 0;
     setenv("OPENBLAS_CORETYPE", core, 1);
-    execv("/proc/self/exe", argv);
-    /* exec failed: carry on with the library's own choice */
+    return 1;
+}
+
+/* OpenBLAS's pthread build starts one worker per CPU when it loads, and each worker maps a 128 MiB
+ * buffer as it starts and retries forever when the mmap fails (memory.c blas_memory_alloc). Under an
+ * address-space limit (ulimit -v) that is a thread spinning at 100% from the start and a process that
+ * never exits (the library's exit handler joins it). sdgen never lets OpenBLAS use its workers (ops.c
+ * splits the products over its own threads), so with a finite RLIMIT_AS OpenBLAS is started with one
+ * thread; an OPENBLAS_NUM_THREADS already set is respected. */
+static int limit_blas_threads(void)
+{
+    struct rlimit rl;
+    if (getenv("OPENBLAS_NUM_THREADS") || getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
+    setenv("OPENBLAS_NUM_THREADS", "1", 1);
+    return 1;
 }
 
 /* Conditions of the process that must not kill a run or corrupt its files:
@@ -51,6 +65,12 @@ static void harden_process(void)
 int main(int argc, char **argv)
 {
     harden_process();
-    select_blas_kernels(argv);
+    /* Both settings are read when OpenBLAS initialises, before main: re-execute once to apply them. */
+    if (!getenv("SDGEN_NO_BLAS_SELECT")) {
+        int again = limit_blas_threads();
+        again |= select_blas_kernels();
+        if (again) execv("/proc/self/exe", argv);
+        /* exec failed: carry on with the library's own choices */
+    }
     return sd_cli_main(argc, argv);
 }

@@ -12,6 +12,7 @@
 #include "sdgen/model.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,6 +212,14 @@ static int file_exists(const char *p)
     return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
+/* Something is there (a FIFO or a folder in a file's place is then refused by sd_open_regular with a
+ * message that says so, rather than reported as missing). */
+static int path_present(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
+
 static int open_folder(sd_model *m, const char *dir, int *cap, sd_err *err)
 {
     sd_diffusers_layout lay;
@@ -225,7 +234,7 @@ static int open_folder(sd_model *m, const char *dir, int *cap, sd_err *err)
         if (!present[p]) continue;
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, parts[p].file);
-        if (!file_exists(path)) {
+        if (!path_present(path)) {
             char alt[4096];
             snprintf(alt, sizeof alt, "%s/%s/diffusion_pytorch_model.bin", dir, parts[p].comp);
             if (file_exists(alt))
@@ -337,7 +346,7 @@ int sd_model_open(sd_model *m, const char *path, sd_err *err)
         m->is_folder = 1;
         char idx[4096];
         snprintf(idx, sizeof idx, "%s/unet/config.json", path);
-        if (!file_exists(idx)) {
+        if (!path_present(idx)) {
             sd_errf(err, "%s: not a diffusers folder (no unet/config.json) and not a .safetensors file", path);
             goto fail;
         }
@@ -579,4 +588,89 @@ int64_t sd_model_param_count(const sd_model *m, const char *prefix)
         n += m->files[w->file].tensors[w->index].numel;
     }
     return n;
+}
+
+size_t sd_model_pending_f32_bytes(const sd_model *m)
+{
+    if (m->weights_mode != SD_WEIGHTS_F32) return 0;
+    size_t n = 0;
+    for (int i = 0; i < m->n_weights; i++) {
+        const sd_weight_ref *w = &m->weights[i];
+        if (w->f32) continue;
+        const sd_safetensors *st = &m->files[w->file];
+        const sd_st_tensor *t = &st->tensors[w->index];
+        if (t->dtype == SD_DT_F32 && ((uintptr_t)sd_st_data(st, t) & 3) == 0) continue; /* zero-copy view */
+        n += (size_t)t->numel * sizeof(float);
+    }
+    return n;
+}
+
+int sd_model_check_unchanged(const sd_model *m, sd_err *err)
+{
+    for (int f = 0; f < m->n_files; f++)
+        if (sd_st_check_unchanged(&m->files[f], err)) return -1;
+    return 0;
+}
+
+/* Index of the first NaN/Inf among n stored values of a float dtype (by the exponent bits: IEEE 754
+ * binary16, bfloat16, binary32, binary64), -1 if none or not a float dtype; *count gets how many. */
+static int64_t stored_nonfinite(const uint8_t *p, sd_dtype dt, int64_t n, int64_t *count)
+{
+    int64_t first = -1, c = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int bad;
+        if (dt == SD_DT_F32) {
+            uint32_t u;
+            memcpy(&u, p + 4 * i, 4);
+            bad = (u & 0x7f800000u) == 0x7f800000u;
+        } else if (dt == SD_DT_F16 || dt == SD_DT_BF16) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            bad = dt == SD_DT_F16 ? (h & 0x7c00u) == 0x7c00u : (h & 0x7f80u) == 0x7f80u;
+        } else if (dt == SD_DT_F64) {
+            uint64_t u;
+            memcpy(&u, p + 8 * i, 8);
+            bad = (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+        } else {
+            return -1;
+        }
+        if (bad) {
+            if (first < 0) first = i;
+            c++;
+        }
+    }
+    *count = c;
+    return first;
+}
+
+int sd_model_check_weights(const sd_model *m, sd_err *err)
+{
+    for (int i = 0; i < m->n_weights; i++) {
+        const sd_weight_ref *w = &m->weights[i];
+        const sd_safetensors *st = &m->files[w->file];
+        const sd_st_tensor *t = &st->tensors[w->index];
+        int64_t count = 0;
+        int64_t k = stored_nonfinite(sd_st_data(st, t), t->dtype, t->numel, &count);
+        if (k < 0) continue;
+        const uint8_t *p = (const uint8_t *)sd_st_data(st, t);
+        float v;
+        if (t->dtype == SD_DT_F32) memcpy(&v, p + 4 * k, 4);
+        else if (t->dtype == SD_DT_F64) {
+            double d;
+            memcpy(&d, p + 8 * k, 8);
+            v = (float)d;
+        } else {
+            uint16_t h;
+            memcpy(&h, p + 2 * k, 2);
+            if (t->dtype == SD_DT_F16) v = sd_f16_to_f32_1(h);
+            else {
+                uint32_t b = (uint32_t)h << 16;
+                memcpy(&v, &b, 4);
+            }
+        }
+        return sd_errf(err, "%s: tensor \"%s\" holds %s at element %lld (%lld non-finite of %lld values): the "
+                       "file is damaged", st->path, t->name, isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf",
+                       (long long)k, (long long)count, (long long)t->numel);
+    }
+    return 0;
 }

@@ -21,6 +21,7 @@
 #include <float.h>
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #if defined(__AVX2__) && defined(__FMA__)
@@ -117,6 +118,23 @@ void sd_op_end(sd_op_kind k, sd_op_timer t, double flops)
 static void blas_single(void)
 {
     if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+}
+
+/* OpenBLAS's own buffer pool (driver/others/memory.c; exported by OpenBLAS as by GotoBLAS before it).
+ * Taking one buffer per thread and holding them all until every thread has one is the only way to make
+ * the pool map all of them now: sgemm calls made at once may still run one after the other. */
+extern void *blas_memory_alloc(int procpos);
+extern void blas_memory_free(void *buffer);
+
+void sd_blas_warm(void)
+{
+    blas_single();
+#pragma omp parallel num_threads(sd_threads())
+    {
+        void *b = blas_memory_alloc(0);
+#pragma omp barrier
+        blas_memory_free(b);
+    }
 }
 
 /* Products smaller than this many FLOPs run on the calling thread alone. */

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include "sdgen/image.h"
 #include "sdgen/npy.h"
 #include "sdgen/params.h"
+#include "sdgen/ops.h"
 #include "sdgen/rng.h"
 #include "sdgen/unet.h"
 #include "sdgen/vae.h"
@@ -103,6 +105,70 @@ size_t sd_gen_memory_estimate(const sd_model *m, int width, int height, int batc
     return unet > vae ? unet : vae;
 }
 
+/* Bytes of the arena's blocks: kept across images and reused, so they count as room for the next one. */
+static size_t arena_held(const sd_arena *a)
+{
+    size_t n = 0;
+    for (const sd_arena_block *b = a->head; b; b = b->next) n += b->size;
+    return n;
+}
+
+/* The stack each new thread maps: glibc's default is RLIMIT_STACK when that is finite, else 32 MiB
+ * on x86-64 (nptl ARCH_STACK_DEFAULT_SIZE); libgomp uses the default unless OMP_STACKSIZE says otherwise. */
+static size_t thread_stack_bytes(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 0) return (size_t)rl.rlim_cur;
+    return (size_t)32 << 20;
+}
+
+/* Under an address-space limit (ulimit -v, RLIMIT_AS) an allocation that does not fit fails instead of
+ * swapping, and OpenBLAS does not fail but retries a failed buffer mmap forever: so the plan (the
+ * activation estimate, OpenBLAS's per-thread buffers and thread stacks until they exist, weights still
+ * to convert, latents and image) must fit in what the limit leaves before any BLAS call. */
+static int check_address_space(const sd_pipeline *p, const sd_gen_opts *o, size_t activations, sd_err *err)
+{
+    size_t limit, left;
+    if (!sd_address_space_left(&limit, &left)) return 0;
+    const size_t threads = (size_t)sd_threads();
+    const size_t blas = p->blas_warm ? 0 : threads * SD_BLAS_BUFFER_BYTES;
+    const size_t stacks = p->blas_warm ? 0 : (threads > 1 ? threads - 1 : 0) * thread_stack_bytes();
+    const size_t weights = sd_model_pending_f32_bytes(&p->model);
+    const size_t other = ((size_t)64 << 20) + (size_t)o->width * (size_t)o->height * 24;
+    const size_t need = activations + blas + stacks + weights + other;
+    const size_t have = left + arena_held(&p->arena);
+    if (need <= have) return 0;
+    const double MB = 1e6;
+    return sd_errcf(err, SD_EXIT_OOM,
+                    "%dx%d needs about %.0f MB of address space (activations %.0f MB, OpenBLAS buffers and thread "
+                    "stacks for %zu threads %.0f MB, weights to convert %.0f MB, other %.0f MB) but the address-space "
+                    "limit (ulimit -v) of %.0f MB leaves only %.0f MB (raise the limit, or use --threads 1 or a "
+                    "smaller size)",
+                    o->width, o->height, (double)need / MB, (double)activations / MB, threads,
+                    (double)(blas + stacks) / MB, (double)weights / MB, (double)other / MB, (double)limit / MB,
+                    (double)have / MB);
+}
+
+/* Build the schedule the run will use (img2img: its tail) to find what the sampler refuses, before any work. */
+static int check_schedule(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err)
+{
+    sd_prediction pred = o->prediction != SD_PRED_UNKNOWN ? o->prediction : p->model.prediction;
+    if (pred == SD_PRED_UNKNOWN) pred = SD_PRED_EPS;
+    sd_sched *s = malloc(sizeof *s);
+    if (!s) return sd_errcf(err, SD_EXIT_OOM, "out of memory for the schedule");
+    int rc = sd_sched_init(s, o->sampler, o->schedule, o->spacing, pred, o->steps, &p->model.sched, err);
+    if (rc == 0) {
+        /* A strength that runs no step is reported where the run sets it, after the init image is read
+         * (its errors come first); only the timesteps of a run that exists are checked here. */
+        sd_err ignored;
+        if (!o->init_image || sd_sched_set_strength(s, o->strength, &ignored) == 0)
+            rc = sd_sched_check_run(s, o->init_image ? o->strength : 1.0, err);
+        sd_sched_free(s);
+    }
+    free(s);
+    return rc;
+}
+
 int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err)
 {
     if (o->steps < 1 || o->steps > SD_SCHED_MAX_STEPS)
@@ -138,11 +204,12 @@ int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err)
                             o->width, o->height, nd >= 1e9 ? nd / 1e9 : nd / 1e6, nd >= 1e9 ? "GB" : "MB",
                             hd >= 1e9 ? hd / 1e9 : hd / 1e6, hd >= 1e9 ? "GB" : "MB");
         }
+        if (check_address_space(p, o, need, err)) return -1;
         if (o->width / 8 > SD_UNET_MAX_SIDE || o->height / 8 > SD_UNET_MAX_SIDE)
             return sd_errf(err, "width and height must be at most %d (got %dx%d)", 8 * SD_UNET_MAX_SIDE, o->width,
                            o->height);
     }
-    return 0;
+    return check_schedule(p, o, err);
 }
 
 void sd_image_float_to_rgb8(const float *img, int w, int h, uint8_t *rgb)
@@ -357,6 +424,18 @@ static int make_dir(const char *dir, sd_err *err)
 
 /* ---- the run ---- */
 
+/* A NaN or Inf never heals: it spreads through every later layer and ends as a black (or clamped) image
+ * written with exit 0. So each stage's output is checked (once per step for the latent: a few thousand
+ * values) and the item fails naming the stage where the first non-finite value appeared. */
+static int check_finite(const float *x, int64_t n, const char *stage, sd_err *err)
+{
+    int64_t k = sd_find_nonfinite(x, (size_t)n);
+    if (k < 0) return 0;
+    return sd_errf(err, "%s produced a non-finite value (%s at element %lld of %lld): the model's weights are damaged or "
+                   "the settings overflow float32 (--check-weights scans the weights)",
+                   stage, isnan(x[k]) ? "NaN" : "Inf", (long long)k, (long long)n);
+}
+
 int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *err)
 {
     memset(r, 0, sizeof *r);
@@ -391,10 +470,15 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
         }
         W = init.w;
         H = init.h;
-        if (sd_gen_validate(p, &(sd_gen_opts){.steps = o->steps, .cfg_scale = o->cfg_scale, .width = W, .height = H,
-                                               .clip_skip = o->clip_skip, .max_memory = o->max_memory},
-                            err))
-            goto out;
+        sd_gen_opts sized = *o; /* all settings, at the image's size */
+        sized.width = W;
+        sized.height = H;
+        if (sd_gen_validate(p, &sized, err)) goto out;
+    }
+    /* OpenBLAS's buffers now, while the room checked for them above is still free (see check_address_space). */
+    if (!p->blas_warm) {
+        sd_blas_warm();
+        p->blas_warm = 1;
     }
     const int f = sd_vae_factor(&m->vae), h = H / f, w = W / f, zc = m->vae.z_channels;
     const int64_t n = (int64_t)zc * h * w;
@@ -436,7 +520,9 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
         sd_tensor moments;
         if (sd_vae_encode(m, a, img, &moments, err)) goto out;
         sd_rng_randn(&rng, noise, n); /* draw 1: the posterior sample's ε */
+        if (check_finite(moments.data, sd_numel(moments), "the VAE encoder (init image)", err)) goto out;
         sd_vae_sample(moments.data, noise, (int64_t)h * w, zc, m->vae.scale_factor, x);
+        if (check_finite(x, n, "the init image's latent (VAE scaling factor)", err)) goto out;
         sd_arena_reset(a);
         r->t_encode = sd_now() - te;
         if (dump_f32(dump, "latents_encoded", x, 4, (const int64_t[]){1, zc, h, w}, err)) goto out;
@@ -479,12 +565,23 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
         if (sd_pipeline_guided(p, xt, s.timesteps[i], &cond, use_cfg ? &uncond : NULL, o->cfg_scale, g,
                                i == 0 ? dump : NULL, s.int_timesteps, err))
             goto out;
+        {
+            char stage[64];
+            snprintf(stage, sizeof stage, "the U-Net at step %d of %d", i + 1, s.n_steps);
+            if (check_finite(g, n, stage, err)) goto out;
+        }
         const float *z = NULL;
         if (sd_sched_needs_noise(&s, i)) {
             sd_rng_randn(&rng, noise, n);
             z = noise;
         }
         if (sd_sched_step(&s, i, x, g, z, n, err)) goto out;
+        {
+            char stage[80];
+            snprintf(stage, sizeof stage, "the %s sampler at step %d of %d", sd_sampler_name(o->sampler), i + 1,
+                     s.n_steps);
+            if (check_finite(x, n, stage, err)) goto out;
+        }
         if (steps_dump) memcpy(steps_dump + (size_t)i * n, x, (size_t)n * sizeof(float));
         r->steps_run = i + 1;
         if (o->progress) o->progress(o->progress_user, i + 1, s.n_steps, sd_now() - ts0);
@@ -505,10 +602,19 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
             goto out;
         }
         for (int64_t k = 0; k < n; k++) zt.data[k] = x[k] / m->vae.scale_factor;
+        {
+            char stage[96];
+            snprintf(stage, sizeof stage, "dividing the latent by the VAE scaling factor %g", (double)m->vae.scale_factor);
+            if (check_finite(zt.data, n, stage, err)) goto out;
+        }
         sd_tensor img;
         if (o->vae_tile ? sd_vae_decode_tiled(m, a, zt, o->vae_tile, o->vae_tile_overlap, &img, err)
                         : sd_vae_decode(m, a, zt, &img, err))
             goto out;
+        if (check_finite(img.data, (int64_t)3 * H * W, "the VAE decoder", err)) goto out;
+        /* A model file rewritten or truncated meanwhile was read through the mapping: nothing computed
+         * from it can be trusted (a truncation usually stops the run with SIGBUS first, see cli.c). */
+        if (sd_model_check_unchanged(m, err)) goto out;
         r->w = W;
         r->h = H;
         r->rgb = malloc((size_t)W * H * 3);

@@ -8,6 +8,8 @@
 #include "sdgen/prompt.h"
 
 #include <ctype.h>
+#include <float.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -169,6 +171,17 @@ int sd_prompt_parse(const char *text, sd_prompt_pieces *out, sd_err *err)
     for (int k = 0; k < square.n; k++)
         for (int p = square.v[k]; p < o.n; p++) o.items[p].weight *= 1 / 1.1;
     if (o.n == 0 && add_piece(&o, &cap, "", 0, 1.0)) OOM();
+    /* Weights are applied in float32 (A1111 sd_hijack_clip: torch.asarray(multipliers)). A product of
+     * brackets beyond float32's range (about 931 nested "(", or a huge literal weight) becomes Inf there
+     * and A1111 stops with "A tensor with all NaNs was produced"; refuse it here, naming the text. */
+    for (int k = 0; k < o.n; k++) {
+        double w = o.items[k].weight;
+        if (!(fabs(w) <= FLT_MAX)) {
+            sd_errf(err, "prompt: the weight of \"%.40s\" is %g after its brackets, beyond float32 (at most %g); use "
+                    "fewer nested brackets or (text:WEIGHT)", o.items[k].text, w, (double)FLT_MAX);
+            goto fail;
+        }
+    }
     /* merge runs of identical weights */
     for (int k = 0; k + 1 < o.n;) {
         if (o.items[k].weight == o.items[k + 1].weight) {

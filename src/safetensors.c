@@ -74,13 +74,25 @@ static int cmp_begin(const void *a, const void *b)
 static int parse_header(sd_safetensors *st, const char *json, size_t len, sd_err *err)
 {
     const char *path = st->path;
-    cJSON *root = cJSON_ParseWithLength(json, len);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!root) return sd_errf(err, "%s: header is not valid JSON", path);
     int rc = -1;
-    if (!cJSON_IsObject(root)) {
-        sd_errf(err, "%s: header is not a JSON object", path);
+    /* The format (huggingface/safetensors README, "Format"): the header MUST begin with '{' and MAY be
+     * padded at the end with spaces (0x20). Anything else inside the declared length (a NUL, junk, or
+     * the first bytes of the data when the length is too large) means every offset is read from the
+     * wrong place. */
+    if (!cJSON_IsObject(root) || json[0] != '{') {
+        sd_errf(err, "%s: header is not a JSON object (it must start with '{')", path);
         goto out;
     }
+    size_t at = end && end >= json && end <= json + len ? (size_t)(end - json) : len;
+    for (size_t k = at; k < len; k++)
+        if (json[k] != ' ') {
+            sd_errf(err, "%s: header has byte 0x%02x after its JSON at header byte %zu of %zu (only space padding may "
+                    "follow the JSON: wrong header length or damaged file)", path, (unsigned char)json[k], k, len);
+            goto out;
+        }
     int n = cJSON_GetArraySize(root);
     if (n > SD_ST_MAX_TENSORS + 1) {
         sd_errf(err, "%s: header lists %d entries (limit %d)", path, n, SD_ST_MAX_TENSORS);
@@ -241,18 +253,12 @@ int sd_st_open(sd_safetensors *st, const char *path, sd_err *err)
     memset(st, 0, sizeof *st);
     st->fd = -1;
     st->path = strdup(path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        sd_errf(err, "%s: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
-    st->fd = fd;
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        sd_errf(err, "%s: not a regular file", path);
-        goto fail;
-    }
+    int fd = sd_open_regular(path, &sb, err);
+    if (fd < 0) goto fail;
+    st->fd = fd;
     st->size = (size_t)sb.st_size;
+    st->mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
     if (st->size < 8) {
         sd_errf(err, "%s: truncated file (%zu bytes; a safetensors file starts with an 8-byte header length)",
                 path, st->size);
@@ -260,7 +266,13 @@ int sd_st_open(sd_safetensors *st, const char *path, sd_err *err)
     }
     void *map = mmap(NULL, st->size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED) {
-        sd_errf(err, "%s: cannot map the file: %s", path, strerror(errno));
+        /* ENOMEM: no room in the address space (ulimit -v) for the whole file: out of memory, not bad input */
+        int e = errno;
+        if (e == ENOMEM)
+            sd_errcf(err, SD_EXIT_OOM, "%s: out of memory: cannot map the %.1f MB file (address space limit, ulimit -v?)",
+                     path, (double)st->size / 1e6);
+        else
+            sd_errf(err, "%s: cannot map the file: %s", path, strerror(e));
         goto fail;
     }
     st->map = map;
@@ -454,5 +466,18 @@ int sd_st_read_f32(const sd_safetensors *st, const sd_st_tensor *t, float *out, 
         break;
     default: return sd_errf(err, "%s: tensor \"%s\": unsupported dtype", st->path, t->name);
     }
+    return 0;
+}
+
+int sd_st_check_unchanged(const sd_safetensors *st, sd_err *err)
+{
+    struct stat sb;
+    if (st->fd < 0) return 0;
+    if (fstat(st->fd, &sb) != 0) return sd_errf(err, "%s: cannot stat: %s", st->path, strerror(errno));
+    int64_t mt = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+    if ((size_t)sb.st_size != st->size || mt != st->mtime_ns)
+        return sd_errf(err, "%s: the model file changed while in use (%s; was %zu bytes, now %lld): what was "
+                       "computed from it cannot be trusted and is not written", st->path,
+                       (size_t)sb.st_size != st->size ? "size changed" : "rewritten", st->size, (long long)sb.st_size);
     return 0;
 }

@@ -382,6 +382,7 @@ int sd_sched_init(sd_sched *s, sd_sampler sampler, sd_schedule schedule, sd_spac
     int offset;
     char spacing_cfg[32];
     if (build_tables(s, cfg, &offset, spacing_cfg, sizeof spacing_cfg, err)) return -1;
+    s->steps_offset = offset;
     const int T = s->num_train;
     int max_steps = T < SD_SCHED_MAX_STEPS ? T : SD_SCHED_MAX_STEPS;
     if (steps < 1 || steps > max_steps)
@@ -481,6 +482,30 @@ int sd_sched_init(sd_sched *s, sd_sampler sampler, sd_schedule schedule, sd_spac
     s->n_steps = n;
     memcpy(s->timesteps, s->timesteps_all, sizeof(float) * (size_t)n);
     if (s->has_sigmas) memcpy(s->sigmas, s->sigmas_all, sizeof(float) * (size_t)(n + 1));
+    return 0;
+}
+
+int sd_sched_check_run(const sd_sched *s, double strength, sd_err *err)
+{
+    /* DDIMScheduler.step / DDPMScheduler.step (0.25.1) index alphas_cumprod[t], and img2img's add_noise
+     * indexes it at the first timestep run: with leading spacing, timesteps are (n−1−i)·(T//n) +
+     * steps_offset, so 1000 steps with steps_offset 1 (or a scheduler config with a large steps_offset)
+     * reach t ≥ T and diffusers stops with an IndexError. sdgen refuses the same settings, before any
+     * work. The σ samplers interpolate their σ table with np.interp, which clamps to its ends, so they
+     * run such timesteps in diffusers and here alike. */
+    if (s->sampler != SD_SAMPLER_DDIM && s->sampler != SD_SAMPLER_DDPM) return 0;
+    for (int i = 0; i < s->n_steps; i++) {
+        if (s->timesteps[i] < (float)s->num_train) continue;
+        char how[96] = "";
+        if (strength < 1.0) snprintf(how, sizeof how, " and --strength %g", strength);
+        return sd_errf(err,
+                       "%s with %d steps%s, %s timestep spacing and steps_offset %d runs timestep %d, past the end of "
+                       "the %d-step noise schedule (diffusers' %s stops with an IndexError here); use fewer steps, or "
+                       "--timestep-spacing linspace or trailing",
+                       sd_sampler_name(s->sampler), s->steps, how, sd_spacing_name(s->spacing), s->steps_offset,
+                       (int)s->timesteps[i], s->num_train,
+                       s->sampler == SD_SAMPLER_DDIM ? "DDIMScheduler" : "DDPMScheduler");
+    }
     return 0;
 }
 
@@ -753,6 +778,9 @@ int sd_sched_step(sd_sched *s, int i, float *x, const float *g, const float *noi
     if (i != s->last_step + 1)
         return sd_errf(err, "scheduler: step %d taken after step %d (steps must run in order)", i, s->last_step);
     if (n < 0) return sd_errf(err, "scheduler: negative latent size");
+    if (!s->has_sigmas && (s->timesteps[i] < 0.0f || s->timesteps[i] >= (float)s->num_train))
+        return sd_errf(err, "scheduler: timestep %g of step %d lies outside the %d-step noise schedule",
+                       (double)s->timesteps[i], i, s->num_train);
     int rc = 0;
     switch (s->sampler) {
     case SD_SAMPLER_DDIM: step_ddim(s, i, x, g, n); break;

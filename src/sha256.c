@@ -126,8 +126,8 @@ int sd_sha256_file(const char *path, uint8_t digest[32], sd_err *err)
 
 int sd_sha256_file_stop(const char *path, uint8_t digest[32], const volatile sig_atomic_t *stop, sd_err *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return sd_errf(err, "%s: cannot open for hashing: %s", path, strerror(errno));
+    int fd = sd_open_regular(path, NULL, err);
+    if (fd < 0) return -1;
     enum { BLOCK = 4 << 20 };
     uint8_t *buf = malloc(BLOCK);
     if (!buf) {
@@ -212,7 +212,8 @@ static void mkdir_parents(const char *file)
 /* Read the cache (capped at 16 MiB: it holds one short entry per model file). NULL when absent/bad. */
 static cJSON *cache_load(const char *cache_file)
 {
-    FILE *f = fopen(cache_file, "rb");
+    sd_err e;
+    FILE *f = sd_fopen_regular(cache_file, &e); /* a FIFO or device there must not block: treat as absent */
     if (!f) return NULL;
     enum { CAP = 16 << 20 };
     char *buf = malloc(CAP + 1);
@@ -287,6 +288,12 @@ int sd_model_hash_cached_stop(const char *path, const char *cache_file, char *he
                 if (cJSON_GetObjectItemCaseSensitive(root, abs)) cJSON_ReplaceItemInObjectCaseSensitive(root, abs, e);
                 else cJSON_AddItemToObject(root, abs, e);
                 char *txt = cJSON_Print(root);
+                struct stat cst;
+                if (txt && stat(cache_file, &cst) == 0 && !S_ISREG(cst.st_mode)) {
+                    /* not ours to replace (a FIFO, a device, a folder): the hash is recomputed next time */
+                    free(txt);
+                    txt = NULL;
+                }
                 if (txt) {
                     sd_err e2;
                     mkdir_parents(cache_file);

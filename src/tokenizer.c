@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "tok_unicode.h"
@@ -421,8 +422,13 @@ static int build_clip(sd_tokenizer *t, char *text, size_t len, int skip_header, 
 /* Whole file (gzip or plain; gzread passes plain files through), bounded. */
 static int read_file_any(const char *path, char **out, size_t *len, sd_err *err)
 {
-    gzFile f = gzopen(path, "rb");
-    if (!f) return sd_errf(err, "%s: cannot open: %s", path, strerror(errno ? errno : ENOENT));
+    int fd = sd_open_regular(path, NULL, err);
+    if (fd < 0) return -1;
+    gzFile f = gzdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory opening it", path);
+    }
     size_t cap = 1 << 20, n = 0;
     char *buf = malloc(cap + 1);
     if (!buf) { gzclose(f); return sd_errcf(err, SD_EXIT_OOM, "out of memory"); }
@@ -547,7 +553,12 @@ static int load_path(sd_tokenizer *t, const char *path, int depth, sd_err *err)
         return sd_errf(err, "%s: folder holds no CLIP vocabulary (looked for vocab.json + merges.txt, "
                        "bpe_simple_vocab_16e6.txt.gz, merges.txt, tokenizer/)", path);
     }
-    if (!is_file(path)) return sd_errf(err, "%s: no such file or folder", path);
+    if (!is_file(path)) {
+        struct stat st;
+        if (stat(path, &st) == 0) /* /dev/zero, a FIFO, a socket: say what it is, not that it is missing */
+            return sd_errf(err, "%s: not a regular file (%s)", path, sd_file_kind(st.st_mode));
+        return sd_errf(err, "%s: no such file or folder", path);
+    }
     const char *base = base_name(path);
     size_t bl = strlen(base);
     char dir[4096];

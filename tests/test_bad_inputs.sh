@@ -170,7 +170,7 @@ mkst "$FX/notsd.safetensors" '{"bert.embeddings.weight":{"dtype":"F32","shape":[
 expect 2 "not a Stable Diffusion checkpoint" -m "$FX/notsd.safetensors" "${BASE[@]}" -p x -o out.png
 cs model-sdxl
 mkst "$FX/sdxl.safetensors" '{"conditioner.embedders.1.model.ln_final.weight":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"model.diffusion_model.label_emb.0.0.weight":{"dtype":"F32","shape":[4],"data_offsets":[16,32]}}' 32
-expect 2 "SDXL checkpoints are not supported" -m "$FX/sdxl.safetensors" "${BASE[@]}" -p x -o out.png
+expect 2 "sdxl.safetensors: no U-Net, VAE or text encoder found" -m "$FX/sdxl.safetensors" "${BASE[@]}" -p x -o out.png
 cs model-missing-tensor
 variant "$FX/missing.safetensors" 's/"first_stage_model\.quant_conv\.weight"/"first_stage_model.quant_conv.weighX"/'
 expect 2 '"first_stage_model.quant_conv.weight" is missing' -m "$FX/missing.safetensors" "${BASE[@]}" -p x -o out.png

@@ -86,9 +86,9 @@ txt="$("$SDGEN" info "$M/tiny-sd1.safetensors" 2>&1)"
 check "text exit code" test $? -eq 0
 check "text family line" grep -q '^family: *sd1$' <<<"$txt"
 check "text prediction line" grep -q '^prediction: *eps' <<<"$txt"
-check "text unet line" grep -q '^unet: *32 channels × (1, 2), 2 res blocks per level, attention at levels 0 + middle, depth 1, 8 heads, context 64' <<<"$txt"
+check "text unet line" grep -q '^unet: *32 channels × (1, 2), 2 res blocks per level, attention at levels 0 + middle, depth 1 1, 8 heads, context 64' <<<"$txt"
 check "text vae line" grep -q '^vae: *32 channels × (1, 2, 2, 2), 1 res blocks per encoder level, 4 latent channels' <<<"$txt"
-check "text text line" grep -q '^text: *CLIP, width 64, 2 layers (2 used), 1 heads, MLP 256, quick_gelu' <<<"$txt"
+check "text text line" grep -q '^text: *CLIP, width 64, 2 layers (2 used, final norm), 1 heads, MLP 256, quick_gelu' <<<"$txt"
 # -m form
 check "info -m" grep -q '"family":"sd1"' <<<"$("$SDGEN" info -m "$M/tiny-sd1.safetensors" --json 2>/dev/null)"
 
@@ -144,20 +144,29 @@ expect cfg.parameters "$p" unet 1106212
 expect cfg.parameters "$p" vae 1732679
 expect cfg.parameters "$p" text 1617529
 
-# ---------------------------------------------------------------- SDXL names: reported, not supported
-st_sdxl="$TMP/sdxl.safetensors"
-h='{"__metadata__":{"modelspec.architecture":"stable-diffusion-xl-v1-base"},"conditioner.embedders.0.transformer.text_model.final_layer_norm.weight":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}}'
-while [ $(( ${#h} % 8 )) -ne 0 ]; do h="$h "; done
-len=${#h}
-printf "$(printf '\\x%02x\\x%02x\\x00\\x00\\x00\\x00\\x00\\x00' $((len & 255)) $((len >> 8)))" >"$st_sdxl"
-printf '%s' "$h" >>"$st_sdxl"
-head -c 8 /dev/zero >>"$st_sdxl"
-j="$("$SDGEN" info --json "$st_sdxl" 2>&1)"
+# ---------------------------------------------------------------- SDXL: the tiny SDXL model (golden README §6.2)
+sx="$M/tiny-sdxl.safetensors"
+j="$("$SDGEN" info --json "$sx" 2>&1)"
 expect sdxl "$j" family '"sdxl"'
-expect sdxl "$j" supported 'false'
-m="$(grep -o '"metadata":{[^}]*}' <<<"$j")"
-expect sdxl.metadata "$m" modelspec.architecture '"stable-diffusion-xl-v1-base"'
-check "sdxl text form says not supported" grep -q 'SDXL is not supported yet' <<<"$("$SDGEN" info "$st_sdxl" 2>&1)"
+expect sdxl "$j" supported 'true'
+u="$(grep -o '"unet":{[^}]*}' <<<"$j")"
+expect sdxl.unet "$u" transformer_depth_per_level '[0,1,2,2]'
+expect sdxl.unet "$u" adm_in 288
+expect sdxl.unet "$u" context_dim 192
+expect sdxl.unet "$u" head_dim 64
+t1="$(grep -o '"text":{[^}]*}' <<<"$j")"
+expect sdxl.text "$t1" width 64
+expect sdxl.text "$t1" layers_used 2
+expect sdxl.text "$t1" pad_id 49407
+expect sdxl.text "$t1" final_norm 'false'
+t2="$(grep -o '"text_2":{[^}]*}' <<<"$j")"
+expect sdxl.text_2 "$t2" kind '"openclip"'
+expect sdxl.text_2 "$t2" width 128
+expect sdxl.text_2 "$t2" projection_dim 96
+expect sdxl.text_2 "$t2" pad_id 0
+v="$(grep -o '"vae":{[^}]*}' <<<"$j")"
+expect sdxl.vae "$v" scale_factor 0.13025000691413879
+check "sdxl text form lists the second encoder" grep -q '^text 2: *OpenCLIP, width 128' <<<"$("$SDGEN" info "$sx" 2>&1)"
 
 # ---------------------------------------------------------------- faults: exit 2, one line naming file + fault
 refuse() { # refuse LABEL PATH FAULT
@@ -219,7 +228,14 @@ refuse "control character in a name" "$TMP/ctrl_name.safetensors" "control chara
 # metadata values are the file's text: the text form escapes control characters (no terminal escapes, no
 # forged report lines) and cuts long values at 200 bytes on a UTF-8 boundary
 long="$(printf 'é%.0s' $(seq 150))"
-st "$TMP/ctrl_meta.safetensors" '{"__metadata__":{"note":"a\nforged: line\u001b[2J\tz","long":"'"$long"'"},"conditioner.embedders.0.transformer.text_model.final_layer_norm.weight":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}}' 8
+# (the tiny SD 1.x model with its metadata replaced: info describes only models that open)
+f="$M/tiny-sd1.safetensors"
+hl=$(od -An -tu8 -N8 "$f" | tr -d ' ')
+hdr="$(tail -c +9 "$f" | head -c "$hl")"
+old_meta='"__metadata__":{"format":"pt"}'
+new_meta='"__metadata__":{"note":"a\nforged: line\u001b[2J\tz","long":"'"$long"'"}'
+st "$TMP/ctrl_meta.safetensors" "${hdr/"$old_meta"/$new_meta}" 0
+tail -c +$((9 + hl)) "$f" >>"$TMP/ctrl_meta.safetensors"
 txt="$("$SDGEN" info "$TMP/ctrl_meta.safetensors" 2>&1)"
 check "metadata control characters escaped" grep -qF '  note: a\nforged: line\x1b[2J\tz' <<<"$txt"
 check "no raw escape byte in the report" test "$(printf '%s' "$txt" | tr -d -c '\033\t' | wc -c)" -eq 0

@@ -18,6 +18,8 @@
 #include <setjmp.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <sys/stat.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -112,6 +114,25 @@ void sd_name_index_free(sd_name_index *ix);
 double sd_now(void);                 /* monotonic seconds */
 size_t sd_peak_rss_bytes(void);      /* from getrusage */
 size_t sd_available_memory_bytes(void); /* MemAvailable from /proc/meminfo, 0 if unknown */
+/* The address-space limit (RLIMIT_AS, `ulimit -v`) in bytes and how much of it is not mapped yet
+ * (limit − VmSize). Returns 0 when there is no limit (both outputs then untouched), 1 otherwise. */
+int sd_address_space_left(size_t *limit, size_t *left);
+
+/* ---- files named by the user ----
+ * Model files, init images, configs, vocabularies and the hash cache are opened through these:
+ * the open is non-blocking, so that a FIFO (or a device) named by mistake or on purpose cannot
+ * hang it, then fstat refuses everything that is not a regular file, and O_NONBLOCK is cleared
+ * again (POSIX open(2): O_NONBLOCK on a FIFO opened for reading returns at once). */
+/* Descriptor (O_CLOEXEC) or -1 with err: "PATH: cannot open: REASON", or "PATH: not a regular file
+ * (a FIFO)" etc. (exit code 2). st (may be NULL) receives the fstat result. */
+int sd_open_regular(const char *path, struct stat *st, sd_err *err);
+/* The same as a stdio stream ("rb"), or NULL with err. */
+FILE *sd_fopen_regular(const char *path, sd_err *err);
+/* "a directory", "a FIFO", "a character device", ... for messages. */
+const char *sd_file_kind(mode_t mode);
+
+/* Index of the first NaN or ±Inf in x[0..n), or -1 when all are finite. */
+int64_t sd_find_nonfinite(const float *x, size_t n);
 
 #ifdef __cplusplus
 }

@@ -213,6 +213,15 @@ const char *sd_model_meta(const sd_model *m, const char *key);
 /* Parameter count of the tensors under an LDM prefix. */
 int64_t sd_model_param_count(const sd_model *m, const char *prefix);
 
+/* Bytes of f32 copies SD_WEIGHTS_F32 will still make (weights not converted yet that cannot be
+ * zero-copy views); 0 in SD_WEIGHTS_F16 mode. For the address-space plan. */
+size_t sd_model_pending_f32_bytes(const sd_model *m);
+/* Every file still has the size and modification time it had at open (sd_st_check_unchanged). */
+int sd_model_check_unchanged(const sd_model *m, sd_err *err);
+/* Scan every weight (F32, F16, BF16, F64 as stored) for NaN and Inf: --check-weights. 0, or -1 with
+ * err naming the file, the tensor and the first bad element (exit code 2). Reads the whole file. */
+int sd_model_check_weights(const sd_model *m, sd_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -26,6 +26,15 @@ int sd_threads(void);
 void sd_blas_threads_begin(void);
 void sd_blas_threads_end(void);
 
+/* OpenBLAS (0.3.x, memory.c blas_memory_alloc) maps one work buffer of this many bytes for every
+ * thread that is inside a BLAS call at the same time, on first need, and keeps it; when the mmap
+ * fails it retries forever. Under an address-space limit (ulimit -v) that is a hang, not an error,
+ * so the pipeline checks the room first and then takes the buffers at once with sd_blas_warm(). */
+#define SD_BLAS_BUFFER_BYTES ((size_t)128 << 20)
+/* Have every one of the sd_threads() threads hold an OpenBLAS buffer at the same time, so that the
+ * pool maps all of them (and OpenMP starts its threads) now, while the room for them is known. */
+void sd_blas_warm(void);
+
 /* 3×3 stride-1 convolutions by Winograd F(2×2, 3×3) (2.25× fewer multiplications; see
  * src/winograd.c and docs/PERFORMANCE.md for the measured difference from the direct sum), for
  * images of at least 32×32 pixels. Process-wide setting like the thread count. */

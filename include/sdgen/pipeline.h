@@ -32,6 +32,7 @@ typedef struct sd_pipeline {
     sd_model model;
     sd_tokenizer *tok;
     sd_arena arena;
+    int blas_warm;      /* OpenBLAS's per-thread buffers are mapped (sd_blas_warm ran) */
 } sd_pipeline;
 
 /* Progress callback: called after each denoising step (i from 1 to n). */
@@ -81,7 +82,8 @@ void sd_gen_opts_default(sd_gen_opts *o);
 /* Open the model, then find its vocabulary (vocab_path: --vocab or NULL). */
 int sd_pipeline_open(sd_pipeline *p, const char *model_path, const char *vocab_path, sd_err *err);
 void sd_pipeline_close(sd_pipeline *p);
-/* Check options against the model before any work (steps, sizes, strength, memory). */
+/* Check options against the model before any work (steps, sizes, strength, the schedule's
+ * timesteps, memory: available memory or --max-memory, and the address-space limit). */
 int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err);
 /* Estimated peak bytes of activations for a U-Net / VAE call at this size. */
 size_t sd_gen_memory_estimate(const sd_model *m, int width, int height, int batch, int vae_tile, int vae_tile_overlap);

@@ -53,6 +53,7 @@ typedef struct sd_safetensors {
     int fd;
     const uint8_t *map;   /* whole file */
     size_t size;          /* file size */
+    int64_t mtime_ns;     /* modification time at open (sd_st_check_unchanged) */
     size_t data_start;    /* 8 + header length */
     int n_tensors;
     sd_st_tensor *tensors; /* in header order */
@@ -65,6 +66,10 @@ int sd_st_open(sd_safetensors *st, const char *path, sd_err *err);
 void sd_st_close(sd_safetensors *st);
 const sd_st_tensor *sd_st_find(const sd_safetensors *st, const char *name);
 const char *sd_st_meta(const sd_safetensors *st, const char *key); /* NULL if absent */
+/* Whether the file still has the size and modification time it had at open: a file rewritten in
+ * place while mapped shows its new bytes through the mapping (and a truncated one raises SIGBUS),
+ * so a result computed meanwhile cannot be trusted. 0, or -1 with err (exit code 2). */
+int sd_st_check_unchanged(const sd_safetensors *st, sd_err *err);
 /* Pointer to the tensor's raw bytes (inside the mapping). */
 static inline const void *sd_st_data(const sd_safetensors *st, const sd_st_tensor *t)
 {

@@ -65,6 +65,7 @@ typedef struct sd_sched {
     sd_prediction prediction;  /* SD_PRED_EPS or SD_PRED_V */
     int num_train;             /* 1000 */
     int steps;                 /* requested steps: the full schedule's length */
+    int steps_offset;          /* as used (leading spacing) */
 
     float alphas_cumprod[SD_SCHED_MAX_TRAIN]; /* ᾱ_t, float32 as torch computes it */
     float sigma_table[SD_SCHED_MAX_TRAIN];    /* σ_t = sqrt((1 − ᾱ_t)/ᾱ_t), float32 */
@@ -98,6 +99,13 @@ typedef struct sd_sched {
 int sd_sched_init(sd_sched *s, sd_sampler sampler, sd_schedule schedule, sd_spacing spacing,
                   sd_prediction prediction, int steps, const sd_sched_config *cfg, sd_err *err);
 void sd_sched_free(sd_sched *s);
+
+/* Whether every timestep the run will use (after sd_sched_set_strength, if any) lies inside the
+ * noise schedule, for ddim/ddpm, whose diffusers classes index ᾱ_t directly and fail with an
+ * IndexError past its end (leading spacing with steps_offset: 1000 steps, or a large steps_offset
+ * from a scheduler config). The σ samplers clamp such timesteps as np.interp does: always 0.
+ * strength is only quoted in the message (1 = txt2img). 0, or -1 with err (exit code 2). */
+int sd_sched_check_run(const sd_sched *s, double strength, sd_err *err);
 
 /* img2img (docs/SEMANTICS.md §9.2): keep the last int(steps·strength) steps (double product, truncated;
  * t_start = steps − that). strength in (0, 1]; fails when no step would run. */
