@@ -54,8 +54,8 @@ const char *sdgen_version(void) { return SDGEN_VERSION; }
 static int status_of(const sd_err *e)
 {
     switch (e->code) {
-    case SD_EXIT_OOM: return SDGEN_ERR_NOMEM;
-    case SD_EXIT_INTERRUPTED: return SDGEN_ERR_CANCELLED;
+    case SD_ERR_NOMEM: return SDGEN_ERR_NOMEM;
+    case SD_ERR_INTERRUPTED: return SDGEN_ERR_CANCELLED;
     default: return SDGEN_ERR_INPUT;
     }
 }
@@ -286,7 +286,7 @@ static int run(sdgen_ctx *ctx, const sdgen_params *p, sdgen_image *out, sd_gen_o
     if (ctx->threads) sd_set_threads(prev_threads);
     ctx->run = NULL;
     if (rc) {
-        if (ctx->err.code == SD_EXIT_INTERRUPTED)
+        if (ctx->err.code == SD_ERR_INTERRUPTED)
             return fail(ctx, SDGEN_ERR_CANCELLED, "cancelled after step %d of %d", ctx->steps_done, ctx->steps_total);
         return status_of(&ctx->err);
     }
@@ -318,7 +318,7 @@ int sdgen_generate_png(sdgen_ctx *ctx, const sdgen_params *p, const char *path)
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
         return fail(ctx, SDGEN_ERR_IO, "%s: is a directory, not an image file name", path);
-    if (sd_check_output_dir(path, &ctx->err)) return ctx->err.code == SD_EXIT_OOM ? SDGEN_ERR_NOMEM : SDGEN_ERR_IO;
+    if (sd_check_output_dir(path, &ctx->err)) return ctx->err.code == SD_ERR_NOMEM ? SDGEN_ERR_NOMEM : SDGEN_ERR_IO;
 
     sdgen_image img = {0};
     sd_gen_opts o;
@@ -340,7 +340,7 @@ int sdgen_generate_png(sdgen_ctx *ctx, const sdgen_params *p, const char *path)
     int rc = sd_png_write(path, img.rgb, img.width, img.height, text, 1, &ctx->err);
     free(text);
     sdgen_image_free(&img);
-    if (rc) return ctx->err.code == SD_EXIT_OOM ? SDGEN_ERR_NOMEM : SDGEN_ERR_IO;
+    if (rc) return ctx->err.code == SD_ERR_NOMEM ? SDGEN_ERR_NOMEM : SDGEN_ERR_IO;
     return SDGEN_OK;
 }
 

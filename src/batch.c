@@ -437,7 +437,7 @@ static int add_item(sd_batch *b, int *cap, int line, const char *name, sd_err *e
     if (b->n == *cap) {
         int nc = *cap ? *cap * 2 : 64;
         sd_batch_item *q = realloc(b->items, (size_t)nc * sizeof *q);
-        if (!q) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", name);
+        if (!q) return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", name);
         b->items = q;
         *cap = nc;
     }
@@ -452,7 +452,7 @@ static int set_error(sd_batch *b, sd_batch_item *it, const char *name, const cha
     item_clear(it);
     size_t l = strlen(name) + strlen(msg) + 32;
     it->error = malloc(l);
-    if (!it->error) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", name);
+    if (!it->error) return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", name);
     snprintf(it->error, l, "%s:%d: %s", name, it->line, msg);
     b->n_errors++;
     return 0;
@@ -530,7 +530,7 @@ int sd_batch_parse_mem(const char *data, size_t n, const char *name, sd_batch *b
             it->n_set = 1;
             if (!it->prompt || !it->set_key[0] || !it->set_value[0]) {
                 sd_batch_free(b);
-                return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", name);
+                return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", name);
             }
         }
         if (problem && set_error(b, it, name, problem, err)) {
@@ -565,7 +565,7 @@ int sd_batch_parse_file(const char *path, sd_batch *b, sd_err *err)
     char *buf = malloc(cap);
     if (!buf) {
         close(fd);
-        return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", path);
+        return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", path);
     }
     for (;;) {
         if (n == cap) {
@@ -579,7 +579,7 @@ int sd_batch_parse_file(const char *path, sd_batch *b, sd_err *err)
             if (!q) {
                 free(buf);
                 close(fd);
-                return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", path);
+                return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", path);
             }
             buf = q;
             cap = nc;

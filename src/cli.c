@@ -11,6 +11,16 @@
 #include "sdgen/common.h"
 #include "sdgen/options.h"
 
+int sd_cli_exit_code(int status)
+{
+    switch (status) {
+    case SD_OK: return SD_EXIT_OK;
+    case SD_ERR_NOMEM: return SD_EXIT_OOM;
+    case SD_ERR_INTERRUPTED: return SD_EXIT_INTERRUPTED;
+    default: return SD_EXIT_INPUT;
+    }
+}
+
 void sd_cli_vsay(const char *who, const char *fmt, va_list ap)
 {
     char raw[4096], safe[8192];

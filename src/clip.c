@@ -346,7 +346,7 @@ int sd_text_encode(sd_model *m, const sd_text_config *t, sd_arena *a, const int3
     jmp_buf *prev = a->guard;
     if (setjmp(jb)) {
         a->guard = prev;
-        return sd_errcf(err, SD_EXIT_OOM, "text encoder: out of memory");
+        return sd_errcf(err, SD_ERR_NOMEM, "text encoder: out of memory");
     }
     a->guard = &jb;
     int rc = -1;

@@ -230,7 +230,7 @@ static int measure_text(sd_pipeline *p, const sd_gen_opts *go, sd_cond *c, sd_co
     const double t0 = sd_now();
     if (sd_pipeline_condition(p, go, c, u, err)) return -1;
     r->t_text = sd_now() - t0;
-    return 0;
+    return sd_pipeline_vectors(p, go, go->width, go->height, c, u, err);
 }
 
 /* The denoiser as the generator calls it (sd_pipeline_guided: batch 2 for CFG): one warm-up step,
@@ -244,7 +244,7 @@ static int measure_unet(sd_pipeline *p, const bench_opts *o, const sd_gen_opts *
     if (!g || !times) {
         free(g);
         free(times);
-        return sd_errcf(err, SD_EXIT_OOM, "out of memory");
+        return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
     }
     const double tw = sd_now();
     int ok = sd_pipeline_guided(p, xt, 999, c, u, go->cfg_scale, g, NULL, 1, err) == 0;
@@ -278,7 +278,7 @@ static int measure_vae(sd_pipeline *p, const bench_opts *o, sd_tensor xt, bench_
     sd_model *m = &p->model;
     sd_model_release_pages(m, SD_PREFIX_UNET);
     sd_tensor z = sd_tensor_4d(&p->arena, 1, xt.ne[1], xt.ne[2], xt.ne[3]);
-    if (!z.data) return sd_errcf(err, SD_EXIT_OOM, "out of memory for the decoder input");
+    if (!z.data) return sd_errcf(err, SD_ERR_NOMEM, "out of memory for the decoder input");
     memcpy(z.data, xt.data, (size_t)sd_numel(xt) * sizeof(float));
     if (o->profile) sd_ops_set_profile(&r->prof_vae);
     const double tv = sd_now(), tvc = cpu_seconds();
@@ -390,7 +390,7 @@ int sd_cmd_bench(int argc, char **argv)
         sd_cli_say("sdgen", "%s", err.msg);
         free(r);
         free(ref);
-        return err.code ? err.code : SD_EXIT_INPUT;
+        return sd_cli_exit_code(err.code);
     }
     r->t_load = sd_now() - tl;
     sd_model *m = &p.model;
@@ -400,7 +400,7 @@ int sd_cmd_bench(int argc, char **argv)
     const int64_t n = (int64_t)zc * h * w;
     x = malloc(sizeof(float) * (size_t)n);
     if (!x) {
-        sd_errcf(&err, SD_EXIT_OOM, "out of memory");
+        sd_errcf(&err, SD_ERR_NOMEM, "out of memory");
         goto fail;
     }
     sd_rng rng;
@@ -410,6 +410,8 @@ int sd_cmd_bench(int argc, char **argv)
     sd_gen_opts go;
     sd_gen_opts_default(&go);
     go.prompt = "a photograph of an astronaut riding a horse";
+    go.width = o.W;
+    go.height = o.H;
 
     sgemm_measure(1536, 2.0, ref); /* the reference: 2 s of calls now and 2 s after the timed steps, pooled */
     if (measure_text(&p, &go, &c, &u, r, &err) || measure_unet(&p, &o, &go, xt, &c, &u, r, &err)) goto fail;
@@ -429,7 +431,7 @@ int sd_cmd_bench(int argc, char **argv)
     goto done;
 fail:
     sd_cli_say("sdgen", "%s", err.msg);
-    rc = err.code ? err.code : SD_EXIT_INPUT;
+    rc = sd_cli_exit_code(err.code);
 done:
     free(x);
     free(r);

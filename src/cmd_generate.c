@@ -441,7 +441,7 @@ static int model_hash_once(run_ctx *r, sd_err *err)
         snprintf(r->model_hash, sizeof r->model_hash, "%s", h10);
         return 0;
     }
-    if (he.code == SD_EXIT_INTERRUPTED || g_interrupted) return sd_errcf(err, SD_EXIT_INTERRUPTED, "%s", he.msg);
+    if (he.code == SD_ERR_INTERRUPTED || g_interrupted) return sd_errcf(err, SD_ERR_INTERRUPTED, "%s", he.msg);
     if (r->c->verbose) say("model hash unavailable: %s", he.msg);
     return 0;
 }
@@ -468,7 +468,7 @@ static int one_image(run_ctx *r, sd_gen_opts *o, const char *out_tmpl, const cha
                 r->skipped++;
                 return 0;
             }
-            if (ve.code == SD_EXIT_OOM) return sd_errcf(err, SD_EXIT_OOM, "%s", ve.msg);
+            if (ve.code == SD_ERR_NOMEM) return sd_errcf(err, SD_ERR_NOMEM, "%s", ve.msg);
             say("%s; generating it again (--skip-existing)", ve.msg);
             mode = SD_WRITE_REPLACE_INCOMPLETE;
         } else if (!r->c->overwrite) {
@@ -810,7 +810,7 @@ int sd_cmd_generate(int argc, char **argv)
     if (c.prompts_file) {
         if (sd_batch_parse_file(c.prompts_file, &batch, &err)) {
             say("%s", err.msg);
-            return err.code ? err.code : SD_EXIT_INPUT;
+            return sd_cli_exit_code(err.code);
         }
         if (batch.n == 0) {
             /* Nothing to do is almost certainly a mistake (wrong file): say so instead of exiting 0. */
@@ -874,7 +874,7 @@ int sd_cmd_generate(int argc, char **argv)
             r.failed++;
             item_bc[k] = 0;
             if (!c.prompts_file) {
-                exit_code = ie.code ? ie.code : SD_EXIT_INPUT;
+                exit_code = sd_cli_exit_code(ie.code);
                 goto done;
             }
         }
@@ -914,18 +914,18 @@ int sd_cmd_generate(int argc, char **argv)
 
     if (sd_pipeline_open(&p, c.model, c.vocab, &err)) {
         say("%s", err.msg);
-        exit_code = err.code ? err.code : SD_EXIT_INPUT;
+        exit_code = sd_cli_exit_code(err.code);
         goto done;
     }
     p_open = 1;
     if (c.weights_f32 && sd_model_set_weights_mode(&p.model, SD_WEIGHTS_F32, &err)) {
         say("%s", err.msg);
-        exit_code = err.code ? err.code : SD_EXIT_INPUT;
+        exit_code = sd_cli_exit_code(err.code);
         goto done;
     }
     if (c.check_weights && sd_model_check_weights(&p.model, &err)) {
         say("%s", err.msg);
-        exit_code = err.code ? err.code : SD_EXIT_INPUT;
+        exit_code = sd_cli_exit_code(err.code);
         goto done;
     }
     sd_prediction pred = c.gen.prediction != SD_PRED_UNKNOWN ? c.gen.prediction : p.model.prediction;
@@ -952,7 +952,7 @@ int sd_cmd_generate(int argc, char **argv)
     /* Validate the command line's settings against the model once, before any work. */
     if (!c.prompts_file && sd_gen_validate(&p, &c.gen, &err)) {
         say("%s", err.msg);
-        exit_code = err.code ? err.code : SD_EXIT_INPUT;
+        exit_code = sd_cli_exit_code(err.code);
         goto done;
     }
     r.prog.n_images = r.n_images_total;
@@ -982,10 +982,10 @@ int sd_cmd_generate(int argc, char **argv)
             if (r.img_bad[r.index]) continue; /* reported before the model loaded */
             ie = (sd_err){0};
             if (one_image(&r, &o, tmpl, c.dump_dir, many, &ie)) {
-                if (ie.code == SD_EXIT_INTERRUPTED || g_interrupted) break;
+                if (ie.code == SD_ERR_INTERRUPTED || g_interrupted) break;
                 say("%s%s", where, ie.msg);
                 r.failed++;
-                if (!c.prompts_file && r.n_images_total == 1) exit_code = ie.code ? ie.code : SD_EXIT_INPUT;
+                if (!c.prompts_file && r.n_images_total == 1) exit_code = sd_cli_exit_code(ie.code);
             }
         }
     }

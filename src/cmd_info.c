@@ -258,7 +258,7 @@ int sd_cmd_info(int argc, char **argv)
     sd_err err = {0};
     if (sd_model_open(&m, path, &err)) {
         sd_cli_say("sdgen", "%s", err.msg);
-        return err.code ? err.code : SD_EXIT_INPUT;
+        return sd_cli_exit_code(err.code);
     }
     cJSON *j = describe(&m);
     if (json) {

@@ -73,7 +73,7 @@ int sd_cmd_tokenize(int argc, char **argv)
     s.cli_path = vocab;
     if (sd_tokenizer_find(&tok, &s, &err)) {
         sd_cli_say("sdgen tokenize", "%s", err.msg);
-        return err.code ? err.code : SD_EXIT_INPUT;
+        return sd_cli_exit_code(err.code);
     }
     int pad = sd2 ? SD_TOK_SD2_PAD : sd_tokenizer_eos(tok);
     int rc = 0;
@@ -101,7 +101,7 @@ int sd_cmd_tokenize(int argc, char **argv)
     sd_tokenizer_free(tok);
     if (rc) {
         sd_cli_say("sdgen tokenize", "%s", err.msg);
-        return err.code ? err.code : SD_EXIT_INPUT;
+        return sd_cli_exit_code(err.code);
     }
     if (fflush(stdout) != 0) {
         fprintf(stderr, "sdgen tokenize: cannot write the output\n");

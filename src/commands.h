@@ -2,6 +2,21 @@
 #ifndef SDGEN_COMMANDS_H
 #define SDGEN_COMMANDS_H
 #include <stdarg.h>
+
+/* Process exit codes (README "Exit codes"). */
+enum {
+    SD_EXIT_OK = 0,
+    SD_EXIT_ITEMS_FAILED = 1,  /* a batch ran, some items failed */
+    SD_EXIT_INPUT = 2,         /* usage error or bad input file */
+    SD_EXIT_OOM = 3,           /* not enough memory */
+    SD_EXIT_INTERRUPTED = 130, /* SIGINT */
+    SD_EXIT_TERMINATED = 143   /* SIGTERM */
+};
+
+/* The exit code of a library failure status (sd_status of sd_err.code): input 2, memory 3,
+ * interrupted 130 (the generator says 143 itself when SIGTERM was the cause). cli.c. */
+int sd_cli_exit_code(int status);
+
 int sd_cmd_info(int argc, char **argv);     /* cmd_info.c */
 int sd_cmd_tokenize(int argc, char **argv); /* cmd_tokenize.c */
 int sd_cmd_generate(int argc, char **argv); /* cmd_generate.c */

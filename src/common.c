@@ -35,7 +35,7 @@ int sd_errf(sd_err *err, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    verr(err, SD_EXIT_INPUT, fmt, ap);
+    verr(err, SD_ERR_INPUT, fmt, ap);
     va_end(ap);
     return -1;
 }
@@ -368,7 +368,7 @@ int sd_open_regular(const char *path, struct stat *st, sd_err *err)
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         int e = errno;
-        return sd_errcf(err, e == ENOMEM ? SD_EXIT_OOM : SD_EXIT_INPUT, "%s: cannot open: %s", path, strerror(e));
+        return sd_errcf(err, e == ENOMEM ? SD_ERR_NOMEM : SD_ERR_INPUT, "%s: cannot open: %s", path, strerror(e));
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
@@ -398,7 +398,7 @@ FILE *sd_fopen_regular(const char *path, sd_err *err)
     if (!f) {
         int e = errno;
         close(fd);
-        sd_errcf(err, e == ENOMEM ? SD_EXIT_OOM : SD_EXIT_INPUT, "%s: cannot open: %s", path, strerror(e));
+        sd_errcf(err, e == ENOMEM ? SD_ERR_NOMEM : SD_ERR_INPUT, "%s: cannot open: %s", path, strerror(e));
     }
     return f;
 }

@@ -71,7 +71,7 @@ static int encode_chunks(sd_model *m, const sd_text_config *t, sd_arena *a, cons
     if (!d || (pooled && !q)) {
         free(d);
         free(q);
-        return sd_errcf(err, SD_EXIT_OOM, "out of memory (conditioning, %zu floats)", n);
+        return sd_errcf(err, SD_ERR_NOMEM, "out of memory (conditioning, %zu floats)", n);
     }
     memcpy(d, emb.data, n * sizeof *d);
     if (pooled) {
@@ -166,7 +166,7 @@ int sd_cond_match_length(sd_model *m, sd_arena *a, sd_tokenizer *t, int clip_ski
     if (condition(m, a, t, "", 1, clip_skip, &empty, err)) return -1;
     size_t per = (size_t)SD_TOK_CONTEXT * (size_t)s->dim;
     float *d = realloc(s->data, per * (size_t)target * sizeof *d);
-    if (!d) { sd_cond_free(&empty); return sd_errcf(err, SD_EXIT_OOM, "out of memory"); }
+    if (!d) { sd_cond_free(&empty); return sd_errcf(err, SD_ERR_NOMEM, "out of memory"); }
     for (int c = s->n_chunks; c < target; c++) memcpy(d + per * (size_t)c, empty.data, per * sizeof *d);
     s->data = d;
     s->padded_chunks += target - s->n_chunks;

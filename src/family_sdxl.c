@@ -84,7 +84,7 @@ static int sdxl_condition(sd_model *m, sd_arena *a, sd_tokenizer *t, const char 
     } else {
         const size_t rows = (size_t)SD_TOK_CONTEXT * (size_t)c1.n_chunks, D = (size_t)c1.dim + (size_t)c2.dim;
         out->data = malloc(rows * D * sizeof(float));
-        if (!out->data) rc = sd_errcf(err, SD_EXIT_OOM, "out of memory (conditioning)");
+        if (!out->data) rc = sd_errcf(err, SD_ERR_NOMEM, "out of memory (conditioning)");
         for (size_t r = 0; rc == 0 && r < rows; r++) {
             memcpy(out->data + r * D, c1.data + r * (size_t)c1.dim, (size_t)c1.dim * sizeof(float));
             memcpy(out->data + r * D + c1.dim, c2.data + r * (size_t)c2.dim, (size_t)c2.dim * sizeof(float));
@@ -117,7 +117,7 @@ static int sdxl_vector(sd_model *m, sd_arena *a, const sd_cond *c, const float i
     memcpy(y, c->pooled, (size_t)P * sizeof(float));
     sd_scope s = sd_scope_open(a);
     sd_tensor e = sd_timestep_embedding(a, ids, 6, A);
-    if (!e.data) return sd_errcf(err, SD_EXIT_OOM, "out of memory for the size conditioning");
+    if (!e.data) return sd_errcf(err, SD_ERR_NOMEM, "out of memory for the size conditioning");
     memcpy(y + P, e.data, (size_t)6 * (size_t)A * sizeof(float));
     sd_scope_close(a, s);
     return 0;

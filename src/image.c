@@ -186,7 +186,7 @@ int sd_png_insert_text(const uint8_t *png, size_t n, const char *keyword, const 
     size_t dlen = latin1 ? klen + 1 + nlat : klen + 1 + 2 + 1 + 1 + tlen; /* iTXt: flag, method, "", "" */
     size_t total = n + 12 + dlen;
     uint8_t *o = malloc(total);
-    if (!o) return sd_errcf(err, SD_EXIT_OOM, "out of memory for the PNG");
+    if (!o) return sd_errcf(err, SD_ERR_NOMEM, "out of memory for the PNG");
     memcpy(o, png, 33);
     uint8_t *c = o + 33;
     put_be32(c, (uint32_t)dlen);
@@ -246,7 +246,7 @@ int sd_png_encode(const uint8_t *rgb, int w, int h, const char *keyword, const c
     membuf m = {0};
     if (!stbi_write_png_to_func(membuf_write, &m, w, h, 3, rgb, w * 3) || m.failed) {
         free(m.p);
-        return sd_errcf(err, SD_EXIT_OOM, "PNG encoding failed (%dx%d): out of memory", w, h);
+        return sd_errcf(err, SD_ERR_NOMEM, "PNG encoding failed (%dx%d): out of memory", w, h);
     }
     if (!text) {
         *png = m.p;
@@ -309,7 +309,7 @@ int sd_png_read_text_mem(const uint8_t *png, size_t n, const char *name, const c
                 rawn = (size_t)(end - p);
                 if (rawn > SD_PNG_TEXT_MAX) return sd_errf(err, "%s: PNG text chunk too long", name);
                 raw = malloc(rawn + 1);
-                if (!raw) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", name);
+                if (!raw) return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", name);
                 memcpy(raw, p, rawn);
             } else if (kind == 2) {
                 if (p >= end || *p != 0) return sd_errf(err, "%s: zTXt with an unknown compression method", name);
@@ -332,14 +332,14 @@ int sd_png_read_text_mem(const uint8_t *png, size_t n, const char *name, const c
                     rawn = (size_t)(end - p);
                     if (rawn > SD_PNG_TEXT_MAX) return sd_errf(err, "%s: PNG text chunk too long", name);
                     raw = malloc(rawn + 1);
-                    if (!raw) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", name);
+                    if (!raw) return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", name);
                     memcpy(raw, p, rawn);
                 }
                 if (is_itxt) *is_itxt = 1;
             }
             if (latin1) { /* Latin-1 -> UTF-8: at most 2 bytes each */
                 char *u = malloc(2 * rawn + 1);
-                if (!u) { free(raw); return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", name); }
+                if (!u) { free(raw); return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", name); }
                 size_t k = 0;
                 for (size_t i = 0; i < rawn; i++) {
                     uint8_t c = raw[i];
@@ -376,7 +376,7 @@ static int read_file_capped(const char *path, long long cap, uint8_t **data, siz
     uint8_t *buf = malloc(sz ? sz : 1);
     if (!buf) {
         close(fd);
-        return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory reading %zu bytes", path, sz);
+        return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory reading %zu bytes", path, sz);
     }
     size_t got = 0;
     while (got < sz) {
@@ -438,7 +438,7 @@ static int png_idat_ok(const uint8_t *png, size_t n, const char *name, sd_err *e
     if (!want) return sd_errf(err, "%s: PNG IHDR holds an invalid size or pixel format", name);
     z_stream zs;
     memset(&zs, 0, sizeof zs);
-    if (inflateInit(&zs) != Z_OK) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory for zlib", name);
+    if (inflateInit(&zs) != Z_OK) return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory for zlib", name);
     uint8_t window[1 << 16];
     uint64_t got = 0;
     int r = Z_OK, seen = 0;
@@ -691,7 +691,7 @@ int sd_image_load_mem(sd_image *out, const void *data, size_t n, const char *nam
     uint8_t *px = stbi_load_from_memory(p, (int)n, &w2, &h2, &c2, 3);
     if (!px) {
         const char *why = stbi_failure_reason();
-        if (why && !strcmp(why, "outofmem")) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory decoding %dx%d", name, w, h);
+        if (why && !strcmp(why, "outofmem")) return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory decoding %dx%d", name, w, h);
         return sd_errf(err, "%s: corrupt image: %s", name, why ? why : "decode failed");
     }
     if (w2 != w || h2 != h) {
@@ -706,7 +706,7 @@ int sd_image_load_mem(sd_image *out, const void *data, size_t n, const char *nam
     out->rgb = malloc(bytes);
     if (!out->rgb) {
         stbi_image_free(px);
-        return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory (%dx%d)", name, w, h);
+        return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory (%dx%d)", name, w, h);
     }
     if (orient == 1) {
         memcpy(out->rgb, px, bytes);
@@ -830,11 +830,11 @@ int sd_image_resize_lanczos(const sd_image *in, int w, int h, sd_image *out, sd_
     uint8_t *tmp = NULL;
     if (need_h) {
         sd_coeffs c;
-        if (coeffs_compute(in->w, w, &c)) return sd_errcf(err, SD_EXIT_OOM, "out of memory for the resize");
+        if (coeffs_compute(in->w, w, &c)) return sd_errcf(err, SD_ERR_NOMEM, "out of memory for the resize");
         tmp = malloc((size_t)w * sh * 3);
         if (!tmp) {
             free(c.bounds); free(c.k);
-            return sd_errcf(err, SD_EXIT_OOM, "out of memory for the resize");
+            return sd_errcf(err, SD_ERR_NOMEM, "out of memory for the resize");
         }
         for (int y = 0; y < sh; y++) {
             const uint8_t *row = src + (size_t)y * sw * 3;
@@ -862,13 +862,13 @@ int sd_image_resize_lanczos(const sd_image *in, int w, int h, sd_image *out, sd_
     uint8_t *dst = malloc((size_t)w * h * 3);
     if (!dst) {
         free(tmp);
-        return sd_errcf(err, SD_EXIT_OOM, "out of memory for the resize");
+        return sd_errcf(err, SD_ERR_NOMEM, "out of memory for the resize");
     }
     if (need_v) {
         sd_coeffs c;
         if (coeffs_compute(in->h, h, &c)) {
             free(tmp); free(dst);
-            return sd_errcf(err, SD_EXIT_OOM, "out of memory for the resize");
+            return sd_errcf(err, SD_ERR_NOMEM, "out of memory for the resize");
         }
         for (int yy = 0; yy < h; yy++) {
             int ymin = c.bounds[2 * yy], yn = c.bounds[2 * yy + 1];

@@ -106,14 +106,14 @@ static int add_weight(sd_model *m, const char *name, int file, int index, const 
     if (m->n_weights == *cap) {
         int nc = *cap ? *cap * 2 : 1024;
         sd_weight_ref *nw = realloc(m->weights, (size_t)nc * sizeof *nw);
-        if (!nw) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", m->path);
+        if (!nw) return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", m->path);
         m->weights = nw;
         *cap = nc;
     }
     sd_weight_ref *w = &m->weights[m->n_weights];
     memset(w, 0, sizeof *w);
     w->name = strdup(name);
-    if (!w->name) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", m->path);
+    if (!w->name) return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", m->path);
     w->file = file;
     w->index = index;
     w->ndim = t->ndim;
@@ -128,7 +128,7 @@ static int add_weight(sd_model *m, const char *name, int file, int index, const 
 
 static int build_hash(sd_model *m, sd_err *err)
 {
-    if (sd_name_index_init(&m->index, m->n_weights)) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", m->path);
+    if (sd_name_index_init(&m->index, m->n_weights)) return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", m->path);
     for (int k = 0; k < m->n_weights; k++)
         if (!sd_name_index_add(&m->index, m->weights[k].name, k))
             return sd_errf(err, "%s: tensor \"%s\" appears twice", m->path, m->weights[k].name);
@@ -466,7 +466,7 @@ int sd_model_weight(sd_model *m, sd_arena *a, const char *name, sd_tensor *out, 
             w->f32 = (float *)p; /* zero-copy view into the read-only mapping */
         } else {
             float *buf = malloc((size_t)(t->numel ? t->numel : 1) * sizeof(float));
-            if (!buf) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory converting \"%s\"", m->path, name);
+            if (!buf) return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory converting \"%s\"", m->path, name);
             if (sd_st_read_f32(st, t, buf, err)) {
                 free(buf);
                 return -1;

@@ -78,7 +78,7 @@ int sd_npy_read(sd_npy *a, const char *path, sd_err *err)
     raw = malloc(n * es + 1);
     a->f32 = malloc(n * sizeof(float) + 1);
     a->i64 = malloc(n * sizeof(int64_t) + 1);
-    if (!raw || !a->f32 || !a->i64) { sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", path); goto out; }
+    if (!raw || !a->f32 || !a->i64) { sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", path); goto out; }
     if (fread(raw, es, n, fp) != n) { sd_errf(err, "%s: truncated data", path); goto out; }
     for (size_t i = 0; i < n; i++) {
         double v;

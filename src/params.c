@@ -193,7 +193,7 @@ int sd_params_format(const sd_gen_params *p, char **out, sd_err *err)
     if (p->version && *p->version) put_pair(&b, &first, "Version", p->version);
     if (b.oom) {
         free(b.p);
-        return sd_errcf(err, SD_EXIT_OOM, "out of memory formatting the infotext");
+        return sd_errcf(err, SD_ERR_NOMEM, "out of memory formatting the infotext");
     }
     /* create_infotext returns f"...".strip(): leading whitespace of the prompt goes */
     size_t lead = 0;
@@ -528,7 +528,7 @@ int sd_params_parse(const char *text, sd_gen_params *p, sd_err *err)
     if (!sd_params_get(p, "Schedule type") && kv_set(p, dupn("Schedule type", 13), dupn("Automatic", 9), &cap)) oom = 1;
     if (oom) {
         sd_params_free(p);
-        return sd_errcf(err, SD_EXIT_OOM, "out of memory parsing the infotext");
+        return sd_errcf(err, SD_ERR_NOMEM, "out of memory parsing the infotext");
     }
     p->prompt = p->owned_prompt;
     p->negative_prompt = p->owned_negative;

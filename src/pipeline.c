@@ -139,7 +139,7 @@ static int check_address_space(const sd_pipeline *p, const sd_gen_opts *o, size_
     const size_t have = left + arena_held(&p->arena);
     if (need <= have) return 0;
     const double MB = 1e6;
-    return sd_errcf(err, SD_EXIT_OOM,
+    return sd_errcf(err, SD_ERR_NOMEM,
                     "%dx%d needs about %.0f MB of address space (activations %.0f MB, OpenBLAS buffers and thread "
                     "stacks for %zu threads %.0f MB, weights to convert %.0f MB, other %.0f MB) but the address-space "
                     "limit (ulimit -v) of %.0f MB leaves only %.0f MB (raise the limit, or use --threads 1 or a "
@@ -155,7 +155,7 @@ static int check_schedule(const sd_pipeline *p, const sd_gen_opts *o, sd_err *er
     sd_prediction pred = o->prediction != SD_PRED_UNKNOWN ? o->prediction : p->model.prediction;
     if (pred == SD_PRED_UNKNOWN) pred = SD_PRED_EPS;
     sd_sched *s = malloc(sizeof *s);
-    if (!s) return sd_errcf(err, SD_EXIT_OOM, "out of memory for the schedule");
+    if (!s) return sd_errcf(err, SD_ERR_NOMEM, "out of memory for the schedule");
     int rc = sd_sched_init(s, o->sampler, o->schedule, o->spacing, pred, o->steps, &p->model.sched, err);
     if (rc == 0) {
         /* A strength that runs no step is reported where the run sets it, after the init image is read
@@ -198,7 +198,7 @@ int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err)
         if (have && need > have) {
             /* GB, or MB below 1 GB so that small limits (--max-memory 1M) do not read "0.0 GB" */
             double nd = (double)need, hd = (double)have;
-            return sd_errcf(err, SD_EXIT_OOM,
+            return sd_errcf(err, SD_ERR_NOMEM,
                             "%dx%d needs about %.1f %s of activation memory but only %.1f %s is available "
                             "(use a smaller size, or --max-memory to override)",
                             o->width, o->height, nd >= 1e9 ? nd / 1e9 : nd / 1e6, nd >= 1e9 ? "GB" : "MB",
@@ -276,7 +276,7 @@ static int zero_cond(const sd_cond *cond, sd_cond *out, sd_err *err)
     out->pooled = cond->pooled_dim ? calloc((size_t)cond->pooled_dim, sizeof(float)) : NULL;
     if (!out->data || (cond->pooled_dim && !out->pooled)) {
         sd_cond_free(out);
-        return sd_errcf(err, SD_EXIT_OOM, "out of memory (conditioning)");
+        return sd_errcf(err, SD_ERR_NOMEM, "out of memory (conditioning)");
     }
     out->n_chunks = cond->n_chunks;
     out->dim = cond->dim;
@@ -334,7 +334,7 @@ int sd_pipeline_vectors(sd_pipeline *p, const sd_gen_opts *o, int width, int hei
         if (!c) continue;
         free(c->vec);
         c->vec = malloc((size_t)m->unet.adm_in * sizeof(float));
-        if (!c->vec) return sd_errcf(err, SD_EXIT_OOM, "out of memory (conditioning vector)");
+        if (!c->vec) return sd_errcf(err, SD_ERR_NOMEM, "out of memory (conditioning vector)");
         c->vec_dim = m->unet.adm_in;
         if (f->vector(m, &p->arena, c, ids, c->vec, err)) return -1;
     }
@@ -360,7 +360,7 @@ int sd_pipeline_guided(sd_pipeline *p, sd_tensor x, float t, const sd_cond *cond
     sd_tensor y = Y ? sd_tensor_2d(a, B, Y) : (sd_tensor){0};
     if (!xb.data || !ctx.data || (Y && !y.data)) {
         sd_arena_reset(a);
-        return sd_errcf(err, SD_EXIT_OOM, "out of memory for the denoiser's input");
+        return sd_errcf(err, SD_ERR_NOMEM, "out of memory for the denoiser's input");
     }
     for (int b = 0; b < B; b++) {
         memcpy(xb.data + b * n, x.data, (size_t)n * sizeof(float));
@@ -504,7 +504,7 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
     xin = malloc((size_t)n * sizeof(float));
     g = malloc((size_t)n * sizeof(float));
     if (!x || !noise || !xin || !g) {
-        sd_errcf(err, SD_EXIT_OOM, "out of memory for the latents");
+        sd_errcf(err, SD_ERR_NOMEM, "out of memory for the latents");
         goto out;
     }
 
@@ -513,7 +513,7 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
         double te = sd_now();
         sd_tensor img = sd_tensor_4d(a, 1, 3, H, W);
         if (!img.data) {
-            sd_errcf(err, SD_EXIT_OOM, "out of memory for the init image (%dx%d)", W, H);
+            sd_errcf(err, SD_ERR_NOMEM, "out of memory for the init image (%dx%d)", W, H);
             goto out;
         }
         sd_image_to_float(&init, img.data);
@@ -547,7 +547,7 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
         if (s.has_sigmas && dump_f32(dump, "sigmas", s.sigmas, 1, (const int64_t[]){s.n_steps + 1}, err)) goto out;
         steps_dump = malloc((size_t)n * (size_t)(s.n_steps ? s.n_steps : 1) * sizeof(float));
         if (!steps_dump) {
-            sd_errcf(err, SD_EXIT_OOM, "out of memory for --dump-dir");
+            sd_errcf(err, SD_ERR_NOMEM, "out of memory for --dump-dir");
             goto out;
         }
     }
@@ -556,7 +556,7 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
     double td = sd_now();
     for (int i = 0; i < s.n_steps; i++) {
         if (o->interrupted && *o->interrupted) {
-            sd_errcf(err, SD_EXIT_INTERRUPTED, "interrupted at step %d of %d", i, s.n_steps);
+            sd_errcf(err, SD_ERR_INTERRUPTED, "interrupted at step %d of %d", i, s.n_steps);
             goto out;
         }
         double ts0 = sd_now();
@@ -598,7 +598,7 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
     {
         sd_tensor zt = sd_tensor_4d(a, 1, zc, h, w);
         if (!zt.data) {
-            sd_errcf(err, SD_EXIT_OOM, "out of memory for the decoder input");
+            sd_errcf(err, SD_ERR_NOMEM, "out of memory for the decoder input");
             goto out;
         }
         for (int64_t k = 0; k < n; k++) zt.data[k] = x[k] / m->vae.scale_factor;
@@ -619,7 +619,7 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
         r->h = H;
         r->rgb = malloc((size_t)W * H * 3);
         if (!r->rgb) {
-            sd_errcf(err, SD_EXIT_OOM, "out of memory for the image");
+            sd_errcf(err, SD_ERR_NOMEM, "out of memory for the image");
             goto out;
         }
         sd_image_float_to_rgb8(img.data, W, H, r->rgb);

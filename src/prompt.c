@@ -111,7 +111,7 @@ int sd_prompt_parse(const char *text, sd_prompt_pieces *out, sd_err *err)
     int_stack round = {0}, square = {0};
     size_t n = strlen(text), i = 0;
     int rc = -1;
-#define OOM() do { sd_errcf(err, SD_EXIT_OOM, "out of memory"); goto fail; } while (0)
+#define OOM() do { sd_errcf(err, SD_ERR_NOMEM, "out of memory"); goto fail; } while (0)
     while (i < n) {
         char c = text[i];
         if (c == '\\') {
@@ -277,7 +277,7 @@ int sd_prompt_chunk(sd_tokenizer *t, const char *prompt, int pad_id, int weighti
     } else {
         pieces.items = malloc(sizeof *pieces.items);
         char *dup = strdup(prompt);
-        if (!pieces.items || !dup) { free(pieces.items); free(dup); return sd_errcf(err, SD_EXIT_OOM, "out of memory"); }
+        if (!pieces.items || !dup) { free(pieces.items); free(dup); return sd_errcf(err, SD_ERR_NOMEM, "out of memory"); }
         pieces.items[0].text = dup;
         pieces.items[0].weight = 1.0;
         pieces.n = 1;
@@ -331,7 +331,7 @@ int sd_prompt_chunk(sd_tokenizer *t, const char *prompt, int pad_id, int weighti
     rc = 0;
     goto done;
 oom:
-    sd_errcf(err, SD_EXIT_OOM, "out of memory");
+    sd_errcf(err, SD_ERR_NOMEM, "out of memory");
 done:
     sd_tokens_free(&tk);
     sd_prompt_pieces_free(&pieces);

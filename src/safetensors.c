@@ -100,7 +100,7 @@ static int parse_header(sd_safetensors *st, const char *json, size_t len, sd_err
     }
     st->tensors = calloc((size_t)n + 1, sizeof *st->tensors);
     if (!st->tensors || sd_name_index_init(&st->index, n)) {
-        sd_errcf(err, SD_EXIT_OOM, "%s: out of memory reading the header", path);
+        sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory reading the header", path);
         goto out;
     }
     uint64_t data_size = st->size - st->data_start;
@@ -121,7 +121,7 @@ static int parse_header(sd_safetensors *st, const char *json, size_t len, sd_err
             st->meta_keys = calloc((size_t)m + 1, sizeof(char *));
             st->meta_vals = calloc((size_t)m + 1, sizeof(char *));
             if (!st->meta_keys || !st->meta_vals) {
-                sd_errcf(err, SD_EXIT_OOM, "%s: out of memory reading the header", path);
+                sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory reading the header", path);
                 goto out;
             }
             for (cJSON *kv = e->child; kv; kv = kv->next) {
@@ -134,7 +134,7 @@ static int parse_header(sd_safetensors *st, const char *json, size_t len, sd_err
                 st->meta_vals[st->n_meta] = strdup(kv->valuestring);
                 st->n_meta++;
                 if (!st->meta_keys[st->n_meta - 1] || !st->meta_vals[st->n_meta - 1]) {
-                    sd_errcf(err, SD_EXIT_OOM, "%s: out of memory reading the header", path);
+                    sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory reading the header", path);
                     goto out;
                 }
             }
@@ -208,7 +208,7 @@ static int parse_header(sd_safetensors *st, const char *json, size_t len, sd_err
         t->end = en;
         t->name = strdup(name);
         if (!t->name) {
-            sd_errcf(err, SD_EXIT_OOM, "%s: out of memory reading the header", path);
+            sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory reading the header", path);
             goto out;
         }
         st->n_tensors++;
@@ -222,7 +222,7 @@ static int parse_header(sd_safetensors *st, const char *json, size_t len, sd_err
     if (st->n_tensors > 1) {
         const sd_st_tensor **order = malloc((size_t)st->n_tensors * sizeof *order);
         if (!order) {
-            sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", path);
+            sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", path);
             goto out;
         }
         for (int i = 0; i < st->n_tensors; i++) order[i] = &st->tensors[i];
@@ -269,7 +269,7 @@ int sd_st_open(sd_safetensors *st, const char *path, sd_err *err)
         /* ENOMEM: no room in the address space (ulimit -v) for the whole file: out of memory, not bad input */
         int e = errno;
         if (e == ENOMEM)
-            sd_errcf(err, SD_EXIT_OOM, "%s: out of memory: cannot map the %.1f MB file (address space limit, ulimit -v?)",
+            sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory: cannot map the %.1f MB file (address space limit, ulimit -v?)",
                      path, (double)st->size / 1e6);
         else
             sd_errf(err, "%s: cannot map the file: %s", path, strerror(e));

@@ -727,11 +727,11 @@ static int step_dpmpp_2m(sd_sched *s, int i, float *x, const float *g, int64_t n
     if (s->have_prev && s->prev_n != n) return sd_errf(err, "dpmpp_2m: latent size changed between steps");
     if (!s->prev_x0) {
         s->prev_x0 = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
-        if (!s->prev_x0) return sd_errcf(err, SD_EXIT_OOM, "dpmpp_2m: out of memory for the solver history");
+        if (!s->prev_x0) return sd_errcf(err, SD_ERR_NOMEM, "dpmpp_2m: out of memory for the solver history");
         s->prev_n = n;
     } else if (s->prev_n != n) {
         float *p = realloc(s->prev_x0, sizeof(float) * (size_t)(n > 0 ? n : 1));
-        if (!p) return sd_errcf(err, SD_EXIT_OOM, "dpmpp_2m: out of memory for the solver history");
+        if (!p) return sd_errcf(err, SD_ERR_NOMEM, "dpmpp_2m: out of memory for the solver history");
         s->prev_x0 = p;
         s->prev_n = n;
     }

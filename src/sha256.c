@@ -132,7 +132,7 @@ int sd_sha256_file_stop(const char *path, uint8_t digest[32], const volatile sig
     uint8_t *buf = malloc(BLOCK);
     if (!buf) {
         close(fd);
-        return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory for the hash buffer", path);
+        return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory for the hash buffer", path);
     }
     sd_sha256 s;
     sd_sha256_init(&s);
@@ -141,7 +141,7 @@ int sd_sha256_file_stop(const char *path, uint8_t digest[32], const volatile sig
         if (stop && *stop) {
             free(buf);
             close(fd);
-            return sd_errcf(err, SD_EXIT_INTERRUPTED, "%s: interrupted while hashing", path);
+            return sd_errcf(err, SD_ERR_INTERRUPTED, "%s: interrupted while hashing", path);
         }
         ssize_t r = read(fd, buf, BLOCK);
         if (r < 0 && errno == EINTR) continue;

@@ -375,8 +375,8 @@ static int parse_merges(sd_tokenizer *t, char *text, size_t len, int skip_header
         int sa = sym_intern(t, f[0], fl[0]);
         int sb = sa < 0 ? -1 : sym_intern(t, f[1], fl[1]);
         int sr = sb < 0 ? -1 : sym_intern(t, buf, fl[0] + fl[1]);
-        if (sr < 0 || merge_add(t, sa, sb, sr, rank)) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", what);
-        if (clip_ids && set_id(t, sr, 512 + rank)) return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory", what);
+        if (sr < 0 || merge_add(t, sa, sb, sr, rank)) return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", what);
+        if (clip_ids && set_id(t, sr, 512 + rank)) return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", what);
         rank++;
         if (rank >= TOK_MAX_MERGES) return sd_errf(err, "%s: more than %d merges", what, TOK_MAX_MERGES);
         p = q + 1;
@@ -397,7 +397,7 @@ static int finish(sd_tokenizer *t, const char *what, sd_err *err)
     t->comma = sc >= 0 ? t->sym_id[sc] : -1;
     t->cache_cap = 2 * TOK_CACHE_MAX;
     t->cache = calloc(t->cache_cap, sizeof *t->cache);
-    if (!t->cache) return sd_errcf(err, SD_EXIT_OOM, "out of memory");
+    if (!t->cache) return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
     return 0;
 }
 
@@ -405,7 +405,7 @@ static int finish(sd_tokenizer *t, const char *what, sd_err *err)
 static int build_clip(sd_tokenizer *t, char *text, size_t len, int skip_header, int limit,
                       const char *what, sd_err *err)
 {
-    if (add_byte_symbols(t, 1)) return sd_errcf(err, SD_EXIT_OOM, "out of memory");
+    if (add_byte_symbols(t, 1)) return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
     if (parse_merges(t, text, len, skip_header, limit, 1, what, err)) return -1;
     int next = 512 + t->n_merges;
     /* ids of joined merges are 512 + rank; count ranks, not distinct pairs */
@@ -413,9 +413,9 @@ static int build_clip(sd_tokenizer *t, char *text, size_t len, int skip_header, 
     for (int i = 0; i < t->n_ids; i++) if (t->id_sym[i] >= 0) max_id = i;
     next = max_id + 1 > next ? max_id + 1 : next;
     int sb = sym_intern(t, TOK_BOS_STR, strlen(TOK_BOS_STR));
-    if (sb < 0 || set_id(t, sb, next)) return sd_errcf(err, SD_EXIT_OOM, "out of memory");
+    if (sb < 0 || set_id(t, sb, next)) return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
     int se = sym_intern(t, TOK_EOS_STR, strlen(TOK_EOS_STR));
-    if (se < 0 || set_id(t, se, next + 1)) return sd_errcf(err, SD_EXIT_OOM, "out of memory");
+    if (se < 0 || set_id(t, se, next + 1)) return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
     return finish(t, what, err);
 }
 
@@ -427,11 +427,11 @@ static int read_file_any(const char *path, char **out, size_t *len, sd_err *err)
     gzFile f = gzdopen(fd, "rb");
     if (!f) {
         close(fd);
-        return sd_errcf(err, SD_EXIT_OOM, "%s: out of memory opening it", path);
+        return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory opening it", path);
     }
     size_t cap = 1 << 20, n = 0;
     char *buf = malloc(cap + 1);
-    if (!buf) { gzclose(f); return sd_errcf(err, SD_EXIT_OOM, "out of memory"); }
+    if (!buf) { gzclose(f); return sd_errcf(err, SD_ERR_NOMEM, "out of memory"); }
     for (;;) {
         if (n == cap) {
             if (cap >= TOK_MAX_FILE) {
@@ -440,7 +440,7 @@ static int read_file_any(const char *path, char **out, size_t *len, sd_err *err)
             }
             cap *= 2;
             char *nb = realloc(buf, cap + 1);
-            if (!nb) { free(buf); gzclose(f); return sd_errcf(err, SD_EXIT_OOM, "out of memory"); }
+            if (!nb) { free(buf); gzclose(f); return sd_errcf(err, SD_ERR_NOMEM, "out of memory"); }
             buf = nb;
         }
         int r = gzread(f, buf + n, (unsigned)(cap - n));
@@ -501,13 +501,13 @@ static int load_hf(sd_tokenizer *t, const char *vocab_path, const char *merges_p
         int s = sym_intern(t, it->string, n);
         if (s < 0 || set_id(t, s, (int)it->valuedouble)) {
             cJSON_Delete(root);
-            return sd_errcf(err, SD_EXIT_OOM, "out of memory");
+            return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
         }
         count++;
     }
     cJSON_Delete(root);
     if (!count) return sd_errf(err, "%s: empty vocabulary", vocab_path);
-    if (add_byte_symbols(t, 0)) return sd_errcf(err, SD_EXIT_OOM, "out of memory");
+    if (add_byte_symbols(t, 0)) return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
     if (read_file_any(merges_path, &mtext, &mlen, err)) return -1;
     int rc = parse_merges(t, mtext, mlen, 1, TOK_CLIP_MERGES, 0, merges_path, err);
     free(mtext);
@@ -592,7 +592,7 @@ int sd_tokenizer_load(sd_tokenizer **out, const char *path, sd_err *err)
     *out = NULL;
     if (!path || !*path) return sd_errf(err, "empty vocabulary path");
     sd_tokenizer *t = tok_new(path);
-    if (!t) return sd_errcf(err, SD_EXIT_OOM, "out of memory");
+    if (!t) return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
     if (load_path(t, path, 0, err)) { sd_tokenizer_free(t); return -1; }
     *out = t;
     return 0;
@@ -606,14 +606,14 @@ int sd_tokenizer_from_merges(sd_tokenizer **out, const char *text, size_t len, c
     if (!text) return sd_errf(err, "%s: no merges text", what);
     if (len > TOK_MAX_FILE) return sd_errf(err, "%s: merges text larger than %u MiB", what, TOK_MAX_FILE >> 20);
     char *copy = malloc(len + 1);
-    if (!copy) return sd_errcf(err, SD_EXIT_OOM, "out of memory");
+    if (!copy) return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
     memcpy(copy, text, len);
     copy[len] = 0;
     size_t k = 0;
     while (k < len && (copy[k] == ' ' || copy[k] == '\n' || copy[k] == '\r' || copy[k] == '\t')) k++;
     int header = k < len && (copy[k] == '#' || copy[k] == '"');
     sd_tokenizer *t = tok_new(what);
-    if (!t) { free(copy); return sd_errcf(err, SD_EXIT_OOM, "out of memory"); }
+    if (!t) { free(copy); return sd_errcf(err, SD_ERR_NOMEM, "out of memory"); }
     /* at most 48894 merges, as CLIP and the demo model's tokenizer (scripts/demo-model/bpe.py) keep */
     int rc = build_clip(t, copy, len, header, TOK_CLIP_MERGES, what, err);
     free(copy);
@@ -1002,8 +1002,8 @@ int sd_tokenize(sd_tokenizer *t, const char *text, int pad_id, sd_tokens *out, s
             else if (pad_str && i + pad_len <= len && !memcmp(text + i, pad_str, pad_len)) { id = pad_id; ml = pad_len; }
         }
         if (id >= 0 || i == len) {
-            if (tokenize_segment(t, text + seg, i - seg, out)) return sd_errcf(err, SD_EXIT_OOM, "tokenizer: out of memory");
-            if (id >= 0 && tokens_push(out, id)) return sd_errcf(err, SD_EXIT_OOM, "tokenizer: out of memory");
+            if (tokenize_segment(t, text + seg, i - seg, out)) return sd_errcf(err, SD_ERR_NOMEM, "tokenizer: out of memory");
+            if (id >= 0 && tokens_push(out, id)) return sd_errcf(err, SD_ERR_NOMEM, "tokenizer: out of memory");
             if (i == len) break;
             i += ml;
             seg = i;

@@ -797,7 +797,7 @@ int sd_unet_forward(sd_model *m, sd_arena *a, sd_tensor x, const float *t, sd_te
     if (setjmp(jb)) {
         a->guard = prev;
         free(p.b);
-        return sd_errcf(err, SD_EXIT_OOM, "U-Net: out of memory for activations (latent %s)",
+        return sd_errcf(err, SD_ERR_NOMEM, "U-Net: out of memory for activations (latent %s)",
                         sd_shape_str(x, b1, sizeof b1));
     }
     a->guard = &jb;

@@ -540,7 +540,7 @@ int sd_vae_decode(sd_model *m, sd_arena *a, sd_tensor z, sd_tensor *img, sd_err 
     jmp_buf *prev = a->guard;
     if (setjmp(jb)) {
         a->guard = prev;
-        return sd_errcf(err, SD_EXIT_OOM, "vae decode: out of memory for a %lldx%lld image", (long long)W,
+        return sd_errcf(err, SD_ERR_NOMEM, "vae decode: out of memory for a %lldx%lld image", (long long)W,
                         (long long)H);
     }
     a->guard = &jb;
@@ -688,7 +688,7 @@ int sd_vae_decode_tiled(sd_model *m, sd_arena *a, sd_tensor z, int tile_latent, 
     jmp_buf *prev = a->guard;
     if (setjmp(jb)) {
         a->guard = prev;
-        return sd_errcf(err, SD_EXIT_OOM, "vae decode: out of memory for a %lldx%lld image in %lldx%lld tiles",
+        return sd_errcf(err, SD_ERR_NOMEM, "vae decode: out of memory for a %lldx%lld image in %lldx%lld tiles",
                         (long long)W, (long long)H, (long long)(tw * f), (long long)(th * f));
     }
     a->guard = &jb;
@@ -758,7 +758,7 @@ int sd_vae_encode(sd_model *m, sd_arena *a, sd_tensor img, sd_tensor *moments, s
     jmp_buf *prev = a->guard;
     if (setjmp(jb)) {
         a->guard = prev;
-        return sd_errcf(err, SD_EXIT_OOM, "vae encode: out of memory for a %lldx%lld image",
+        return sd_errcf(err, SD_ERR_NOMEM, "vae encode: out of memory for a %lldx%lld image",
                         (long long)img.ne[3], (long long)img.ne[2]);
     }
     a->guard = &jb;

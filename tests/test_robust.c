@@ -108,7 +108,7 @@ static void test_open_regular(const char *dir)
     }
     /* would block forever with a plain open() */
     CHECK(sd_open_regular(fifo, NULL, &err) == -1 && strstr(err.msg, "fifo: not a regular file (a FIFO)") &&
-              err.code == SD_EXIT_INPUT,
+              err.code == SD_ERR_INPUT,
           "FIFO: %s", err.msg);
     CHECK(sd_open_regular(dir, NULL, &err) == -1 && strstr(err.msg, "not a regular file (a directory)"), "dir: %s",
           err.msg);

@@ -256,7 +256,7 @@ static void expect_refused_here(const char *what, const char *path, const char *
         CHECK(rc != 0, "%s: sd_st_open accepted the file", what);
         if (rc == 0) sd_st_close(&st);
         else {
-            CHECK(err.code == SD_EXIT_INPUT, "%s: exit code %d, want 2", what, err.code);
+            CHECK(err.code == SD_ERR_INPUT, "%s: exit code %d, want 2", what, err.code);
             CHECK(strstr(err.msg, path) != NULL, "%s: message does not name the file: %s", what, err.msg);
             CHECK(strstr(err.msg, fault) != NULL, "%s: message lacks \"%s\": %s", what, fault, err.msg);
             CHECK(one_line(err.msg), "%s: message is not one line", what);
@@ -270,7 +270,7 @@ static void expect_refused_here(const char *what, const char *path, const char *
         sd_model_close(&m);
         return;
     }
-    CHECK(err.code == SD_EXIT_INPUT, "%s: model exit code %d, want 2", what, err.code);
+    CHECK(err.code == SD_ERR_INPUT, "%s: model exit code %d, want 2", what, err.code);
     CHECK(strstr(err.msg, path) != NULL, "%s: model message does not name the file: %s", what, err.msg);
     CHECK(strstr(err.msg, fault) != NULL, "%s: model message lacks \"%s\": %s", what, fault, err.msg);
     CHECK(one_line(err.msg), "%s: model message is not one line", what);

@@ -202,12 +202,12 @@ static void test_stop(const char *tmp)
     stop = SIGINT;
     err = (sd_err){0};
     int rc = sd_sha256_file_stop(path, dg, &stop, &err);
-    CHECK(rc != 0 && err.code == SD_EXIT_INTERRUPTED && strstr(err.msg, "interrupted while hashing"),
+    CHECK(rc != 0 && err.code == SD_ERR_INTERRUPTED && strstr(err.msg, "interrupted while hashing"),
           "flag set: rc %d code %d '%s'", rc, err.code, err.msg);
     char h[65], s10[11];
     err = (sd_err){0};
     rc = sd_model_hash_cached_stop(path, cache, h, s10, &stop, &err);
-    CHECK(rc != 0 && err.code == SD_EXIT_INTERRUPTED && access(cache, F_OK) != 0,
+    CHECK(rc != 0 && err.code == SD_ERR_INTERRUPTED && access(cache, F_OK) != 0,
           "model hash with the flag set: rc %d code %d, no cache written", rc, err.code);
     stop = 0;
     rc = sd_model_hash_cached_stop(path, cache, h, s10, &stop, &err);

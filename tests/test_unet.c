@@ -177,7 +177,7 @@ static void odd_sizes(void)
     float buf[4 * 8 * 8] = {0};
     xs.data = buf; xs.ndim = 4; xs.ne[0] = 1; xs.ne[1] = 4; xs.ne[2] = 8; xs.ne[3] = 8;
     int rc = sd_unet_forward(&m, &small, xs, t, ctx, (sd_tensor){0}, &out, &err);
-    CHECK(rc != 0 && err.code == SD_EXIT_OOM, "tiny arena: rc %d code %d (%s)", rc, err.code, err.msg);
+    CHECK(rc != 0 && err.code == SD_ERR_NOMEM, "tiny arena: rc %d code %d (%s)", rc, err.code, err.msg);
     sd_arena_free(&small);
     sd_arena_free(&a);
     sd_model_close(&m);

@@ -36,8 +36,8 @@ double sd_text_flops(const sd_text_config *t);
  * always takes the penultimate block), nor for SDXL (both towers' hidden_states[-2]), and neither
  * does sdgen: clip_skip is ignored there.
  * out: [n_seq, 77, D], allocated in the arena. pooled (NULL: not wanted; the tower needs a
- * text_projection): [n_seq, proj_dim]. Returns 0, or -1 with err filled (SD_EXIT_INPUT for bad
- * tokens / missing weights, SD_EXIT_OOM when the arena runs out). */
+ * text_projection): [n_seq, proj_dim]. Returns 0, or -1 with err filled (SD_ERR_INPUT for bad
+ * tokens / missing weights, SD_ERR_NOMEM when the arena runs out). */
 int sd_text_encode(sd_model *m, const sd_text_config *t, sd_arena *a, const int32_t *tokens, int n_seq, int clip_skip,
                    sd_tensor *out, sd_tensor *pooled, sd_err *err);
 

@@ -3,13 +3,14 @@
  * Errors: every fallible function returns int (0 = ok, non-zero = failure) and fills an
  * sd_err for its caller; main() prints the message once. sd_errf() formats the message and
  * returns -1, so a check reads  `if (bad) return sd_errf(err, "%s: bad thing", path);`.
- * The `code` field carries the process exit code the failure maps to (SD_EXIT_*).
+ * The `code` field says why (sd_status): the library's own codes, which the command line maps to
+ * its exit codes (cli.c sd_cli_exit_code) and the public API to sdgen_status (api.c).
  *
  * Arena: activations of one model call are bump-allocated from an sd_arena and released all
  * at once with sd_arena_reset(). The arena grows by blocks while the first step finds its
  * peak; the next reset merges the blocks into one, so later steps never call malloc. When a
  * block cannot be had the arena jumps to the guard of the model call in flight (`guard` below),
- * which turns it into an SD_EXIT_OOM error instead of crashing; with no guard set the allocation
+ * which turns it into an SD_ERR_NOMEM error instead of crashing; with no guard set the allocation
  * returns NULL and the caller checks for it. The library never prints or exits on its own.
  */
 #ifndef SDGEN_COMMON_H
@@ -25,23 +26,22 @@
 extern "C" {
 #endif
 
-/* Process exit codes (README "Exit codes"). */
-enum {
-    SD_EXIT_OK = 0,
-    SD_EXIT_ITEMS_FAILED = 1, /* a batch ran, some items failed */
-    SD_EXIT_INPUT = 2,        /* usage error or bad input file */
-    SD_EXIT_OOM = 3,          /* not enough memory */
-    SD_EXIT_INTERRUPTED = 130 /* SIGINT */
-};
+/* Why a call failed (sd_err.code). */
+typedef enum sd_status {
+    SD_OK = 0,
+    SD_ERR_INPUT = 1,      /* a bad argument, option, or input file (model, vocabulary, image, batch) */
+    SD_ERR_NOMEM = 2,      /* not enough memory (or address space) for what was asked */
+    SD_ERR_INTERRUPTED = 3 /* stopped on request (a signal, a cancel flag) between steps */
+} sd_status;
 
 typedef struct sd_err {
-    int code;       /* SD_EXIT_* the failure maps to; SD_EXIT_INPUT unless set otherwise */
+    int code;       /* sd_status; SD_ERR_INPUT unless set otherwise */
     char msg[1024]; /* one line, no trailing newline */
 } sd_err;
 
-/* Format msg into err (if err is non-NULL), set code = SD_EXIT_INPUT, return -1. */
+/* Format msg into err (if err is non-NULL), set code = SD_ERR_INPUT, return -1. */
 int sd_errf(sd_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Same with an explicit exit code. */
+/* Same with an explicit status. */
 int sd_errcf(sd_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Prefix an existing message: "prefix: old message". Returns -1. */
 int sd_err_prefix(sd_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -90,7 +90,7 @@ void sd_scope_close(sd_arena *a, sd_scope s);
 void *sd_scope_keep_bytes(sd_arena *a, sd_scope s, void *p, size_t bytes);
 
 /* Use around a model call:
- *   jmp_buf jb; if (setjmp(jb)) { a->guard = NULL; return sd_errcf(err, SD_EXIT_OOM, ...); }
+ *   jmp_buf jb; if (setjmp(jb)) { a->guard = NULL; return sd_errcf(err, SD_ERR_NOMEM, ...); }
  *   a->guard = &jb; ... ; a->guard = NULL;                                              */
 
 /* ---- name index ----

@@ -39,7 +39,7 @@ void sd_sha256_hex(const uint8_t digest[32], char hex[65]);
 
 /* SHA-256 of a whole file, read in 4 MiB blocks (no mmap: works on pipes/NFS the same). */
 int sd_sha256_file(const char *path, uint8_t digest[32], sd_err *err);
-/* Same, giving up (code SD_EXIT_INTERRUPTED, "PATH: interrupted while hashing") as soon as *stop is
+/* Same, giving up (code SD_ERR_INTERRUPTED, "PATH: interrupted while hashing") as soon as *stop is
  * non-zero when a block starts; stop may be NULL. */
 int sd_sha256_file_stop(const char *path, uint8_t digest[32], const volatile sig_atomic_t *stop, sd_err *err);
 

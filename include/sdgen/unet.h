@@ -34,9 +34,9 @@ int sd_unet_check(const sd_model *m, sd_err *err);
  *   y       [n, adm_in] the extra conditioning vector of models with label_emb (SDXL), else empty
  *   out     [n, out_channels, h, w], allocated in the arena a (eps or v, as trained)
  * The model's weights are converted to f32 on first use. Activations are taken from the arena;
- * running out of memory gives SD_EXIT_OOM (the call installs its own arena guard and restores
- * the caller's afterwards). Returns 0, or -1 with err (SD_EXIT_INPUT for bad shapes or missing
- * weights, SD_EXIT_OOM). */
+ * running out of memory gives SD_ERR_NOMEM (the call installs its own arena guard and restores
+ * the caller's afterwards). Returns 0, or -1 with err (SD_ERR_INPUT for bad shapes or missing
+ * weights, SD_ERR_NOMEM). */
 int sd_unet_forward(sd_model *m, sd_arena *a, sd_tensor x, const float *t, sd_tensor context, sd_tensor y,
                     sd_tensor *out, sd_err *err);
 

@@ -33,7 +33,7 @@ double sd_vae_decode_flops(const sd_vae_config *v, int64_t h, int64_t w);
 /* Decoder: z [n, z_channels, h, w] (latent already divided by the scale factor, docs/SEMANTICS.md §10) ->
  * img [n, 3, h·2^(levels−1), w·2^(levels−1)] in the arena (nominally [−1, 1], not clamped).
  * post_quant_conv is applied first. Batch items are decoded one after another, so peak memory
- * is that of one image. Returns 0, or -1 with err (SD_EXIT_INPUT / SD_EXIT_OOM). */
+ * is that of one image. Returns 0, or -1 with err (SD_ERR_INPUT / SD_ERR_NOMEM). */
 int sd_vae_decode(sd_model *m, sd_arena *a, sd_tensor z, sd_tensor *img, sd_err *err);
 
 /* Tiled decoder (diffusers AutoencoderKL.tiled_decode, enable_vae_tiling): z is cut into tiles of

@@ -58,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sd_err err = {0};
     if (sd_model_open(&m, dir, &err) != 0) {
         if (!err.msg[0] || !strstr(err.msg, dir) || (fuzz_one_line_check() && strchr(err.msg, '\n')) ||
-            (err.code != SD_EXIT_INPUT && err.code != SD_EXIT_OOM)) {
+            (err.code != SD_ERR_INPUT && err.code != SD_ERR_NOMEM)) {
             fprintf(stderr, "fuzz_diffusers: bad error (code %d): \"%s\"\n", err.code, err.msg);
             abort();
         }

@@ -61,7 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (sd_prompt_piece_is_break(&pieces.items[i])) continue;
             if (isnan(pieces.items[i].weight)) fail("NaN weight");
         }
-    } else if (!err.msg[0] || err.code != SD_EXIT_INPUT) {
+    } else if (!err.msg[0] || err.code != SD_ERR_INPUT) {
         fail("parse failed without a message / with a code other than 2");
     }
     sd_prompt_pieces_free(&pieces);

@@ -37,7 +37,7 @@ static void check_error(const sd_err *err, const char *path)
     FUZZ_CHECK(err->msg[0], "empty error message");
     FUZZ_CHECK(strstr(err->msg, path) != NULL, "message does not name the file: %s", err->msg);
     FUZZ_CHECK(!fuzz_one_line_check() || !strchr(err->msg, '\n'), "message is not one line: %s", err->msg);
-    FUZZ_CHECK(err->code == SD_EXIT_INPUT || err->code == SD_EXIT_OOM, "exit code %d for: %s", err->code, err->msg);
+    FUZZ_CHECK(err->code == SD_ERR_INPUT || err->code == SD_ERR_NOMEM, "exit code %d for: %s", err->code, err->msg);
 }
 
 static void check_file(const sd_safetensors *st)
