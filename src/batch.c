@@ -4,6 +4,7 @@
 #include "sdgen/batch.h"
 
 #include "sdgen/options.h"
+#include "sdgen/utf8.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,25 +18,7 @@
 
 /* ---- UTF-8 ---- */
 
-/* Length of a valid UTF-8 sequence at s (n bytes left), 0 if invalid. */
-static int utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    int len;
-    unsigned v, min;
-    if ((c & 0xE0) == 0xC0) { len = 2; v = c & 0x1F; min = 0x80; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; v = c & 0x0F; min = 0x800; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; v = c & 0x07; min = 0x10000; }
-    else return 0;
-    if ((size_t)len > n) return 0;
-    for (int i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        v = v << 6 | (s[i] & 0x3F);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-    return len;
-}
+static int utf8_seq_len(const unsigned char *s, size_t n) { return sd_utf8_decode(s, n, NULL); }
 
 static char *dupn(const char *s, size_t n)
 {
@@ -499,7 +482,7 @@ int sd_batch_parse_mem(const char *data, size_t n, const char *name, sd_batch *b
             problem = "contains a NUL byte";
         } else {
             for (size_t i = 0; i < len;) {
-                int l = utf8_len((const unsigned char *)s + i, len - i);
+                int l = utf8_seq_len((const unsigned char *)s + i, len - i);
                 if (!l) {
                     snprintf(msg, sizeof msg, "not valid UTF-8 (byte %zu)", i + 1);
                     problem = msg;
@@ -611,7 +594,7 @@ void sd_sanitize_prompt(const char *prompt, char *out, size_t n)
     size_t plen = strlen((const char *)p);
     for (size_t i = 0; i < plen && k < cap;) {
         unsigned c = p[i];
-        int l = utf8_len(p + i, plen - i);
+        int l = utf8_seq_len(p + i, plen - i);
         /* C1 controls (U+0080..U+009F) drive some terminals as C0 ones do: never part of a file name */
         int bad = !l || c < 0x20 || c == 0x7F || (l == 2 && c == 0xC2 && p[i + 1] < 0xA0) ||
                   strchr(" \t/\\\"'<>:|?*#", (int)c) != NULL;

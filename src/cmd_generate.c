@@ -23,6 +23,7 @@
 #include "sdgen/family.h"
 #include "sdgen/pipeline.h"
 #include "sdgen/rng.h"
+#include "sdgen/utf8.h"
 
 /* Set by the SIGINT / SIGTERM handler to the signal's number; polled between steps. SIGTERM (kill, timeout,
  * a batch system ending the job) stops like Ctrl-C: the image in progress is abandoned, the finished ones
@@ -162,36 +163,6 @@ static int parse_seed(const char *opt, const char *v, uint64_t *out)
     if (sd_parse_u64(v, out)) {
         say("%s expects an integer in [0, 2^64-1] (or -1 for random), got \"%.64s\"", opt, v);
         return -1;
-    }
-    return 0;
-}
-
-/* Strict UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF). Returns 0 when
- * valid, else the 1-based offset of the first bad byte. The prompt is checked here, before the model
- * is loaded, because the PNG parameters chunk needs valid UTF-8 and would otherwise fail only after
- * the image has been computed. */
-static size_t utf8_bad_byte(const char *str)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    while (s[i]) {
-        unsigned c = s[i];
-        int n;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c < 0x80) n = 0;
-        else if (c >= 0xC2 && c <= 0xDF) n = 1;
-        else if (c == 0xE0) n = 2, lo = 0xA0;
-        else if (c == 0xED) n = 2, hi = 0x9F;
-        else if (c >= 0xE1 && c <= 0xEF) n = 2;
-        else if (c == 0xF0) n = 3, lo = 0x90;
-        else if (c >= 0xF1 && c <= 0xF3) n = 3;
-        else if (c == 0xF4) n = 3, hi = 0x8F;
-        else return i + 1;
-        for (int k = 1; k <= n; k++) {
-            unsigned b = s[i + k];
-            if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xBF)) return i + k + 1;
-        }
-        i += (size_t)n + 1;
     }
     return 0;
 }
@@ -368,11 +339,11 @@ static int parse_args(int argc, char **argv, cli_opts *c)
         return -1;
     }
     size_t bad;
-    if ((bad = utf8_bad_byte(c->gen.prompt))) {
+    if ((bad = sd_utf8_bad_byte(c->gen.prompt))) {
         fprintf(stderr, "sdgen: --prompt is not valid UTF-8 (byte %zu)\n", bad);
         return -1;
     }
-    if ((bad = utf8_bad_byte(c->gen.negative_prompt))) {
+    if ((bad = sd_utf8_bad_byte(c->gen.negative_prompt))) {
         fprintf(stderr, "sdgen: --negative-prompt is not valid UTF-8 (byte %zu)\n", bad);
         return -1;
     }
@@ -528,8 +499,8 @@ static int apply_item(const sd_batch_item *it, sd_gen_opts *o, int *batch_count,
                       const cli_opts *c, sd_err *err)
 {
     size_t bad;
-    if (it->prompt && (bad = utf8_bad_byte(it->prompt))) return sd_errf(err, "prompt is not valid UTF-8 (byte %zu)", bad);
-    if (it->negative_prompt && (bad = utf8_bad_byte(it->negative_prompt)))
+    if (it->prompt && (bad = sd_utf8_bad_byte(it->prompt))) return sd_errf(err, "prompt is not valid UTF-8 (byte %zu)", bad);
+    if (it->negative_prompt && (bad = sd_utf8_bad_byte(it->negative_prompt)))
         return sd_errf(err, "negative_prompt is not valid UTF-8 (byte %zu)", bad);
     if (it->prompt) o->prompt = it->prompt;
     if (it->negative_prompt) o->negative_prompt = it->negative_prompt;

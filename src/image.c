@@ -1,6 +1,7 @@
 /* image.c — PNG output with text metadata, init-image loading, PIL-exact Lanczos resize, atomic writes
  * (image.h). stb_image / stb_image_write are compiled here, and only here. */
 #include "sdgen/image.h"
+#include "sdgen/utf8.h"
 
 #include "sdgen/options.h" /* sd_find_control */
 
@@ -120,29 +121,6 @@ static uint32_t get_be32(const uint8_t *p)
 /* ------------------------------------------------------------------------------------------------ */
 /* UTF-8 helpers. */
 
-/* Decode one UTF-8 sequence (strict: no overlongs, no surrogates, ≤ U+10FFFF). Returns its length, 0 if
- * invalid. */
-static int utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    if (n == 0) return 0;
-    unsigned c = s[0];
-    if (c < 0x80) { *cp = c; return 1; }
-    int len;
-    uint32_t v, min;
-    if ((c & 0xE0) == 0xC0) { len = 2; v = c & 0x1F; min = 0x80; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; v = c & 0x0F; min = 0x800; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; v = c & 0x07; min = 0x10000; }
-    else return 0;
-    if ((size_t)len > n) return 0;
-    for (int i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        v = v << 6 | (s[i] & 0x3F);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-    *cp = v;
-    return len;
-}
-
 /* ------------------------------------------------------------------------------------------------ */
 /* PNG text chunks. */
 
@@ -176,7 +154,7 @@ int sd_png_insert_text(const uint8_t *png, size_t n, const char *keyword, const 
     size_t nlat = 0;
     for (size_t i = 0; i < tlen;) {
         uint32_t cp;
-        int l = utf8_decode((const unsigned char *)text + i, tlen - i, &cp);
+        int l = sd_utf8_decode((const unsigned char *)text + i, tlen - i, &cp);
         if (!l) return sd_errf(err, "PNG text is not valid UTF-8 (byte %zu)", i);
         if (cp > 0xFF) latin1 = 0;
         i += (size_t)l;
@@ -198,7 +176,7 @@ int sd_png_insert_text(const uint8_t *png, size_t n, const char *keyword, const 
     if (latin1) {
         for (size_t i = 0; i < tlen;) {
             uint32_t cp;
-            i += (size_t)utf8_decode((const unsigned char *)text + i, tlen - i, &cp);
+            i += (size_t)sd_utf8_decode((const unsigned char *)text + i, tlen - i, &cp);
             *d++ = (uint8_t)cp;
         }
     } else {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "sdgen/sched.h"
+#include "sdgen/utf8.h"
 
 /* Every numeric setting of a run, once. The command line (cmd_generate.c) and the batch-file parser
  * (batch.c) both look their setting up here, so a key and the option of the same meaning cannot drift
@@ -205,28 +206,6 @@ int sd_num_parse(const sd_num_opt *o, const char *name, const char *text, sd_num
 
 /* ---- text for messages ---- */
 
-/* Length of the valid UTF-8 sequence at s (RFC 3629), 0 if it is not one. */
-static int utf8_seq(const unsigned char *s)
-{
-    unsigned c = s[0];
-    int n;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) n = 1;
-    else if (c == 0xE0) n = 2, lo = 0xA0;
-    else if (c == 0xED) n = 2, hi = 0x9F;
-    else if (c >= 0xE1 && c <= 0xEF) n = 2;
-    else if (c == 0xF0) n = 3, lo = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3) n = 3;
-    else if (c == 0xF4) n = 3, hi = 0x8F;
-    else return 0;
-    for (int k = 1; k <= n; k++) {
-        unsigned b = s[k];
-        if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xBF)) return 0;
-    }
-    return n + 1;
-}
-
 size_t sd_escape_text(const char *str, char *out, size_t n)
 {
     const unsigned char *s = (const unsigned char *)str;
@@ -235,7 +214,7 @@ size_t sd_escape_text(const char *str, char *out, size_t n)
     for (size_t i = 0; s[i];) {
         char piece[8];
         size_t pl;
-        int l = utf8_seq(s + i);
+        int l = sd_utf8_decode(s + i, 4, NULL);
         unsigned c = s[i];
         if (c == '\n') pl = (size_t)snprintf(piece, sizeof piece, "\\n");
         else if (c == '\t') pl = (size_t)snprintf(piece, sizeof piece, "\\t");

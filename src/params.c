@@ -1,5 +1,6 @@
 /* params.c — A1111 infotext writer and parser (params.h). */
 #include "sdgen/params.h"
+#include "sdgen/utf8.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -127,27 +128,6 @@ static void put_pair(sbuf *b, int *first, const char *k, const char *v)
     put_value(b, v);
 }
 
-static int utf8_valid(const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        unsigned c = *p;
-        int len;
-        unsigned v, min;
-        if (c < 0x80) { p++; continue; }
-        if ((c & 0xE0) == 0xC0) { len = 2; v = c & 0x1F; min = 0x80; }
-        else if ((c & 0xF0) == 0xE0) { len = 3; v = c & 0x0F; min = 0x800; }
-        else if ((c & 0xF8) == 0xF0) { len = 4; v = c & 0x07; min = 0x10000; }
-        else return 0;
-        for (int i = 1; i < len; i++) {
-            if ((p[i] & 0xC0) != 0x80) return 0;
-            v = v << 6 | (p[i] & 0x3F);
-        }
-        if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-        p += len;
-    }
-    return 1;
-}
 
 /* Python str.isspace() for the ASCII range (what strip() removes). */
 static int py_space(unsigned char c) { return c == ' ' || (c >= 9 && c <= 13) || (c >= 0x1c && c <= 0x1f); }
@@ -157,7 +137,7 @@ int sd_params_format(const sd_gen_params *p, char **out, sd_err *err)
     *out = NULL;
     const char *prompt = p->prompt ? p->prompt : "";
     const char *neg = p->negative_prompt ? p->negative_prompt : "";
-    if (!utf8_valid(prompt) || !utf8_valid(neg)) return sd_errf(err, "prompt is not valid UTF-8");
+    if (!!sd_utf8_bad_byte(prompt) || !!sd_utf8_bad_byte(neg)) return sd_errf(err, "prompt is not valid UTF-8");
     sbuf b = {0};
     sb_str(&b, prompt);
     if (*neg) {
