@@ -3,6 +3,7 @@
  * numbers as written (a 64-bit seed does not fit a double) and reports the first problem precisely. */
 #include "sdgen/batch.h"
 
+#include "sdgen/json.h"
 #include "sdgen/options.h"
 #include "sdgen/utf8.h"
 
@@ -55,84 +56,28 @@ static void jws(jp *j)
     while (j->i < j->n && (j->s[j->i] == ' ' || j->s[j->i] == '\t' || j->s[j->i] == '\r')) j->i++;
 }
 
-static int hex4(const char *s, unsigned *v)
-{
-    *v = 0;
-    for (int d = 0; d < 4; d++) {
-        char h = s[d];
-        unsigned x = h >= '0' && h <= '9' ? (unsigned)(h - '0') : h >= 'a' && h <= 'f' ? (unsigned)(h - 'a' + 10)
-                   : h >= 'A' && h <= 'F' ? (unsigned)(h - 'A' + 10) : 99u;
-        if (x > 15) return -1;
-        *v = *v * 16 + x;
-    }
-    return 0;
-}
 
 /* String at j->i (which is '"'). *out malloc'ed (NULL when out is NULL: just skip). */
 static int jstring(jp *j, char **out)
 {
-    size_t start = j->i;
-    j->i++;
+    const size_t start = j->i, body = j->i + 1;
     char *o = out ? malloc(j->n - start + 1) : NULL; /* decoded is never longer than the source */
     if (out && !o) return jfail(j, "out of memory");
-    size_t k = 0;
-    for (;;) {
-        if (j->i >= j->n) { free(o); return jfail(j, "unterminated string (column %zu)", start + 1); }
-        unsigned char c = (unsigned char)j->s[j->i];
-        if (c == '"') { j->i++; break; }
-        if (c < 0x20) { free(o); return jfail(j, "control character in a string (column %zu)", j->i + 1); }
-        if (c != '\\') {
-            if (o) o[k++] = (char)c;
-            j->i++;
-            continue;
-        }
-        if (j->i + 1 >= j->n) { free(o); return jfail(j, "unterminated string (column %zu)", start + 1); }
-        char e = j->s[j->i + 1];
-        j->i += 2;
-        char lit = 0;
-        switch (e) {
-        case '"': lit = '"'; break;
-        case '\\': lit = '\\'; break;
-        case '/': lit = '/'; break;
-        case 'b': lit = '\b'; break;
-        case 'f': lit = '\f'; break;
-        case 'n': lit = '\n'; break;
-        case 'r': lit = '\r'; break;
-        case 't': lit = '\t'; break;
-        case 'u': {
-            unsigned v;
-            if (j->i + 4 > j->n || hex4(j->s + j->i, &v)) { free(o); return jfail(j, "bad \\u escape (column %zu)", j->i - 1); }
-            j->i += 4;
-            if (v >= 0xD800 && v <= 0xDBFF) {
-                unsigned lo;
-                if (j->i + 6 > j->n || j->s[j->i] != '\\' || j->s[j->i + 1] != 'u' || hex4(j->s + j->i + 2, &lo) ||
-                    lo < 0xDC00 || lo > 0xDFFF) {
-                    free(o);
-                    return jfail(j, "unpaired UTF-16 surrogate in a \\u escape (column %zu)", j->i - 5);
-                }
-                j->i += 6;
-                v = 0x10000 + ((v - 0xD800) << 10) + (lo - 0xDC00);
-            } else if (v >= 0xDC00 && v <= 0xDFFF) {
-                free(o);
-                return jfail(j, "unpaired UTF-16 surrogate in a \\u escape (column %zu)", j->i - 5);
-            }
-            if (v == 0) { free(o); return jfail(j, "NUL character (\\u0000) in a string"); }
-            if (o) {
-                if (v < 0x80) o[k++] = (char)v;
-                else if (v < 0x800) { o[k++] = (char)(0xC0 | v >> 6); o[k++] = (char)(0x80 | (v & 0x3F)); }
-                else if (v < 0x10000) { o[k++] = (char)(0xE0 | v >> 12); o[k++] = (char)(0x80 | ((v >> 6) & 0x3F)); o[k++] = (char)(0x80 | (v & 0x3F)); }
-                else { o[k++] = (char)(0xF0 | v >> 18); o[k++] = (char)(0x80 | ((v >> 12) & 0x3F)); o[k++] = (char)(0x80 | ((v >> 6) & 0x3F)); o[k++] = (char)(0x80 | (v & 0x3F)); }
-            }
-            continue;
-        }
-        default: free(o); return jfail(j, "bad escape \\%c in a string (column %zu)", e, j->i - 1);
-        }
-        if (o) o[k++] = lit;
+    size_t used = 0, at = 0;
+    const sd_json_error e = sd_json_string(j->s + body, j->n - body, o, &used, &at);
+    const size_t col = body + at + 1;
+    if (e != SD_JSON_OK) free(o);
+    switch (e) {
+    case SD_JSON_OK: break;
+    case SD_JSON_UNTERMINATED: return jfail(j, "unterminated string (column %zu)", start + 1);
+    case SD_JSON_CONTROL: return jfail(j, "control character in a string (column %zu)", col);
+    case SD_JSON_BAD_ESCAPE: return jfail(j, "bad escape \\%c in a string (column %zu)", j->s[body + at + 1], col);
+    case SD_JSON_BAD_U: return jfail(j, "bad \\u escape (column %zu)", col);
+    case SD_JSON_SURROGATE: return jfail(j, "unpaired UTF-16 surrogate in a \\u escape (column %zu)", col);
+    case SD_JSON_NUL: return jfail(j, "NUL character (\\u0000) in a string");
     }
-    if (o) {
-        o[k] = 0;
-        *out = o;
-    }
+    j->i = body + used;
+    if (o) *out = o;
     return 0;
 }
 

@@ -1,5 +1,7 @@
 /* params.c — A1111 infotext writer and parser (params.h). */
 #include "sdgen/params.h"
+
+#include "sdgen/json.h"
 #include "sdgen/utf8.h"
 
 #include <math.h>
@@ -293,63 +295,14 @@ static size_t re_param_at(const char *s, size_t n, size_t pos, size_t *k0, size_
 /* json.loads of a whole JSON string literal (strict: no raw control characters). NULL if invalid. */
 static char *json_unquote(const char *s, size_t n)
 {
-    if (n < 2 || s[0] != '"' || s[n - 1] != '"') return NULL;
-    char *o = malloc(n * 2 + 1); /* a \u escape (6 chars) -> ≤ 3 bytes, surrogate pair (12 chars) -> 4 bytes */
-    if (!o) return NULL;
-    size_t k = 0, i = 1;
-    while (i < n - 1) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20) goto bad;
-        if (c == '"') goto bad; /* an unescaped quote inside: more than one literal */
-        if (c != '\\') { o[k++] = (char)c; i++; continue; }
-        if (i + 1 >= n - 1) goto bad;
-        char e = s[i + 1];
-        i += 2;
-        switch (e) {
-        case '"': o[k++] = '"'; break;
-        case '\\': o[k++] = '\\'; break;
-        case '/': o[k++] = '/'; break;
-        case 'b': o[k++] = '\b'; break;
-        case 'f': o[k++] = '\f'; break;
-        case 'n': o[k++] = '\n'; break;
-        case 'r': o[k++] = '\r'; break;
-        case 't': o[k++] = '\t'; break;
-        case 'u': {
-            unsigned v = 0;
-            if (i + 4 > n - 1) goto bad;
-            for (int d = 0; d < 4; d++) {
-                char h = s[i + d];
-                v = v * 16 + (unsigned)(h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10 : h >= 'A' && h <= 'F' ? h - 'A' + 10 : 99);
-                if (v > 0xFFFF) goto bad;
-            }
-            i += 4;
-            if (v >= 0xD800 && v <= 0xDBFF && i + 6 <= n - 1 && s[i] == '\\' && s[i + 1] == 'u') {
-                unsigned lo = 0;
-                for (int d = 0; d < 4; d++) {
-                    char h = s[i + 2 + d];
-                    lo = lo * 16 + (unsigned)(h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10 : h >= 'A' && h <= 'F' ? h - 'A' + 10 : 99);
-                    if (lo > 0xFFFF) goto bad;
-                }
-                if (lo >= 0xDC00 && lo <= 0xDFFF) {
-                    v = 0x10000 + ((v - 0xD800) << 10) + (lo - 0xDC00);
-                    i += 6;
-                }
-            }
-            if (v == 0 || (v >= 0xD800 && v <= 0xDFFF)) goto bad; /* NUL / lone surrogate: not C-string safe */
-            if (v < 0x80) o[k++] = (char)v;
-            else if (v < 0x800) { o[k++] = (char)(0xC0 | v >> 6); o[k++] = (char)(0x80 | (v & 0x3F)); }
-            else if (v < 0x10000) { o[k++] = (char)(0xE0 | v >> 12); o[k++] = (char)(0x80 | ((v >> 6) & 0x3F)); o[k++] = (char)(0x80 | (v & 0x3F)); }
-            else { o[k++] = (char)(0xF0 | v >> 18); o[k++] = (char)(0x80 | ((v >> 12) & 0x3F)); o[k++] = (char)(0x80 | ((v >> 6) & 0x3F)); o[k++] = (char)(0x80 | (v & 0x3F)); }
-            break;
-        }
-        default: goto bad;
-        }
+    if (n < 2 || s[0] != '"') return NULL;
+    char *o = malloc(n);
+    size_t used = 0, at = 0;
+    if (!o || sd_json_string(s + 1, n - 1, o, &used, &at) != SD_JSON_OK || used != n - 1) { /* one literal, all of it */
+        free(o);
+        return NULL;
     }
-    o[k] = 0;
     return o;
-bad:
-    free(o);
-    return NULL;
 }
 
 static char *dupn(const char *s, size_t n)
