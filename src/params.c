@@ -2,6 +2,7 @@
 #include "sdgen/params.h"
 
 #include "sdgen/json.h"
+#include "sdgen/sched.h"
 #include "sdgen/utf8.h"
 
 #include <math.h>
@@ -499,15 +500,15 @@ int sd_params_parse(const char *text, sd_gen_params *p, sd_err *err)
 
 /* ---- names ---- */
 
-static const char *const SAMPLERS[][2] = {
-    {"ddim", "DDIM"}, {"ddpm", "DDPM"}, {"euler", "Euler"}, {"euler_a", "Euler a"}, {"dpmpp_2m", "DPM++ 2M"}};
+/* Sampler names (sdgen's and A1111's) come from sched.c's table: one list for the CLI, the
+ * infotext and the server. */
 static const char *const SCHEDULES[][2] = {{"default", "Automatic"}, {"karras", "Karras"}};
 static const char *const RNGS[][2] = {{"cpu", "CPU"}, {"cuda", "GPU"}};
 
 const char *sd_params_sampler_name(const char *cli)
 {
-    for (size_t i = 0; cli && i < sizeof SAMPLERS / sizeof *SAMPLERS; i++)
-        if (!strcmp(cli, SAMPLERS[i][0])) return SAMPLERS[i][1];
+    for (int i = 0; cli && i < SD_SAMPLER_COUNT; i++)
+        if (!strcmp(cli, sd_sampler_name((sd_sampler)i))) return sd_sampler_a1111_name((sd_sampler)i);
     return NULL;
 }
 const char *sd_params_schedule_name(const char *cli)
@@ -539,9 +540,9 @@ int sd_params_cli_sampler(const char *a_sampler, const char *a_schedule, const c
     } else if (a_schedule && strcmp(a_schedule, "Automatic")) {
         return -1; /* a schedule sdgen does not have */
     }
-    for (size_t i = 0; i < sizeof SAMPLERS / sizeof *SAMPLERS; i++)
-        if (!strcmp(name, SAMPLERS[i][1])) {
-            *sampler = SAMPLERS[i][0];
+    for (int i = 0; i < SD_SAMPLER_COUNT; i++)
+        if (!strcmp(name, sd_sampler_a1111_name((sd_sampler)i))) {
+            *sampler = sd_sampler_name((sd_sampler)i);
             return 0;
         }
     return -1;
