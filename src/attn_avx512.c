@@ -10,21 +10,15 @@
  * Arithmetic is the same as a GEMM's: each score is the sequential fused sum over k of
  * q[k]·K[j][k], times the scale once at the end (diffusers' baddbmm(alpha = scale)); each output
  * the sequential fused sum over keys j of P[r][j]·V[j] (zeros past the valid keys add exactly 0).
- * Built for AVX-512F through function attributes; callers check sd_attn_avx512_ok() first. */
-#include "ops_internal.h"
+ * Built for AVX-512F through function attributes; only the AVX-512 kernel table (cpu_avx512.c)
+ * points at them, and cpu.c picks that table only on CPUs with AVX-512F. */
+#if !defined(__x86_64__)
+#error "attn_avx512.c is for x86-64 only (CMakeLists.txt leaves it out elsewhere)"
+#endif
 
-#if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-int sd_attn_avx512_ok(int64_t d)
-{
-    static int have = -1;
-    if (have < 0) {
-        __builtin_cpu_init();
-        have = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    }
-    return have && d >= 1 && d <= 160;
-}
+#include "ops_internal.h"
 
 #define T512 __attribute__((target("avx512f,fma")))
 
@@ -106,7 +100,7 @@ T512 void sd_attn_scores_avx512(const float *q, int64_t ldq, int64_t rows, const
     }
 }
 
-/* sd_expf of ops.c on 16 lanes: the same operations in the same order (SLEEF's xexpf with
+/* sd_expf (torch_expf.h) on 16 lanes: the same operations in the same order (SLEEF's xexpf with
  * FMA: Cody-Waite reduction by ln 2, degree-6 polynomial), so the same bits as the scalar and
  * 8-lane versions. The scalar code scales by 2^q in two halves (2^(q>>1) · 2^(q-(q>>1)), so
  * that subnormal results round once); vscalefps does the same single rounding in one
@@ -233,29 +227,3 @@ T512 void sd_attn_pv_avx512(const float *p, int64_t ldp, int64_t rows, int64_t k
     }
 }
 
-#else
-
-void sd_softmax_row_avx512(float *p, int64_t n, int64_t valid)
-{
-    (void)p, (void)n, (void)valid;
-}
-
-int sd_attn_avx512_ok(int64_t d)
-{
-    (void)d;
-    return 0;
-}
-
-void sd_attn_scores_avx512(const float *q, int64_t ldq, int64_t rows, const float *kt, int64_t lkp, int64_t d,
-                           float scale, float *s, int64_t lds)
-{
-    (void)q, (void)ldq, (void)rows, (void)kt, (void)lkp, (void)d, (void)scale, (void)s, (void)lds;
-}
-
-void sd_attn_pv_avx512(const float *p, int64_t ldp, int64_t rows, int64_t kn, const float *vp, int64_t d,
-                       float *o, int64_t ldo)
-{
-    (void)p, (void)ldp, (void)rows, (void)kn, (void)vp, (void)d, (void)o, (void)ldo;
-}
-
-#endif

@@ -2,11 +2,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "commands.h"
+#include "sdgen/ops.h"
 
 /* OpenBLAS picks its kernels from the CPU model when the library loads. Under many hypervisors the
  * model is hidden ("Intel Xeon Processor") and OpenBLAS 0.3.21 falls back to its Prescott (SSE3)
@@ -16,6 +19,7 @@
  * environment (some machines set one for correctness) is always respected. */
 static int select_blas_kernels(void)
 {
+#if defined(__x86_64__)
     if (getenv("OPENBLAS_CORETYPE")) return 0;
     const char *core = NULL;
     __builtin_cpu_init();
@@ -27,6 +31,9 @@ static int select_blas_kernels(void)
     if (!core) return 0;
     setenv("OPENBLAS_CORETYPE", core, 1);
     return 1;
+#else
+    return 0; /* the hidden-model fallback above is an x86 problem: elsewhere OpenBLAS decides alone */
+#endif
 }
 
 /* OpenBLAS's pthread build starts one worker per CPU when it loads, and each worker maps a 128 MiB
@@ -62,6 +69,18 @@ static void harden_process(void)
     signal(SIGXFSZ, SIG_IGN);
 }
 
+/* $SDGEN_CPU forces a CPU kernel set (docs/ARCHITECTURE.md "CPU backend"); the library would
+ * ignore a name this machine cannot run, so it is checked here and refused with exit code 2. */
+static int check_cpu_kernels(void)
+{
+    const char *want = getenv("SDGEN_CPU");
+    if (!want || !*want) return 0;
+    sd_err err;
+    if (sd_cpu_select(want, &err) == 0) return 0;
+    fprintf(stderr, "sdgen: SDGEN_CPU: %s\n", err.msg);
+    return -1;
+}
+
 int main(int argc, char **argv)
 {
     harden_process();
@@ -72,5 +91,6 @@ int main(int argc, char **argv)
         if (again) execv("/proc/self/exe", argv);
         /* exec failed: carry on with the library's own choices */
     }
+    if (check_cpu_kernels()) return SD_EXIT_INPUT;
     return sd_cli_main(argc, argv);
 }

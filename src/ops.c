@@ -3,10 +3,12 @@
  * Matrix products go through OpenBLAS sgemm, run single-threaded and split across sdgen's OpenMP
  * threads (see "matrix products" below); 3×3 stride-1 convolutions on 32×32 and larger images by
  * Winograd F(2×2, 3×3) (winograd.c), attention with head size ≤ 160 by AVX-512 kernels where the
- * CPU has them (attn_avx512.c). Elementwise loops, norms and im2col use OpenMP. Numerics follow PyTorch's CPU kernels closely enough for the golden tolerances: norm
- * statistics are accumulated in double, softmax subtracts the row maximum, attention applies
- * the 1/sqrt(d) scale as the sgemm alpha as diffusers' AttnProcessor does (baddbmm with
- * alpha = scale, then softmax, then bmm).
+ * CPU has them (attn_avx512.c). The inner loops of the activations, norms, softmax and Winograd
+ * transforms go through the CPU kernel table (sd_cpu(), ops_internal.h), one per instruction set.
+ * Elementwise loops, norms and im2col use OpenMP. Numerics follow PyTorch's CPU kernels closely
+ * enough for the golden tolerances: norm statistics are accumulated in double, softmax subtracts
+ * the row maximum, attention applies the 1/sqrt(d) scale as the sgemm alpha as diffusers'
+ * AttnProcessor does (baddbmm with alpha = scale, then softmax, then bmm).
  * Inner loops carry `#pragma omp simd`: the build's -O2 uses GCC's "very cheap" vectoriser cost
  * model, which leaves loops with a remainder scalar; the pragma vectorises them regardless
  * (reductions then sum in a different order, well inside the tolerances).
@@ -24,10 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define SD_OPS_AVX2 1
-#endif
 
 /* ---- threads ---- */
 
@@ -421,57 +419,6 @@ sd_tensor sd_conv2d(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tenso
 
 /* ---- normalisation ---- */
 
-static inline float silu1(float v) { return v / (1.0f + sd_expf(-v)); }
-
-#ifdef SD_OPS_AVX2
-/* sd_expf on 8 lanes: the same operations in the same order, so the same bits. */
-static inline __m256 sd_exp8(__m256 d)
-{
-    const __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(
-        d, _mm256_set1_ps(1.442695040888963407359924681001892137426645954152985934135449406931f)));
-    const __m256 qf = _mm256_cvtepi32_ps(q);
-    __m256 s = _mm256_fmadd_ps(qf, _mm256_set1_ps(-0.693145751953125f), d);
-    s = _mm256_fmadd_ps(qf, _mm256_set1_ps(-1.428606765330187045e-06f), s);
-    __m256 u = _mm256_set1_ps(0.000198527617612853646278381f);
-    u = _mm256_fmadd_ps(u, s, _mm256_set1_ps(0.00139304355252534151077271f));
-    u = _mm256_fmadd_ps(u, s, _mm256_set1_ps(0.00833336077630519866943359f));
-    u = _mm256_fmadd_ps(u, s, _mm256_set1_ps(0.0416664853692054748535156f));
-    u = _mm256_fmadd_ps(u, s, _mm256_set1_ps(0.166666671633720397949219f));
-    u = _mm256_fmadd_ps(u, s, _mm256_set1_ps(0.5f));
-    u = _mm256_add_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(_mm256_mul_ps(s, s), u, s));
-    const __m256i q1 = _mm256_srai_epi32(q, 1), q2 = _mm256_sub_epi32(q, q1);
-    const __m256i bias = _mm256_set1_epi32(127);
-    u = _mm256_mul_ps(u, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(q1, bias), 23)));
-    u = _mm256_mul_ps(u, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(q2, bias), 23)));
-    u = _mm256_blendv_ps(u, _mm256_setzero_ps(), _mm256_cmp_ps(d, _mm256_set1_ps(-104.0f), _CMP_LT_OQ));
-    u = _mm256_blendv_ps(u, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(d, _mm256_set1_ps(100.0f), _CMP_GT_OQ));
-    return u;
-}
-
-static inline __m256 silu8(__m256 v)
-{
-    const __m256 e = sd_exp8(_mm256_sub_ps(_mm256_setzero_ps(), v));
-    return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
-}
-#endif
-
-/* dst[j] = silu(src[j]·sc + sh) (silu = 0: without the SiLU) for j < n. */
-static void affine_act(float *dst, const float *src, int64_t n, float sc, float sh, int silu)
-{
-    int64_t j = 0;
-#ifdef SD_OPS_AVX2
-    const __m256 vs = _mm256_set1_ps(sc), vh = _mm256_set1_ps(sh);
-    for (; j + 8 <= n; j += 8) {
-        __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(src + j), vs, vh);
-        _mm256_storeu_ps(dst + j, silu ? silu8(v) : v);
-    }
-#endif
-    for (; j < n; j++) {
-        const float v = fmaf(src[j], sc, sh);
-        dst[j] = silu ? silu1(v) : v;
-    }
-}
-
 /* GroupNorm as PyTorch's CPU kernel: per (n, group) mean and 1/sqrt(var + eps) (biased
  * variance), then y = x·(rstd·γ_c) + (β_c − mean·rstd·γ_c). Statistics in double. */
 static sd_tensor groupnorm_impl(sd_arena *a, sd_tensor x, int groups, const sd_tensor *gain,
@@ -487,27 +434,20 @@ static sd_tensor groupnorm_impl(sd_arena *a, sd_tensor x, int groups, const sd_t
     const float *xd = x.data;
     float *yd = y.data;
     const float *gd = gain ? gain->data : NULL, *bd = bias ? bias->data : NULL;
+    const sd_cpu_kernels *k = sd_cpu();
 #pragma omp parallel for collapse(2) if (n * c * hw >= SD_PAR_MIN)
     for (int64_t i = 0; i < n; i++)
         for (int64_t g = 0; g < groups; g++) {
             const float *p = xd + (i * c + g * cpg) * hw;
-            double s = 0;
-#pragma omp simd reduction(+ : s)
-            for (int64_t j = 0; j < gsz; j++) s += p[j];
-            const double mean = s / (double)gsz;
-            double v = 0;
-#pragma omp simd reduction(+ : v)
-            for (int64_t j = 0; j < gsz; j++) {
-                const double d = p[j] - mean;
-                v += d * d;
-            }
-            const double rstd = 1.0 / sqrt(v / (double)gsz + (double)eps);
+            double mean, var;
+            k->mean_var(p, gsz, &mean, &var);
+            const double rstd = 1.0 / sqrt(var + (double)eps);
             for (int64_t cc = 0; cc < cpg; cc++) {
                 const int64_t ch = g * cpg + cc;
                 const double gm = gd ? gd[ch] : 1.0;
                 const float sc = (float)(rstd * gm);
                 const float sh = (float)((bd ? bd[ch] : 0.0) - mean * rstd * gm);
-                affine_act(yd + (i * c + ch) * hw, p + cc * hw, hw, sc, sh, silu);
+                k->affine_act(yd + (i * c + ch) * hw, p + cc * hw, hw, sc, sh, silu);
             }
         }
     sd_op_end(SD_OP_GROUPNORM, pt, 0);
@@ -536,29 +476,9 @@ sd_tensor sd_layernorm(sd_arena *a, sd_tensor x, const sd_tensor *gain, const sd
     const float *xd = x.data;
     float *yd = y.data;
     const float *gd = gain ? gain->data : NULL, *bd = bias ? bias->data : NULL;
+    const sd_cpu_kernels *k = sd_cpu();
 #pragma omp parallel for if (rows * d >= SD_PAR_MIN)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *p = xd + r * d;
-        float *q = yd + r * d;
-        double s = 0;
-#pragma omp simd reduction(+ : s)
-        for (int64_t j = 0; j < d; j++) s += p[j];
-        const double mean = s / (double)d;
-        double v = 0;
-#pragma omp simd reduction(+ : v)
-        for (int64_t j = 0; j < d; j++) {
-            const double t = p[j] - mean;
-            v += t * t;
-        }
-        const double rstd = 1.0 / sqrt(v / (double)d + (double)eps);
-#pragma omp simd
-        for (int64_t j = 0; j < d; j++) {
-            float t = (float)((p[j] - mean) * rstd);
-            if (gd) t *= gd[j];
-            if (bd) t += bd[j];
-            q[j] = t;
-        }
-    }
+    for (int64_t r = 0; r < rows; r++) k->layernorm_row(xd + r * d, yd + r * d, d, gd, bd, eps);
     sd_op_end(SD_OP_LAYERNORM, pt, 0);
     return y;
 }
@@ -570,86 +490,33 @@ void sd_silu_(sd_tensor x)
     const sd_op_timer pt = sd_op_begin();
     const int64_t n = sd_numel(x), chunk = 4096;
     float *p = x.data;
+    const sd_cpu_kernels *k = sd_cpu();
 #pragma omp parallel for if (n >= SD_PAR_MIN)
-    for (int64_t i = 0; i < n; i += chunk) affine_act(p + i, p + i, n - i < chunk ? n - i : chunk, 1.0f, 0.0f, 1);
+    for (int64_t i = 0; i < n; i += chunk) k->affine_act(p + i, p + i, n - i < chunk ? n - i : chunk, 1.0f, 0.0f, 1);
     sd_op_end(SD_OP_ACTIVATION, pt, 0);
 }
 
-/* Exact GELU, (x·0.5)·(1 + erf(x·√½)), with erf as PyTorch's AVX2 Vectorized<float>::erf
- * evaluates it: Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), t = 1/(1 + p|x|),
- * erf = sign(x)·(1 − t·poly(t)·exp(−x²)), exp as sd_expf. Vectorised, and closer to torch 1.13's
- * F.gelu than glibc's erff: on 2e5 N(0, 4) samples 22% of values differ from torch by ≤ 1 ulp
- * (mean 1.5e-8) against 99% (mean 6.9e-8) with erff. */
-static inline float xor_sign(float y, float x)
-{
-    union { float f; uint32_t u; } a = {.f = y}, b = {.f = x};
-    a.u ^= b.u & 0x80000000u;
-    return a.f;
-}
-
-static inline float erf1(float x)
-{
-    const float ax = fabsf(x);
-    const float t = 1.0f / fmaf(0.3275911f, ax, 1.0f);
-    float r = fmaf(1.061405429f, t, -1.453152027f);
-    r = fmaf(r, t, 1.421413741f);
-    r = fmaf(r, t, -0.284496736f);
-    r = fmaf(r, t, 0.254829592f);
-    const float e = -sd_expf(-(x * x));
-    return xor_sign(fmaf(e * t, r, 1.0f), x);
-}
-
-static inline float gelu1(float v) { return (v * 0.5f) * (1.0f + erf1(v * (float)M_SQRT1_2)); }
-
-#ifdef SD_OPS_AVX2
-static inline __m256 gelu8(__m256 v)
-{
-    const __m256 nz = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
-    const __m256 x = _mm256_mul_ps(v, _mm256_set1_ps((float)M_SQRT1_2));
-    const __m256 sign = _mm256_and_ps(nz, x), ax = _mm256_xor_ps(sign, x);
-    const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), ax, one));
-    __m256 r = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t, _mm256_set1_ps(-1.453152027f));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(1.421413741f));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-0.284496736f));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.254829592f));
-    const __m256 e = _mm256_xor_ps(nz, sd_exp8(_mm256_xor_ps(nz, _mm256_mul_ps(x, x))));
-    const __m256 erf = _mm256_xor_ps(sign, _mm256_fmadd_ps(_mm256_mul_ps(e, t), r, one));
-    return _mm256_mul_ps(_mm256_mul_ps(v, _mm256_set1_ps(0.5f)), _mm256_add_ps(one, erf));
-}
-#endif
-
-/* o[j] = h[j]·gelu(g[j]) (h = NULL: o[j] = gelu(g[j])), j < n. */
-static void gelu_mul(float *o, const float *h, const float *g, int64_t n)
-{
-    int64_t j = 0;
-#ifdef SD_OPS_AVX2
-    for (; j + 8 <= n; j += 8) {
-        const __m256 y = gelu8(_mm256_loadu_ps(g + j));
-        _mm256_storeu_ps(o + j, h ? _mm256_mul_ps(_mm256_loadu_ps(h + j), y) : y);
-    }
-#endif
-    for (; j < n; j++) o[j] = h ? h[j] * gelu1(g[j]) : gelu1(g[j]);
-}
-
+/* Exact GELU with erf as PyTorch's AVX2 kernel evaluates it (cpu_loops.h, sd_gelu1). */
 void sd_gelu_(sd_tensor x)
 {
     const sd_op_timer pt = sd_op_begin();
     const int64_t n = sd_numel(x), chunk = 4096;
     float *p = x.data;
+    const sd_cpu_kernels *k = sd_cpu();
 #pragma omp parallel for if (n >= SD_PAR_MIN)
-    for (int64_t i = 0; i < n; i += chunk) gelu_mul(p + i, NULL, p + i, n - i < chunk ? n - i : chunk);
+    for (int64_t i = 0; i < n; i += chunk) k->gelu_mul(p + i, NULL, p + i, n - i < chunk ? n - i : chunk);
     sd_op_end(SD_OP_ACTIVATION, pt, 0);
 }
 
 void sd_quick_gelu_(sd_tensor x)
 {
-    /* transformers QuickGELUActivation: x * torch.sigmoid(1.702 * x), PyTorch's sigmoid being
-     * 1/(1 + exp(-x)) (vectorised: reciprocal, then the product). */
+    /* transformers QuickGELUActivation (cpu_loops.h, sd_loop_quick_gelu) */
     const sd_op_timer pt = sd_op_begin();
-    const int64_t n = sd_numel(x);
+    const int64_t n = sd_numel(x), chunk = 4096;
     float *p = x.data;
-#pragma omp parallel for simd if (n >= SD_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) p[i] = p[i] * (1.0f / (1.0f + sd_expf(-(1.702f * p[i]))));
+    const sd_cpu_kernels *k = sd_cpu();
+#pragma omp parallel for if (n >= SD_PAR_MIN)
+    for (int64_t i = 0; i < n; i += chunk) k->quick_gelu(p + i, n - i < chunk ? n - i : chunk);
     sd_op_end(SD_OP_ACTIVATION, pt, 0);
 }
 
@@ -665,11 +532,12 @@ sd_tensor sd_geglu(sd_arena *a, sd_tensor x)
     sd_tensor y = sd_tensor_new(a, x.ndim, shape);
     const float *xd = x.data;
     float *yd = y.data;
+    const sd_cpu_kernels *k = sd_cpu();
 #pragma omp parallel for if (rows * f >= SD_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *hp = xd + r * d2, *gp = hp + f;
         float *o = yd + r * f;
-        gelu_mul(o, hp, gp, f);
+        k->gelu_mul(o, hp, gp, f);
     }
     sd_op_end(SD_OP_ACTIVATION, pt, 0);
     return y;
@@ -797,54 +665,14 @@ sd_tensor sd_nlc_to_nchw(sd_arena *a, sd_tensor x, int64_t h, int64_t w)
 
 /* ---- softmax / attention ---- */
 
-/* Softmax of one row of n values, the first `valid` of which take part (the rest get 0):
- * max, exp(x − max) and its sum, then x · (1/sum), as PyTorch's vectorised last-dim softmax. */
-static void softmax_row(float *p, int64_t n, int64_t valid)
-{
-    int64_t j = 0;
-    float mx = -INFINITY, s = 0.0f;
-#ifdef SD_OPS_AVX2
-    if (valid >= 8) {
-        __m256 vm = _mm256_loadu_ps(p);
-        for (j = 8; j + 8 <= valid; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(p + j));
-        float t[8];
-        _mm256_storeu_ps(t, vm);
-        for (int k = 0; k < 8; k++) mx = t[k] > mx ? t[k] : mx;
-    }
-    for (; j < valid; j++) mx = p[j] > mx ? p[j] : mx;
-    const __m256 vmx = _mm256_set1_ps(mx);
-    __m256 vs = _mm256_setzero_ps();
-    for (j = 0; j + 8 <= valid; j += 8) {
-        const __m256 e = sd_exp8(_mm256_sub_ps(_mm256_loadu_ps(p + j), vmx));
-        _mm256_storeu_ps(p + j, e);
-        vs = _mm256_add_ps(vs, e);
-    }
-    {
-        float t[8];
-        _mm256_storeu_ps(t, vs);
-        for (int k = 0; k < 8; k++) s += t[k];
-    }
-#else
-    for (; j < valid; j++) mx = p[j] > mx ? p[j] : mx;
-    j = 0;
-#endif
-    for (; j < valid; j++) {
-        p[j] = sd_expf(p[j] - mx);
-        s += p[j];
-    }
-    const float inv = 1.0f / s;
-#pragma omp simd
-    for (j = 0; j < valid; j++) p[j] *= inv;
-    for (j = valid; j < n; j++) p[j] = 0.0f;
-}
-
 void sd_softmax_(sd_tensor x)
 {
     const sd_op_timer pt = sd_op_begin();
     const int64_t d = x.ne[x.ndim - 1], rows = sd_numel(x) / d;
     float *p = x.data;
+    const sd_cpu_kernels *k = sd_cpu();
 #pragma omp parallel for if (rows * d >= SD_PAR_MIN)
-    for (int64_t r = 0; r < rows; r++) softmax_row(p + r * d, d, d);
+    for (int64_t r = 0; r < rows; r++) k->softmax_row(p + r * d, d, d);
     sd_op_end(SD_OP_ACTIVATION, pt, 0);
 }
 
@@ -874,9 +702,11 @@ sd_tensor sd_attention(sd_arena *a, sd_tensor q, sd_tensor k, sd_tensor v, int h
     if (nt > tasks) nt = (int)tasks;
     if (4.0 * (double)b * (double)lq * (double)lk * (double)hd < SD_GEMM_PAR_MIN) nt = 1;
     size_t mark = sd_arena_mark(a);
-    if (sd_attn_avx512_ok(d)) {
-        /* AVX-512 kernels (attn_avx512.c): K transposed to kt [d, lkp] and V padded to
-         * vp [lk, dp] once per (item, head), then the same query-block tasks as below. */
+    const sd_cpu_kernels *ck = sd_cpu();
+    if (d >= 1 && d <= ck->attn_max_d) {
+        /* The kernel table's attention products (AVX-512: attn_avx512.c): K transposed to
+         * kt [d, lkp] and V padded to vp [lk, dp] once per (item, head), then the same
+         * query-block tasks as below. */
         const int64_t lkp = (lk + 15) / 16 * 16, dp = (d + 15) / 16 * 16, bh = b * heads;
         float *kt = sd_arena_alloc(a, (size_t)(bh * d * lkp) * sizeof(float));
         float *vp = sd_arena_alloc(a, (size_t)(bh * lk * dp) * sizeof(float));
@@ -907,14 +737,14 @@ sd_tensor sd_attention(sd_arena *a, sd_tensor q, sd_tensor k, sd_tensor v, int h
                 float *s = sb + (int64_t)omp_get_thread_num() * blk * lkp;
                 int64_t kn = lk;
                 if (causal && r0 + rows < lk) kn = r0 + rows;
-                sd_attn_scores_avx512(q.data + (bi * lq + r0) * hd + h * d, hd, rows, kt + t * d * lkp, lkp, d,
-                                      scale, s, lkp);
+                ck->attn_scores(q.data + (bi * lq + r0) * hd + h * d, hd, rows, kt + t * d * lkp, lkp, d, scale,
+                                s, lkp);
                 for (int64_t r = 0; r < rows; r++) {
                     int64_t valid = kn;
                     if (causal && r0 + r + 1 < kn) valid = r0 + r + 1;
-                    sd_softmax_row_avx512(s + r * lkp, kn, valid);
+                    ck->attn_softmax_row(s + r * lkp, kn, valid);
                 }
-                sd_attn_pv_avx512(s, lkp, rows, kn, vp + t * lk * dp, d, o.data + (bi * lq + r0) * hd + h * d, hd);
+                ck->attn_pv(s, lkp, rows, kn, vp + t * lk * dp, d, o.data + (bi * lq + r0) * hd + h * d, hd);
             }
         }
         sd_arena_release(a, mark);
@@ -941,7 +771,7 @@ sd_tensor sd_attention(sd_arena *a, sd_tensor q, sd_tensor k, sd_tensor v, int h
         for (int64_t r = 0; r < rows; r++) {
             int64_t valid = kn;
             if (causal && r0 + r + 1 < kn) valid = r0 + r + 1;
-            softmax_row(s + r * kn, kn, valid);
+            ck->softmax_row(s + r * kn, kn, valid);
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)d, (int)kn, 1.0f, s, (int)kn, vh,
                     (int)hd, 0.0f, oh + r0 * hd, (int)hd);

@@ -8,10 +8,11 @@
  */
 #include "sdgen/safetensors.h"
 
+#include "ops_internal.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -370,31 +371,9 @@ uint16_t sd_f32_to_f16_1(float f)
     return (uint16_t)(sign | half);
 }
 
-__attribute__((target("avx512f"))) static void f16_to_f32_avx512(const uint16_t *src, float *dst, size_t n)
-{
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
-    for (; i < n; i++) dst[i] = sd_f16_to_f32_1(src[i]);
-}
-
-__attribute__((target("avx2,f16c"))) static void f16_to_f32_f16c(const uint16_t *src, float *dst, size_t n)
-{
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
-    for (; i < n; i++) dst[i] = sd_f16_to_f32_1(src[i]);
-}
-
-void sd_f16_to_f32(const uint16_t *src, float *dst, size_t n)
-{
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) f16_to_f32_avx512(src, dst, n);
-    /* clang (14) knows no "f16c" feature name here; every CPU with AVX2 has F16C. */
-    else if (__builtin_cpu_supports("avx2")) f16_to_f32_f16c(src, dst, n);
-    else
-        for (size_t i = 0; i < n; i++) dst[i] = sd_f16_to_f32_1(src[i]);
-}
+/* F16C / AVX-512 vcvtph2ps where the CPU has them, else the scalar conversion: exact either way
+ * (the CPU kernel table, ops_internal.h). */
+void sd_f16_to_f32(const uint16_t *src, float *dst, size_t n) { sd_cpu()->f16_to_f32(src, dst, n); }
 
 void sd_bf16_to_f32(const uint16_t *src, float *dst, size_t n)
 {

@@ -6,8 +6,10 @@
  * two overflows and a subnormal result rounds once; d < −104 gives 0 and d > 100 gives +inf, as
  * SLEEF selects. glibc's expf differs from it by one ulp on a few percent of inputs, which moves
  * the timestep embedding (exp(−ln(10000)·j/half) times t ≈ 1000), the VAE posterior's std and the
- * schedules' σ off the reference bits. One lane here; ops.c has the 8-lane version and
- * attn_avx512.c the 16-lane one, each the same operations in the same order. */
+ * schedules' σ off the reference bits. One lane here (the portable kernels, cpu_loops.h, vectorise
+ * it where the compiler can); cpu_avx2.c has the 8-lane version and attn_avx512.c the 16-lane one,
+ * each the same operations in the same order. fmaf() rounds once on every machine (an FMA
+ * instruction, or glibc's correctly rounded fmaf), so every path gives the same bits. */
 #ifndef SDGEN_TORCH_EXPF_H
 #define SDGEN_TORCH_EXPF_H
 

@@ -12,6 +12,7 @@ set -u
 export LC_ALL=C
 SDGEN=${SDGEN:?SDGEN must name the sdgen binary}
 SHARED=${SDGEN_SHARED:-../shared}
+[ -d "$SHARED/golden" ] || { echo "SKIP: the reference data is not at $SHARED (set SDGEN_SHARED)"; exit 77; }
 SRC=${SDGEN_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
 MODEL="$SHARED/golden/models/tiny-sd1.safetensors"
 VOCAB="$SHARED/clip"

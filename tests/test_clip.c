@@ -134,6 +134,7 @@ static void check_case(const char *dir, const char *name)
 
 int main(void)
 {
+    sd_test_require_shared();
     const char *cases = sd_test_path("golden/cases");
     char root[4096];
     snprintf(root, sizeof root, "%s", cases);

@@ -78,6 +78,7 @@ static int load(const char *dir, const char *name, sd_npy *a)
 
 int main(void)
 {
+    sd_test_require_shared();
     char path[4096];
     CHECK(sd15_path(path, sizeof path) == 0, "no SD 1.5 checkpoint: set SDGEN_SD15 or let the test generate it");
     if (t_fail) TEST_MAIN_END();

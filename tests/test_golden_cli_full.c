@@ -7,6 +7,7 @@ int main(void)
     const char *sdgen = getenv("SDGEN");
     CHECK(sdgen && *sdgen, "SDGEN (path of the binary) is not set");
     if (!sdgen) TEST_MAIN_END();
+    sd_test_require_shared();
     char path[4096];
     const char *env = getenv("SDGEN_SD15");
     if (env && *env) {

@@ -7,6 +7,7 @@
 set -u
 SDGEN="${SDGEN:?SDGEN must point to the sdgen binary}"
 SHARED="${SDGEN_SHARED:-../shared}"
+[ -d "$SHARED/golden" ] || { echo "SKIP: the reference data is not at $SHARED (set SDGEN_SHARED)"; exit 77; }
 TMP="${SDGEN_TEST_TMP:-/tmp/sdgen-test}/info"
 mkdir -p "$TMP"
 M="$SHARED/golden/models"

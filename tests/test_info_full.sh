@@ -10,6 +10,7 @@
 set -u
 SDGEN="${SDGEN:?SDGEN must point to the sdgen binary}"
 SHARED="${SDGEN_SHARED:-../shared}"
+[ -d "$SHARED/golden" ] || { echo "SKIP: the reference data is not at $SHARED (set SDGEN_SHARED)"; exit 77; }
 SRC="${SDGEN_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}"
 FULL="${SDGEN_TEST_TMP:-/tmp/sdgen-test}/full"
 pass=0

@@ -331,6 +331,7 @@ static void test_unet_names(void)
 
 int main(void)
 {
+    sd_test_require_shared();
     test_tiny_sd1();
     test_tiny_sd2();
     test_tiny_cfg();

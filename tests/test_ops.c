@@ -1,9 +1,12 @@
 /* test_ops.c — every op of include/sdgen/ops.h against PyTorch 1.13 outputs
- * (tests/fixtures/ops/, written by scripts/make-op-fixtures.py). */
+ * (tests/fixtures/ops/, written by scripts/make-op-fixtures.py), under the kernel set the CPU
+ * picks (or $SDGEN_CPU); then every other kernel set this machine runs against the portable one
+ * (check_kernel_sets). */
 #include <stdint.h>
 
 #include "sdgen/npy.h"
 #include "sdgen/ops.h"
+#include "sdgen/safetensors.h"
 #include "testutil.h"
 
 /* Direct convolution in double, for shapes the fixtures do not cover. */
@@ -66,6 +69,171 @@ static int same_shape(sd_tensor a, sd_tensor b)
     for (int i = 0; i < a.ndim; i++)
         if (a.ne[i] != b.ne[i]) return 0;
     return 1;
+}
+
+/* n floats of got and want with the same bits; prints how many and the first that differ. */
+static void check_bits(const char *what, const float *got, const float *want, int64_t n)
+{
+    int64_t diff = 0, first = -1;
+    for (int64_t i = 0; i < n; i++)
+        if (memcmp(got + i, want + i, sizeof(float))) {
+            if (first < 0) first = i;
+            diff++;
+        }
+    CHECK(diff == 0, "%s: %lld of %lld values differ in their bits (first at %lld: %.9g vs %.9g)", what,
+          (long long)diff, (long long)n, (long long)first, first >= 0 ? got[first] : 0.0,
+          first >= 0 ? want[first] : 0.0);
+    if (diff == 0) printf("ok   %s: %lld values, same bits\n", what, (long long)n);
+}
+
+/* Outputs of the ops that go through the CPU kernel table, for one kernel set. */
+enum { KS_SILU, KS_GELU, KS_QGELU, KS_GEGLU, KS_SOFTMAX, KS_GN, KS_GN_SILU, KS_LN, KS_GN_EXACT, KS_LN_EXACT,
+       KS_ATTN, KS_ATTN_CAUSAL, KS_WINOGRAD, KS_F16, KS_N };
+
+/* Fill each run of 2·half values with quarter-integers in [-2, 2] and then their negatives: the
+ * run's sum is exactly 0 and every square and partial sum is exact, so the normalisation
+ * statistics come out the same in any summation order, and only the kernels' own arithmetic
+ * can make two kernel sets differ. */
+static void fill_exact_stats(sd_tensor t, int64_t half)
+{
+    for (int64_t i = 0; i < sd_numel(t); i++) {
+        const int64_t r = i % (2 * half), j = r < half ? r : r - half;
+        const float v = 0.25f * (float)((j * 7) % 17 - 8);
+        t.data[i] = r < half ? v : -v;
+    }
+}
+
+static void run_kernel_ops(sd_arena *a, sd_tensor out[KS_N])
+{
+    /* activations over -120 .. 120 (sd_expf's clamps at -104 and 100, subnormal results) and
+     * a random part; lengths off the vector widths so the scalar tails run too */
+    sd_tensor act = sd_tensor_2d(a, 1, 4099);
+    fill(act, 21);
+    for (int64_t i = 0; i < 1200; i++) act.data[i] = -120.0f + 0.2f * (float)i;
+    for (int64_t i = 1200; i < 4099; i++) act.data[i] *= 8.0f;
+    out[KS_SILU] = sd_tensor_copy(a, act);
+    sd_silu_(out[KS_SILU]);
+    out[KS_GELU] = sd_tensor_copy(a, act);
+    sd_gelu_(out[KS_GELU]);
+    out[KS_QGELU] = sd_tensor_copy(a, act);
+    sd_quick_gelu_(out[KS_QGELU]);
+    sd_tensor gx = sd_tensor_2d(a, 3, 2 * 1003);
+    fill(gx, 22);
+    out[KS_GEGLU] = sd_geglu(a, gx);
+    /* softmax rows of 203 values, scores up to ±200 (terms that underflow to 0) */
+    sd_tensor sm = sd_tensor_2d(a, 7, 203);
+    fill(sm, 23);
+    for (int64_t i = 0; i < sd_numel(sm); i++) sm.data[i] *= i < 203 ? 200.0f : 20.0f;
+    out[KS_SOFTMAX] = sm;
+    sd_softmax_(out[KS_SOFTMAX]);
+    sd_tensor x = sd_tensor_4d(a, 2, 64, 9, 11), g = sd_tensor_2d(a, 1, 64), b = sd_tensor_2d(a, 1, 64);
+    fill(x, 24); fill(g, 25); fill(b, 26);
+    for (int64_t i = 0; i < sd_numel(x); i++) x.data[i] = 3.0f * x.data[i] + 0.5f;
+    out[KS_GN] = sd_groupnorm(a, x, 32, &g, &b, 1e-5f);
+    out[KS_GN_SILU] = sd_groupnorm_silu(a, x, 32, &g, &b, 1e-6f);
+    sd_tensor l = sd_tensor_2d(a, 37, 333), lg = sd_tensor_2d(a, 1, 333), lb = sd_tensor_2d(a, 1, 333);
+    fill(l, 27); fill(lg, 28); fill(lb, 29);
+    out[KS_LN] = sd_layernorm(a, l, &lg, &lb, 1e-5f);
+    fill_exact_stats(x, 99); /* groups of 2 channels × 99 pixels */
+    out[KS_GN_EXACT] = sd_groupnorm_silu(a, x, 32, &g, &b, 1e-5f);
+    l = sd_tensor_2d(a, 37, 334);
+    fill_exact_stats(l, 167);
+    lg = sd_tensor_2d(a, 1, 334), lb = sd_tensor_2d(a, 1, 334);
+    fill(lg, 28); fill(lb, 29);
+    out[KS_LN_EXACT] = sd_layernorm(a, l, &lg, &lb, 1e-5f);
+    /* attention: head size 40 (the U-Net's first level, AVX-512 kernels where present), 150
+     * queries, 77 keys; causal with head size 64 (CLIP) */
+    sd_tensor q = sd_tensor_3d(a, 2, 150, 80), k = sd_tensor_3d(a, 2, 77, 80), v = sd_tensor_3d(a, 2, 77, 80);
+    fill(q, 30); fill(k, 31); fill(v, 32);
+    out[KS_ATTN] = sd_attention(a, q, k, v, 2, 0);
+    q = sd_tensor_3d(a, 1, 77, 128);
+    k = sd_tensor_3d(a, 1, 77, 128);
+    v = sd_tensor_3d(a, 1, 77, 128);
+    fill(q, 33); fill(k, 34); fill(v, 35);
+    out[KS_ATTN_CAUSAL] = sd_attention(a, q, k, v, 2, 1);
+    /* 3×3 convolution on 40×36 pixels: Winograd (the transforms are table entries) */
+    const int prev = sd_winograd();
+    sd_set_winograd(1);
+    sd_tensor cx = sd_tensor_4d(a, 1, 16, 40, 36), cw = sd_tensor_4d(a, 24, 16, 3, 3), cb = sd_tensor_2d(a, 1, 24);
+    fill(cx, 36); fill(cw, 37); fill(cb, 38);
+    out[KS_WINOGRAD] = sd_conv2d(a, cx, &cw, &cb, 1, 1);
+    sd_set_winograd(prev);
+    /* every binary16 pattern, NaNs included */
+    out[KS_F16] = sd_tensor_2d(a, 1, 65536);
+    uint16_t *h = sd_arena_alloc(a, 65536 * sizeof(uint16_t));
+    for (int i = 0; i < 65536; i++) h[i] = (uint16_t)i;
+    sd_f16_to_f32(h, out[KS_F16].data, 65536);
+}
+
+/* Each kernel set this machine runs against the portable one ("generic"): the same bits where
+ * the project promises them (sd_expf and the activations and softmax built on it, F16 → F32, the
+ * Winograd transforms around the same sgemm; attention too where both use sgemm; the
+ * normalisations where their statistics are exact), and within 1e-6 for the normalisations of
+ * arbitrary data (double statistics summed in another order) and the AVX-512 attention
+ * products (another summation order than sgemm's). Then the selection API. */
+static void check_kernel_sets(sd_arena *a)
+{
+    const char *env = getenv("SDGEN_CPU");
+    const char *start = sd_cpu_name();
+    if (env && *env && sd_cpu_available(env))
+        CHECK(!strcmp(start, env), "SDGEN_CPU=%s, but the ops run on the '%s' kernels", env, start);
+    printf("kernel set in use: %s\n", start);
+    sd_err err;
+    CHECK(sd_cpu_select("generic", &err) == 0 && !strcmp(sd_cpu_name(), "generic"), "select generic");
+    sd_tensor ref[KS_N];
+    run_kernel_ops(a, ref);
+    static const char *const sets[] = {"avx2", "avx512"};
+    int compared = 0;
+    for (int si = 0; si < 2; si++) {
+        const char *name = sets[si];
+        if (!sd_cpu_available(name)) {
+            err.msg[0] = 0;
+            CHECK(sd_cpu_select(name, &err) == -1 && strstr(err.msg, "not available on this machine"),
+                  "select %s where it cannot run: '%s'", name, err.msg);
+            CHECK(!strcmp(sd_cpu_name(), "generic"), "a refused selection changed the kernels to %s", sd_cpu_name());
+            printf("note: kernel set %s does not run here; nothing to compare it with\n", name);
+            continue;
+        }
+        CHECK(sd_cpu_select(name, &err) == 0 && !strcmp(sd_cpu_name(), name), "select %s", name);
+        sd_tensor got[KS_N];
+        run_kernel_ops(a, got);
+        char what[128];
+#define SAME(K, label)                                                                         \
+    snprintf(what, sizeof what, "%s = generic: %s", name, label);                              \
+    check_bits(what, got[K].data, ref[K].data, sd_numel(ref[K]))
+#define NEAR(K, label)                                                                         \
+    snprintf(what, sizeof what, "%s ~ generic: %s", name, label);                              \
+    CHECK_CLOSE(what, got[K].data, ref[K].data, sd_numel(ref[K]), 1e-6)
+        SAME(KS_SILU, "silu");
+        SAME(KS_GELU, "gelu");
+        SAME(KS_QGELU, "quick_gelu");
+        SAME(KS_GEGLU, "geglu");
+        SAME(KS_SOFTMAX, "softmax");
+        SAME(KS_WINOGRAD, "conv 3x3 Winograd");
+        SAME(KS_F16, "F16 -> F32, all 65536 patterns");
+        NEAR(KS_GN, "groupnorm");
+        NEAR(KS_GN_SILU, "groupnorm+silu");
+        NEAR(KS_LN, "layernorm");
+        SAME(KS_GN_EXACT, "groupnorm+silu, exact statistics");
+        SAME(KS_LN_EXACT, "layernorm, exact statistics");
+        if (!strcmp(name, "avx512")) {
+            NEAR(KS_ATTN, "attention d=40");
+            NEAR(KS_ATTN_CAUSAL, "attention causal d=64");
+        } else {
+            SAME(KS_ATTN, "attention d=40");
+            SAME(KS_ATTN_CAUSAL, "attention causal d=64");
+        }
+#undef SAME
+#undef NEAR
+        compared++;
+    }
+    printf("%d vector kernel set(s) compared with the portable one\n", compared);
+    err.msg[0] = 0;
+    CHECK(sd_cpu_select("sse9", &err) == -1 && strstr(err.msg, "unknown CPU kernel set 'sse9'"),
+          "unknown kernel set: '%s'", err.msg);
+    CHECK(!sd_cpu_available("sse9") && !sd_cpu_available(NULL) && sd_cpu_available("generic"), "sd_cpu_available");
+    CHECK(sd_cpu_select("auto", &err) == 0, "select auto");
+    CHECK(sd_cpu_select(start, &err) == 0 && !strcmp(sd_cpu_name(), start), "back to %s", start);
 }
 
 #define EXPECT(what, got, want, tol)                                                           \
@@ -216,6 +384,7 @@ int main(void)
         EXPECT("timestep embedding 320", sd_timestep_embedding(a, t.data, (int)t.ne[0], 320), load("temb320_y"), 3e-7);
         EXPECT("timestep embedding 32", sd_timestep_embedding(a, t.data, (int)t.ne[0], 32), load("temb32_y"), 3e-7);
     }
+    check_kernel_sets(a);
     sd_arena_free(a);
     for (int i = 0; i < nfix; i++) sd_npy_free(&fix[i]);
     TEST_MAIN_END();

@@ -882,8 +882,10 @@ int main(void)
     part("f32_to_f16", test_f32_to_f16);
     part("read_dtypes", test_read_dtypes);
     part("malformed", test_malformed);
-    part("model_faults", test_model_faults);
-    part("diffusers_faults", test_diffusers_faults);
-    part("tiny_models", test_tiny_models);
+    if (!sd_test_skip_shared("model_faults, diffusers_faults, tiny_models (the golden tiny models)")) {
+        part("model_faults", test_model_faults);
+        part("diffusers_faults", test_diffusers_faults);
+        part("tiny_models", test_tiny_models);
+    }
     TEST_MAIN_END();
 }

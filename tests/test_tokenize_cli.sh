@@ -5,6 +5,7 @@
 set -u
 SDGEN=${SDGEN:?SDGEN must name the sdgen binary}
 SHARED=${SDGEN_SHARED:-../shared}
+[ -d "$SHARED/golden" ] || { echo "SKIP: the reference data is not at $SHARED (set SDGEN_SHARED)"; exit 77; }
 VOCAB="$SHARED/clip"
 TMP=${SDGEN_TEST_TMP:-/tmp/sdgen-test}/tokenize-cli
 mkdir -p "$TMP"

@@ -294,6 +294,7 @@ static void check_small_and_errors(void)
 
 int main(void)
 {
+    sd_test_require_shared();
     size_t len;
     char *js = slurp(sd_test_path("golden/tokenizer/cases.json"), &len);
     CHECK(js != NULL, "cannot read golden/tokenizer/cases.json");

@@ -223,6 +223,7 @@ static void odd_size_reference(void)
 int main(void)
 {
     sd_set_threads(2);
+    sd_test_require_shared();
     DIR *d = opendir(sd_test_path("golden/cases"));
     CHECK(d != NULL, "cannot list %s", sd_test_path("golden/cases"));
     char *names[64];

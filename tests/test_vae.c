@@ -193,6 +193,7 @@ static void check_case(const char *dir, const char *name)
 
 int main(void)
 {
+    sd_test_require_shared();
     char root[4096];
     snprintf(root, sizeof root, "%s", sd_test_path("golden/cases"));
     DIR *d = opendir(root);

@@ -184,6 +184,7 @@ static float *reference_tiled(sd_tensor z, int T, int O)
 
 int main(void)
 {
+    sd_test_require_shared();
     sd_err err;
     if (sd_model_open(&m, sd_test_path("golden/models/tiny-sd1.safetensors"), &err)) {
         CHECK(0, "open tiny-sd1: %s", err.msg);

@@ -3,6 +3,7 @@
 # blend) decodes in tiles; a 64x64 image fits in one tile and must equal the untiled decode exactly.
 set -u
 SH="${SDGEN_SHARED:-../shared}"
+[ -d "$SH/golden" ] || { echo "SKIP: the reference data is not at $SH (set SDGEN_SHARED)"; exit 77; }
 T="${SDGEN_TEST_TMP:-/tmp/sdgen-test}/vae-tiling-cli"
 rm -rf "$T" && mkdir -p "$T"
 pass=0 fail=0

@@ -4,6 +4,10 @@
  * two float arrays with an absolute tolerance and prints max abs / max rel error and where;
  * TEST_MAIN_END prints the "N passed, M failed" line and returns the exit code.
  * sd_test_path("golden/cases/p1-tiny-sd1-ddim/unet0_out.npy") resolves under $SDGEN_SHARED.
+ * The reference data there is optional: a test that needs it and finds none reports a skip
+ * (exit code 77, which tests/CMakeLists.txt declares as ctest's SKIP_RETURN_CODE) rather than a
+ * failure: sd_test_require_shared() for tests made of such checks only, sd_test_skip_shared()
+ * for a part of a test (the rest still runs; TEST_MAIN_END returns 77 if nothing failed).
  */
 #ifndef SDGEN_TESTUTIL_H
 #define SDGEN_TESTUTIL_H
@@ -12,8 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
-static int t_pass, t_fail;
+static int t_pass, t_fail, t_skip;
 
 #define CHECK(cond, ...)                                                          \
     do {                                                                          \
@@ -72,6 +77,31 @@ static inline const char *sd_test_path(const char *rel)
     return b;
 }
 
+/* 1 when the reference data is there (its golden/ folder). */
+static inline int sd_test_have_shared(void)
+{
+    struct stat st;
+    return stat(sd_test_path("golden"), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Without the reference data: say so and leave the part `what` out (returns 1), counted for
+ * TEST_MAIN_END. Where the data is there but a file in it is missing, the test's own checks fail. */
+static inline int sd_test_skip_shared(const char *what)
+{
+    if (sd_test_have_shared()) return 0;
+    t_skip++;
+    printf("SKIP %s: the reference data is not at %s (set SDGEN_SHARED)\n", what, sd_test_shared());
+    return 1;
+}
+
+/* For tests that check nothing without the reference data: exit 77 (skipped) when it is absent. */
+static inline void sd_test_require_shared(void)
+{
+    if (sd_test_have_shared()) return;
+    printf("SKIP: the reference data is not at %s (set SDGEN_SHARED)\n", sd_test_shared());
+    exit(77);
+}
+
 /* Scratch directory for test outputs ($SDGEN_TEST_TMP, created). */
 static inline const char *sd_test_tmp(void)
 {
@@ -84,10 +114,12 @@ static inline const char *sd_test_tmp(void)
     return buf;
 }
 
-#define TEST_MAIN_END()                                                      \
-    do {                                                                     \
-        printf("%d passed, %d failed\n", t_pass, t_fail);                    \
-        return t_fail ? 1 : 0;                                               \
+#define TEST_MAIN_END()                                                                       \
+    do {                                                                                      \
+        printf("%d passed, %d failed", t_pass, t_fail);                                       \
+        if (t_skip) printf(", %d part(s) skipped", t_skip);                                   \
+        printf("\n");                                                                         \
+        return t_fail ? 1 : t_skip ? 77 : 0;                                                  \
     } while (0)
 
 #endif

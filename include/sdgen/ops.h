@@ -41,6 +41,17 @@ void sd_blas_warm(void);
 void sd_set_winograd(int on);
 int sd_winograd(void);
 
+/* The CPU kernels the ops run on (docs/ARCHITECTURE.md "CPU backend"): "generic" (plain C, any
+ * CPU), and on x86-64 "avx2" (AVX2 + FMA + F16C) and "avx512" (adds AVX-512F attention and F16
+ * conversion). By default the best one the CPU runs, or the one $SDGEN_CPU names when the first
+ * op runs (a name the CPU cannot run is ignored there; sdgen rejects it at start). Process-wide
+ * like the thread count: change it between model calls. sd_cpu_select: "auto" (or NULL) or a
+ * name; -1 with a message when unknown or not runnable here. sd_cpu_available: 1 when this
+ * build and CPU can run the named set. sd_cpu_name: the set in use. */
+int sd_cpu_select(const char *name, sd_err *err);
+int sd_cpu_available(const char *name);
+const char *sd_cpu_name(void);
+
 /* y[..., out] = x[..., in] @ w[out, in]^T + b[out]   (b may be NULL). Any leading dims. */
 sd_tensor sd_linear(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b);
 
