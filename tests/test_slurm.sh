@@ -73,7 +73,11 @@ for i in $(seq 0 39); do
   3) echo "{\"prompt\": \"an old bicycle $i\", \"cfg_scale\": 5, \"sampler\": \"dpmpp_2m\"}" ;;
   esac
 done >batch.jsonl
-ARGS=(--seed 1234 -m "$MODEL")
+# 20 steps (about 0.2 s an image in a release build); the sanitizer build is about 15 times slower, and
+# 2 steps keep it within the time limit: what is tested (shards, bytes, cancel, re-queue) is the same.
+STEPS=20
+[ "${SDGEN_SANITIZE:-OFF}" = ON ] && STEPS=2
+ARGS=(--seed 1234 -m "$MODEL" --steps "$STEPS")
 
 # ---- the reference: one process ----
 mkdir -p ref
@@ -102,6 +106,7 @@ task_figures() {
 
 # ---- the array ----
 t0=$(now)
+t_submit=$t0
 timeout 300 sbatch --array=0-3 --wait -o "$WORK/arr-%a.log" -D "$WORK" "$SBATCH_SCRIPT" batch.jsonl out "${ARGS[@]}" \
   >sbatch.out 2>sbatch.err
 rc=$?
@@ -116,7 +121,10 @@ timeout 120 "$SDGEN" manifest verify merged.jsonl >verify.out 2>verify.err
 check "verify: exit 0 ($(tr '\n' ' ' <verify.err))" "$?" 0
 check "the array: 40 PNGs" "$(find out -name '*.png' | wc -l)" 40
 check "the array: byte-identical to one process" "$(identical out)" 40
-echo "figures: one process, 40 images: $t_single s; array of 4 tasks on $(nproc) CPUs (sbatch --wait): $t_array s"
+first=$(cat arr-*.log | grep -o 'start [0-9.]*' | awk '{print $2}' | sort -n | head -n 1)
+last=$(cat arr-*.log | grep -o 'end [0-9.]*' | awk '{print $2}' | sort -n | tail -n 1)
+echo "figures: one process, 40 images: $t_single s; array of 4 tasks on $(nproc) CPUs (sbatch --wait): $t_array s;" \
+  "first task started $(secs "$t_submit" "$first") s after sbatch, last ended $(secs "$t_submit" "$last") s after it"
 for i in 0 1 2 3; do echo "figures: task $i: $(task_figures "arr-$i.log" "out/manifest-$i.jsonl")"; done
 
 # ---- the failure drill ----
@@ -132,8 +140,23 @@ n=0
 while [ $n -lt 600 ] && [ "$(cat drill/manifest-1.jsonl 2>/dev/null | wc -l)" -lt 2 ]; do sleep 0.05; n=$((n + 1)); done
 timeout 20 scancel "${jobid}_1" 2>scancel.err
 check "scancel ${jobid}_1: exit 0 ($(cat scancel.err))" "$?" 0
+# the controller keeps the cancelled task's record for MinJobAge (5 s) after it ended
+state=""
+n=0
+while [ $n -lt 40 ] && [ "$state" != JobState=CANCELLED ]; do
+  state=$(timeout 10 scontrol -o show job "${jobid}_1" 2>/dev/null | grep -o 'JobState=[A-Z_]*')
+  sleep 0.1
+  n=$((n + 1))
+done
+check "task ${jobid}_1 after scancel" "$state" JobState=CANCELLED
 wait $spid
-check "sbatch --wait with a cancelled task: exit 1" "$?" 1
+rc=$?
+# sbatch --wait exits 1 when it still sees the cancelled task at the end, 0 when the other tasks ran on for
+# longer than MinJobAge and the record was gone by then: the manifests, not this code, tell what is missing.
+case $rc in
+0 | 1) ok "sbatch --wait with a cancelled task: exit $rc" ;;
+*) bad "sbatch --wait with a cancelled task: exit $rc ($(cat drill.err))" ;;
+esac
 recs=$(wc -l <drill/manifest-1.jsonl)
 if [ "$recs" -ge 2 ] && [ "$recs" -lt 10 ]; then ok "task 1 cancelled mid-shard: $recs of 10 records"; else
   bad "task 1 cancelled mid-shard: $recs of 10 records (not caught in the middle)"; fi

@@ -18,9 +18,8 @@
 # Nothing outside DIR is used: munged runs as user munge with a private key and socket (the system's
 # /etc/munge and any running munged are left alone), slurm.conf sets AuthInfo=socket=... to that socket,
 # ProctrackType=proctrack/linuxproc and TaskPlugin=task/none need no cgroups or systemd, the ports are
-# free ones picked at start, and MinJobAge=5 makes `sbatch --wait` see a finished job within seconds
-# (it polls the controller, which keeps a finished job for MinJobAge seconds; the default of 300 makes
-# it return much later).
+# free ones picked at start, and MinJobAge=5 makes `sbatch --wait` return within seconds of the job's
+# end (the default makes it return 30 s or more late).
 set -uo pipefail
 
 skip() { echo "local-cluster: SKIP: $*" >&2; exit 77; }
