@@ -3,6 +3,7 @@
  * numbers as written (a 64-bit seed does not fit a double) and reports the first problem precisely. */
 #include "sdgen/batch.h"
 
+#include "sdgen/hash.h"
 #include "sdgen/json.h"
 #include "sdgen/options.h"
 #include "sdgen/utf8.h"
@@ -467,6 +468,9 @@ int sd_batch_parse_mem(const char *data, size_t n, const char *name, sd_batch *b
         }
     }
     b->json = mode == 1;
+    uint8_t digest[32];
+    sd_sha256_buf(data, n, digest);
+    sd_sha256_hex(digest, b->sha256);
     return 0;
 }
 
@@ -612,4 +616,203 @@ int sd_output_template_varies(const char *tmpl)
         }
     }
     return 0;
+}
+
+/* ---- shards ---- */
+
+/* A whole number 0..SD_SHARD_MAX_COUNT, digits only (options.c's strict parser: no sign, no space). */
+static int shard_number(const char *t, long long *v)
+{
+    return sd_parse_ll(t, 0, v) || *v > SD_SHARD_MAX_COUNT ? -1 : 0;
+}
+
+static int shard_check(long long index, long long count, const char *what, sd_err *err)
+{
+    if (count < 1) return sd_errf(err, "%s: the shard count must be at least 1", what);
+    if (index >= count)
+        return sd_errf(err, "%s: shard index %lld is not below the shard count %lld (indices run 0..%lld)", what, index,
+                       count, count - 1);
+    return 0;
+}
+
+int sd_shard_parse(const char *what, const char *text, sd_shard *s, sd_err *err)
+{
+    memset(s, 0, sizeof *s);
+    char buf[64];
+    const char *slash = strchr(text, '/');
+    long long i, n;
+    if (!slash || strlen(text) >= sizeof buf)
+        return sd_errf(err, "%s \"%.40s\": expected I/N, two whole numbers with 0 <= I < N (e.g. 0/4)", what, text);
+    memcpy(buf, text, (size_t)(slash - text));
+    buf[slash - text] = 0;
+    if (shard_number(buf, &i))
+        return sd_errf(err, "%s \"%s\": the index \"%s\" is not a whole number in [0, %d]", what, text, buf,
+                       SD_SHARD_MAX_COUNT - 1);
+    if (shard_number(slash + 1, &n))
+        return sd_errf(err, "%s \"%s\": the count \"%s\" is not a whole number in [1, %d]", what, text, slash + 1,
+                       SD_SHARD_MAX_COUNT);
+    char w[96];
+    snprintf(w, sizeof w, "%s %s", what, text);
+    if (shard_check(i, n, w, err)) return -1;
+    s->index = (int)i;
+    s->count = (int)n;
+    snprintf(s->source, sizeof s->source, "%s", what);
+    return 0;
+}
+
+/* Variable `name` as a whole number; 0 unset, 1 set, -1 with err when set but not a number. */
+static int env_number(sd_getenv_fn get, void *user, const char *name, long long *v, sd_err *err)
+{
+    const char *t = get(user, name);
+    if (!t) return 0;
+    if (shard_number(t, v))
+        return sd_errf(err, "%s=\"%.40s\" is not a whole number in [0, %d]", name, t, SD_SHARD_MAX_COUNT);
+    return 1;
+}
+
+int sd_shard_from_env(sd_getenv_fn get, void *user, sd_shard *s, sd_err *err)
+{
+    memset(s, 0, sizeof *s);
+    long long id, count, min = 0, max = 0, step = 1;
+    int r;
+    const char *hint = "pass --shard I/N with the count of the original array";
+    if ((r = env_number(get, user, "SLURM_ARRAY_TASK_ID", &id, err)) != 0) {
+        if (r < 0) return -1;
+        if ((r = env_number(get, user, "SLURM_ARRAY_TASK_COUNT", &count, err)) <= 0)
+            return r < 0 ? -1
+                         : sd_errf(err, "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not: %s", hint);
+        if (env_number(get, user, "SLURM_ARRAY_TASK_MIN", &min, err) < 0) return -1;
+        int have_max = env_number(get, user, "SLURM_ARRAY_TASK_MAX", &max, err);
+        if (have_max < 0 || env_number(get, user, "SLURM_ARRAY_TASK_STEP", &step, err) < 0) return -1;
+        /* Slurm documents these in its job array page (job_array.html). A single index submitted again on its
+         * own (sbatch --array=2 after a failure) is a new array of one task, with MIN = MAX = 2: its position
+         * in that array says nothing about the shard count of the original one. */
+        if (count == 1)
+            return sd_errf(err, "SLURM_ARRAY_TASK_ID=%lld in an array of one task (SLURM_ARRAY_TASK_COUNT=1): a "
+                                "re-submitted index looks the same and cannot tell the shard count; %s", id, hint);
+        if (step != 1)
+            return sd_errf(err, "SLURM_ARRAY_TASK_STEP=%lld: a stepped array does not number its tasks 0..N-1; %s",
+                           step, hint);
+        if (have_max && max - min + 1 != count)
+            return sd_errf(err, "the array %lld-%lld is not one range of SLURM_ARRAY_TASK_COUNT=%lld tasks; %s", min,
+                           max, count, hint);
+        if (id < min)
+            return sd_errf(err, "SLURM_ARRAY_TASK_ID=%lld is below SLURM_ARRAY_TASK_MIN=%lld", id, min);
+        char w[160];
+        snprintf(w, sizeof w, "SLURM_ARRAY_TASK_ID=%lld, SLURM_ARRAY_TASK_MIN=%lld, SLURM_ARRAY_TASK_COUNT=%lld", id,
+                 min, count);
+        if (shard_check(id - min, count, w, err)) return -1;
+        s->index = (int)(id - min);
+        s->count = (int)count;
+        snprintf(s->source, sizeof s->source, "%s", w);
+        return 1;
+    }
+    static const char *const pairs[][3] = {
+        {"JOB_COMPLETION_INDEX", "SDGEN_SHARD_COUNT",
+         "a Kubernetes Indexed Job does not expose its completions: set SDGEN_SHARD_COUNT to spec.completions"},
+        {"AWS_BATCH_JOB_ARRAY_INDEX", "AWS_BATCH_JOB_ARRAY_SIZE", "pass --shard I/N"},
+    };
+    for (size_t p = 0; p < sizeof pairs / sizeof *pairs; p++) {
+        if ((r = env_number(get, user, pairs[p][0], &id, err)) == 0) continue;
+        if (r < 0) return -1;
+        if ((r = env_number(get, user, pairs[p][1], &count, err)) <= 0)
+            return r < 0 ? -1 : sd_errf(err, "%s is set but %s is not (%s)", pairs[p][0], pairs[p][1], pairs[p][2]);
+        char w[160];
+        snprintf(w, sizeof w, "%s=%lld, %s=%lld", pairs[p][0], id, pairs[p][1], count);
+        if (shard_check(id, count, w, err)) return -1;
+        s->index = (int)id;
+        s->count = (int)count;
+        snprintf(s->source, sizeof s->source, "%s", w);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- flat JSON objects ---- */
+
+void sd_json_fields_free(sd_json_field *f, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(f[i].key);
+        free(f[i].value);
+        f[i].key = f[i].value = NULL;
+    }
+}
+
+static int flat_object(jp *j, sd_json_field *f, int max, int *nf)
+{
+    jws(j);
+    if (j->i >= j->n || j->s[j->i] != '{') return jfail(j, "not a JSON object (a line must start with '{')");
+    j->i++;
+    jws(j);
+    if (j->i < j->n && j->s[j->i] == '}') {
+        j->i++;
+    } else {
+        for (;;) {
+            jws(j);
+            if (j->i >= j->n || j->s[j->i] != '"') return jfail(j, "object key must be a string (column %zu)", j->i + 1);
+            if (*nf >= max) return jfail(j, "too many keys (max %d)", max);
+            sd_json_field *x = &f[*nf];
+            memset(x, 0, sizeof *x);
+            (*nf)++;
+            if (jstring(j, &x->key)) return -1;
+            for (int k = 0; k < *nf - 1; k++)
+                if (!strcmp(f[k].key, x->key)) return jfail(j, "duplicate key \"%.60s\"", x->key);
+            jws(j);
+            if (j->i >= j->n || j->s[j->i] != ':') return jfail(j, "':' expected (column %zu)", j->i + 1);
+            j->i++;
+            jws(j);
+            if (j->i >= j->n) return jfail(j, "value expected for \"%.60s\"", x->key);
+            char c = j->s[j->i];
+            if (c == '"') {
+                x->type = SD_JSON_STRING;
+                if (jstring(j, &x->value)) return -1;
+            } else if (c == 't' || c == 'f' || c == 'n') {
+                x->type = c == 't' ? SD_JSON_TRUE : c == 'f' ? SD_JSON_FALSE : SD_JSON_NULL;
+                if (jliteral(j, c == 't' ? "true" : c == 'f' ? "false" : "null")) return -1;
+            } else if (c == '{' || c == '[') {
+                return jfail(j, "\"%.60s\": nested value (column %zu)", x->key, j->i + 1);
+            } else {
+                size_t a, b;
+                int is_int;
+                if (c != '-' && (c < '0' || c > '9'))
+                    return jfail(j, "\"%.60s\": invalid JSON value (column %zu)", x->key, j->i + 1);
+                if (jnumber(j, &a, &b, &is_int)) return -1;
+                x->type = SD_JSON_NUMBER;
+                if (!(x->value = dupn(j->s + a, b - a))) return jfail(j, "out of memory");
+            }
+            jws(j);
+            if (j->i < j->n && j->s[j->i] == ',') { j->i++; continue; }
+            if (j->i < j->n && j->s[j->i] == '}') { j->i++; break; }
+            return jfail(j, "',' or '}' expected (column %zu)", j->i + 1);
+        }
+    }
+    jws(j);
+    if (j->i < j->n) return jfail(j, "unexpected text after the object (column %zu)", j->i + 1);
+    return 0;
+}
+
+int sd_json_flat_parse(const char *s, size_t n, sd_json_field *f, int max, char *msg, size_t msg_n)
+{
+    if (msg_n) msg[0] = 0;
+    if (memchr(s, 0, n)) {
+        snprintf(msg, msg_n, "contains a NUL byte");
+        return -1;
+    }
+    for (size_t i = 0; i < n;) {
+        int l = utf8_seq_len((const unsigned char *)s + i, n - i);
+        if (!l) {
+            snprintf(msg, msg_n, "not valid UTF-8 (byte %zu)", i + 1);
+            return -1;
+        }
+        i += (size_t)l;
+    }
+    jp j = {s, n, 0, {0}};
+    int nf = 0;
+    if (flat_object(&j, f, max, &nf)) {
+        snprintf(msg, msg_n, "%s", j.msg);
+        sd_json_fields_free(f, nf);
+        return -1;
+    }
+    return nf;
 }

@@ -17,6 +17,7 @@
 #include "sdgen/batch.h"
 #include "sdgen/hash.h"
 #include "sdgen/image.h"
+#include "sdgen/manifest.h"
 #include "sdgen/ops.h"
 #include "sdgen/options.h"
 #include "sdgen/params.h"
@@ -38,8 +39,10 @@ static void on_stop_signal(int sig)
 
 typedef struct cli_opts {
     sd_gen_opts gen;
-    const char *model, *output, *vocab, *prompts_file, *dump_dir;
+    const char *model, *output, *vocab, *prompts_file, *dump_dir, *manifest;
     int threads, batch_count, quiet, verbose, overwrite, skip_existing;
+    int have_shard;     /* --shard, or a batch system's array index from the environment */
+    sd_shard shard;
     int weights_f32;
     int have_seed, have_width, have_height;
     int check_weights;
@@ -51,6 +54,7 @@ static void usage(FILE *f)
             "usage: sdgen [OPTIONS] -p PROMPT [-o OUT.png]\n"
             "       sdgen info MODEL [--json]      describe a model (headers only)\n"
             "       sdgen tokenize [--vocab P] [--family sd1|sd2] [--chunks] TEXT\n"
+            "       sdgen manifest merge|verify FILE...  join / check the manifests of a sharded batch\n"
             "       sdgen --version\n"
             "\n"
             "Generate images with a Stable Diffusion 1.x / 2.x checkpoint on the CPU.\n"
@@ -90,6 +94,13 @@ static void usage(FILE *f)
             "      --skip-existing        skip items whose output is a complete PNG (resume a batch); an\n"
             "                             incomplete or damaged one is generated again and replaced\n"
             "      --dump-dir DIR         write intermediate tensors as .npy (golden-case names)\n"
+            "Many machines (docs/SCALE-OUT.md)\n"
+            "      --shard I/N            make only the batch items at positions k (0-based, every item line) with\n"
+            "                             k mod N = I; names and seeds stay those of the whole batch (default: from\n"
+            "                             SLURM_ARRAY_TASK_ID/_COUNT/_MIN, JOB_COMPLETION_INDEX + SDGEN_SHARD_COUNT,\n"
+            "                             AWS_BATCH_JOB_ARRAY_INDEX/_SIZE; --shard 0/1 ignores them)\n"
+            "      --manifest PATH        append a JSON record per image (settings, output, SHA-256, status) to PATH,\n"
+            "                             fsync'ed each; join and check with sdgen manifest merge / verify\n"
             "Machine\n"
             "      --threads N            worker threads (default: all CPUs)\n"
             "      --max-memory SIZE      activation memory allowed, e.g. 8G or 1.5G: K M G T = 10^3 10^6 10^9 10^12\n"
@@ -293,6 +304,17 @@ static int parse_args(int argc, char **argv, cli_opts *c)
         } else if (!strcmp(a, "--prompts")) {
             NEEDV();
             c->prompts_file = v;
+        } else if (!strcmp(a, "--shard")) {
+            NEEDV();
+            sd_err e = {0};
+            if (sd_shard_parse("--shard", v, &c->shard, &e)) {
+                say("%s", e.msg);
+                return -1;
+            }
+            c->have_shard = 1;
+        } else if (!strcmp(a, "--manifest")) {
+            NEEDV();
+            c->manifest = v;
         } else if (!strcmp(a, "--dump-dir")) {
             NEEDV();
             c->dump_dir = v;
@@ -336,6 +358,14 @@ static int parse_args(int argc, char **argv, cli_opts *c)
     }
     if (c->overwrite && c->skip_existing) {
         fprintf(stderr, "sdgen: --overwrite and --skip-existing contradict each other\n");
+        return -1;
+    }
+    if (c->have_shard && !c->prompts_file) {
+        fprintf(stderr, "sdgen: --shard splits a batch file and needs --prompts FILE (a single prompt is one item)\n");
+        return -1;
+    }
+    if (c->manifest && !c->prompts_file) {
+        fprintf(stderr, "sdgen: --manifest records a batch and needs --prompts FILE\n");
         return -1;
     }
     size_t bad;
@@ -390,7 +420,102 @@ typedef struct run_ctx {
     unsigned char *item_bad; /* per batch item: failed before the model loaded (reported then) */
     unsigned char *img_bad;  /* per image index (1-based): failed before the model loaded */
     progress prog;
+    /* Sharding and the manifest (docs/SCALE-OUT.md) */
+    int shard_i, shard_n;    /* this run makes the items k with k mod shard_n == shard_i */
+    const sd_batch *batch;
+    const int *item_bc;      /* images per item */
+    sd_manifest_writer *mw;  /* NULL: no --manifest */
+    int manifest_errors;
+    char img_path[4096];     /* what one_image did last: the path, */
+    char *img_text;          /* the infotext it wrote (malloc'ed), */
+    int img_skipped, img_w, img_h; /* whether it found the file complete and skipped it, the size made */
 } run_ctx;
+
+static int in_shard(const run_ctx *r, int k) { return r->shard_n <= 1 || k % r->shard_n == r->shard_i; }
+
+static double wall_time(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Append the record of image b of item k (index: its {index}) to the manifest, if there is one. o: the image's
+ * settings (NULL when the item failed before they were known); for ok / skipped records the file one_image
+ * wrote or found is hashed now. A manifest that cannot be written is reported once; the run goes on (its
+ * outputs stay, and a rerun with --skip-existing records them). */
+static void manifest_add(run_ctx *r, int k, int b, int index, const sd_gen_opts *o, int status, const char *msg,
+                         double secs)
+{
+    if (!r->mw) return;
+    const cli_opts *c = r->c;
+    sd_manifest_rec m;
+    memset(&m, 0, sizeof m);
+    char shard[32], sha[65], fail[1200];
+    char *found_text = NULL;
+    snprintf(shard, sizeof shard, "%d/%d", r->shard_i, r->shard_n > 1 ? r->shard_n : 1);
+    m.item = k;
+    m.image = b;
+    m.images = r->item_bc[k];
+    m.items = r->batch->n;
+    m.index = index;
+    m.line = r->batch->items[k].line;
+    m.shard = shard;
+    m.status = status;
+    m.message = (char *)msg;
+    m.batch = (char *)c->prompts_file;
+    m.batch_sha256 = (char *)r->batch->sha256;
+    m.model = (char *)c->model;
+    if (o) {
+        m.prompt = (char *)o->prompt;
+        m.negative_prompt = (char *)o->negative_prompt;
+        m.has_seed = 1;
+        m.seed = o->seed;
+        m.steps = o->steps;
+        m.has_cfg = 1;
+        m.cfg_scale = o->cfg_scale;
+        m.sampler = (char *)sd_sampler_name(o->sampler);
+        m.schedule = (char *)sd_schedule_name(o->schedule);
+        m.timestep_spacing = (char *)sd_spacing_name(o->spacing);
+        sd_prediction pred = o->prediction != SD_PRED_UNKNOWN ? o->prediction : r->p ? r->p->model.prediction
+                                                                                      : SD_PRED_UNKNOWN;
+        m.prediction = (char *)sd_prediction_name(pred);
+        m.rng = (char *)sd_rng_kind_name(o->rng_kind);
+        m.width = o->width;
+        m.height = o->height;
+        m.clip_skip = o->clip_skip;
+        m.init_image = (char *)o->init_image;
+        m.has_strength = o->init_image != NULL;
+        m.strength = o->strength;
+    }
+    if (status != SD_MREC_FAILED) {
+        sd_err e = {0};
+        uint8_t digest[32];
+        m.output = r->img_path;
+        if (status == SD_MREC_OK) {
+            m.parameters = r->img_text;
+            m.width = r->img_w;
+            m.height = r->img_h;
+        } else if (sd_png_read_text(r->img_path, "parameters", &found_text, NULL, &e) == 0) {
+            m.parameters = found_text ? found_text : ""; /* a PNG without one: verify reports it */
+        }
+        if (!e.msg[0] && sd_sha256_file(r->img_path, digest, &e) == 0) {
+            sd_sha256_hex(digest, sha);
+            m.sha256 = sha;
+        }
+        if (e.msg[0]) {
+            snprintf(fail, sizeof fail, "%s: cannot read it back for the manifest: %s", r->img_path, e.msg);
+            m.status = SD_MREC_FAILED;
+            m.message = fail;
+            m.output = m.sha256 = m.parameters = NULL;
+        }
+    }
+    m.seconds = secs;
+    m.time = wall_time();
+    sd_err e = {0};
+    if (sd_manifest_append(r->mw, &m, &e) && !r->manifest_errors++) say("%s", e.msg);
+    free(found_text);
+}
 
 static char *infotext(run_ctx *r, const sd_gen_opts *o, const sd_gen_result *res, sd_err *err)
 {
@@ -422,6 +547,8 @@ static int one_image(run_ctx *r, sd_gen_opts *o, const char *out_tmpl, const cha
 {
     char path[4096];
     if (sd_output_path(out_tmpl, r->index, o->seed, o->prompt, path, sizeof path, err)) return -1;
+    snprintf(r->img_path, sizeof r->img_path, "%s", path);
+    r->img_skipped = 0;
     /* Checked before the model loaded too; again now, as the folder may have changed since. */
     int mode = r->c->overwrite ? SD_WRITE_REPLACE : SD_WRITE_NEW;
     int state = sd_output_state(path, err);
@@ -437,6 +564,7 @@ static int one_image(run_ctx *r, sd_gen_opts *o, const char *out_tmpl, const cha
             if (sd_png_verify(path, &ve) == 0) {
                 if (!r->c->quiet) say("%s exists, skipped (--skip-existing)", path);
                 r->skipped++;
+                r->img_skipped = 1;
                 return 0;
             }
             if (ve.code == SD_ERR_NOMEM) return sd_errcf(err, SD_ERR_NOMEM, "%s", ve.msg);
@@ -457,7 +585,6 @@ static int one_image(run_ctx *r, sd_gen_opts *o, const char *out_tmpl, const cha
     } else {
         o->dump_dir = NULL;
     }
-    r->prog.image = r->index;
     r->prog.start = sd_now();
     sd_gen_result res;
     if (sd_generate(r->p, o, &res, err)) return -1;
@@ -479,7 +606,10 @@ static int one_image(run_ctx *r, sd_gen_opts *o, const char *out_tmpl, const cha
     /* No clobbering unless --overwrite: with --skip-existing too, a file that appeared meanwhile (another
      * run resuming the same batch) is kept and this item fails instead of replacing it. */
     int rc = sd_png_write(path, res.rgb, res.w, res.h, text, mode, err);
-    free(text);
+    free(r->img_text);
+    r->img_text = text; /* for the manifest record */
+    r->img_w = res.w;
+    r->img_h = res.h;
     if (rc == 0) {
         r->written++;
         if (!r->c->quiet)
@@ -674,6 +804,9 @@ static int plan_run(run_ctx *r, const sd_batch *batch, int n_items, const int *i
     for (int k = 0; k < n_items && !oom && !(first_only && failures) && !g_interrupted; k++) {
         if (r->item_bad[k]) continue;
         item_first[k] = index + 1;
+        /* Another shard's images keep their numbers and take part in the same-file check (as in a run of the
+         * whole batch); only this shard's are checked against the disk and reported. */
+        int mine = in_shard(r, k);
         for (int b = 0; b < item_bc[k] && !oom && !(first_only && failures); b++) {
             int idx = ++index;
             img_item[idx] = k;
@@ -681,13 +814,17 @@ static int plan_run(run_ctx *r, const sd_batch *batch, int n_items, const int *i
             sd_err e = {0};
             int bad = image_path(c, batch, k, b, idx, tmpl_default, path, sizeof path, canon, sizeof canon, &e) ||
                       sd_check_output_name(path, &e);
-            int state = bad ? 0 : sd_output_state(path, &e);
+            if (!bad && mine && r->mw && sd_utf8_bad_byte(path)) {
+                sd_errf(&e, "%s: not valid UTF-8; a manifest (JSON) records UTF-8 paths only", path);
+                bad = 1;
+            }
+            int state = bad || !mine ? 0 : sd_output_state(path, &e);
             if (state < 0) bad = 1;
             if (!bad && state == 1 && !c->overwrite && !c->skip_existing) {
                 sd_errf(&e, "%s: already exists (use --overwrite to replace it)", path);
                 bad = 1;
             }
-            if (!bad) {
+            if (!bad && mine) {
                 /* the folder: checked, and cleared of stale temporary files, once (value 1 good, 2 bad) */
                 char dir[PATH_MAX + 4096];
                 snprintf(dir, sizeof dir, "%s", canon);
@@ -734,9 +871,16 @@ static int plan_run(run_ctx *r, const sd_batch *batch, int n_items, const int *i
                     bad = 1;
                 }
             }
+            if (bad && !mine) continue;
             if (bad) {
-                if (c->prompts_file) say("%s:%d: %s", c->prompts_file, batch->items[k].line, e.msg);
-                else say("%s", e.msg);
+                if (c->prompts_file) {
+                    char where[5200];
+                    snprintf(where, sizeof where, "%s:%d: %s", c->prompts_file, batch->items[k].line, e.msg);
+                    say("%s", where);
+                    manifest_add(r, k, b, idx, NULL, SD_MREC_FAILED, where, 0);
+                } else {
+                    say("%s", e.msg);
+                }
                 r->img_bad[idx] = 1;
                 r->failed++;
                 failures++;
@@ -754,6 +898,54 @@ static int plan_run(run_ctx *r, const sd_batch *batch, int n_items, const int *i
  * the image counter and the progress total stay in an int). */
 #define SD_RUN_MAX_IMAGES 1000000
 
+/* A sharded run shares its output folders with tasks on other machines, whose PIDs mean nothing here: a
+ * temporary file is taken as left by a killed run only when it was last written this long before the run
+ * began (a live writer writes, syncs and renames its file within seconds). */
+#define SD_SHARD_TEMP_GRACE_NS (600LL * 1000000000LL)
+
+static const char *env_lookup(void *user, const char *name)
+{
+    (void)user;
+    return getenv(name);
+}
+
+/* --shard, else a batch system's array index (batch.h sd_shard_from_env); says which. 0 or -1 (reported). */
+static int choose_shard(cli_opts *c)
+{
+    if (!c->prompts_file) return 0;
+    if (!c->have_shard) {
+        sd_err e = {0};
+        int found = sd_shard_from_env(env_lookup, NULL, &c->shard, &e);
+        if (found < 0) {
+            say("%s", e.msg);
+            return -1;
+        }
+        c->have_shard = found;
+        if (!found) return 0;
+    } else if (c->quiet) {
+        return 0;
+    }
+    /* Always said when the environment chose: a run that makes a quarter of the batch must not look like one
+     * that makes all of it. */
+    say("shard %d/%d from %s: the items at positions k with k mod %d = %d", c->shard.index, c->shard.count,
+        c->shard.source, c->shard.count, c->shard.index);
+    return 0;
+}
+
+/* Seeds must not depend on the shard: an item without its own "seed" takes the run's seed plus its position,
+ * so with shards the run's seed has to be given, not drawn by each task. */
+static int check_shard_seeds(const cli_opts *c, const sd_batch *b)
+{
+    if (!c->have_shard || c->shard.count <= 1 || c->have_seed) return 0;
+    for (int k = 0; k < b->n; k++) {
+        if (b->items[k].error || b->items[k].has_seed) continue;
+        say("%s:%d: no \"seed\" and no --seed: each shard would draw its own random seed for it; pass --seed N to "
+            "split this batch", c->prompts_file, b->items[k].line);
+        return -1;
+    }
+    return 0;
+}
+
 int sd_cmd_generate(int argc, char **argv)
 {
     /* The start of the run: temporary files older than this, of processes no longer running, were left by
@@ -764,7 +956,7 @@ int sd_cmd_generate(int argc, char **argv)
     cli_opts c;
     int pr = parse_args(argc, argv, &c);
     if (pr > 0) return 0;
-    if (pr < 0) return SD_EXIT_INPUT;
+    if (pr < 0 || choose_shard(&c)) return SD_EXIT_INPUT;
     if (c.threads) sd_set_threads(c.threads);
     int demo = 0;
     sd_err err = {0};
@@ -786,6 +978,10 @@ int sd_cmd_generate(int argc, char **argv)
         if (batch.n == 0) {
             /* Nothing to do is almost certainly a mistake (wrong file): say so instead of exiting 0. */
             say("%s: no prompts in the batch file (only blank lines and # comments)", c.prompts_file);
+            sd_batch_free(&batch);
+            return SD_EXIT_INPUT;
+        }
+        if (check_shard_seeds(&c, &batch)) {
             sd_batch_free(&batch);
             return SD_EXIT_INPUT;
         }
@@ -812,6 +1008,12 @@ int sd_cmd_generate(int argc, char **argv)
         sd_batch_free(&batch);
         return SD_EXIT_INPUT;
     }
+    sd_manifest_writer mw = {.fd = -1};
+    if (c.manifest && sd_manifest_open(&mw, c.manifest, &err)) {
+        say("%s", err.msg);
+        sd_batch_free(&batch);
+        return SD_EXIT_INPUT;
+    }
 
     /* From here on a stop signal is reported, also while the run is planned or the model loads: the loop
      * below then starts no image and the summary says 0 written. */
@@ -824,6 +1026,12 @@ int sd_cmd_generate(int argc, char **argv)
     int exit_code = 0, n_items = c.prompts_file ? batch.n : 1, many = 0;
     int *item_bc = calloc((size_t)n_items, sizeof *item_bc);
     r.item_bad = calloc((size_t)n_items, 1);
+    r.shard_i = c.have_shard ? c.shard.index : 0;
+    r.shard_n = c.have_shard ? c.shard.count : 1;
+    r.batch = &batch;
+    r.item_bc = item_bc;
+    r.mw = c.manifest ? &mw : NULL;
+    int sharded = r.shard_n > 1, n_run = 0, pos = 0; /* images of this shard, and the one in progress */
     sd_pipeline p;
     int p_open = 0;
     const char *tmpl_default = out_tmpl;
@@ -840,16 +1048,19 @@ int sd_cmd_generate(int argc, char **argv)
         char tbuf[4096];
         sd_err ie = {0};
         if (item_setup(&c, &batch, k, out_tmpl, &o, &item_bc[k], &tmpl, tbuf, sizeof tbuf, &ie)) {
-            say("%s", ie.msg);
             r.item_bad[k] = 1;
-            r.failed++;
             item_bc[k] = 0;
+            if (c.prompts_file && !in_shard(&r, k)) continue; /* another shard reports it */
+            say("%s", ie.msg);
+            r.failed++;
+            if (c.prompts_file) manifest_add(&r, k, 0, 0, NULL, SD_MREC_FAILED, ie.msg, 0);
             if (!c.prompts_file) {
                 exit_code = sd_cli_exit_code(ie.code);
                 goto done;
             }
         }
         total += item_bc[k];
+        if (in_shard(&r, k)) n_run += item_bc[k];
     }
     if (total > SD_RUN_MAX_IMAGES) {
         say("the run would make %lld images; at most %d per run (split the batch file or lower --batch-count)", total,
@@ -866,7 +1077,8 @@ int sd_cmd_generate(int argc, char **argv)
     }
     many = r.n_images_total > 1;
     tmpl_default = numbered(out_tmpl, many, tmpl_buf, sizeof tmpl_buf);
-    int n_bad = plan_run(&r, &batch, n_items, item_bc, tmpl_default, start_ns, !c.prompts_file);
+    int n_bad = plan_run(&r, &batch, n_items, item_bc, tmpl_default,
+                         sharded ? start_ns - SD_SHARD_TEMP_GRACE_NS : start_ns, !c.prompts_file);
     if (n_bad < 0) {
         say("out of memory planning the run");
         exit_code = SD_EXIT_OOM;
@@ -876,7 +1088,12 @@ int sd_cmd_generate(int argc, char **argv)
         exit_code = SD_EXIT_INPUT; /* the command line alone: its one problem was reported */
         goto done;
     }
-    if (c.prompts_file && n_bad == r.n_images_total && !g_interrupted) {
+    if (sharded && n_run == 0 && !r.failed && !g_interrupted) {
+        /* more shards than items: nothing to load the model for */
+        say("shard %d/%d has no images to make (the batch has %d items)", r.shard_i, r.shard_n, n_items);
+        goto done;
+    }
+    if (c.prompts_file && n_bad == n_run && !g_interrupted) {
         /* every line failed already: no reason to load the model */
         say("%d images written, %d skipped, %d failed", r.written, r.skipped, r.failed);
         exit_code = SD_EXIT_ITEMS_FAILED;
@@ -926,10 +1143,14 @@ int sd_cmd_generate(int argc, char **argv)
         exit_code = sd_cli_exit_code(err.code);
         goto done;
     }
-    r.prog.n_images = r.n_images_total;
+    r.prog.n_images = n_run;
 
     for (int k = 0; k < n_items && !g_interrupted; k++) {
         if (r.item_bad[k]) continue; /* reported before the model loaded */
+        if (!in_shard(&r, k)) {
+            r.index += item_bc[k]; /* another shard's images keep their {index} */
+            continue;
+        }
         sd_gen_opts o;
         int bc;
         const char *tmpl;
@@ -950,20 +1171,29 @@ int sd_cmd_generate(int argc, char **argv)
         for (int b = 0; b < bc && !g_interrupted; b++) {
             o.seed = seed0 + (uint64_t)b;
             r.index++;
+            pos++;
             if (r.img_bad[r.index]) continue; /* reported before the model loaded */
             ie = (sd_err){0};
+            r.prog.image = sharded ? pos : r.index;
+            double t0 = sd_now();
             if (one_image(&r, &o, tmpl, c.dump_dir, many, &ie)) {
                 if (ie.code == SD_ERR_INTERRUPTED || g_interrupted) break;
                 say("%s%s", where, ie.msg);
                 r.failed++;
+                char msg[5300];
+                snprintf(msg, sizeof msg, "%s%s", where, ie.msg);
+                manifest_add(&r, k, b, r.index, &o, SD_MREC_FAILED, msg, sd_now() - t0);
                 if (!c.prompts_file && r.n_images_total == 1) exit_code = sd_cli_exit_code(ie.code);
+            } else {
+                /* also when a stop signal came meanwhile: the image is on disk and its record must be too */
+                manifest_add(&r, k, b, r.index, &o, r.img_skipped ? SD_MREC_SKIPPED : SD_MREC_OK, NULL, sd_now() - t0);
             }
         }
     }
     if (g_interrupted) {
         fprintf(stderr, "\nsdgen: interrupted%s: %d of %d images written, %d skipped, %d failed; the image in progress "
                         "was abandoned (rerun with --skip-existing to resume)\n",
-                g_interrupted == SIGTERM ? " (SIGTERM)" : "", r.written, r.n_images_total, r.skipped, r.failed);
+                g_interrupted == SIGTERM ? " (SIGTERM)" : "", r.written, n_run, r.skipped, r.failed);
         exit_code = g_interrupted == SIGTERM ? 128 + SIGTERM : SD_EXIT_INTERRUPTED;
     } else if (r.failed) {
         if (r.n_images_total > 1 || c.prompts_file) {
@@ -973,6 +1203,8 @@ int sd_cmd_generate(int argc, char **argv)
     }
 done:
     if (p_open) sd_pipeline_close(&p);
+    sd_manifest_close(&mw);
+    free(r.img_text);
     sd_batch_free(&batch);
     free(item_bc);
     free(r.item_bad);

@@ -70,6 +70,7 @@ typedef struct sd_batch {
     int n;                 /* items (good and failed) */
     int n_errors;          /* items with error != NULL */
     sd_batch_item *items;  /* in file order */
+    char sha256[65];       /* SHA-256 of the file's bytes (hex): names the batch in manifests */
 } sd_batch;
 
 /* Parse a batch file. `name` (NULL: path) is the FILE in messages. */
@@ -92,6 +93,49 @@ int sd_output_path(const char *tmpl, int index, uint64_t seed, const char *promp
 int sd_output_template_varies(const char *tmpl);
 /* The sanitised prompt alone (out of n ≥ SD_PROMPT_PART_MAX + 1 bytes). */
 void sd_sanitize_prompt(const char *prompt, char *out, size_t n);
+
+/* ---- shards: one batch split over the tasks of a job array (docs/SCALE-OUT.md) ----
+ *
+ * Item k (0-based position among the file's items, malformed ones included) belongs to shard k mod count.
+ * Seeds and output names never depend on the shard, so the shards together make exactly what one run of the
+ * whole file makes. */
+#define SD_SHARD_MAX_COUNT SD_BATCH_MAX_ITEMS
+
+typedef struct sd_shard {
+    int index, count;    /* 0 <= index < count */
+    char source[256];    /* where it came from, for the message: "--shard" or "SLURM_ARRAY_TASK_ID=2, ..." */
+} sd_shard;
+
+/* "I/N": two whole numbers (digits only) with 0 <= I < N <= SD_SHARD_MAX_COUNT. `what` names the text in
+ * the message ("--shard"). */
+int sd_shard_parse(const char *what, const char *text, sd_shard *s, sd_err *err);
+
+/* The shard a batch system's environment assigns; `get` looks a variable up (NULL: unset). In this order:
+ *   SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN (0 when unset) of SLURM_ARRAY_TASK_COUNT; refused for an
+ *     array of one task, a stepped array or one that is not a single range (SLURM_ARRAY_TASK_MAX), since a
+ *     re-submitted index (`sbatch --array=2`) is such an array and cannot tell the real count;
+ *   JOB_COMPLETION_INDEX of SDGEN_SHARD_COUNT (a Kubernetes Indexed Job does not expose its completions);
+ *   AWS_BATCH_JOB_ARRAY_INDEX of AWS_BATCH_JOB_ARRAY_SIZE.
+ * Returns 1 with *s set, 0 when no index variable is set, -1 with err for a value that is not a number, an
+ * index variable without its count, or an index not below the count. */
+typedef const char *(*sd_getenv_fn)(void *user, const char *name);
+int sd_shard_from_env(sd_getenv_fn get, void *user, sd_shard *s, sd_err *err);
+
+/* ---- flat JSON objects (one manifest record a line) ----
+ * One line that is one JSON object (RFC 8259) whose values are strings, numbers, true, false or null; the
+ * text must be UTF-8 without NUL. Strings are decoded; numbers are kept as written (a 64-bit seed does not
+ * fit a double). A duplicate key, a nested value, more than `max` keys or anything after the object is an
+ * error. */
+typedef enum { SD_JSON_STRING, SD_JSON_NUMBER, SD_JSON_TRUE, SD_JSON_FALSE, SD_JSON_NULL } sd_json_type;
+typedef struct sd_json_field {
+    char *key;
+    char *value;         /* decoded string or the number's text; NULL for true/false/null */
+    sd_json_type type;
+} sd_json_field;
+/* Returns the number of fields (f[0..n-1], free with sd_json_fields_free), or -1 with a one-line problem in
+ * msg (column numbers 1-based). */
+int sd_json_flat_parse(const char *s, size_t n, sd_json_field *f, int max, char *msg, size_t msg_n);
+void sd_json_fields_free(sd_json_field *f, int n);
 
 #ifdef __cplusplus
 }

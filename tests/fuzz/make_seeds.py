@@ -194,6 +194,32 @@ def image_seeds():
     put(t, "ztxt.png", png)
 
 
+def manifest_seeds():
+    t = "manifest"
+    sha = "0123456789abcdef" * 4
+    base = {"item": 0, "image": 0, "images": 1, "items": 3, "index": 1, "line": 1, "shard": "0/2", "status": "ok",
+            "prompt": "a red apple", "negative_prompt": "", "seed": 18446744073709551615, "steps": 20,
+            "cfg_scale": 7.5, "sampler": "euler_a", "schedule": "default", "timestep_spacing": "default",
+            "prediction": "eps", "rng": "cpu", "width": 64, "height": 64, "clip_skip": 1,
+            "model": "models/demo.safetensors", "output": "out/1.png", "sha256": sha, "seconds": 0.25,
+            "parameters": "a red apple\nSteps: 20, Sampler: Euler a, Seed: 1, Size: 64x64",
+            "batch": "b.jsonl", "batch_sha256": sha, "time": 1700000000.5}
+    failed = {"item": 1, "image": 0, "images": 0, "items": 3, "index": 0, "line": 3, "shard": "1/2",
+              "status": "failed", "message": "b.jsonl:3: \"prompt\" must be a string", "batch_sha256": sha,
+              "time": 1700000001}
+    skipped = dict(base, item=2, index=2, line=4, status="skipped-existing", output="out/2.png", shard="0/2")
+    line = lambda d: json.dumps(d, ensure_ascii=False)
+    put(t, "one_ok", line(base) + "\n")
+    put(t, "three", "\n".join(line(d) for d in (base, failed, skipped)) + "\n")
+    put(t, "torn", line(base) + "\n" + line(failed)[:40] + "\n" + line(skipped) + "\n")
+    put(t, "two_files", (line(base) + "\n" + line(failed) + "\n").encode() + SEP +
+        (line(dict(failed, status="ok", output="out/x.png", sha256=sha, parameters="x", prompt="x", seed=3,
+                   time=1700000009)) + "\n").encode())
+    put(t, "duplicate", line(base) + "\n" + line(dict(base, time=1700000002)) + "\n")
+    put(t, "unicode", line(dict(base, prompt="caf\u00e9 \u2603 \U0001F600", output="out/\u00e9.png")) + "\n")
+    put(t, "bad_batch", line(base) + "\n" + line(dict(skipped, batch_sha256="f" * 64)) + "\n")
+
+
 if __name__ == "__main__":
     safetensors_seeds()
     diffusers_seeds()
@@ -201,6 +227,7 @@ if __name__ == "__main__":
     prompt_seeds()
     batch_seeds()
     image_seeds()
+    manifest_seeds()
     for d in sorted(os.listdir(CORPUS)):
         files = os.listdir(os.path.join(CORPUS, d))
         size = sum(os.path.getsize(os.path.join(CORPUS, d, f)) for f in files)
