@@ -436,196 +436,217 @@ static int check_finite(const float *x, int64_t n, const char *stage, sd_err *er
                    stage, isnan(x[k]) ? "NaN" : "Inf", (long long)k, (long long)n);
 }
 
+/* The state of one sd_generate call, shared by its stages. */
+typedef struct gen_run {
+    sd_pipeline *p;
+    const sd_gen_opts *o;
+    sd_gen_result *r;
+    int W, H, h, w, zc;          /* image and latent sizes */
+    int64_t n;                   /* latent values */
+    int use_cfg;
+    sd_cond cond, uncond;
+    sd_sched s;
+    int sched_ok;
+    sd_rng rng;
+    float *x, *noise, *xin, *g; /* latent, noise draws, scaled input, guided output */
+    float *steps_dump;           /* --dump-dir: every step's latent */
+    sd_image init;               /* img2img */
+} gen_run;
+
+/* img2img: the init image, resized when a size is asked for; the run takes its size from it. */
+static int gen_init_image(gen_run *g, sd_err *err)
+{
+    const sd_gen_opts *o = g->o;
+    if (o->init_pixels ? sd_image_init_from(o->init_pixels, o->init_image, &g->init, &g->r->init_resized, err)
+                       : sd_image_load_init(&g->init, o->init_image, &g->r->init_resized, err))
+        return -1;
+    /* diffusers' img2img takes its size from the image; an explicit size resizes to it. */
+    if (g->W && g->H && (g->init.w != g->W || g->init.h != g->H)) {
+        sd_image rs = {0};
+        if (sd_image_resize_lanczos(&g->init, g->W, g->H, &rs, err)) return -1;
+        sd_image_free(&g->init);
+        g->init = rs;
+        g->r->init_resized = 1;
+    }
+    g->W = g->init.w;
+    g->H = g->init.h;
+    sd_gen_opts sized = *o; /* all settings, at the image's size */
+    sized.width = g->W;
+    sized.height = g->H;
+    return sd_gen_validate(g->p, &sized, err);
+}
+
+/* The schedule, the random stream and the start latent: noise (txt2img), or the init image's
+ * posterior sample noised to the first kept step (img2img), drawn in diffusers' order. */
+static int gen_start(gen_run *g, sd_err *err)
+{
+    sd_model *m = &g->p->model;
+    sd_arena *a = &g->p->arena;
+    const sd_gen_opts *o = g->o;
+    const char *dump = o->dump_dir;
+    const int64_t n = g->n;
+    g->r->prediction = o->prediction != SD_PRED_UNKNOWN ? o->prediction : m->prediction;
+    if (g->r->prediction == SD_PRED_UNKNOWN) g->r->prediction = SD_PRED_EPS;
+    if (sd_sched_init(&g->s, o->sampler, o->schedule, o->spacing, g->r->prediction, o->steps, &m->sched, err))
+        return -1;
+    g->sched_ok = 1;
+    sd_rng_init(&g->rng, o->rng_kind, o->seed);
+    g->x = malloc((size_t)n * sizeof(float));
+    g->noise = malloc((size_t)n * sizeof(float));
+    g->xin = malloc((size_t)n * sizeof(float));
+    g->g = malloc((size_t)n * sizeof(float));
+    if (!g->x || !g->noise || !g->xin || !g->g) return sd_errcf(err, SD_ERR_NOMEM, "out of memory for the latents");
+    const int64_t lat[4] = {1, g->zc, g->h, g->w};
+    if (o->init_image) {
+        const double te = sd_now();
+        sd_tensor img = sd_tensor_4d(a, 1, 3, g->H, g->W);
+        if (!img.data) return sd_errcf(err, SD_ERR_NOMEM, "out of memory for the init image (%dx%d)", g->W, g->H);
+        sd_image_to_float(&g->init, img.data);
+        sd_tensor moments;
+        if (sd_vae_encode(m, a, img, &moments, err)) return -1;
+        sd_rng_randn(&g->rng, g->noise, n); /* draw 1: the posterior sample's ε */
+        if (check_finite(moments.data, sd_numel(moments), "the VAE encoder (init image)", err)) return -1;
+        sd_vae_sample(moments.data, g->noise, (int64_t)g->h * g->w, g->zc, m->vae.scale_factor, g->x);
+        if (check_finite(g->x, n, "the init image's latent (VAE scaling factor)", err)) return -1;
+        sd_arena_reset(a);
+        g->r->t_encode = sd_now() - te;
+        if (dump_f32(dump, "latents_encoded", g->x, 4, lat, err)) return -1;
+        if (sd_sched_set_strength(&g->s, o->strength, err)) return -1;
+        sd_rng_randn(&g->rng, g->noise, n); /* draw 2: the start noise */
+        sd_sched_add_noise(&g->s, g->x, g->noise, g->x, n);
+    } else {
+        sd_rng_randn(&g->rng, g->noise, n);
+        sd_sched_init_latent(&g->s, g->noise, g->x, n);
+    }
+    if (dump_f32(dump, "latents_init", g->x, 4, lat, err)) return -1;
+    if (dump) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/timesteps.npy", dump);
+        const sd_sched *s = &g->s;
+        if (s->int_timesteps) {
+            int32_t ts[SD_SCHED_MAX_STEPS];
+            for (int i = 0; i < s->n_steps; i++) ts[i] = (int32_t)s->timesteps[i];
+            if (sd_npy_write_i32(path, ts, 1, (const int64_t[]){s->n_steps}, err)) return -1;
+        } else if (sd_npy_write_f32(path, s->timesteps, 1, (const int64_t[]){s->n_steps}, err)) {
+            return -1;
+        }
+        if (s->has_sigmas && dump_f32(dump, "sigmas", s->sigmas, 1, (const int64_t[]){s->n_steps + 1}, err))
+            return -1;
+        g->steps_dump = malloc((size_t)n * (size_t)(s->n_steps ? s->n_steps : 1) * sizeof(float));
+        if (!g->steps_dump) return sd_errcf(err, SD_ERR_NOMEM, "out of memory for --dump-dir");
+    }
+    return 0;
+}
+
+/* The sampler's steps: scale, one guided model output, the sampler's update (with its noise draw). */
+static int gen_denoise(gen_run *g, sd_err *err)
+{
+    const sd_gen_opts *o = g->o;
+    sd_sched *s = &g->s;
+    const int64_t n = g->n;
+    for (int i = 0; i < s->n_steps; i++) {
+        if (o->interrupted && *o->interrupted)
+            return sd_errcf(err, SD_ERR_INTERRUPTED, "interrupted at step %d of %d", i, s->n_steps);
+        const double ts0 = sd_now();
+        sd_sched_scale_input(s, i, g->x, g->xin, n);
+        const sd_tensor xt = {.data = g->xin, .ndim = 4, .ne = {1, g->zc, g->h, g->w}};
+        if (sd_pipeline_guided(g->p, xt, s->timesteps[i], &g->cond, g->use_cfg ? &g->uncond : NULL, o->cfg_scale,
+                               g->g, i == 0 ? o->dump_dir : NULL, s->int_timesteps, err))
+            return -1;
+        char stage[96];
+        snprintf(stage, sizeof stage, "the U-Net at step %d of %d", i + 1, s->n_steps);
+        if (check_finite(g->g, n, stage, err)) return -1;
+        const float *z = NULL;
+        if (sd_sched_needs_noise(s, i)) {
+            sd_rng_randn(&g->rng, g->noise, n);
+            z = g->noise;
+        }
+        if (sd_sched_step(s, i, g->x, g->g, z, n, err)) return -1;
+        snprintf(stage, sizeof stage, "the %s sampler at step %d of %d", sd_sampler_name(o->sampler), i + 1,
+                 s->n_steps);
+        if (check_finite(g->x, n, stage, err)) return -1;
+        if (g->steps_dump) memcpy(g->steps_dump + (size_t)i * n, g->x, (size_t)n * sizeof(float));
+        g->r->steps_run = i + 1;
+        if (o->progress) o->progress(o->progress_user, i + 1, s->n_steps, sd_now() - ts0);
+    }
+    const int64_t steps_shape[5] = {s->n_steps, 1, g->zc, g->h, g->w};
+    if (g->steps_dump && dump_f32(o->dump_dir, "step_latents", g->steps_dump, 5, steps_shape, err)) return -1;
+    return dump_f32(o->dump_dir, "latents_final", g->x, 4, (const int64_t[]){1, g->zc, g->h, g->w}, err);
+}
+
+/* image = VAE(latents / scale_factor), then 8-bit pixels into the result. */
+static int gen_decode(gen_run *g, sd_err *err)
+{
+    sd_model *m = &g->p->model;
+    sd_arena *a = &g->p->arena;
+    const sd_gen_opts *o = g->o;
+    const int W = g->W, H = g->H;
+    sd_model_release_pages(m, SD_PREFIX_UNET); /* hold one network at a time */
+    sd_tensor zt = sd_tensor_4d(a, 1, g->zc, g->h, g->w);
+    if (!zt.data) return sd_errcf(err, SD_ERR_NOMEM, "out of memory for the decoder input");
+    for (int64_t k = 0; k < g->n; k++) zt.data[k] = g->x[k] / m->vae.scale_factor;
+    char stage[96];
+    snprintf(stage, sizeof stage, "dividing the latent by the VAE scaling factor %g", (double)m->vae.scale_factor);
+    if (check_finite(zt.data, g->n, stage, err)) return -1;
+    sd_tensor img;
+    if (o->vae_tile ? sd_vae_decode_tiled(m, a, zt, o->vae_tile, o->vae_tile_overlap, &img, err)
+                    : sd_vae_decode(m, a, zt, &img, err))
+        return -1;
+    if (check_finite(img.data, (int64_t)3 * H * W, "the VAE decoder", err)) return -1;
+    /* A model file rewritten or truncated meanwhile was read through the mapping: nothing computed
+     * from it can be trusted (a truncation usually stops the run with SIGBUS first, see cli.c). */
+    if (sd_model_check_unchanged(m, err)) return -1;
+    g->r->w = W;
+    g->r->h = H;
+    g->r->rgb = malloc((size_t)W * H * 3);
+    if (!g->r->rgb) return sd_errcf(err, SD_ERR_NOMEM, "out of memory for the image");
+    sd_image_float_to_rgb8(img.data, W, H, g->r->rgb);
+    return dump_f32(o->dump_dir, "image_float", img.data, 4, (const int64_t[]){1, 3, H, W}, err);
+}
+
 int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *err)
 {
     memset(r, 0, sizeof *r);
     sd_model *m = &p->model;
-    sd_arena *a = &p->arena;
-    sd_cond cond = {0}, uncond = {0};
-    sd_sched s;
-    int sched_ok = 0;
-    float *x = NULL, *noise = NULL, *xin = NULL, *g = NULL, *steps_dump = NULL, *img_f = NULL;
-    sd_image init = {0};
-    int rc = -1;
+    gen_run g;
+    memset(&g, 0, sizeof g);
+    g.p = p;
+    g.o = o;
+    g.r = r;
     /* diffusers runs the unconditional pass only for guidance_scale > 1 (do_classifier_free_guidance):
      * 1 and below (SDXL-Turbo: 0) mean "off", the model's conditional output alone. */
-    const int use_cfg = o->cfg_scale > 1.0f;
-    const char *dump = o->dump_dir;
-
+    g.use_cfg = o->cfg_scale > 1.0f;
     if (sd_gen_validate(p, o, err)) return -1;
-    if (dump && make_dir(dump, err)) return -1;
-
-    int W = o->width, H = o->height;
-    if (o->init_image) {
-        if (o->init_pixels ? sd_image_init_from(o->init_pixels, o->init_image, &init, &r->init_resized, err)
-                           : sd_image_load_init(&init, o->init_image, &r->init_resized, err))
-            return -1;
-        /* diffusers' img2img takes its size from the image; an explicit size resizes to it. */
-        if (W && H && (init.w != W || init.h != H)) {
-            sd_image rs = {0};
-            if (sd_image_resize_lanczos(&init, W, H, &rs, err)) goto out;
-            sd_image_free(&init);
-            init = rs;
-            r->init_resized = 1;
-        }
-        W = init.w;
-        H = init.h;
-        sd_gen_opts sized = *o; /* all settings, at the image's size */
-        sized.width = W;
-        sized.height = H;
-        if (sd_gen_validate(p, &sized, err)) goto out;
-    }
+    if (o->dump_dir && make_dir(o->dump_dir, err)) return -1;
+    g.W = o->width;
+    g.H = o->height;
+    int rc = -1;
+    if (o->init_image && gen_init_image(&g, err)) goto out;
     /* OpenBLAS's buffers now, while the room checked for them above is still free (see check_address_space). */
     if (!p->blas_warm) {
         sd_blas_warm();
         p->blas_warm = 1;
     }
-    const int f = sd_vae_factor(&m->vae), h = H / f, w = W / f, zc = m->vae.z_channels;
-    const int64_t n = (int64_t)zc * h * w;
+    const int f = sd_vae_factor(&m->vae);
+    g.h = g.H / f;
+    g.w = g.W / f;
+    g.zc = m->vae.z_channels;
+    g.n = (int64_t)g.zc * g.h * g.w;
 
-    /* 1. text */
-    double t0 = sd_now();
-    if (sd_pipeline_condition(p, o, &cond, use_cfg ? &uncond : NULL, err)) goto out;
-    r->chunks_cond = cond.n_chunks;
-    r->chunks_uncond = use_cfg ? uncond.n_chunks : 0;
+    sd_cond *uc = g.use_cfg ? &g.uncond : NULL;
+    const double t0 = sd_now();
+    if (sd_pipeline_condition(p, o, &g.cond, uc, err)) goto out;
+    r->chunks_cond = g.cond.n_chunks;
+    r->chunks_uncond = uc ? g.uncond.n_chunks : 0;
     r->t_text = sd_now() - t0;
-    if (sd_pipeline_vectors(p, o, W, H, &cond, use_cfg ? &uncond : NULL, err)) goto out;
-    if (dump && dump_conditioning(p, o, &cond, use_cfg ? &uncond : NULL, W, H, err)) goto out;
-
-    /* 2. schedule and random stream */
-    r->prediction = o->prediction != SD_PRED_UNKNOWN ? o->prediction : m->prediction;
-    if (r->prediction == SD_PRED_UNKNOWN) r->prediction = SD_PRED_EPS;
-    if (sd_sched_init(&s, o->sampler, o->schedule, o->spacing, r->prediction, o->steps, &m->sched, err)) goto out;
-    sched_ok = 1;
-    sd_rng rng;
-    sd_rng_init(&rng, o->rng_kind, o->seed);
-    x = malloc((size_t)n * sizeof(float));
-    noise = malloc((size_t)n * sizeof(float));
-    xin = malloc((size_t)n * sizeof(float));
-    g = malloc((size_t)n * sizeof(float));
-    if (!x || !noise || !xin || !g) {
-        sd_errcf(err, SD_ERR_NOMEM, "out of memory for the latents");
-        goto out;
-    }
-
-    /* 3. start latent */
-    if (o->init_image) {
-        double te = sd_now();
-        sd_tensor img = sd_tensor_4d(a, 1, 3, H, W);
-        if (!img.data) {
-            sd_errcf(err, SD_ERR_NOMEM, "out of memory for the init image (%dx%d)", W, H);
-            goto out;
-        }
-        sd_image_to_float(&init, img.data);
-        sd_tensor moments;
-        if (sd_vae_encode(m, a, img, &moments, err)) goto out;
-        sd_rng_randn(&rng, noise, n); /* draw 1: the posterior sample's ε */
-        if (check_finite(moments.data, sd_numel(moments), "the VAE encoder (init image)", err)) goto out;
-        sd_vae_sample(moments.data, noise, (int64_t)h * w, zc, m->vae.scale_factor, x);
-        if (check_finite(x, n, "the init image's latent (VAE scaling factor)", err)) goto out;
-        sd_arena_reset(a);
-        r->t_encode = sd_now() - te;
-        if (dump_f32(dump, "latents_encoded", x, 4, (const int64_t[]){1, zc, h, w}, err)) goto out;
-        if (sd_sched_set_strength(&s, o->strength, err)) goto out;
-        sd_rng_randn(&rng, noise, n); /* draw 2: the start noise */
-        sd_sched_add_noise(&s, x, noise, x, n);
-    } else {
-        sd_rng_randn(&rng, noise, n);
-        sd_sched_init_latent(&s, noise, x, n);
-    }
-    if (dump_f32(dump, "latents_init", x, 4, (const int64_t[]){1, zc, h, w}, err)) goto out;
-    if (dump) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/timesteps.npy", dump);
-        if (s.int_timesteps) {
-            int32_t ts[SD_SCHED_MAX_STEPS];
-            for (int i = 0; i < s.n_steps; i++) ts[i] = (int32_t)s.timesteps[i];
-            if (sd_npy_write_i32(path, ts, 1, (const int64_t[]){s.n_steps}, err)) goto out;
-        } else if (sd_npy_write_f32(path, s.timesteps, 1, (const int64_t[]){s.n_steps}, err)) {
-            goto out;
-        }
-        if (s.has_sigmas && dump_f32(dump, "sigmas", s.sigmas, 1, (const int64_t[]){s.n_steps + 1}, err)) goto out;
-        steps_dump = malloc((size_t)n * (size_t)(s.n_steps ? s.n_steps : 1) * sizeof(float));
-        if (!steps_dump) {
-            sd_errcf(err, SD_ERR_NOMEM, "out of memory for --dump-dir");
-            goto out;
-        }
-    }
-
-    /* 4. denoising */
-    double td = sd_now();
-    for (int i = 0; i < s.n_steps; i++) {
-        if (o->interrupted && *o->interrupted) {
-            sd_errcf(err, SD_ERR_INTERRUPTED, "interrupted at step %d of %d", i, s.n_steps);
-            goto out;
-        }
-        double ts0 = sd_now();
-        sd_sched_scale_input(&s, i, x, xin, n);
-        const sd_tensor xt = {.data = xin, .ndim = 4, .ne = {1, zc, h, w}};
-        if (sd_pipeline_guided(p, xt, s.timesteps[i], &cond, use_cfg ? &uncond : NULL, o->cfg_scale, g,
-                               i == 0 ? dump : NULL, s.int_timesteps, err))
-            goto out;
-        {
-            char stage[64];
-            snprintf(stage, sizeof stage, "the U-Net at step %d of %d", i + 1, s.n_steps);
-            if (check_finite(g, n, stage, err)) goto out;
-        }
-        const float *z = NULL;
-        if (sd_sched_needs_noise(&s, i)) {
-            sd_rng_randn(&rng, noise, n);
-            z = noise;
-        }
-        if (sd_sched_step(&s, i, x, g, z, n, err)) goto out;
-        {
-            char stage[80];
-            snprintf(stage, sizeof stage, "the %s sampler at step %d of %d", sd_sampler_name(o->sampler), i + 1,
-                     s.n_steps);
-            if (check_finite(x, n, stage, err)) goto out;
-        }
-        if (steps_dump) memcpy(steps_dump + (size_t)i * n, x, (size_t)n * sizeof(float));
-        r->steps_run = i + 1;
-        if (o->progress) o->progress(o->progress_user, i + 1, s.n_steps, sd_now() - ts0);
-    }
+    if (sd_pipeline_vectors(p, o, g.W, g.H, &g.cond, uc, err)) goto out;
+    if (o->dump_dir && dump_conditioning(p, o, &g.cond, uc, g.W, g.H, err)) goto out;
+    if (gen_start(&g, err)) goto out;
+    const double td = sd_now();
+    if (gen_denoise(&g, err)) goto out;
     r->t_denoise = sd_now() - td;
-    if (steps_dump &&
-        dump_f32(dump, "step_latents", steps_dump, 5, (const int64_t[]){s.n_steps, 1, zc, h, w}, err))
-        goto out;
-    if (dump_f32(dump, "latents_final", x, 4, (const int64_t[]){1, zc, h, w}, err)) goto out;
-
-    /* 5. decode: image = VAE(latents / scale_factor) */
-    sd_model_release_pages(m, SD_PREFIX_UNET); /* hold one network at a time */
-    double tv = sd_now();
-    {
-        sd_tensor zt = sd_tensor_4d(a, 1, zc, h, w);
-        if (!zt.data) {
-            sd_errcf(err, SD_ERR_NOMEM, "out of memory for the decoder input");
-            goto out;
-        }
-        for (int64_t k = 0; k < n; k++) zt.data[k] = x[k] / m->vae.scale_factor;
-        {
-            char stage[96];
-            snprintf(stage, sizeof stage, "dividing the latent by the VAE scaling factor %g", (double)m->vae.scale_factor);
-            if (check_finite(zt.data, n, stage, err)) goto out;
-        }
-        sd_tensor img;
-        if (o->vae_tile ? sd_vae_decode_tiled(m, a, zt, o->vae_tile, o->vae_tile_overlap, &img, err)
-                        : sd_vae_decode(m, a, zt, &img, err))
-            goto out;
-        if (check_finite(img.data, (int64_t)3 * H * W, "the VAE decoder", err)) goto out;
-        /* A model file rewritten or truncated meanwhile was read through the mapping: nothing computed
-         * from it can be trusted (a truncation usually stops the run with SIGBUS first, see cli.c). */
-        if (sd_model_check_unchanged(m, err)) goto out;
-        r->w = W;
-        r->h = H;
-        r->rgb = malloc((size_t)W * H * 3);
-        if (!r->rgb) {
-            sd_errcf(err, SD_ERR_NOMEM, "out of memory for the image");
-            goto out;
-        }
-        sd_image_float_to_rgb8(img.data, W, H, r->rgb);
-        if (dump_f32(dump, "image_float", img.data, 4, (const int64_t[]){1, 3, H, W}, err)) goto out;
-        sd_arena_reset(a);
-    }
+    const double tv = sd_now();
+    if (gen_decode(&g, err)) goto out;
     r->t_decode = sd_now() - tv;
     rc = 0;
 out:
@@ -633,17 +654,16 @@ out:
         free(r->rgb);
         r->rgb = NULL;
     }
-    sd_arena_reset(a);
-    if (sched_ok) sd_sched_free(&s);
-    sd_cond_free(&cond);
-    sd_cond_free(&uncond);
-    sd_image_free(&init);
-    free(x);
-    free(noise);
-    free(xin);
-    free(g);
-    free(steps_dump);
-    free(img_f);
+    sd_arena_reset(&p->arena);
+    if (g.sched_ok) sd_sched_free(&g.s);
+    sd_cond_free(&g.cond);
+    sd_cond_free(&g.uncond);
+    sd_image_free(&g.init);
+    free(g.x);
+    free(g.noise);
+    free(g.xin);
+    free(g.g);
+    free(g.steps_dump);
     return rc;
 }
 
