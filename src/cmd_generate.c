@@ -185,6 +185,9 @@ static uint64_t random_seed(void)
     return s; /* A1111 draws random seeds below 2^32 */
 }
 
+/* The command line into c. Longer than the rest of this file's functions on purpose: one short branch
+ * per option, in the order `--help` lists them, so an option is found where the help says it is.
+ * Returns 0 to go on, 1 after --help / --version, -1 on a usage error (reported). */
 static int parse_args(int argc, char **argv, cli_opts *c)
 {
     memset(c, 0, sizeof *c);
@@ -946,268 +949,295 @@ static int check_shard_seeds(const cli_opts *c, const sd_batch *b)
     return 0;
 }
 
-int sd_cmd_generate(int argc, char **argv)
-{
-    /* The start of the run: temporary files older than this, of processes no longer running, were left by
-     * a killed run (sd_remove_stale_temps). */
-    struct timespec t_start;
-    clock_gettime(CLOCK_REALTIME, &t_start);
-    const int64_t start_ns = (int64_t)t_start.tv_sec * 1000000000LL + t_start.tv_nsec;
+/* Everything sd_cmd_generate's stages share. */
+typedef struct gen_cmd {
     cli_opts c;
-    int pr = parse_args(argc, argv, &c);
-    if (pr > 0) return 0;
-    if (pr < 0 || choose_shard(&c)) return SD_EXIT_INPUT;
-    if (c.threads) sd_set_threads(c.threads);
-    int demo = 0;
+    sd_batch batch;
+    sd_manifest_writer mw;
+    run_ctx r;
+    sd_pipeline p;
+    int p_open, demo, n_items, n_run, sharded, many;
+    int *item_bc;            /* images of each item (--batch-count or the line's batch_count) */
+    int64_t start_ns;        /* when the run started (stale temporary files are older) */
+    const char *out_tmpl, *tmpl_default;
+    char demo_path[4096], tmpl_buf[4096];
+} gen_cmd;
+
+/* Before any signal handler and any planning: the model's path, the batch file, the output folder, the
+ * dump folder and the manifest. Returns -1 to go on, else the exit code. */
+static int gen_prepare(gen_cmd *g)
+{
+    cli_opts *c = &g->c;
     sd_err err = {0};
-    char demo_path[4096];
-    if (!c.model) {
-        if (sd_default_model_path(demo_path, sizeof demo_path, &err)) {
+    if (!c->model) {
+        if (sd_default_model_path(g->demo_path, sizeof g->demo_path, &err)) {
             fprintf(stderr, "sdgen: %s (pass --model)\n", err.msg);
             return SD_EXIT_INPUT;
         }
-        c.model = demo_path;
-        demo = 1;
+        c->model = g->demo_path;
+        g->demo = 1;
     }
-    sd_batch batch = {0};
-    if (c.prompts_file) {
-        if (sd_batch_parse_file(c.prompts_file, &batch, &err)) {
+    if (c->prompts_file) {
+        if (sd_batch_parse_file(c->prompts_file, &g->batch, &err)) {
             say("%s", err.msg);
             return sd_cli_exit_code(err.code);
         }
-        if (batch.n == 0) {
+        if (g->batch.n == 0) {
             /* Nothing to do is almost certainly a mistake (wrong file): say so instead of exiting 0. */
-            say("%s: no prompts in the batch file (only blank lines and # comments)", c.prompts_file);
-            sd_batch_free(&batch);
+            say("%s: no prompts in the batch file (only blank lines and # comments)", c->prompts_file);
             return SD_EXIT_INPUT;
         }
-        if (check_shard_seeds(&c, &batch)) {
-            sd_batch_free(&batch);
-            return SD_EXIT_INPUT;
-        }
-    } else if (!c.gen.prompt[0] && !c.gen.init_image && !c.quiet) {
+        if (check_shard_seeds(c, &g->batch)) return SD_EXIT_INPUT;
+    } else if (!c->gen.prompt[0] && !c->gen.init_image && !c->quiet) {
         fprintf(stderr, "sdgen: note: empty prompt (use -p \"...\")\n");
     }
     /* Drawn now, not after loading: {seed} in output names is checked before the model loads. */
-    if (!c.have_seed) c.gen.seed = random_seed();
-    const char *out_tmpl = c.output ? c.output : "sdgen-{index}.png";
+    if (!c->have_seed) c->gen.seed = random_seed();
+    g->out_tmpl = c->output ? c->output : "sdgen-{index}.png";
     /* Fail before loading gigabytes when the output folder can't be written (for the command line's own
      * first image, also when a non-regular file is in the way: the folder probe must not write into /dev). */
     char probe[4096];
-    if (!c.prompts_file || c.output) {
-        if (sd_output_path(out_tmpl, 1, c.gen.seed, c.gen.prompt, probe, sizeof probe, &err) ||
-            (!c.prompts_file && (sd_check_output_name(probe, &err) || sd_output_state(probe, &err) < 0)) ||
+    if (!c->prompts_file || c->output) {
+        if (sd_output_path(g->out_tmpl, 1, c->gen.seed, c->gen.prompt, probe, sizeof probe, &err) ||
+            (!c->prompts_file && (sd_check_output_name(probe, &err) || sd_output_state(probe, &err) < 0)) ||
             sd_check_output_dir(probe, &err)) {
             say("%s", err.msg);
-            sd_batch_free(&batch);
             return SD_EXIT_INPUT;
         }
     }
-    if (c.dump_dir && mkdir(c.dump_dir, 0777) != 0 && errno != EEXIST) {
-        say("%s: cannot create directory: %s", c.dump_dir, strerror(errno));
-        sd_batch_free(&batch);
+    if (c->dump_dir && mkdir(c->dump_dir, 0777) != 0 && errno != EEXIST) {
+        say("%s: cannot create directory: %s", c->dump_dir, strerror(errno));
         return SD_EXIT_INPUT;
     }
-    sd_manifest_writer mw = {.fd = -1};
-    if (c.manifest && sd_manifest_open(&mw, c.manifest, &err)) {
+    if (c->manifest && sd_manifest_open(&g->mw, c->manifest, &err)) {
         say("%s", err.msg);
-        sd_batch_free(&batch);
         return SD_EXIT_INPUT;
     }
+    return -1;
+}
 
-    /* From here on a stop signal is reported, also while the run is planned or the model loads: the loop
-     * below then starts no image and the summary says 0 written. */
-    signal(SIGINT, on_stop_signal);
-    signal(SIGTERM, on_stop_signal);
-
-    /* Plan the run before loading anything: every item's settings, then every image's output path. */
-    run_ctx r = {0};
-    r.c = &c;
-    int exit_code = 0, n_items = c.prompts_file ? batch.n : 1, many = 0;
-    int *item_bc = calloc((size_t)n_items, sizeof *item_bc);
-    r.item_bad = calloc((size_t)n_items, 1);
-    r.shard_i = c.have_shard ? c.shard.index : 0;
-    r.shard_n = c.have_shard ? c.shard.count : 1;
-    r.batch = &batch;
-    r.item_bc = item_bc;
-    r.mw = c.manifest ? &mw : NULL;
-    int sharded = r.shard_n > 1, n_run = 0, pos = 0; /* images of this shard, and the one in progress */
-    sd_pipeline p;
-    int p_open = 0;
-    const char *tmpl_default = out_tmpl;
-    char tmpl_buf[4096];
-    if (!item_bc || !r.item_bad) {
+/* Plan the run before loading anything: every item's settings, then every image's output path.
+ * Returns -1 to go on, else the exit code (0: nothing to do). */
+static int gen_plan(gen_cmd *g)
+{
+    cli_opts *c = &g->c;
+    run_ctx *r = &g->r;
+    g->n_items = c->prompts_file ? g->batch.n : 1;
+    g->item_bc = calloc((size_t)g->n_items, sizeof *g->item_bc);
+    r->item_bad = calloc((size_t)g->n_items, 1);
+    r->c = c;
+    r->shard_i = c->have_shard ? c->shard.index : 0;
+    r->shard_n = c->have_shard ? c->shard.count : 1;
+    r->batch = &g->batch;
+    r->item_bc = g->item_bc;
+    r->mw = c->manifest ? &g->mw : NULL;
+    g->sharded = r->shard_n > 1;
+    g->tmpl_default = g->out_tmpl;
+    if (!g->item_bc || !r->item_bad) {
         say("out of memory planning the run");
-        exit_code = SD_EXIT_OOM;
-        goto done;
+        return SD_EXIT_OOM;
     }
     long long total = 0;
-    for (int k = 0; k < n_items; k++) {
+    for (int k = 0; k < g->n_items; k++) {
         sd_gen_opts o;
         const char *tmpl;
         char tbuf[4096];
         sd_err ie = {0};
-        if (item_setup(&c, &batch, k, out_tmpl, &o, &item_bc[k], &tmpl, tbuf, sizeof tbuf, &ie)) {
-            r.item_bad[k] = 1;
-            item_bc[k] = 0;
-            if (c.prompts_file && !in_shard(&r, k)) continue; /* another shard reports it */
+        if (item_setup(c, &g->batch, k, g->out_tmpl, &o, &g->item_bc[k], &tmpl, tbuf, sizeof tbuf, &ie)) {
+            r->item_bad[k] = 1;
+            g->item_bc[k] = 0;
+            if (c->prompts_file && !in_shard(r, k)) continue; /* another shard reports it */
             say("%s", ie.msg);
-            r.failed++;
-            if (c.prompts_file) manifest_add(&r, k, 0, 0, NULL, SD_MREC_FAILED, ie.msg, 0);
-            if (!c.prompts_file) {
-                exit_code = sd_cli_exit_code(ie.code);
-                goto done;
-            }
+            r->failed++;
+            if (!c->prompts_file) return sd_cli_exit_code(ie.code);
+            manifest_add(r, k, 0, 0, NULL, SD_MREC_FAILED, ie.msg, 0);
         }
-        total += item_bc[k];
-        if (in_shard(&r, k)) n_run += item_bc[k];
+        total += g->item_bc[k];
+        if (in_shard(r, k)) g->n_run += g->item_bc[k];
     }
     if (total > SD_RUN_MAX_IMAGES) {
         say("the run would make %lld images; at most %d per run (split the batch file or lower --batch-count)", total,
             SD_RUN_MAX_IMAGES);
-        exit_code = SD_EXIT_INPUT;
-        goto done;
+        return SD_EXIT_INPUT;
     }
-    r.n_images_total = (int)total;
-    r.img_bad = calloc((size_t)total + 1, 1);
-    if (!r.img_bad) {
+    r->n_images_total = (int)total;
+    r->img_bad = calloc((size_t)total + 1, 1);
+    if (!r->img_bad) {
         say("out of memory planning the run");
-        exit_code = SD_EXIT_OOM;
-        goto done;
+        return SD_EXIT_OOM;
     }
-    many = r.n_images_total > 1;
-    tmpl_default = numbered(out_tmpl, many, tmpl_buf, sizeof tmpl_buf);
-    int n_bad = plan_run(&r, &batch, n_items, item_bc, tmpl_default,
-                         sharded ? start_ns - SD_SHARD_TEMP_GRACE_NS : start_ns, !c.prompts_file);
+    g->many = r->n_images_total > 1;
+    g->tmpl_default = numbered(g->out_tmpl, g->many, g->tmpl_buf, sizeof g->tmpl_buf);
+    int n_bad = plan_run(r, &g->batch, g->n_items, g->item_bc, g->tmpl_default,
+                         g->sharded ? g->start_ns - SD_SHARD_TEMP_GRACE_NS : g->start_ns, !c->prompts_file);
     if (n_bad < 0) {
         say("out of memory planning the run");
-        exit_code = SD_EXIT_OOM;
-        goto done;
+        return SD_EXIT_OOM;
     }
-    if (n_bad && !c.prompts_file) {
-        exit_code = SD_EXIT_INPUT; /* the command line alone: its one problem was reported */
-        goto done;
-    }
-    if (sharded && n_run == 0 && !r.failed && !g_interrupted) {
+    if (n_bad && !c->prompts_file) return SD_EXIT_INPUT; /* the command line alone: its one problem was reported */
+    if (g->sharded && g->n_run == 0 && !r->failed && !g_interrupted) {
         /* more shards than items: nothing to load the model for */
-        say("shard %d/%d has no images to make (the batch has %d items)", r.shard_i, r.shard_n, n_items);
-        goto done;
+        say("shard %d/%d has no images to make (the batch has %d items)", r->shard_i, r->shard_n, g->n_items);
+        return 0;
     }
-    if (c.prompts_file && n_bad == n_run && !g_interrupted) {
+    if (c->prompts_file && n_bad == g->n_run && !g_interrupted) {
         /* every line failed already: no reason to load the model */
-        say("%d images written, %d skipped, %d failed", r.written, r.skipped, r.failed);
-        exit_code = SD_EXIT_ITEMS_FAILED;
-        goto done;
+        say("%d images written, %d skipped, %d failed", r->written, r->skipped, r->failed);
+        return SD_EXIT_ITEMS_FAILED;
     }
+    return -1;
+}
 
-    if (sd_pipeline_open(&p, c.model, c.vocab, &err)) {
+/* Load the model, fill what depends on it (size, prediction), and check the command line's settings
+ * against it once. Returns -1 to go on, else the exit code. */
+static int gen_load(gen_cmd *g)
+{
+    cli_opts *c = &g->c;
+    run_ctx *r = &g->r;
+    sd_err err = {0};
+    if (sd_pipeline_open(&g->p, c->model, c->vocab, &err)) {
         say("%s", err.msg);
-        exit_code = sd_cli_exit_code(err.code);
-        goto done;
+        return sd_cli_exit_code(err.code);
     }
-    p_open = 1;
-    if (c.weights_f32 && sd_model_set_weights_mode(&p.model, SD_WEIGHTS_F32, &err)) {
+    g->p_open = 1;
+    if ((c->weights_f32 && sd_model_set_weights_mode(&g->p.model, SD_WEIGHTS_F32, &err)) ||
+        (c->check_weights && sd_model_check_weights(&g->p.model, &err))) {
         say("%s", err.msg);
-        exit_code = sd_cli_exit_code(err.code);
-        goto done;
+        return sd_cli_exit_code(err.code);
     }
-    if (c.check_weights && sd_model_check_weights(&p.model, &err)) {
-        say("%s", err.msg);
-        exit_code = sd_cli_exit_code(err.code);
-        goto done;
-    }
-    sd_prediction pred = c.gen.prediction != SD_PRED_UNKNOWN ? c.gen.prediction : p.model.prediction;
-    if (!c.quiet) {
-        if (demo) say("using the demo model %s (pass --model for a real checkpoint)", c.model);
-        say("model %s (%s), prediction %s: %s", c.model, sd_family_name(p.model.family), sd_prediction_name(pred),
-            c.gen.prediction != SD_PRED_UNKNOWN ? "set by --prediction" : p.model.prediction_why);
+    const sd_model *m = &g->p.model;
+    sd_prediction pred = c->gen.prediction != SD_PRED_UNKNOWN ? c->gen.prediction : m->prediction;
+    if (!c->quiet) {
+        if (g->demo) say("using the demo model %s (pass --model for a real checkpoint)", c->model);
+        say("model %s (%s), prediction %s: %s", c->model, sd_family_name(m->family), sd_prediction_name(pred),
+            c->gen.prediction != SD_PRED_UNKNOWN ? "set by --prediction" : m->prediction_why);
     }
     int dw, dh;
-    sd_family_default_size(&p.model, pred, &dw, &dh);
-    if (!c.have_width) c.gen.width = dw;
-    if (!c.have_height) c.gen.height = dh;
-    if (c.gen.init_image && !c.have_width && !c.have_height) c.gen.width = c.gen.height = 0;
-    if (!c.have_seed && !c.quiet) fprintf(stderr, "sdgen: seed %llu\n", (unsigned long long)c.gen.seed);
+    sd_family_default_size(m, pred, &dw, &dh);
+    if (!c->have_width) c->gen.width = dw;
+    if (!c->have_height) c->gen.height = dh;
+    if (c->gen.init_image && !c->have_width && !c->have_height) c->gen.width = c->gen.height = 0;
+    if (!c->have_seed && !c->quiet) fprintf(stderr, "sdgen: seed %llu\n", (unsigned long long)c->gen.seed);
 
-    r.p = &p;
-    sd_params_model_name(c.model, r.model_name, sizeof r.model_name);
-    r.prog.quiet = c.quiet;
-    r.prog.tty = isatty(2);
-    c.gen.progress = on_step;
-    c.gen.progress_user = &r.prog;
-    c.gen.interrupted = &g_interrupted;
-
-    /* Validate the command line's settings against the model once, before any work. */
-    if (!c.prompts_file && sd_gen_validate(&p, &c.gen, &err)) {
+    r->p = &g->p;
+    sd_params_model_name(c->model, r->model_name, sizeof r->model_name);
+    r->prog.quiet = c->quiet;
+    r->prog.tty = isatty(2);
+    r->prog.n_images = g->n_run;
+    c->gen.progress = on_step;
+    c->gen.progress_user = &r->prog;
+    c->gen.interrupted = &g_interrupted;
+    if (!c->prompts_file && sd_gen_validate(&g->p, &c->gen, &err)) {
         say("%s", err.msg);
-        exit_code = sd_cli_exit_code(err.code);
-        goto done;
+        return sd_cli_exit_code(err.code);
     }
-    r.prog.n_images = n_run;
+    return -1;
+}
 
-    for (int k = 0; k < n_items && !g_interrupted; k++) {
-        if (r.item_bad[k]) continue; /* reported before the model loaded */
-        if (!in_shard(&r, k)) {
-            r.index += item_bc[k]; /* another shard's images keep their {index} */
+/* Every image of this shard, in order; a failed image is reported (and recorded) and the run goes on.
+ * Returns the exit code the images alone call for (0 unless the only image failed). */
+static int gen_images(gen_cmd *g)
+{
+    cli_opts *c = &g->c;
+    run_ctx *r = &g->r;
+    int exit_code = 0, pos = 0; /* pos: the image of this shard in progress */
+    for (int k = 0; k < g->n_items && !g_interrupted; k++) {
+        if (r->item_bad[k]) continue; /* reported before the model loaded */
+        if (!in_shard(r, k)) {
+            r->index += g->item_bc[k]; /* another shard's images keep their {index} */
             continue;
         }
         sd_gen_opts o;
         int bc;
         const char *tmpl;
-        char tbuf[4096];
+        char tbuf[4096], wbuf[4200];
         const char *where = "";
-        char wbuf[4200];
         sd_err ie = {0};
-        if (item_setup(&c, &batch, k, tmpl_default, &o, &bc, &tmpl, tbuf, sizeof tbuf, &ie)) {
+        if (item_setup(c, &g->batch, k, g->tmpl_default, &o, &bc, &tmpl, tbuf, sizeof tbuf, &ie)) {
             say("%s", ie.msg); /* not expected: the plan passed this item */
-            r.failed++;
+            r->failed++;
             continue;
         }
-        if (c.prompts_file) {
-            snprintf(wbuf, sizeof wbuf, "%s:%d: ", c.prompts_file, batch.items[k].line);
+        if (c->prompts_file) {
+            snprintf(wbuf, sizeof wbuf, "%s:%d: ", c->prompts_file, g->batch.items[k].line);
             where = wbuf;
         }
-        uint64_t seed0 = o.seed;
+        const uint64_t seed0 = o.seed;
         for (int b = 0; b < bc && !g_interrupted; b++) {
             o.seed = seed0 + (uint64_t)b;
-            r.index++;
+            r->index++;
             pos++;
-            if (r.img_bad[r.index]) continue; /* reported before the model loaded */
+            if (r->img_bad[r->index]) continue; /* reported before the model loaded */
             ie = (sd_err){0};
-            r.prog.image = sharded ? pos : r.index;
-            double t0 = sd_now();
-            if (one_image(&r, &o, tmpl, c.dump_dir, many, &ie)) {
+            r->prog.image = g->sharded ? pos : r->index;
+            const double t0 = sd_now();
+            if (one_image(r, &o, tmpl, c->dump_dir, g->many, &ie)) {
                 if (ie.code == SD_ERR_INTERRUPTED || g_interrupted) break;
                 say("%s%s", where, ie.msg);
-                r.failed++;
+                r->failed++;
                 char msg[5300];
                 snprintf(msg, sizeof msg, "%s%s", where, ie.msg);
-                manifest_add(&r, k, b, r.index, &o, SD_MREC_FAILED, msg, sd_now() - t0);
-                if (!c.prompts_file && r.n_images_total == 1) exit_code = sd_cli_exit_code(ie.code);
+                manifest_add(r, k, b, r->index, &o, SD_MREC_FAILED, msg, sd_now() - t0);
+                if (!c->prompts_file && r->n_images_total == 1) exit_code = sd_cli_exit_code(ie.code);
             } else {
                 /* also when a stop signal came meanwhile: the image is on disk and its record must be too */
-                manifest_add(&r, k, b, r.index, &o, r.img_skipped ? SD_MREC_SKIPPED : SD_MREC_OK, NULL, sd_now() - t0);
+                manifest_add(r, k, b, r->index, &o, r->img_skipped ? SD_MREC_SKIPPED : SD_MREC_OK, NULL, sd_now() - t0);
             }
         }
     }
-    if (g_interrupted) {
-        fprintf(stderr, "\nsdgen: interrupted%s: %d of %d images written, %d skipped, %d failed; the image in progress "
-                        "was abandoned (rerun with --skip-existing to resume)\n",
-                g_interrupted == SIGTERM ? " (SIGTERM)" : "", r.written, n_run, r.skipped, r.failed);
-        exit_code = g_interrupted == SIGTERM ? 128 + SIGTERM : SD_EXIT_INTERRUPTED;
-    } else if (r.failed) {
-        if (r.n_images_total > 1 || c.prompts_file) {
-            fprintf(stderr, "sdgen: %d images written, %d skipped, %d failed\n", r.written, r.skipped, r.failed);
+    return exit_code;
+}
+
+int sd_cmd_generate(int argc, char **argv)
+{
+    gen_cmd *g = calloc(1, sizeof *g);
+    if (!g) {
+        fprintf(stderr, "sdgen: out of memory\n");
+        return SD_EXIT_OOM;
+    }
+    g->mw.fd = -1;
+    /* The start of the run: temporary files older than this, of processes no longer running, were left by
+     * a killed run (sd_remove_stale_temps). */
+    struct timespec t_start;
+    clock_gettime(CLOCK_REALTIME, &t_start);
+    g->start_ns = (int64_t)t_start.tv_sec * 1000000000LL + t_start.tv_nsec;
+    cli_opts *c = &g->c;
+    run_ctx *r = &g->r;
+    int exit_code, pr = parse_args(argc, argv, c);
+    if (pr > 0) exit_code = 0;
+    else if (pr < 0 || choose_shard(c)) exit_code = SD_EXIT_INPUT;
+    else exit_code = -1;
+    if (exit_code < 0) {
+        if (c->threads) sd_set_threads(c->threads);
+        exit_code = gen_prepare(g);
+    }
+    if (exit_code < 0) {
+        /* From here on a stop signal is reported, also while the run is planned or the model loads: no
+         * image is started then and the summary says 0 written. */
+        signal(SIGINT, on_stop_signal);
+        signal(SIGTERM, on_stop_signal);
+        exit_code = gen_plan(g);
+    }
+    if (exit_code < 0) exit_code = gen_load(g);
+    if (exit_code < 0) {
+        exit_code = gen_images(g);
+        if (g_interrupted) {
+            fprintf(stderr, "\nsdgen: interrupted%s: %d of %d images written, %d skipped, %d failed; the image in "
+                            "progress was abandoned (rerun with --skip-existing to resume)\n",
+                    g_interrupted == SIGTERM ? " (SIGTERM)" : "", r->written, g->n_run, r->skipped, r->failed);
+            exit_code = g_interrupted == SIGTERM ? SD_EXIT_TERMINATED : SD_EXIT_INTERRUPTED;
+        } else if (r->failed && (r->n_images_total > 1 || c->prompts_file)) {
+            fprintf(stderr, "sdgen: %d images written, %d skipped, %d failed\n", r->written, r->skipped, r->failed);
             exit_code = SD_EXIT_ITEMS_FAILED;
         }
     }
-done:
-    if (p_open) sd_pipeline_close(&p);
-    sd_manifest_close(&mw);
-    free(r.img_text);
-    sd_batch_free(&batch);
-    free(item_bc);
-    free(r.item_bad);
-    free(r.img_bad);
+    if (g->p_open) sd_pipeline_close(&g->p);
+    sd_manifest_close(&g->mw);
+    free(r->img_text);
+    sd_batch_free(&g->batch);
+    free(g->item_bc);
+    free(r->item_bad);
+    free(r->img_bad);
+    free(g);
     return exit_code;
 }

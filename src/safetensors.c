@@ -72,6 +72,10 @@ static int cmp_begin(const void *a, const void *b)
     return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end > y->end) - (x->end < y->end);
 }
 
+/* The header's JSON into st, every rule of the format checked before any tensor byte is used. Long on
+ * purpose: one pass in the order the format defines (the object, __metadata__, then each entry's
+ * dtype, shape, offsets and span), then the overlap sweep; the checks share the entry's variables and
+ * read best top to bottom. */
 static int parse_header(sd_safetensors *st, const char *json, size_t len, sd_err *err)
 {
     const char *path = st->path;
