@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,6 +241,68 @@ void *sd_scope_keep_bytes(sd_arena *a, sd_scope s, void *p, size_t bytes)
     sd_arena_release(a, s.mark);
     void *q = sd_arena_alloc(a, bytes); /* = start: the same block has room for it */
     return q;
+}
+
+/* ---- whole files ---- */
+
+int sd_read_whole(const char *path, long long max_bytes, char **data, size_t *size, sd_err *err)
+{
+    *data = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return sd_errf(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
+        close(fd);
+        return sd_errf(err, "%s: not a file", path);
+    }
+    /* A regular file's size is known: refuse an oversized one before allocating anything. */
+    if (S_ISREG(st.st_mode) && st.st_size > max_bytes) {
+        close(fd);
+        return sd_errf(err, "%s: file too large (%lld bytes, max %lld)", path, (long long)st.st_size, max_bytes);
+    }
+    /* Read to EOF (pipes and /dev/stdin too). The buffer never grows past the cap + 1 byte, the byte that
+     * tells a stream longer than the cap from one exactly that long. */
+    const size_t limit = (size_t)max_bytes + 1;
+    size_t cap = S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size + 1 : 65536, n = 0;
+    if (cap > limit) cap = limit;
+    char *buf = malloc(cap);
+    if (!buf) {
+        close(fd);
+        return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", path);
+    }
+    for (;;) {
+        if (n == cap) {
+            if (cap >= limit) {
+                free(buf);
+                close(fd);
+                return sd_errf(err, "%s: file too large (max %lld bytes)", path, max_bytes);
+            }
+            const size_t nc = cap > limit / 2 ? limit : cap * 2;
+            char *q = realloc(buf, nc);
+            if (!q) {
+                free(buf);
+                close(fd);
+                return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", path);
+            }
+            buf = q;
+            cap = nc;
+        }
+        const ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            const int e = errno;
+            free(buf);
+            close(fd);
+            return sd_errf(err, "%s: read error: %s", path, strerror(e));
+        }
+        if (r == 0) break;
+        n += (size_t)r;
+    }
+    close(fd);
+    *data = buf;
+    *size = n;
+    return 0;
 }
 
 /* ---- name index ---- */

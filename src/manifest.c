@@ -556,50 +556,9 @@ int sd_manifest_add_mem(sd_manifest_set *m, const char *data, size_t n, const ch
 
 int sd_manifest_add_file(sd_manifest_set *m, const char *path, sd_err *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return sd_errf(err, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
-        close(fd);
-        return sd_errf(err, "%s: not a file", path);
-    }
-    if (S_ISREG(st.st_mode) && st.st_size > SD_MANIFEST_MAX_FILE) {
-        close(fd);
-        return sd_errf(err, "%s: file too large (%lld bytes, max %lld)", path, (long long)st.st_size,
-                       SD_MANIFEST_MAX_FILE);
-    }
-    const size_t limit = (size_t)SD_MANIFEST_MAX_FILE + 1;
-    size_t cap = S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size + 1 : 65536, n = 0;
-    char *buf = malloc(cap);
-    if (!buf) {
-        close(fd);
-        return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", path);
-    }
-    for (;;) {
-        if (n == cap) {
-            size_t nc = cap > limit / 2 ? limit : cap * 2;
-            char *q = n >= limit ? NULL : realloc(buf, nc);
-            if (!q) {
-                free(buf);
-                close(fd);
-                return n >= limit ? sd_errf(err, "%s: file too large (max %lld bytes)", path, SD_MANIFEST_MAX_FILE)
-                                  : sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", path);
-            }
-            buf = q;
-            cap = nc;
-        }
-        ssize_t r = read(fd, buf + n, cap - n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            int e = errno;
-            free(buf);
-            close(fd);
-            return sd_errf(err, "%s: read error: %s", path, strerror(e));
-        }
-        if (r == 0) break;
-        n += (size_t)r;
-    }
-    close(fd);
+    char *buf;
+    size_t n;
+    if (sd_read_whole(path, SD_MANIFEST_MAX_FILE, &buf, &n, err)) return -1;
     int rc = sd_manifest_add_mem(m, buf, n, path, err);
     free(buf);
     return rc;

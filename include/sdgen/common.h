@@ -93,6 +93,11 @@ void *sd_scope_keep_bytes(sd_arena *a, sd_scope s, void *p, size_t bytes);
  *   jmp_buf jb; if (setjmp(jb)) { a->guard = NULL; return sd_errcf(err, SD_ERR_NOMEM, ...); }
  *   a->guard = &jb; ... ; a->guard = NULL;                                              */
 
+/* ---- whole files ----
+ * The whole of an untrusted file (or pipe) into *data (malloc'd, *size bytes), refused past max_bytes:
+ * a regular file by its size before anything is read, a stream as soon as it passes the cap. */
+int sd_read_whole(const char *path, long long max_bytes, char **data, size_t *size, sd_err *err);
+
 /* ---- name index ----
  * Names to indices by open addressing (FNV-1a, linear probing), for tensor tables of up to a few
  * hundred thousand names. The names are not copied: they must outlive the index. */
