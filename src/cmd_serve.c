@@ -336,6 +336,7 @@ int sd_cmd_serve(int argc, char **argv)
     s->queue_cap = o.queue;
     s->timeout_s = o.timeout_s;
     s->max_body = (size_t)o.max_body;
+    s->body_budget = 2 * s->max_body;
     s->max_connections = o.max_connections;
     s->cors_origin = o.cors;
     s->save_dir = o.save_dir;

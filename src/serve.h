@@ -181,6 +181,8 @@ typedef struct sv_server {
     pthread_mutex_t conn_mu;
     sv_conn *conns;
     int active_requests;           /* between the request line and its completion */
+    size_t body_bytes;             /* request bodies being received, all connections together */
+    size_t body_budget;            /* their bound: 2 x max_body (docs/SERVER.md "Limits") */
     pthread_t watchdog;
     int watchdog_started, watchdog_exit;
     void *daemon;                  /* struct MHD_Daemon * */

@@ -10,7 +10,8 @@
  *   Origin          a browser's cross-origin request only from --cors-origin (403); OPTIONS preflight (204)
  *   Host            on a loopback address without credentials, only loopback host names (403): a web page
  *                   cannot reach the server through DNS rebinding
- *   credentials     HTTP Basic (RFC 7617) when --api-auth is set, compared in constant time (401)
+ *   credentials     HTTP Basic (RFC 7617), or the same USER:PASS as a Bearer token, when --api-auth is set;
+ *                   compared in constant time (401)
  *   route           404 unknown path, 405 wrong method
  *   body            at most --max-body bytes (413; refused from Content-Length before it is read)
  *   handler         400 not JSON / too deep, 422 bad values, 503 queue full (Retry-After) or shutting down
@@ -100,7 +101,8 @@ typedef struct sv_req {
     route_id route;
     char *body;
     size_t len, cap;
-    int too_large;
+    int too_large, too_busy;
+    size_t reserved;  /* bytes of the body budget held (body_reserve) */
     const char *note; /* for the log line */
 } sv_req;
 
@@ -203,6 +205,34 @@ static void *watchdog_main(void *arg)
         pthread_mutex_unlock(&s->conn_mu);
     }
     return NULL;
+}
+
+/* Room for `more` bytes of request body among all connections (conn_mu): a few clients each sending
+ * --max-body bytes at once must not add up to more memory than the budget. */
+static int body_reserve(sv_server *s, sv_req *r, size_t more)
+{
+    pthread_mutex_lock(&s->conn_mu);
+    int ok = s->body_bytes + more <= s->body_budget;
+    if (ok) s->body_bytes += more;
+    pthread_mutex_unlock(&s->conn_mu);
+    if (ok) r->reserved += more;
+    return ok;
+}
+
+static void body_release(sv_server *s, sv_req *r)
+{
+    pthread_mutex_lock(&s->conn_mu);
+    s->body_bytes -= r->reserved;
+    pthread_mutex_unlock(&s->conn_mu);
+    r->reserved = 0;
+}
+
+static int is_stopping(sv_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int st = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    return st;
 }
 
 /* ---- answers ---- */
@@ -386,7 +416,12 @@ static enum MHD_Result generate(sv_req *r, struct MHD_Connection *c, sv_kind kin
     if (!j) return respond(r, c, 503, NULL);
     int status;
     sd_err err = {0};
-    if (sv_parse_request(r->body ? r->body : "", r->len, kind, &pc, &j->spec, &status, &err)) {
+    int bad = sv_parse_request(r->body ? r->body : "", r->len, kind, &pc, &j->spec, &status, &err);
+    free(r->body); /* the job holds what it needs: the body's memory goes back to the budget now */
+    r->body = NULL;
+    r->len = r->cap = 0;
+    body_release(s, r);
+    if (bad) {
         free(j);
         return respond_error(r, c, status, err.msg);
     }
@@ -458,25 +493,41 @@ static int loopback_host(const char *host)
     return inet_pton(AF_INET, h, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
 }
 
+/* Compare digests, not the texts: the time taken does not depend on where the first differing byte is, nor on
+ * the length of the real credentials (A1111 uses secrets.compare_digest the same way). */
+static int digest_matches(const sv_server *s, const sd_sha256 *h_in)
+{
+    sd_sha256 h = *h_in;
+    uint8_t d[32];
+    sd_sha256_final(&h, d);
+    volatile unsigned diff = 0;
+    for (int i = 0; i < 32; i++) diff |= (unsigned)(d[i] ^ s->auth_digest[i]);
+    return diff == 0;
+}
+
+/* HTTP Basic (RFC 7617) with USER:PASS, or a Bearer token (RFC 6750) that is the same USER:PASS text, which is
+ * how OpenAI clients send their "API key". */
 static int auth_ok(sv_server *s, struct MHD_Connection *c, int *had_credentials)
 {
+    sd_sha256 h;
+    sd_sha256_init(&h);
+    const char *az = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (az && !strncasecmp(az, "Bearer ", 7)) {
+        *had_credentials = 1;
+        const char *tok = az + 7;
+        while (*tok == ' ') tok++;
+        sd_sha256_update(&h, tok, strlen(tok));
+        return digest_matches(s, &h);
+    }
     char *pass = NULL;
     char *user = MHD_basic_auth_get_username_password(c, &pass);
     int ok = 0;
     *had_credentials = user != NULL;
     if (user && pass) {
-        /* Compare digests, not the texts: the time taken does not depend on where the first differing byte
-         * is, nor on the length of the real credentials (A1111 uses secrets.compare_digest the same way). */
-        uint8_t d[32];
-        sd_sha256 h;
-        sd_sha256_init(&h);
         sd_sha256_update(&h, user, strlen(user));
         sd_sha256_update(&h, ":", 1);
         sd_sha256_update(&h, pass, strlen(pass));
-        sd_sha256_final(&h, d);
-        volatile unsigned diff = 0;
-        for (int i = 0; i < 32; i++) diff |= (unsigned)(d[i] ^ s->auth_digest[i]);
-        ok = diff == 0;
+        ok = digest_matches(s, &h);
         memset(pass, 0, strlen(pass));
     }
     if (user) MHD_free(user);
@@ -488,6 +539,7 @@ static int auth_ok(sv_server *s, struct MHD_Connection *c, int *had_credentials)
 static enum MHD_Result first_call(sv_req *r, struct MHD_Connection *c, const char *method)
 {
     sv_server *s = r->s;
+    r->openai = !strncmp(r->path, "/v1/", 4); /* its errors in OpenAI's shape from the start (401 included) */
     int n_headers = 0;
     MHD_get_connection_values(c, MHD_HEADER_KIND, count_header, &n_headers);
     if (n_headers > SV_MAX_HEADERS) {
@@ -539,7 +591,6 @@ static enum MHD_Result first_call(sv_req *r, struct MHD_Connection *c, const cha
     }
     if (found < 0) return respond_error(r, c, path_known ? 405 : 404, path_known ? "Method Not Allowed" : "Not Found");
     r->route = ROUTES[found].id;
-    r->openai = r->route == R_OPENAI;
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
     uint64_t len;
     if (cl && sd_parse_u64(cl, &len) == 0 && len > s->max_body) {
@@ -548,6 +599,8 @@ static enum MHD_Result first_call(sv_req *r, struct MHD_Connection *c, const cha
                  s->max_body);
         return respond_error(r, c, 413, m);
     }
+    if (cl && len && !body_reserve(s, r, (size_t)len + 1))
+        return respond_error(r, c, 503, "busy receiving other large requests: try again later");
     return MHD_YES;
 }
 
@@ -559,6 +612,7 @@ static enum MHD_Result dispatch(sv_req *r, struct MHD_Connection *c)
         snprintf(m, sizeof m, "the body is larger than %zu bytes (--max-body)", s->max_body);
         return respond_error(r, c, 413, m);
     }
+    if (r->too_busy) return respond_error(r, c, 503, "busy receiving other large requests: try again later");
     int status;
     sd_err err = {0};
     switch (r->route) {
@@ -609,13 +663,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         snprintf(r->method, sizeof r->method, "%s", method);
         snprintf(r->path, sizeof r->path, "%s", url);
         r->route = R_EMPTY_LIST;
-        if (r->s->stopping) return respond_error(r, c, 503, "the server is shutting down");
+        if (is_stopping(r->s)) return respond_error(r, c, 503, "the server is shutting down");
         return first_call(r, c, method);
     }
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
-        if (r->responded || r->too_large) return MHD_YES; /* answered already, or over the limit: discard */
+        if (r->responded || r->too_large || r->too_busy) return MHD_YES; /* answered, or refused: discard */
         if (n > r->s->max_body - r->len) {
             r->too_large = 1;
             free(r->body);
@@ -627,6 +681,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             size_t cap = r->cap ? r->cap : 4096;
             while (cap < r->len + n + 1) cap *= 2;
             if (cap > r->s->max_body + 1) cap = r->s->max_body + 1;
+            if (cap > r->reserved && !body_reserve(r->s, r, cap - r->reserved)) { /* chunked: reserved as it grows */
+                r->too_busy = 1;
+                free(r->body);
+                r->body = NULL;
+                r->len = r->cap = 0;
+                return MHD_YES;
+            }
             char *b = realloc(r->body, cap);
             if (!b) return respond(r, c, 503, NULL);
             r->body = b;
@@ -704,6 +765,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
                                                                      : "closed on error";
     sv_log("%s %s %s %s %.3fs%s%s%s", r->client, r->method, r->path, status, sd_now() - r->t0, note ? " (" : "",
            note ? note : "", note ? ")" : "");
+    body_release(s, r);
     pthread_mutex_lock(&s->conn_mu);
     s->active_requests--;
     pthread_mutex_unlock(&s->conn_mu);

@@ -498,7 +498,9 @@ static int parse_init(const cJSON *o, sv_spec *s, sd_err *err)
     sd_image probe = {0};
     if (sd_image_load_mem(&probe, s->init_data, s->init_len, "\"init_images[0]\"", err)) return one_line(err);
     sd_image_free(&probe);
-    if (!(s->init_b64 = dup_str(im->valuestring))) return sd_errcf(err, SD_EXIT_OOM, "out of memory");
+    /* kept only when it is to be echoed (A1111 include_init_images) */
+    if (s->include_init_images && !(s->init_b64 = dup_str(im->valuestring)))
+        return sd_errcf(err, SD_EXIT_OOM, "out of memory");
     return 0;
 }
 
@@ -753,7 +755,7 @@ char *sv_spec_echo_json(const sv_spec *s)
         /* A1111 img2imgapi: the init images are echoed only with include_init_images */
         if (s->include_init_images) {
             cJSON *a = cJSON_AddArrayToObject(o, "init_images");
-            if (a) cJSON_AddItemToArray(a, cJSON_CreateString(s->init_b64));
+            if (a && s->init_b64) cJSON_AddItemToArray(a, cJSON_CreateString(s->init_b64));
         } else {
             cJSON_AddNullToObject(o, "init_images");
         }

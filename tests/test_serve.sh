@@ -83,6 +83,10 @@ if start_server auth -m "$DEMO" --api-auth 'ann:s3cret:with:colons' --cors-origi
   check "wrong password: detail" "$(grep -o '"detail":"[^"]*"' "$TMP/body")" '"detail":"Incorrect username or password"'
   check "wrong user: 401" "$(code -u 'bob:s3cret:with:colons' "$SRV_URL/sdapi/v1/samplers")" 401
   check "right credentials: 200" "$(code -u 'ann:s3cret:with:colons' "$SRV_URL/sdapi/v1/samplers")" 200
+  check "OpenAI-style Bearer USER:PASS: 200" "$(code -H 'Authorization: Bearer ann:s3cret:with:colons' \
+    -d '{"prompt":"a","n":1,"steps":2}' "$SRV_URL/v1/images/generations")" 200
+  check "wrong Bearer token: 401 in OpenAI's error shape" "$(code -H 'Authorization: Bearer sk-123' \
+    -d '{"prompt":"a"}' "$SRV_URL/v1/images/generations") $(grep -c '"error":{"message"' "$TMP/body")" "401 1"
   check "right credentials, other Host (auth replaces the localhost rule): 200" \
     "$(code -u 'ann:s3cret:with:colons' -H 'Host: sd.example' "$SRV_URL/sdapi/v1/options")" 200
   check "allowed origin: 200" \

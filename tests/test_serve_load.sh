@@ -20,6 +20,11 @@ unset SDGEN_VOCAB SDGEN_MODEL SDGEN_API_AUTH
 PY=/usr/bin/python3
 CLIENT=$SRC/tests/serve/a1111_client.py
 DEMO=$SRC/models/demo.safetensors
+# Under AddressSanitizer freed memory waits in its quarantine and allocator caches instead of going back to the
+# system: without them the resident-size check would measure the sanitizer, not the server.
+if [ "${SDGEN_SANITIZE:-OFF}" = ON ]; then
+  export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=0:thread_local_quarantine_size_kb=0:allocator_release_to_os_interval_ms=100"
+fi
 # shellcheck source=serve/lib.sh
 . "$SRC/tests/serve/lib.sh"
 

@@ -547,6 +547,22 @@ def hostile(url, tmp):
                             b"Content-Length: 100000000\r\n\r\n", read_until_close=False)
     check("100 MB body (Content-Length): 413 naming the limit", (status_of(resp), b"at most 67108864" in resp or
                                                                  b"Content-Length: " in resp), (413, True))
+    # bodies being received are bounded together (2 x --max-body): two 60 MB uploads in progress, a third is 503
+    hold = []
+    for _ in range(2):
+        k = socket.create_connection((u.hostname, u.port), timeout=30)
+        k.sendall(b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 60000000\r\n\r\n{")
+        hold.append(k)
+    time.sleep(0.3)
+    resp = raw_request(url, b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 60000000\r\n\r\n",
+                       read_until_close=False)
+    check("a third 60 MB upload while two are in progress: 503 busy", (status_of(resp), b"busy receiving" in resp),
+          (503, True))
+    for k in hold:
+        k.close()
+    time.sleep(0.3)
+    st, _, js, _ = api.txt2img(prompt="after the uploads", steps=1)
+    check("the budget comes back when they go: 200", st, 200)
     # the same size chunked (no Content-Length): read, dropped, 413
     s = socket.create_connection((u.hostname, u.port), timeout=120)
     s.sendall(b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n")
