@@ -10,6 +10,7 @@ POST /v1/images/generations), with nothing but the Python standard library (urll
     a1111_client.py interrupt URL LOG                   interrupt a 50-step job: stops within one step
     a1111_client.py dropped URL LOG                     a client that leaves while queued is dropped
     a1111_client.py hostile URL TMP                     hostile inputs: each a clear 4xx, server still serving
+    a1111_client.py slow URL                            slowloris and idle clients (server with --timeout 1)
     a1111_client.py save URL SAVEDIR                    save_images with a path-like prompt stays in SAVEDIR
 
 Prints "ok   ..." / "FAIL ..." lines; exits 1 when something failed. Every request has a time-out.
@@ -608,8 +609,19 @@ def hostile(url, tmp):
     check("a cross-origin POST from a web page: 403", status_of(resp), 403)
     serving("after the bad headers")
 
-    # slowloris: headers trickled one line every 0.5 s; the server (--timeout 2) answers 408 and closes,
-    # and serves others meanwhile
+
+
+def slow(url):
+    """Slow clients, against a server with --timeout 1."""
+    api = Api(url, timeout=120)
+    u = urllib.parse.urlparse(url)
+
+    def serving(what):
+        st, _, _, _ = api.get("/sdapi/v1/samplers")
+        check("%s: server still serving" % what, st, 200)
+
+    # slowloris: headers trickled one line every 0.5 s; the server answers 408 and closes, and serves others
+    # meanwhile
     s = socket.create_connection((u.hostname, u.port), timeout=30)
     s.sendall(b"GET /sdapi/v1/samplers HTTP/1.1\r\nHost: 127.0.0.1\r\n")
     t0 = time.time()
@@ -620,7 +632,7 @@ def hostile(url, tmp):
             s.sendall(b"X-Slow-%d: z\r\n" % i)
         except OSError:
             break
-        if i == 2:
+        if i == 1:
             st, _, _, _ = api.get("/sdapi/v1/samplers")
             served_meanwhile = st
         s.settimeout(0.5)
@@ -635,7 +647,7 @@ def hostile(url, tmp):
     s.close()
     check("slowloris: others served meanwhile", served_meanwhile, 200)
     if status_of(resp) == 408 and elapsed < 20:
-        ok("slowloris: 408 and closed after %.1f s (--timeout 2)" % elapsed)
+        ok("slowloris: 408 and closed after %.1f s (--timeout 1)" % elapsed)
     else:
         bad("slowloris: %r after %.1f s" % (resp[:80], elapsed))
     # an idle connection is closed without a word
@@ -678,6 +690,8 @@ def main():
         dropped(*args)
     elif mode == "hostile":
         hostile(*args)
+    elif mode == "slow":
+        slow(*args)
     elif mode == "save":
         save(*args)
     else:
