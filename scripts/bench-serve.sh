@@ -9,7 +9,7 @@
 # warm-up request), and prints wall times (min and median) and CPU time per image (user + system: the command's
 # own, the server process's growth over the runs), and what the server saves per request. The outputs are checked
 # to be the same PNG. On a busy machine the minimum wall time and the CPU time are the better estimates.
-# Needs curl, base64, bc and GNU time; uses build/sdgen unless $SDGEN is set; the model-hash cache goes to a
+# Needs curl, base64 and GNU time; uses build/sdgen unless $SDGEN is set; the model-hash cache goes to a
 # temporary folder.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -49,9 +49,9 @@ for i in $(seq "$runs"); do
   t0=$(now)
   curl -s -o "$tmp/resp.json" -d "$body" "$url/sdapi/v1/txt2img"
   t1=$(now)
-  echo "$t1 - $t0" | bc
+  awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}'
 done >"$tmp/server.t"
-server_cpu=$(echo "($(cpu_of "$pid") - $c0) / $runs" | bc -l)
+server_cpu=$(awk -v a="$c0" -v b="$(cpu_of "$pid")" -v n="$runs" 'BEGIN {print (b - a) / n}')
 sed -n 's/^{"images":\["\([^"]*\)".*/\1/p' "$tmp/resp.json" | base64 -d >"$tmp/server.png"
 kill "$pid"
 wait "$pid" 2>/dev/null || true
@@ -64,7 +64,7 @@ for i in $(seq "$runs"); do
     --steps "$steps" --sampler euler_a -q -o "$tmp/cli.png" --overwrite >/dev/null
   read -r e u sy <"$tmp/time"
   echo "$e" >>"$tmp/cli.t"
-  echo "$u + $sy" | bc >>"$tmp/cli.cpu"
+  awk -v u="$u" -v s="$sy" 'BEGIN {print u + s}' >>"$tmp/cli.cpu"
 done
 cmp -s "$tmp/server.png" "$tmp/cli.png" && same="same PNG bytes" || same="PNG BYTES DIFFER"
 echo "model $model $*: 64x64, $steps steps, $runs runs ($same)"
@@ -73,5 +73,5 @@ printf '  sdgen (new process): %s; CPU %.3f s per image\n' "$(stats <"$tmp/cli.t
 printf '  sdgen serve (HTTP):  %s; CPU %.3f s per image\n' "$(stats <"$tmp/server.t")" "$server_cpu"
 cmin=$(sort -g "$tmp/cli.t" | head -1)
 smin=$(sort -g "$tmp/server.t" | head -1)
-printf '  saved per request: wall %.3f s (min - min), CPU %.3f s\n' "$(echo "$cmin - $smin" | bc)" \
-  "$(echo "$cli_cpu - $server_cpu" | bc)"
+printf '  saved per request: wall %.3f s (min - min), CPU %.3f s\n' "$(awk -v a="$cmin" -v b="$smin" 'BEGIN {print a - b}')" \
+  "$(awk -v a="$cli_cpu" -v b="$server_cpu" 'BEGIN {print a - b}')"

@@ -187,6 +187,25 @@ def functional(url, sdgen, model, tmp):
     with open(os.path.join(tmp, "server-0.png"), "wb") as f:
         f.write(b64png(r["images"][0]))
 
+    # the request webuiapi (the A1111 Python client) sends for api.txt2img(prompt=..., seed=..., ...): every field
+    # with its defaults (webuiapi.py WebUIApi.txt2img), hires fix off, eta 1.0, hr_* fields present
+    webuiapi_payload = {"enable_hr": False, "hr_scale": 2, "hr_upscaler": "Latent", "hr_second_pass_steps": 0,
+                        "hr_resize_x": 0, "hr_resize_y": 0, "denoising_strength": 0.7, "firstphase_width": 0,
+                        "firstphase_height": 0, "prompt": prompt, "styles": [], "seed": 77, "subseed": -1,
+                        "subseed_strength": 0.0, "seed_resize_from_h": 0, "seed_resize_from_w": 0, "batch_size": 1,
+                        "n_iter": 1, "steps": 5, "cfg_scale": 7.0, "width": 64, "height": 64, "restore_faces": False,
+                        "tiling": False, "do_not_save_samples": False, "do_not_save_grid": False,
+                        "negative_prompt": "", "eta": 1.0, "s_churn": 0, "s_tmax": 0, "s_tmin": 0, "s_noise": 1,
+                        "override_settings": {}, "override_settings_restore_afterwards": True,
+                        "sampler_name": "Euler a", "sampler_index": "Euler a", "script_name": None, "script_args": [],
+                        "send_images": True, "save_images": False, "alwayson_scripts": {}}
+    st, _, rw, _ = api.post("/sdapi/v1/txt2img", webuiapi_payload)
+    want = cli_png(sdgen, model, os.path.join(tmp, "cli-w.png"), prompt, 77, 64, 64, 5, 7, "euler_a")
+    check("webuiapi's full txt2img payload: 200 and the CLI's bytes", (st, st == 200 and b64png(rw["images"][0]) == want),
+          (200, True))
+    st, _, sc, _ = api.get("/sdapi/v1/scripts")
+    check("GET scripts (webuiapi asks at start-up): 200, no scripts", (st, sc), (200, {"txt2img": [], "img2img": []}))
+
     # png-info round trip
     st, _, pi, _ = api.post("/sdapi/v1/png-info", {"image": r["images"][0]})
     check("png-info: 200", st, 200)
