@@ -87,8 +87,10 @@ int sv_parse_request(const char *body, size_t n, sv_kind kind, const sv_parse_ct
  * byte and no \u0000 escape inside a string (a C string would end there). 0 ok, -1 with a message. */
 int sv_json_precheck(const char *s, size_t n, int max_depth, sd_err *err);
 
-/* The A1111 "parameters" echo of a spec (the request with its defaults filled), as a JSON object text
- * (malloc'ed). NULL when out of memory. */
+/* The A1111 "parameters" echo of a spec (the request with its defaults filled): a cJSON object (cJSON_Delete),
+ * or its text (malloc'ed). NULL when out of memory. */
+struct cJSON;
+struct cJSON *sv_spec_echo(const sv_spec *s);
 char *sv_spec_echo_json(const sv_spec *s);
 
 /* POST /sdapi/v1/png-info body {"image": base64 or data URL} -> the response JSON (malloc'ed), or NULL with
@@ -126,8 +128,11 @@ typedef struct sv_job {
     sv_spec spec;
     uint64_t id;
     int state;                     /* SV_QUEUED ... (under sv_server.mu) */
-    volatile sig_atomic_t stop;    /* polled by the pipeline between steps */
-    int stop_reason;               /* 0, 1 interrupt, 2 client gone, 3 shutdown */
+    int stop_reason;               /* 0, or why the job is to stop: 1 interrupt, 2 client gone, 3 shutdown
+                                    * (set by other threads under sv_server.mu) */
+    volatile sig_atomic_t stop;    /* the worker's own copy, polled by the pipeline between steps: set from
+                                    * stop_reason by the worker (in its step callback), so no other thread
+                                    * writes what the pipeline reads */
     /* the answer, set by the worker before state becomes SV_DONE */
     int status;
     char *body;                    /* JSON, malloc'ed */

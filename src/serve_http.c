@@ -443,10 +443,7 @@ static enum MHD_Result generate(sv_req *r, struct MHD_Connection *c, sv_kind kin
             j->state = SV_DROPPED;
             break;
         }
-        if (j->state == SV_RUNNING && !j->stop && client_gone(fd)) {
-            j->stop_reason = 2;
-            j->stop = 1;
-        }
+        if (j->state == SV_RUNNING && !j->stop_reason && client_gone(fd)) j->stop_reason = 2;
     }
     const int stopping = s->stopping;
     pthread_mutex_unlock(&s->mu);

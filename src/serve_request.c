@@ -156,6 +156,21 @@ int sv_decode_image_field(const char *text, const char *what, unsigned char **ou
 
 /* ---- JSON ---- */
 
+/* cJSON 1.7 records where the last parse failed in a global (cJSON_GetErrorPtr) that every parse writes, so
+ * the connection threads take turns parsing. Parsing is fast next to generating; the position is taken while
+ * the lock is held. *err_off receives the offset of the failure (0 when unknown). */
+static pthread_mutex_t g_json_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static cJSON *json_parse(const char *body, size_t n, size_t *err_off)
+{
+    pthread_mutex_lock(&g_json_mu);
+    const char *end = NULL;
+    cJSON *o = cJSON_ParseWithLengthOpts(body, n, &end, 0);
+    pthread_mutex_unlock(&g_json_mu);
+    if (err_off) *err_off = !o && end && end >= body && end <= body + n ? (size_t)(end - body) : 0;
+    return o;
+}
+
 int sv_json_precheck(const char *s, size_t n, int max_depth, sd_err *err)
 {
     int depth = 0, in_str = 0;
@@ -532,12 +547,9 @@ int sv_parse_request(const char *body, size_t n, sv_kind kind, const sv_parse_ct
     memset(s, 0, sizeof *s);
     *status = 400;
     if (sv_json_precheck(body, n, SV_MAX_JSON_DEPTH, err)) return -1;
-    cJSON *o = cJSON_ParseWithLength(body, n);
-    if (!o) {
-        const char *at = cJSON_GetErrorPtr();
-        size_t off = at && at >= body && at <= body + n ? (size_t)(at - body) : 0;
-        return sd_errf(err, "the body is not valid JSON (near offset %zu)", off);
-    }
+    size_t off;
+    cJSON *o = json_parse(body, n, &off);
+    if (!o) return sd_errf(err, "the body is not valid JSON (near offset %zu)", off);
     *status = 422;
     int rc = -1;
     sd_num x;
@@ -707,6 +719,14 @@ out:
 
 char *sv_spec_echo_json(const sv_spec *s)
 {
+    cJSON *o = sv_spec_echo(s);
+    char *out = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return out;
+}
+
+struct cJSON *sv_spec_echo(const sv_spec *s)
+{
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
     cJSON_AddStringToObject(o, "prompt", s->prompt);
@@ -763,9 +783,7 @@ char *sv_spec_echo_json(const sv_spec *s)
         cJSON_AddNullToObject(o, "mask");
         cJSON_AddBoolToObject(o, "include_init_images", s->include_init_images);
     }
-    char *out = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return out;
+    return o;
 }
 
 /* ---- /sdapi/v1/png-info ---- */
@@ -774,7 +792,7 @@ char *sv_png_info(const char *body, size_t n, int *status, sd_err *err)
 {
     *status = 400;
     if (sv_json_precheck(body, n, SV_MAX_JSON_DEPTH, err)) return NULL;
-    cJSON *o = cJSON_ParseWithLength(body, n);
+    cJSON *o = json_parse(body, n, NULL);
     if (!o) {
         sd_errf(err, "the body is not valid JSON");
         return NULL;
@@ -853,7 +871,7 @@ int sv_parse_options(const char *body, size_t n, const sv_parse_ctx *c, int *cli
 {
     *status = 400;
     if (sv_json_precheck(body, n, SV_MAX_JSON_DEPTH, err)) return -1;
-    cJSON *o = cJSON_ParseWithLength(body, n);
+    cJSON *o = json_parse(body, n, NULL);
     if (!o) return sd_errf(err, "the body is not valid JSON");
     *status = 422;
     int cs = *clip_skip, rk = *rng, rc = -1;

@@ -113,6 +113,7 @@ static void on_step(void *user, int step, int n_steps, double secs)
     r->s->prog_steps = n_steps;
     r->j->steps_done = step;
     r->j->steps_total = n_steps;
+    if (r->j->stop_reason) r->j->stop = 1; /* the pipeline stops before the next step */
     pthread_mutex_unlock(&r->s->mu);
 }
 
@@ -155,7 +156,7 @@ static char *build_answer(sv_server *s, const sv_job *j, const sd_gen_opts *o, i
 {
     const sv_spec *sp = &j->spec;
     cJSON *root = cJSON_CreateObject(), *info = NULL;
-    char *out = NULL, *echo = NULL, *info_text = NULL;
+    char *out = NULL, *info_text = NULL;
     if (!root) return NULL;
     if (sp->kind == SV_OPENAI) {
         cJSON_AddNumberToObject(root, "created", (double)time(NULL));
@@ -178,9 +179,9 @@ static char *build_answer(sv_server *s, const sv_job *j, const sd_gen_opts *o, i
         cJSON *imgs = cJSON_AddArrayToObject(root, "images");
         for (int k = 0; imgs && sp->send_images && k < n_done; k++)
             cJSON_AddItemToArray(imgs, cJSON_CreateStringReference(b64[k]));
-        echo = sv_spec_echo_json(sp);
-        if (!echo) goto done;
-        cJSON_AddItemToObject(root, "parameters", cJSON_Parse(echo));
+        cJSON *echo_obj = sv_spec_echo(sp);
+        if (!echo_obj) goto done;
+        cJSON_AddItemToObject(root, "parameters", echo_obj);
         /* info: A1111 Processed.js() */
         info = cJSON_CreateObject();
         if (!info) goto done;
@@ -235,7 +236,6 @@ static char *build_answer(sv_server *s, const sv_job *j, const sd_gen_opts *o, i
 done:
     cJSON_Delete(info);
     cJSON_Delete(root);
-    free(echo);
     free(info_text);
     return out;
 }
@@ -297,11 +297,13 @@ static void run_job(sv_server *s, sv_job *j)
         job_fail(j, 422, err.msg);
         goto out;
     }
-    for (int k = 0; k < total && !j->stop; k++) {
+    for (int k = 0; k < total; k++) {
         pthread_mutex_lock(&s->mu);
         s->prog_job_no = k;
         s->prog_step = 0;
+        if (j->stop_reason) j->stop = 1;
         pthread_mutex_unlock(&s->mu);
+        if (j->stop) break;
         o.seed = seeds[k];
         sd_gen_result res;
         err = (sd_err){0};
@@ -336,13 +338,16 @@ static void run_job(sv_server *s, sv_job *j)
         j->images_done = n_done;
         pthread_mutex_unlock(&s->mu);
     }
-    if (j->stop && j->stop_reason == 3) {
+    pthread_mutex_lock(&s->mu);
+    const int reason = j->stop ? j->stop_reason : 0;
+    pthread_mutex_unlock(&s->mu);
+    if (reason == 3) {
         char m[200];
         snprintf(m, sizeof m, "the server is shutting down: the job was cancelled after %d of %d images", n_done, total);
         job_fail(j, 503, m);
         goto out;
     }
-    if (j->stop && j->stop_reason == 2) goto out; /* nobody to answer */
+    if (reason == 2) goto out; /* nobody to answer */
     j->body = build_answer(s, j, &o, n_done, b64, texts, seeds, total, out_w, out_h);
     if (!j->body) {
         job_fail(j, 503, "out of memory building the answer");
@@ -351,13 +356,13 @@ static void run_job(sv_server *s, sv_job *j)
     j->body_len = strlen(j->body);
     j->status = 200;
 out:
+    pthread_mutex_lock(&s->mu);
     if (j->stop)
         sv_log("sdgen serve: job %llu: %s after step %d of %d (image %d of %d)", (unsigned long long)j->id,
                j->stop_reason == 2   ? "client gone, cancelled"
                : j->stop_reason == 3 ? "cancelled for shutdown"
                                      : "interrupted",
                j->steps_done, j->steps_total, n_done + (n_done < total), total);
-    pthread_mutex_lock(&s->mu);
     double dt = sd_now() - t0;
     s->avg_job_s = s->avg_job_s > 0 ? 0.7 * s->avg_job_s + 0.3 * dt : dt;
     pthread_mutex_unlock(&s->mu);
@@ -433,9 +438,8 @@ void sv_interrupt(sv_server *s)
 {
     pthread_mutex_lock(&s->mu);
     sv_job *j = s->running;
-    if (j && !j->stop) {
+    if (j && !j->stop_reason) {
         j->stop_reason = 1;
-        j->stop = 1;
         s->prog_interrupted = 1;
         sv_log("sdgen serve: job %llu: interrupt at step %d of %d (image %d of %d)", (unsigned long long)j->id,
                j->steps_done, j->steps_total, j->images_done + 1, j->spec.batch_size * j->spec.n_iter);
@@ -486,10 +490,7 @@ void sv_worker_stop(sv_server *s)
     pthread_mutex_lock(&s->mu);
     s->stopping = 1;
     s->worker_exit = 1;
-    if (s->running && !s->running->stop) {
-        s->running->stop_reason = 3;
-        s->running->stop = 1;
-    }
+    if (s->running && !s->running->stop_reason) s->running->stop_reason = 3;
     pthread_cond_broadcast(&s->cv_work);
     pthread_cond_broadcast(&s->cv_done);
     pthread_mutex_unlock(&s->mu);
