@@ -70,8 +70,10 @@ if start_server tiny -m "$TINY" --vocab "$VOCAB"; then
     bad "tiny model: $(tail -n 1 "$TMP/tiny.txt")"
     grep '^FAIL' "$TMP/tiny.txt" | sed 's/^/     | /' >&2
   fi
-  stop_server tiny
+  stop_server tiny INT
+  check "SIGINT when idle: exit 0" "$SRV_RC" 0
 fi
+check "sdgen --help mentions serve" "$("$SDGEN" --help | grep -c '^       sdgen serve ')" 1
 
 # ---- 4. credentials and CORS ----
 if start_server auth -m "$DEMO" --api-auth 'ann:s3cret:with:colons' --cors-origin http://front.example; then
