@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install sdgen's build dependencies from Debian (idempotent: a no-op when they are present).
 set -euo pipefail
-pkgs=(build-essential cmake libopenblas-dev libcjson-dev libstb-dev zlib1g-dev)
+# libmicrohttpd-dev: the HTTP server of `sdgen serve` (docs/SERVER.md); curl and python3: its tests' clients
+pkgs=(build-essential cmake libopenblas-dev libcjson-dev libstb-dev zlib1g-dev libmicrohttpd-dev curl python3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,4 +1,4 @@
-/* cli.c — dispatch `sdgen [COMMAND] ...`: info, tokenize, bench, manifest, or (default) generate. */
+/* cli.c — dispatch `sdgen [COMMAND] ...`: info, tokenize, bench, manifest, serve, or (default) generate. */
 #include "cli.h"
 
 #include <signal.h>
@@ -75,6 +75,7 @@ int sd_cli_main(int argc, char **argv)
     if (argc > 1 && !strcmp(argv[1], "tokenize")) return sd_cmd_tokenize(argc - 1, argv + 1);
     if (argc > 1 && !strcmp(argv[1], "bench")) return sd_cmd_bench(argc - 1, argv + 1);
     if (argc > 1 && !strcmp(argv[1], "manifest")) return sd_cmd_manifest(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "serve")) return sd_cmd_serve(argc - 1, argv + 1);
     if (argc > 1 && !strcmp(argv[1], "generate")) return sd_cmd_generate(argc - 1, argv + 1);
     return sd_cmd_generate(argc, argv);
 }

@@ -55,6 +55,7 @@ static void usage(FILE *f)
             "       sdgen info MODEL [--json]      describe a model (headers only)\n"
             "       sdgen tokenize [--vocab P] [--family sd1|sd2] [--chunks] TEXT\n"
             "       sdgen manifest merge|verify FILE...  join / check the manifests of a sharded batch\n"
+            "       sdgen serve [-m MODEL] [--listen HOST:PORT] ...  the AUTOMATIC1111 web API (sdgen serve --help)\n"
             "       sdgen --version\n"
             "\n"
             "Generate images with a Stable Diffusion 1.x / 2.x checkpoint on the CPU.\n"

@@ -220,6 +220,39 @@ def manifest_seeds():
     put(t, "bad_batch", line(base) + "\n" + line(dict(skipped, batch_sha256="f" * 64)) + "\n")
 
 
+# ---------------------------------------------------------------- serve (first byte: 0 txt2img, 1 img2img,
+# 2 OpenAI, 3 png-info, 4 options, 5 base64)
+def serve_seeds():
+    t = "serve"
+    import base64
+    webuiapi = {"enable_hr": False, "denoising_strength": 0.7, "firstphase_width": 0, "firstphase_height": 0,
+                "hr_scale": 2, "hr_upscaler": "Latent", "prompt": "a red circle", "styles": [], "seed": 42,
+                "subseed": -1, "subseed_strength": 0.0, "seed_resize_from_h": 0, "seed_resize_from_w": 0,
+                "sampler_name": "DPM++ 2M Karras", "scheduler": "Automatic", "batch_size": 2, "n_iter": 1,
+                "steps": 4, "cfg_scale": 7.0, "width": 64, "height": 64, "restore_faces": False, "tiling": False,
+                "negative_prompt": "blurry", "eta": 1.0, "override_settings": {"CLIP_stop_at_last_layers": 2,
+                "sd_model_checkpoint": "demo", "randn_source": "GPU"}, "override_settings_restore_afterwards": True,
+                "script_args": [], "script_name": None, "send_images": True, "save_images": False,
+                "alwayson_scripts": {}}
+    put(t, "txt2img", b"\x00" + json.dumps(webuiapi).encode())
+    put(t, "txt2img_bad", b"\x00" + b'{"prompt":"x","steps":0,"width":65,"seed":-2,"sampler_name":"LMS","cfg_scale":"7.5"}')
+    png = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 2, 8, 2, 0, 0, 0)) +
+           png_chunk(b"tEXt", b"parameters\x00a cat\nSteps: 4, Sampler: DDIM, Size: 64x64, Seed: 42") +
+           png_chunk(b"IDAT", zlib.compress(b"\x00\x10\x20\x30\x00\x40\x50\x60")) + png_chunk(b"IEND", b""))
+    b64 = base64.b64encode(png).decode()
+    put(t, "img2img", b"\x01" + json.dumps({"prompt": "p", "init_images": ["data:image/png;base64," + b64],
+                                            "denoising_strength": 0.5, "steps": 4, "include_init_images": True,
+                                            "resize_mode": 0}).encode())
+    put(t, "openai", b"\x02" + json.dumps({"prompt": "a cat", "n": 2, "size": "64x64", "response_format": "b64_json",
+                                           "model": "dall-e-2", "seed": "18446744073709551615", "sampler": "euler_a",
+                                           "negative_prompt": "", "cfg_scale": 5}).encode())
+    put(t, "pnginfo", b"\x03" + json.dumps({"image": b64}).encode())
+    put(t, "options", b"\x04" + json.dumps({"sd_model_checkpoint": "demo.safetensors [8c42de4eff]",
+                                            "CLIP_stop_at_last_layers": 2, "randn_source": "CPU", "x": [1]}).encode())
+    put(t, "base64", b"\x05" + b64[:40].encode() + b"\n" + b64[40:].encode())
+    put(t, "deep", b"\x00" + b"[" * 40 + b"]" * 40)
+
+
 if __name__ == "__main__":
     safetensors_seeds()
     diffusers_seeds()
@@ -228,6 +261,7 @@ if __name__ == "__main__":
     batch_seeds()
     image_seeds()
     manifest_seeds()
+    serve_seeds()
     for d in sorted(os.listdir(CORPUS)):
         files = os.listdir(os.path.join(CORPUS, d))
         size = sum(os.path.getsize(os.path.join(CORPUS, d, f)) for f in files)
