@@ -91,7 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     if (rc != 0) {
-        if (!err.msg[0] || (fuzz_one_line_check() && strchr(err.msg, '\n')) || (err.code != 2 && err.code != 3)) fail("load", err.msg);
+        if (!err.msg[0] || (fuzz_one_line_check() && strchr(err.msg, '\n')) || (err.code != SD_ERR_INPUT && err.code != SD_ERR_NOMEM)) fail("load", err.msg);
         if (t) fail("load", "failed but returned a tokenizer");
         return 0;
     }
