@@ -51,15 +51,19 @@ static inline double max_abs_of(const float *v, long n)
     return m;
 }
 
-/* Compare OUT/name.npy with CASE/name.npy within tol; tol < 0 means relative latent tolerance
- * 3e-5·max(1, max|ref|); scale > 0 widens tol to scale·max(10, max|ref|) where that is larger (the
- * full-size SDXL text embeddings, |x| up to ~27 without a final LayerNorm: golden README §9). */
-static inline void compare_npy_scaled(const char *case_dir, const char *out_dir, const char *name, double tol,
-                                      double scale)
+/* The tolerance rule of one comparison, applied to the reference's largest |value| m:
+ * max(abs, rel·m, scale·max(10, m)), with abs < 0 meaning the latents' 3e-5·max(1, m). */
+typedef struct npy_tol {
+    double abs, rel, scale;
+} npy_tol;
+
+/* Compare DIR_GOT/name.npy with DIR_WANT/name.npy (the reference) within the rule; label names it. */
+static inline void compare_npy_in(const char *dir_got, const char *dir_want, const char *name, npy_tol t,
+                                  const char *label)
 {
-    char a[4096], b[4096], what[256];
-    snprintf(a, sizeof a, "%s/%s.npy", out_dir, name);
-    snprintf(b, sizeof b, "%s/%s.npy", case_dir, name);
+    char a[4096], b[4096], what[4400];
+    snprintf(a, sizeof a, "%s/%s.npy", dir_got, name);
+    snprintf(b, sizeof b, "%s/%s.npy", dir_want, name);
     sd_npy got, want;
     sd_err e1 = {0}, e2 = {0};
     int ok1 = sd_npy_read(&got, a, &e1) == 0, ok2 = sd_npy_read(&want, b, &e2) == 0;
@@ -69,9 +73,11 @@ static inline void compare_npy_scaled(const char *case_dir, const char *out_dir,
         CHECK(got.numel == want.numel, "%s: %lld values, reference has %lld", name, (long long)got.numel,
               (long long)want.numel);
         if (got.numel == want.numel) {
-            if (tol < 0) tol = 3e-5 * fmax(1.0, max_abs_of(want.f32, (long)want.numel));
-            if (scale > 0) tol = fmax(tol, scale * fmax(10.0, max_abs_of(want.f32, (long)want.numel)));
-            snprintf(what, sizeof what, "%s %s", strrchr(case_dir, '/') + 1, name);
+            const double m = max_abs_of(want.f32, (long)want.numel);
+            double tol = t.abs < 0 ? 3e-5 * fmax(1.0, m) : t.abs;
+            tol = fmax(tol, t.rel * m);
+            if (t.scale > 0) tol = fmax(tol, t.scale * fmax(10.0, m));
+            snprintf(what, sizeof what, "%s %s", label, name);
             CHECK_CLOSE(what, got.f32, want.f32, got.numel, tol);
         }
     }
@@ -79,31 +85,26 @@ static inline void compare_npy_scaled(const char *case_dir, const char *out_dir,
     if (ok2) sd_npy_free(&want);
 }
 
+/* Compare OUT/name.npy with CASE/name.npy within tol; tol < 0 means relative latent tolerance
+ * 3e-5·max(1, max|ref|); scale > 0 widens tol to scale·max(10, max|ref|) where that is larger (the
+ * full-size SDXL text embeddings, |x| up to ~27 without a final LayerNorm: docs/SEMANTICS.md §14). */
+static inline void compare_npy_scaled(const char *case_dir, const char *out_dir, const char *name, double tol,
+                                      double scale)
+{
+    compare_npy_in(out_dir, case_dir, name, (npy_tol){tol, 0, scale}, strrchr(case_dir, '/') + 1);
+}
+
 static inline void compare_npy(const char *case_dir, const char *out_dir, const char *name, double tol)
 {
     compare_npy_scaled(case_dir, out_dir, name, tol, 0);
 }
 
-/* Compare OUT_A/name.npy with OUT_B/name.npy (B the reference) within rel × max|B|; prints the error. */
+/* Compare DIR_A/name.npy with DIR_B/name.npy (B the reference) within rel × max|B|. */
 static inline void compare_npy_rel(const char *dir_a, const char *dir_b, const char *name, double rel)
 {
-    char a[4096], b[4096], what[4400];
-    snprintf(a, sizeof a, "%s/%s.npy", dir_a, name);
-    snprintf(b, sizeof b, "%s/%s.npy", dir_b, name);
-    sd_npy got, want;
-    sd_err e1 = {0}, e2 = {0};
-    int ok1 = sd_npy_read(&got, a, &e1) == 0, ok2 = sd_npy_read(&want, b, &e2) == 0;
-    CHECK(ok1, "%s: %s", name, e1.msg);
-    CHECK(ok2, "%s: %s", name, e2.msg);
-    if (ok1 && ok2) {
-        CHECK(got.numel == want.numel, "%s: %lld values vs %lld", name, (long long)got.numel, (long long)want.numel);
-        if (got.numel == want.numel) {
-            snprintf(what, sizeof what, "%s vs %s: %s (relative tol %.1g)", dir_a, dir_b, name, rel);
-            CHECK_CLOSE(what, got.f32, want.f32, got.numel, rel * max_abs_of(want.f32, (long)want.numel));
-        }
-    }
-    if (ok1) sd_npy_free(&got);
-    if (ok2) sd_npy_free(&want);
+    char label[4200];
+    snprintf(label, sizeof label, "%s vs %s (relative tol %.1g):", dir_a, dir_b, rel);
+    compare_npy_in(dir_a, dir_b, name, (npy_tol){0, rel, 0}, label);
 }
 
 static inline const char *jstr(const cJSON *c, const char *k)
