@@ -79,25 +79,38 @@ static int verdict(const sd_manifest_summary *s, int bad_outputs)
     return s->duplicated ? MF_DUPLICATED : MF_COMPLETE;
 }
 
-static int merge(int argc, char **argv)
+/* The named manifests loaded, their latest records sorted by (item, image) and summarized (missing,
+ * failed and duplicated items reported on stderr). Returns -1 to go on, else the exit code (everything
+ * freed then). */
+static int load_latest(int argc, char **argv, sd_manifest_set *m, int *quiet, const sd_manifest_entry ***v,
+                       size_t *n, sd_manifest_summary *s)
 {
-    sd_manifest_set m;
-    int quiet = 0, rc = load(argc, argv, 2, &m, &quiet);
+    int rc = load(argc, argv, 2, m, quiet);
     if (rc) {
-        sd_manifest_set_free(&m);
+        sd_manifest_set_free(m);
         return rc;
     }
     sd_err err = {0};
+    report_ctx rep = {0};
+    if (sd_manifest_sorted(m, v, n, &err) || sd_manifest_summarize(m, s, on_report, &rep, &err)) {
+        sd_cli_say("sdgen manifest", "%s", err.msg);
+        free(*v);
+        *v = NULL;
+        sd_manifest_set_free(m);
+        return sd_cli_exit_code(err.code);
+    }
+    return -1;
+}
+
+static int merge(int argc, char **argv)
+{
+    sd_manifest_set m;
+    int quiet = 0;
     const sd_manifest_entry **v = NULL;
     size_t n = 0;
     sd_manifest_summary s;
-    report_ctx rep = {0};
-    if (sd_manifest_sorted(&m, &v, &n, &err) || sd_manifest_summarize(&m, &s, on_report, &rep, &err)) {
-        sd_cli_say("sdgen manifest", "%s", err.msg);
-        free(v);
-        sd_manifest_set_free(&m);
-        return sd_cli_exit_code(err.code);
-    }
+    int rc = load_latest(argc, argv, &m, &quiet, &v, &n, &s);
+    if (rc >= 0) return rc;
     int write_failed = 0;
     for (size_t i = 0; i < n && !write_failed; i++)
         if (printf("%s\n", v[i]->raw) < 0) write_failed = 1;
@@ -126,22 +139,12 @@ static int cmp_output(const void *a, const void *b)
 static int verify(int argc, char **argv)
 {
     sd_manifest_set m;
-    int quiet = 0, rc = load(argc, argv, 2, &m, &quiet);
-    if (rc) {
-        sd_manifest_set_free(&m);
-        return rc;
-    }
-    sd_err err = {0};
+    int quiet = 0;
     const sd_manifest_entry **v = NULL;
     size_t n = 0;
     sd_manifest_summary s;
-    report_ctx rep = {0};
-    if (sd_manifest_sorted(&m, &v, &n, &err) || sd_manifest_summarize(&m, &s, on_report, &rep, &err)) {
-        sd_cli_say("sdgen manifest", "%s", err.msg);
-        free(v);
-        sd_manifest_set_free(&m);
-        return sd_cli_exit_code(err.code);
-    }
+    int rc = load_latest(argc, argv, &m, &quiet, &v, &n, &s);
+    if (rc >= 0) return rc;
     int checked = 0, bad = 0;
     for (size_t i = 0; i < n; i++) {
         const sd_manifest_rec *r = &v[i]->rec;

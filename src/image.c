@@ -933,7 +933,7 @@ static int split_dir(const char *path, char *dir, size_t dn, const char **base)
 }
 
 /* Create a unique temporary file next to path. Returns the fd, fills tmp. The name is
- * ".BASE.tmp-PID-XXXXXXXX" (BASE: the first 64 bytes of the file name, PID in decimal, 8 lowercase hex
+ * ".BASE.tmp-PID-HHHHHHHH" (BASE: the first 64 bytes of the file name, PID in decimal, HHHHHHHH 8 lowercase hex
  * digits): hidden, beside its target so that rename() is atomic, and recognisable by is_our_temp() so that
  * a later run can remove what a killed one left behind. */
 static int make_temp(const char *path, char *tmp, size_t tn, int *eno)

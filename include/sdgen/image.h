@@ -108,7 +108,7 @@ uint32_t sd_crc32(uint32_t crc, const void *data, size_t n);
 /* ---- files ---- */
 
 /* Write data to path atomically: a unique temporary file in the same directory (created with
- * O_EXCL, mode 0666 & ~umask, named ".NAME.tmp-PID-XXXXXXXX"), write, fsync, rename over path (a
+ * O_EXCL, mode 0666 & ~umask, named ".NAME.tmp-PID-HHHHHHHH", H a hex digit), write, fsync, rename over path (a
  * regular file only, see SD_WRITE_*), fsync the directory (best effort). On failure the temporary file
  * is removed and the message names `path`; EFBIG (the process's file size limit, which the CLI makes
  * an error instead of the SIGXFSZ that would kill it) says so. */
