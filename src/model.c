@@ -479,6 +479,7 @@ int sd_model_weight(sd_model *m, sd_arena *a, const char *name, sd_tensor *out, 
     }
     memset(out, 0, sizeof *out);
     out->data = data;
+    out->mem = data == sd_st_data(st, t) ? SD_MEM_MAPPED : SD_MEM_HOST;
     out->ndim = w->ndim ? w->ndim : 1;
     for (int d = 0; d < SD_MAX_DIMS; d++) out->ne[d] = d < w->ndim ? w->shape[d] : 1;
     return 0;

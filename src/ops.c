@@ -487,6 +487,7 @@ sd_tensor sd_layernorm(sd_arena *a, sd_tensor x, const sd_tensor *gain, const sd
 
 void sd_silu_(sd_tensor x)
 {
+    assert(sd_tensor_writable(x));
     const sd_op_timer pt = sd_op_begin();
     const int64_t n = sd_numel(x), chunk = 4096;
     float *p = x.data;
@@ -499,6 +500,7 @@ void sd_silu_(sd_tensor x)
 /* Exact GELU with erf as PyTorch's AVX2 kernel evaluates it (cpu_loops.h, sd_gelu1). */
 void sd_gelu_(sd_tensor x)
 {
+    assert(sd_tensor_writable(x));
     const sd_op_timer pt = sd_op_begin();
     const int64_t n = sd_numel(x), chunk = 4096;
     float *p = x.data;
@@ -510,6 +512,7 @@ void sd_gelu_(sd_tensor x)
 
 void sd_quick_gelu_(sd_tensor x)
 {
+    assert(sd_tensor_writable(x));
     /* transformers QuickGELUActivation (cpu_loops.h, sd_loop_quick_gelu) */
     const sd_op_timer pt = sd_op_begin();
     const int64_t n = sd_numel(x), chunk = 4096;
@@ -547,6 +550,7 @@ sd_tensor sd_geglu(sd_arena *a, sd_tensor x)
 
 void sd_add_(sd_tensor x, sd_tensor y)
 {
+    assert(sd_tensor_writable(x));
     const sd_op_timer pt = sd_op_begin();
     const int64_t n = sd_numel(x);
     assert(n == sd_numel(y));
@@ -559,6 +563,7 @@ void sd_add_(sd_tensor x, sd_tensor y)
 
 void sd_scale_(sd_tensor x, float s)
 {
+    assert(sd_tensor_writable(x));
     const sd_op_timer pt = sd_op_begin();
     const int64_t n = sd_numel(x);
     float *p = x.data;
@@ -569,6 +574,7 @@ void sd_scale_(sd_tensor x, float s)
 
 void sd_add_channel_bias_(sd_tensor x, sd_tensor v)
 {
+    assert(sd_tensor_writable(x));
     const sd_op_timer pt = sd_op_begin();
     const int64_t n = x.ne[0], c = x.ne[1];
     const int64_t hw = sd_numel(x) / (n * c);
@@ -667,6 +673,7 @@ sd_tensor sd_nlc_to_nchw(sd_arena *a, sd_tensor x, int64_t h, int64_t w)
 
 void sd_softmax_(sd_tensor x)
 {
+    assert(sd_tensor_writable(x));
     const sd_op_timer pt = sd_op_begin();
     const int64_t d = x.ne[x.ndim - 1], rows = sd_numel(x) / d;
     float *p = x.data;

@@ -52,6 +52,7 @@ sd_tensor sd_tensor_reshape(sd_tensor t, int ndim, const int64_t *shape)
     assert(ndim >= 1 && ndim <= SD_MAX_DIMS);
     sd_tensor r = {0};
     r.data = t.data;
+    r.mem = t.mem;
     r.ndim = ndim;
     for (int i = 0; i < SD_MAX_DIMS; i++) r.ne[i] = i < ndim ? shape[i] : 1;
     assert(sd_numel(r) == sd_numel(t));

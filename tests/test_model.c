@@ -191,6 +191,32 @@ static void test_tiny_sd2(void)
     sd_model_close(&m);
 }
 
+/* Tensors say where their data lives (tensor.h, sd_memory): an aligned F32 weight is a view into the
+ * read-only mapping, an F16 weight converted into an arena scope is host memory ops may write. */
+static void test_weight_memory(void)
+{
+    sd_model m1, m2;
+    sd_err err = {0};
+    sd_arena a;
+    sd_arena_init(&a, 1 << 20, 0);
+    CHECK(sd_model_open(&m1, sd_test_path("golden/models/tiny-sd1.safetensors"), &err) == 0, "tiny-sd1: %s", err.msg);
+    CHECK(sd_model_open(&m2, sd_test_path("golden/models/tiny-sd2.safetensors"), &err) == 0, "tiny-sd2: %s", err.msg);
+    sd_tensor w1, w2;
+    const char *name = "model.diffusion_model.input_blocks.0.0.weight";
+    CHECK(sd_model_weight(&m1, &a, name, &w1, &err) == 0, "tiny-sd1 %s: %s", name, err.msg);
+    CHECK(w1.mem == SD_MEM_MAPPED && !sd_tensor_writable(w1), "tiny-sd1 (F32, aligned) %s: mem %d, want mapped", name,
+          (int)w1.mem);
+    int64_t flat[1] = {sd_numel(w1)};
+    CHECK(sd_tensor_reshape(w1, 1, flat).mem == SD_MEM_MAPPED, "a view of a mapped weight is mapped too");
+    CHECK(sd_model_weight(&m2, &a, name, &w2, &err) == 0, "tiny-sd2 %s: %s", name, err.msg);
+    CHECK(w2.mem == SD_MEM_HOST && sd_tensor_writable(w2), "tiny-sd2 (F16, converted) %s: mem %d, want host", name,
+          (int)w2.mem);
+    CHECK(sd_tensor_4d(&a, 1, 1, 2, 2).mem == SD_MEM_HOST, "an arena tensor is host memory");
+    sd_arena_free(&a);
+    sd_model_close(&m1);
+    sd_model_close(&m2);
+}
+
 static void test_tiny_cfg(void)
 {
     const char *model = "tiny-cfg";
@@ -336,5 +362,6 @@ int main(void)
     test_tiny_sd2();
     test_tiny_cfg();
     test_unet_names();
+    test_weight_memory();
     TEST_MAIN_END();
 }

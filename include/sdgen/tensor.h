@@ -19,11 +19,24 @@ extern "C" {
 
 #define SD_MAX_DIMS 4
 
+/* Where a tensor's data lives, so that a backend knows what it may do with it (docs/ARCHITECTURE.md,
+ * "Backends"). The CPU backend computes on both kinds in place but never writes a mapped tensor (the
+ * mapping is read-only: a write would fault); a device backend would upload mapped weights once and
+ * keep host activations where they are made. Views (reshape, slice) keep their source's kind. */
+typedef enum sd_memory {
+    SD_MEM_HOST = 0, /* host memory sdgen allocated: an arena, or a weight converted by the model */
+    SD_MEM_MAPPED,   /* a read-only view into a memory-mapped model file */
+} sd_memory;
+
 typedef struct sd_tensor {
     float *data;
     int ndim;
     int64_t ne[SD_MAX_DIMS]; /* ne[0] outermost; unused dims are 1 */
+    sd_memory mem;           /* SD_MEM_HOST unless the model says otherwise (sd_model_weight) */
 } sd_tensor;
+
+/* 1 when an op may write t's data in place (the CPU backend's in-place ops assert it). */
+static inline int sd_tensor_writable(sd_tensor t) { return t.mem == SD_MEM_HOST; }
 
 static inline int64_t sd_numel(sd_tensor t)
 {
