@@ -32,33 +32,8 @@ ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL $1" >&2; }
 
 # ---- fixture helpers ----
-# le64 N: N as 8 little-endian bytes (the safetensors header length)
-le64() {
-  local s="" i
-  for i in 0 1 2 3 4 5 6 7; do s="$s\\$(printf '%03o' $((($1 >> (8 * i)) & 255)))"; done
-  printf "$s"
-}
-be32() {
-  local s="" i
-  for i in 3 2 1 0; do s="$s\\$(printf '%03o' $((($1 >> (8 * i)) & 255)))"; done
-  printf "$s"
-}
-# mkst FILE HEADER DATA_BYTES: a safetensors file with this JSON header and DATA_BYTES zero bytes of data
-mkst() { { le64 ${#2}; printf '%s' "$2"; head -c "$3" /dev/zero; } >"$1"; }
-# crc32be: CRC-32 (the PNG/zlib one) of stdin, as 4 big-endian bytes; gzip's trailer holds it little-endian
-crc32be() {
-  local b
-  b=$(gzip -c | tail -c 8 | head -c 4 | od -An -tx1 | tr -s ' \n' ' ')
-  set -- $b
-  printf "\\x$4\\x$3\\x$2\\x$1"
-}
-# png_chunk TYPE DATA_FILE: length, type, data, CRC over type+data
-png_chunk() {
-  be32 "$(stat -c %s "$2")"
-  { printf '%s' "$1"; cat "$2"; } >"$FX/.chunk"
-  cat "$FX/.chunk"
-  crc32be <"$FX/.chunk"
-}
+# shellcheck source=bad_inputs/fixtures.sh
+. "$SRC/tests/bad_inputs/fixtures.sh"
 
 # The tiny checkpoint split into header and data, for same-length header edits.
 HLEN=$(od -An -tu8 -N8 "$MODEL" | tr -d ' ')

@@ -34,29 +34,8 @@ bad() { fail=$((fail + 1)); echo "FAIL $1" >&2; }
 LIMIT=120
 
 # ---- fixture helpers ----
-le64() {
-  local s="" i
-  for i in 0 1 2 3 4 5 6 7; do s="$s\\$(printf '%03o' $((($1 >> (8 * i)) & 255)))"; done
-  printf "$s"
-}
-be32() {
-  local s="" i
-  for i in 3 2 1 0; do s="$s\\$(printf '%03o' $((($1 >> (8 * i)) & 255)))"; done
-  printf "$s"
-}
-mkst() { { le64 ${#2}; printf '%s' "$2"; head -c "$3" /dev/zero; } >"$1"; }
-crc32be() {
-  local b
-  b=$(gzip -c | tail -c 8 | head -c 4 | od -An -tx1 | tr -s ' \n' ' ')
-  set -- $b
-  printf "\\x$4\\x$3\\x$2\\x$1"
-}
-png_chunk() {
-  be32 "$(stat -c %s "$2")"
-  { printf '%s' "$1"; cat "$2"; } >"$FX/.chunk"
-  cat "$FX/.chunk"
-  crc32be <"$FX/.chunk"
-}
+# shellcheck source=bad_inputs/fixtures.sh
+. "$SRC/tests/bad_inputs/fixtures.sh"
 mkpng_header() { # mkpng_header FILE W H: signature, IHDR (RGB), IEND
   { be32 "$2"; be32 "$3"; printf '\x08\x02\x00\x00\x00'; } >"$FX/ihdr.bin"
   : >"$FX/iend.bin"
