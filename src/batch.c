@@ -162,7 +162,7 @@ static int jskip(jp *j, int depth)
 
 /* ---- keys ---- */
 
-enum { K_STR, K_INT, K_U64, K_NUM, K_IGNORE };
+enum { K_STR, K_INT, K_U64, K_NUM, K_PAIR, K_IGNORE };
 
 typedef struct {
     const char *name;
@@ -191,6 +191,11 @@ static const keydef KEYS[] = {
     {"cfg_scale", K_NUM, NULL},
     {"strength", K_NUM, NULL},
     {"eta", K_NUM, NULL},
+    /* SDXL micro-conditioning under the names of diffusers' StableDiffusionXLPipeline arguments (and the
+     * golden case.json keys): [height, width], [top, left], [height, width] */
+    {"original_size", K_PAIR, NULL},
+    {"crops_coords_top_left", K_PAIR, NULL},
+    {"target_size", K_PAIR, NULL},
     /* golden case.json keys that describe a run rather than set an option */
     {"name", K_IGNORE, NULL},
     {"family", K_IGNORE, NULL},
@@ -203,6 +208,13 @@ static const keydef KEYS[] = {
     {"init_noise_sigma", K_IGNORE, NULL},
     {"vae_scaling_factor", K_IGNORE, NULL},
     {"tokenizer_pad_id", K_IGNORE, NULL},
+    {"tokenizer_2_pad_id", K_IGNORE, NULL},
+    {"uncond", K_IGNORE, NULL},
+    {"force_zeros_for_empty_prompt", K_IGNORE, NULL},
+    {"addition_time_embed_dim", K_IGNORE, NULL},
+    {"cfg_enabled", K_IGNORE, NULL},
+    {"scheduler_order", K_IGNORE, NULL},
+    {"unet_calls", K_IGNORE, NULL},
     {"stats", K_IGNORE, NULL},
     {"reference", K_IGNORE, NULL},
 };
@@ -258,6 +270,59 @@ static int add_set(sd_batch_item *it, jp *j, const char *k, const char *v, size_
     return 0;
 }
 
+/* A micro-conditioning pair at j->i: a JSON array of two integers 0..16384 (the range of the command-line
+ * options --original-size, --crop-top-left, --target-size). Stored in the item and, as "A,B", in its generic
+ * settings. */
+static int parse_pair(jp *j, const char *key, sd_batch_item *it)
+{
+    const int crop = !strcmp(key, "crops_coords_top_left");
+    const char *shape = crop ? "[top, left]" : "[height, width]";
+    long long v[2];
+    if (j->s[j->i] != '[') {
+        if (jskip(j, 0)) return -1;
+        return jfail(j, "\"%s\" must be %s: two integers 0..16384", key, shape);
+    }
+    j->i++;
+    for (int k = 0; k < 2; k++) {
+        jws(j);
+        if (k == 1) {
+            if (j->i >= j->n || j->s[j->i] != ',') return jfail(j, "\"%s\" must be %s: two integers 0..16384", key, shape);
+            j->i++;
+            jws(j);
+        }
+        size_t a, b;
+        int is_int;
+        if (j->i >= j->n || (j->s[j->i] != '-' && (j->s[j->i] < '0' || j->s[j->i] > '9')))
+            return jfail(j, "\"%s\" must be %s: two integers 0..16384", key, shape);
+        if (jnumber(j, &a, &b, &is_int)) return -1;
+        char num[32];
+        if (!is_int || b - a >= sizeof num) return jfail(j, "\"%s\": %.*s is not an integer 0..16384", key, (int)(b - a), j->s + a);
+        memcpy(num, j->s + a, b - a);
+        num[b - a] = 0;
+        v[k] = strtoll(num, NULL, 10);
+        if (v[k] < 0 || v[k] > 16384) return jfail(j, "\"%s\": %s is outside 0..16384", key, num);
+    }
+    jws(j);
+    if (j->i >= j->n || j->s[j->i] != ']') return jfail(j, "\"%s\" must be %s: exactly two integers", key, shape);
+    j->i++;
+    if (!strcmp(key, "original_size")) {
+        it->has_original_size = 1;
+        it->original_h = (int)v[0];
+        it->original_w = (int)v[1];
+    } else if (crop) {
+        it->has_crop = 1;
+        it->crop_top = (int)v[0];
+        it->crop_left = (int)v[1];
+    } else {
+        it->has_target_size = 1;
+        it->target_h = (int)v[0];
+        it->target_w = (int)v[1];
+    }
+    char text[48];
+    snprintf(text, sizeof text, "%lld,%lld", v[0], v[1]);
+    return add_set(it, j, key, text, strlen(text));
+}
+
 /* Parse one JSON line into it. Returns 0 or -1 with j->msg. */
 static int parse_object(jp *j, sd_batch_item *it)
 {
@@ -299,6 +364,8 @@ static int parse_object(jp *j, sd_batch_item *it)
             if (jskip(j, 0)) return -1;
         } else if (c == 'n') {
             if (jliteral(j, "null")) return -1; /* null: not set */
+        } else if (kd->type == K_PAIR) {
+            if (parse_pair(j, kd->name, it)) return -1;
         } else if (kd->type == K_STR) {
             if (c != '"') {
                 if (jskip(j, 0)) return -1;

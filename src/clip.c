@@ -15,7 +15,9 @@
  * SDXL (SGM GeneralConditioner, diffusers StableDiffusionXLPipeline.encode_prompt; docs/SEMANTICS.md)
  * takes both encoders' penultimate hidden states without the final LayerNorm (final_norm 0), and
  * the pooled vector of the second: ln_final of the last block's output at the end token (the
- * largest id), times text_projection.
+ * largest id), times text_projection. A diffusers SDXL folder holds the second tower under transformers
+ * names (CLIPTextModelWithProjection): separate q/k/v projections and text_projection as a Linear
+ * weight [proj, width], the transpose of OpenCLIP's [width, proj] parameter.
  *
  * LayerNorm eps is 1e-5 in both (transformers layer_norm_eps, torch nn.LayerNorm default).
  *
@@ -121,6 +123,7 @@ int sd_text_check(const sd_model *m, const sd_text_config *t, sd_err *err)
         }
         snprintf(p, sizeof p, "%sfinal_layer_norm.", P);
         sd_check_norm(&k, p, W);
+        if (t->proj_dim > 0) sd_check_shape(&k, P, "text_projection.weight", 2, t->proj_dim, W, 0, 0);
     } else {
         sd_check_shape(&k, P, "token_embedding.weight", 2, t->vocab, W, 0, 0);
         sd_check_shape(&k, P, "positional_embedding", 2, t->positions, W, 0, 0);
@@ -297,6 +300,15 @@ static int clip_pooled(clip_ctx *c, const sd_text_config *t, sd_tensor x, const 
     }
     rows = sd_layernorm(a, rows, g, b, CLIP_LN_EPS);
     sd_tensor proj;
+    if (t->kind == SD_TEXT_CLIP_HF) {
+        /* transformers CLIPTextModelWithProjection (a diffusers SDXL text_encoder_2): text_projection is a
+         * Linear without bias, weight [P, D], the transpose of OpenCLIP's parameter below; same product */
+        if (clip_w(c, &proj, 2, P, D, "text_projection.weight")) return -1;
+        *pooled = sd_linear(a, rows, &proj, NULL);
+        const int64_t shp[2] = {n_seq, P};
+        *pooled = sd_tensor_reshape(*pooled, 2, shp);
+        return 0;
+    }
     if (clip_w(c, &proj, 2, D, P, "text_projection")) return -1;
     /* x·P with P stored [D, P]: the transpose of a Linear weight */
     sd_tensor pt = sd_tensor_2d(a, P, D);

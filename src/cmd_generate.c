@@ -646,6 +646,9 @@ static int apply_item(const sd_batch_item *it, sd_gen_opts *o, int *batch_count,
     if (it->has_strength) o->strength = it->strength;
     if (it->has_clip_skip) o->clip_skip = it->clip_skip;
     if (it->has_batch_count) *batch_count = it->batch_count;
+    if (it->has_original_size) { o->original_h = it->original_h; o->original_w = it->original_w; }
+    if (it->has_crop) { o->crop_top = it->crop_top; o->crop_left = it->crop_left; }
+    if (it->has_target_size) { o->target_h = it->target_h; o->target_w = it->target_w; }
     if (it->sampler) {
         sd_schedule implied = SD_SCHEDULE_DEFAULT;
         if (sd_sampler_parse(it->sampler, &o->sampler, &implied))

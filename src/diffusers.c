@@ -14,6 +14,10 @@
  *          (diffusers stores these as linear [C,C]; LDM as 1×1 conv [C,C,1,1]),
  *          conv_norm_out -> norm_out, conv_shortcut -> nin_shortcut.
  *   Text:  transformers CLIPTextModel "text_model.*" -> "cond_stage_model.transformer.text_model.*".
+ *   SDXL (unet addition_embed_type "text_time"; diffusers' convert_original_stable_diffusion_to_diffusers
+ *          with the SGM conditioner): add_embedding.linear_{1,2} -> label_emb.0.{0,2}; text_encoder ->
+ *          conditioner.embedders.0.transformer.text_model.*; text_encoder_2 keeps its transformers names
+ *          under SD_DIFFUSERS_SDXL_TEXT2 (clip.c runs the tower by those names).
  */
 #include "diffusers.h"
 
@@ -72,7 +76,15 @@ int sd_diffusers_ldm_name(const char *component, const char *name, const sd_diff
      ((cnt) == 1 || (j >= 0 && j < 64)))
     if (strlen(name) >= 400) return -1;
     if (!strcmp(component, "text_encoder")) {
-        snprintf(out, cap, "cond_stage_model.transformer.%s", name);
+        if (lay->sdxl && !strncmp(name, "text_model.", 11)) snprintf(out, cap, SD_DIFFUSERS_SDXL_TEXT1 "%s", name + 11);
+        else snprintf(out, cap, "cond_stage_model.transformer.%s", name);
+        return 0;
+    }
+    if (!strcmp(component, "text_encoder_2")) {
+        /* CLIPTextModelWithProjection: the tower under text_model.*, its projection beside it */
+        if (!strncmp(name, "text_model.", 11)) snprintf(out, cap, SD_DIFFUSERS_SDXL_TEXT2 "%s", name + 11);
+        else if (!strcmp(name, "text_projection.weight")) snprintf(out, cap, SD_DIFFUSERS_SDXL_TEXT2 "%s", name);
+        else return -1;
         return 0;
     }
     if (!strcmp(component, "unet")) {
@@ -103,6 +115,10 @@ int sd_diffusers_ldm_name(const char *component, const char *name, const sd_diff
         } else if (swap_prefix(body, sizeof body, "conv_in.", "input_blocks.0.0.") ||
                    swap_prefix(body, sizeof body, "time_embedding.linear_1.", "time_embed.0.") ||
                    swap_prefix(body, sizeof body, "time_embedding.linear_2.", "time_embed.2.") ||
+                   /* SDXL's "text_time" additional embedding (diffusers TimestepEmbedding add_embedding) is
+                    * SGM's label_emb: Linear, SiLU, Linear */
+                   swap_prefix(body, sizeof body, "add_embedding.linear_1.", "label_emb.0.0.") ||
+                   swap_prefix(body, sizeof body, "add_embedding.linear_2.", "label_emb.0.2.") ||
                    swap_prefix(body, sizeof body, "conv_norm_out.", "out.0.") ||
                    swap_prefix(body, sizeof body, "conv_out.", "out.2.")) {
             /* renamed in place */
@@ -245,6 +261,59 @@ static const char *get_str(const cJSON *o, const char *key)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+/* transformer_layers_per_block: one count for every level, or one per level (SDXL: [1, 2, 10]); the
+ * middle block takes the last level's (diffusers UNetMidBlock2DCrossAttn gets
+ * transformer_layers_per_block[-1]), and the up blocks mirror the down ones unless
+ * reverse_transformer_layers_per_block says otherwise, which the LDM layout cannot express. */
+static int read_depths(const cJSON *j, sd_unet_config *c, const char *path, sd_err *err)
+{
+    const cJSON *rev = cJSON_GetObjectItemCaseSensitive(j, "reverse_transformer_layers_per_block");
+    if (rev && !cJSON_IsNull(rev))
+        return sd_errf(err, "%s: \"reverse_transformer_layers_per_block\" is not supported (the up blocks must mirror "
+                       "the down blocks' depths)", path);
+    if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "transformer_layers_per_block")))
+        return get_int(j, "transformer_layers_per_block", 1, 64, &c->transformer_depth, path, err) < 0 ? -1 : 0;
+    int d[SD_MAX_LEVELS], nd = 0;
+    if (get_int_list(j, "transformer_layers_per_block", d, SD_MAX_LEVELS, &nd, path, err)) return -1;
+    if (nd != c->n_levels)
+        return sd_errf(err, "%s: \"transformer_layers_per_block\" lists %d depths for %d levels", path, nd, c->n_levels);
+    for (int i = 0; i < nd; i++) {
+        if (d[i] > 64) return sd_errf(err, "%s: \"transformer_layers_per_block\" %d is above 64", path, d[i]);
+        c->depth[i] = d[i];
+    }
+    c->depth[nd] = d[nd - 1];
+    /* the first attention level's, as the single-file reading counts it (unet.c) */
+    c->transformer_depth = c->depth[nd];
+    for (int i = nd - 1; i >= 0; i--)
+        if (c->attn[i]) c->transformer_depth = c->depth[i];
+    return 0;
+}
+
+/* The additional embedding added to the time embedding: none, or SDXL's "text_time" (diffusers
+ * UNet2DConditionModel: add_time_proj on each of the six size ids, concatenated after the pooled text
+ * vector, through add_embedding from projection_class_embeddings_input_dim values). */
+static int read_addition(const cJSON *j, sd_unet_config *c, sd_diffusers_layout *lay, const char *path, sd_err *err)
+{
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "addition_embed_type");
+    if (!t || cJSON_IsNull(t)) return 0;
+    if (!cJSON_IsString(t) || strcmp(t->valuestring, "text_time"))
+        return sd_errf(err, "%s: addition_embed_type %s%.32s%s is not supported (null, or \"text_time\" as in SDXL)", path,
+                       cJSON_IsString(t) ? "\"" : "", cJSON_IsString(t) ? t->valuestring : "(not a string)",
+                       cJSON_IsString(t) ? "\"" : "");
+    int r1 = get_int(j, "projection_class_embeddings_input_dim", 1, 1 << 20, &c->adm_in, path, err);
+    if (r1 < 0) return -1;
+    int r2 = get_int(j, "addition_time_embed_dim", 2, 1 << 16, &lay->add_time_dim, path, err);
+    if (r2 < 0) return -1;
+    if (r1 > 0 || r2 > 0)
+        return sd_errf(err, "%s: addition_embed_type \"text_time\" needs \"%s\"", path,
+                       r1 > 0 ? "projection_class_embeddings_input_dim" : "addition_time_embed_dim");
+    if (lay->add_time_dim % 2)
+        return sd_errf(err, "%s: \"addition_time_embed_dim\" %d must be even (a cos and a sin half)", path,
+                       lay->add_time_dim);
+    lay->sdxl = 1;
+    return 0;
+}
+
 static int read_unet(const char *dir, sd_model *m, sd_diffusers_layout *lay, sd_err *err)
 {
     char path[4096];
@@ -278,7 +347,7 @@ static int read_unet(const char *dir, sd_model *m, sd_diffusers_layout *lay, sd_
     if (get_int(j, "out_channels", 1, 64, &c->out_channels, path, err) < 0) goto out;
     if (get_int(j, "norm_num_groups", 1, 1024, &c->groups, path, err) < 0) goto out;
     if (get_int(j, "cross_attention_dim", 1, 65536, &c->context_dim, path, err) < 0) goto out;
-    if (get_int(j, "transformer_layers_per_block", 1, 64, &c->transformer_depth, path, err) < 0) goto out;
+    if (read_addition(j, c, lay, path, err)) goto out;
     const cJSON *lin = cJSON_GetObjectItemCaseSensitive(j, "use_linear_projection");
     c->linear_proj = cJSON_IsTrue(lin);
     const cJSON *down = cJSON_GetObjectItemCaseSensitive(j, "down_block_types");
@@ -298,6 +367,7 @@ static int read_unet(const char *dir, sd_model *m, sd_diffusers_layout *lay, sd_
         for (i = 0; i < n; i++) lay->unet_up_attn[i] = c->attn[n - 1 - i];
     const char *mid = get_str(j, "mid_block_type");
     c->mid_attn = !mid || strstr(mid, "CrossAttn") != NULL;
+    if (read_depths(j, c, path, err)) goto out;
     /* Heads: diffusers names the head count "attention_head_dim" in SD 1.x/2.x configs (a
      * historical misnomer it keeps for compatibility); "num_attention_heads" wins if set. */
     const char *key = cJSON_GetObjectItemCaseSensitive(j, "num_attention_heads") &&
@@ -382,17 +452,41 @@ out:
     return rc;
 }
 
-static int read_text(const char *dir, sd_model *m, sd_err *err)
+/* The pad token's id from a tokenizer folder's special_tokens_map.json (else its tokenizer_config.json):
+ * "!" is id 0 of the CLIP vocabulary (SD 2.x, SDXL's tokenizer_2), "<|endoftext|>" its last id (SD 1.x,
+ * SDXL's tokenizer); anything else, or no file, keeps *pad. */
+static void read_pad(const char *dir, const char *tok, int vocab, int *pad_id)
 {
+    static const char *const files[] = {"special_tokens_map.json", "tokenizer_config.json"};
+    for (int f = 0; f < 2; f++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s/%s", dir, tok, files[f]);
+        sd_err e2;
+        cJSON *t = read_json(path, &e2, 0);
+        if (!t) continue;
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(t, "pad_token");
+        const char *pad = cJSON_IsString(p) ? p->valuestring : cJSON_IsObject(p) ? get_str(p, "content") : NULL;
+        if (pad && !strcmp(pad, "!")) *pad_id = 0;
+        else if (pad && !strcmp(pad, "<|endoftext|>")) *pad_id = vocab - 1;
+        cJSON_Delete(t);
+        if (pad) return;
+    }
+}
+
+/* Text tower idx: 0 = text_encoder (+ tokenizer), 1 = text_encoder_2 (+ tokenizer_2, SDXL). */
+static int read_text(const char *dir, int idx, const sd_diffusers_layout *lay, sd_model *m, sd_err *err)
+{
+    const char *comp = idx ? "text_encoder_2" : "text_encoder", *tok = idx ? "tokenizer_2" : "tokenizer";
     char path[4096];
-    snprintf(path, sizeof path, "%s/text_encoder/config.json", dir);
+    snprintf(path, sizeof path, "%s/%s/config.json", dir, comp);
     cJSON *j = read_json(path, err, 1);
     if (!j) return -1;
     int rc = -1;
-    sd_text_config *c = &m->text[0];
+    sd_text_config *c = &m->text[idx];
     memset(c, 0, sizeof *c);
     c->kind = SD_TEXT_CLIP_HF; /* transformers' CLIPTextModel names, translated to the LDM ones */
-    snprintf(c->prefix, sizeof c->prefix, "%s", SD_PREFIX_CLIP);
+    snprintf(c->prefix, sizeof c->prefix, "%s",
+             !lay->sdxl ? SD_PREFIX_CLIP : idx ? SD_DIFFUSERS_SDXL_TEXT2 : SD_DIFFUSERS_SDXL_TEXT1);
     c->final_norm = 1;
     c->width = 768;
     c->layers = 12;
@@ -418,28 +512,36 @@ static int read_text(const char *dir, sd_model *m, sd_err *err)
         sd_errf(err, "%s: hidden_act \"%.32s\" is not supported (quick_gelu or gelu)", path, act);
         goto out;
     }
+    if (idx == 1) {
+        /* CLIPTextModelWithProjection: text_projection is Linear(hidden_size -> projection_dim), no bias
+         * (transformers' default width 512 when the config leaves it out) */
+        c->proj_dim = 512;
+        if (get_int(j, "projection_dim", 1, 65536, &c->proj_dim, path, err) < 0) goto out;
+    }
     /* The pipeline feeds last_hidden_state (all layers + final LayerNorm): SD 2.x diffusers
      * folders already hold only the 23 layers that the penultimate-layer rule keeps. */
     c->layers_used = c->layers;
+    if (lay->sdxl) {
+        /* diffusers StableDiffusionXLPipeline.encode_prompt: hidden_states[-2] of both towers, no final
+         * LayerNorm (docs/SEMANTICS.md) */
+        if (c->layers < 2) {
+            sd_errf(err, "%s: SDXL takes the second-to-last layer's output, but num_hidden_layers is %d", path, c->layers);
+            goto out;
+        }
+        c->final_norm = 0;
+        c->penultimate = 1;
+        c->layers_used = c->layers - 1;
+    }
     rc = 0;
 out:
     cJSON_Delete(j);
     if (rc == 0) {
-        /* Pad token from the tokenizer: "<|endoftext|>" (SD 1.x) or "!" (SD 2.x, id 0). */
-        c->pad_id = c->vocab - 1;
-        snprintf(path, sizeof path, "%s/tokenizer/special_tokens_map.json", dir);
-        sd_err e2;
-        cJSON *t = read_json(path, &e2, 0);
-        if (t) {
-            const cJSON *p = cJSON_GetObjectItemCaseSensitive(t, "pad_token");
-            const char *pad = cJSON_IsString(p) ? p->valuestring
-                              : cJSON_IsObject(p) ? get_str(p, "content")
-                                                  : NULL;
-            if (pad && !strcmp(pad, "!")) c->pad_id = 0;
-            cJSON_Delete(t);
-        }
+        /* Pad token from the tokenizer: "<|endoftext|>" (SD 1.x, SDXL's first) or "!" (SD 2.x and SDXL's
+         * second, id 0); without a tokenizer config the second tower pads with 0 as in every SDXL. */
+        c->pad_id = idx ? 0 : c->vocab - 1;
+        read_pad(dir, tok, c->vocab, &c->pad_id);
         m->has_text = 1;
-        m->n_text = 1;
+        m->n_text = idx + 1;
     }
     return rc;
 }
@@ -512,6 +614,23 @@ int sd_diffusers_read_configs(const char *dir, sd_model *m, sd_diffusers_layout 
     snprintf(path, sizeof path, "%s/vae/config.json", dir);
     if (stat(path, &sb) == 0 && read_vae(dir, m, lay, err)) return -1;
     snprintf(path, sizeof path, "%s/text_encoder/config.json", dir);
-    if (stat(path, &sb) == 0 && read_text(dir, m, err)) return -1;
+    const int has_text1 = stat(path, &sb) == 0;
+    if (has_text1 && read_text(dir, 0, lay, m, err)) return -1;
+    snprintf(path, sizeof path, "%s/text_encoder_2/config.json", dir);
+    const int has_text2 = stat(path, &sb) == 0;
+    if (lay->sdxl && (has_text1 || has_text2)) {
+        /* SDXL conditions on both towers side by side and on the second one's pooled vector */
+        if (!has_text1 || !has_text2)
+            return sd_errf(err, "%s/%s/config.json: missing (an SDXL folder, whose unet has addition_embed_type "
+                           "\"text_time\", needs both text_encoder and text_encoder_2)", dir,
+                           has_text1 ? "text_encoder_2" : "text_encoder");
+        if (read_text(dir, 1, lay, m, err)) return -1;
+        /* add_embedding's input: the pooled vector, then six addition_time_embed_dim-wide sinusoids */
+        const long want = (long)m->text[1].proj_dim + 6L * lay->add_time_dim;
+        if (m->unet.adm_in != want)
+            return sd_errf(err, "%s/unet/config.json: projection_class_embeddings_input_dim %d is not text_encoder_2's "
+                           "projection_dim %d + 6 x addition_time_embed_dim %d = %ld", dir, m->unet.adm_in,
+                           m->text[1].proj_dim, lay->add_time_dim, want);
+    }
     return read_scheduler(dir, m, err);
 }

@@ -3,7 +3,9 @@
  *
  * Files: the single-file SGM layout — conditioner.embedders.0.transformer.text_model.* (CLIP ViT-L,
  * transformers names), conditioner.embedders.1.model.* (OpenCLIP ViT-bigG with text_projection),
- * model.diffusion_model.* (U-Net with label_emb), first_stage_model.* (the SD VAE).
+ * model.diffusion_model.* (U-Net with label_emb), first_stage_model.* (the SD VAE); or a diffusers
+ * folder (text_encoder, text_encoder_2, tokenizer, tokenizer_2, unet with addition_embed_type
+ * "text_time", vae, scheduler), whose names diffusers.c maps onto these.
  * Text: both towers' penultimate hidden states without the final LayerNorm, concatenated along the
  * features (768 + 1280 = 2048); the pooled vector of the second (sd_text_encode). Encoder 1 pads with
  * <|endoftext|>, encoder 2 with id 0. The U-Net adds label_emb(y) to its time embedding, where
@@ -31,6 +33,13 @@ static int sdxl_matches(const sd_model *m)
         if (!strncmp(m->weights[i].name, "conditioner.embedders.", 22)) return 1;
     const char *arch = sd_model_meta(m, "modelspec.architecture");
     return arch && strstr(arch, "stable-diffusion-xl") != NULL;
+}
+
+/* A diffusers folder whose U-Net takes the "text_time" additional embedding (diffusers.c reads it into
+ * adm_in) or that has a second text encoder. */
+static int sdxl_matches_folder(const sd_model *m)
+{
+    return m->unet.adm_in > 0 || m->n_text > 1;
 }
 
 static void sdxl_before_derive(sd_model *m)
@@ -129,6 +138,7 @@ const sd_family_desc sd_family_sdxl = {
     .display = "SDXL",
     .supported = 1,
     .matches = sdxl_matches,
+    .matches_folder = sdxl_matches_folder,
     .before_derive = sdxl_before_derive,
     .after_derive = sdxl_after_derive,
     .default_prediction = sdxl_default_prediction,

@@ -228,9 +228,10 @@ static int open_folder(sd_model *m, const char *dir, int *cap, sd_err *err)
         const char *comp, *file;
     } parts[] = {{"unet", "unet/diffusion_pytorch_model.safetensors"},
                  {"vae", "vae/diffusion_pytorch_model.safetensors"},
-                 {"text_encoder", "text_encoder/model.safetensors"}};
-    int present[3] = {m->has_unet, m->has_vae, m->has_text};
-    for (int p = 0; p < 3; p++) {
+                 {"text_encoder", "text_encoder/model.safetensors"},
+                 {"text_encoder_2", "text_encoder_2/model.safetensors"}}; /* SDXL */
+    int present[4] = {m->has_unet, m->has_vae, m->has_text, m->n_text > 1};
+    for (int p = 0; p < 4; p++) {
         if (!present[p]) continue;
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, parts[p].file);

@@ -73,6 +73,11 @@ typedef struct sv_spec {
     size_t init_len;
     char *init_b64;                /* echoed when include_init_images */
     int url_format;                /* OpenAI response_format "url": data: URLs */
+    /* SDXL micro-conditioning, an sdgen extension under diffusers' pipeline argument names (A1111's API has
+     * no such fields): original_size [h, w], crops_coords_top_left [top, left], target_size [h, w]; 0 = the
+     * default (the image size; crop 0, 0). micro_given: bit 0, 1, 2 when each was in the request. */
+    int original_size[2], crop_top_left[2], target_size[2];
+    int micro_given;
 } sv_spec;
 
 void sv_spec_free(sv_spec *s);

@@ -541,6 +541,32 @@ static int parse_size(const cJSON *o, sv_spec *s, sd_err *err)
     return 0;
 }
 
+/* SDXL micro-conditioning pairs (see sv_spec): absent or null = the default; else a list of two integers in
+ * 0..16384, the range of the CLI's --original-size, --crop-top-left and --target-size. */
+static int parse_micro(const cJSON *o, sv_spec *s, sd_err *err)
+{
+    static const char *const keys[3] = {"original_size", "crops_coords_top_left", "target_size"};
+    int *const dst[3] = {s->original_size, s->crop_top_left, s->target_size};
+    for (int k = 0; k < 3; k++) {
+        const cJSON *v = field(o, keys[k]);
+        if (!v || cJSON_IsNull(v)) continue;
+        const char *shape = k == 1 ? "[top, left]" : "[height, width]";
+        if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 2)
+            return sd_errf(err, "\"%s\" must be %s: a list of two integers 0..16384, got %s", keys[k], shape,
+                           cJSON_IsArray(v) ? "a list of another length" : type_name(v));
+        for (int i = 0; i < 2; i++) {
+            const cJSON *e = cJSON_GetArrayItem(v, i);
+            /* range first: converting an out-of-range double to int is undefined behaviour */
+            if (!cJSON_IsNumber(e) || !(e->valuedouble >= 0 && e->valuedouble <= 16384) ||
+                e->valuedouble != (double)(int)e->valuedouble)
+                return sd_errf(err, "\"%s\" must be %s: two integers 0..16384 (item %d is not)", keys[k], shape, i);
+            dst[k][i] = (int)e->valuedouble;
+        }
+        s->micro_given |= 1 << k;
+    }
+    return 0;
+}
+
 int sv_parse_request(const char *body, size_t n, sv_kind kind, const sv_parse_ctx *c, sv_spec *s, int *status,
                      sd_err *err)
 {
@@ -685,6 +711,7 @@ int sv_parse_request(const char *body, size_t n, sv_kind kind, const sv_parse_ct
             goto out;
         }
         if (ov && apply_settings(ov, "override_settings", c, &s->clip_skip, &s->rng_kind, err)) goto out;
+        if (parse_micro(o, s, err)) goto out;
         if (get_bool(o, "send_images", &s->send_images, err) < 0) goto out;
         if (get_bool(o, "save_images", &s->save_images, err) < 0) goto out;
         if (s->save_images && !c->save_enabled) {
@@ -771,6 +798,11 @@ struct cJSON *sv_spec_echo(const sv_spec *s)
     cJSON_AddBoolToObject(o, "send_images", s->send_images);
     cJSON_AddBoolToObject(o, "save_images", s->save_images);
     cJSON_AddItemToObject(o, "alwayson_scripts", cJSON_CreateObject());
+    /* the SDXL micro-conditioning extension, echoed as given */
+    static const char *const micro[3] = {"original_size", "crops_coords_top_left", "target_size"};
+    const int *mv[3] = {s->original_size, s->crop_top_left, s->target_size};
+    for (int k = 0; k < 3; k++)
+        if (s->micro_given & (1 << k)) cJSON_AddItemToObject(o, micro[k], cJSON_CreateIntArray(mv[k], 2));
     if (s->kind == SV_IMG2IMG) {
         /* A1111 img2imgapi: the init images are echoed only with include_init_images */
         if (s->include_init_images) {

@@ -279,6 +279,12 @@ static void run_job(sv_server *s, sv_job *j)
     o.rng_kind = sp->rng_kind;
     o.clip_skip = sp->clip_skip;
     o.strength = sp->strength;
+    o.original_h = sp->original_size[0];
+    o.original_w = sp->original_size[1];
+    o.crop_top = sp->crop_top_left[0];
+    o.crop_left = sp->crop_top_left[1];
+    o.target_h = sp->target_size[0];
+    o.target_w = sp->target_size[1];
     o.interrupted = &j->stop;
     run_ctx rc = {s, j};
     o.progress = on_step;

@@ -278,6 +278,71 @@ static void test_oversized_file(const char *tmp)
     unlink(path);
 }
 
+/* SDXL micro-conditioning keys: [h, w] / [top, left] pairs, the golden SDXL case.json as a line, and each
+ * malformed value failing its own item with a message that names the key. */
+static void test_sdxl_keys(void)
+{
+    const char *good = "{\"prompt\": \"a\", \"original_size\": [512, 384], \"crops_coords_top_left\": [16, 8],"
+                       " \"target_size\": [ 1024 , 0 ]}\n{\"prompt\": \"b\", \"original_size\": null}\n";
+    sd_batch b;
+    sd_err err = {0};
+    int rc = sd_batch_parse_mem(good, strlen(good), "x.jsonl", &b, &err);
+    CHECK(rc == 0 && b.n == 2 && b.n_errors == 0, "sdxl keys: %s", rc ? err.msg : b.n && b.items[0].error ? b.items[0].error : "");
+    if (rc == 0 && b.n == 2 && !b.n_errors) {
+        const sd_batch_item *it = &b.items[0];
+        CHECK(it->has_original_size && it->original_h == 512 && it->original_w == 384 && it->has_crop && it->crop_top == 16 &&
+                  it->crop_left == 8 && it->has_target_size && it->target_h == 1024 && it->target_w == 0,
+              "pairs: original %d,%d crop %d,%d target %d,%d", it->original_h, it->original_w, it->crop_top, it->crop_left,
+              it->target_h, it->target_w);
+        CHECK(it->n_set == 4 && !strcmp(it->set_key[1], "original_size") && !strcmp(it->set_value[1], "512,384") &&
+                  !strcmp(it->set_value[3], "1024,0"),
+              "generic settings of the pairs (%d)", it->n_set);
+        CHECK(!b.items[1].has_original_size && !b.items[1].has_crop && !b.items[1].has_target_size, "null = not set");
+    }
+    if (rc == 0) sd_batch_free(&b);
+
+    static const struct {
+        const char *value, *want;
+    } E[] = {
+        {"\"original_size\": [64]", "\"original_size\" must be [height, width]: two integers 0..16384"},
+        {"\"original_size\": \"64x64\"", "\"original_size\" must be [height, width]"},
+        {"\"target_size\": [64, 64, 1]", "\"target_size\" must be [height, width]: exactly two integers"},
+        {"\"target_size\": [64, 16385]", "\"target_size\": 16385 is outside 0..16384"},
+        {"\"crops_coords_top_left\": [-1, 0]", "\"crops_coords_top_left\": -1 is outside 0..16384"},
+        {"\"crops_coords_top_left\": [0.5, 0]", "\"crops_coords_top_left\": 0.5 is not an integer"},
+        {"\"crops_coords_top_left\": {\"top\": 1}", "\"crops_coords_top_left\" must be [top, left]"},
+        {"\"original_size\": [64, \"64\"]", "\"original_size\" must be [height, width]"},
+    };
+    for (size_t i = 0; i < sizeof E / sizeof *E; i++) {
+        char buf[512];
+        int n = snprintf(buf, sizeof buf, "{\"prompt\": \"a\"}\n{\"prompt\": \"b\", %s}\n{\"prompt\": \"c\"}\n", E[i].value);
+        rc = sd_batch_parse_mem(buf, (size_t)n, "m.jsonl", &b, &err);
+        CHECK(rc == 0 && b.n == 3 && b.n_errors == 1 && b.items[1].error && !strncmp(b.items[1].error, "m.jsonl:2: ", 11) &&
+                  strstr(b.items[1].error, E[i].want) && !b.items[2].error && !strcmp(b.items[2].prompt, "c"),
+              "%s: got '%s', want '%s'", E[i].value, rc == 0 && b.n == 3 && b.items[1].error ? b.items[1].error : err.msg, E[i].want);
+        if (rc == 0) sd_batch_free(&b);
+    }
+
+    if (sd_test_skip_shared("golden SDXL case.json as a batch line")) return;
+    FILE *f = fopen(sd_test_path("golden/cases-sdxl/p12-tiny-sdxl-microcond/case.json"), "rb");
+    CHECK(f != NULL, "cannot read golden/cases-sdxl/p12-tiny-sdxl-microcond/case.json");
+    if (!f) return;
+    static char line[65536];
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    for (size_t i = 0; i < n; i++)
+        if (line[i] == '\n') line[i] = ' ';
+    rc = sd_batch_parse_mem(line, n, "p12.jsonl", &b, &err);
+    CHECK(rc == 0 && b.n == 1 && !b.items[0].error, "p12 case.json line: %s", rc ? err.msg : b.items[0].error ? b.items[0].error : "");
+    if (rc == 0 && b.n == 1 && !b.items[0].error) {
+        const sd_batch_item *it = &b.items[0];
+        CHECK(it->original_h == 512 && it->original_w == 384 && it->crop_top == 16 && it->crop_left == 8 && it->target_h == 64 &&
+                  it->target_w == 64 && !it->negative_prompt,
+              "p12 micro-conditioning");
+    }
+    if (rc == 0) sd_batch_free(&b);
+}
+
 int main(void)
 {
     char tmp[4096];
@@ -287,6 +352,7 @@ int main(void)
     test_jsonl_errors();
     test_plain();
     test_golden_case_line();
+    test_sdxl_keys();
     test_output_path();
     test_template_escapes();
     test_oversized_file(tmp);

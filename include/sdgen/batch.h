@@ -57,6 +57,10 @@ typedef struct sd_batch_item {
     int has_cfg_scale;   double cfg_scale;
     int has_strength;    double strength;
     int has_eta;         double eta;
+    /* SDXL micro-conditioning (keys original_size [h, w], crops_coords_top_left [top, left], target_size [h, w]) */
+    int has_original_size; int original_h, original_w;
+    int has_crop;          int crop_top, crop_left;
+    int has_target_size;   int target_h, target_w;
 
     /* The same settings generically, in file order: key (case.json name) and value as text (strings
      * decoded, numbers as written). Plain-text mode: one pair, prompt. */
