@@ -75,9 +75,12 @@ static void usage(FILE *f)
             "  -W, --width N, -H, --height N  size in pixels, multiples of 8 (default: the model's, 512 for SD 1.x)\n"
             "      --steps N              denoising steps (default 20)\n"
             "      --cfg-scale X          classifier-free guidance scale; 1 skips the negative pass (default 7.5)\n"
-            "      --sampler NAME         ddim | ddpm | euler | euler_a | dpmpp_2m (default euler_a)\n"
+            "      --sampler NAME         euler_a (default) | euler | ddim | ddpm | dpmpp_2m | dpmpp_2m_sde | lcm |\n"
+            "                             unipc | heun | lms | dpm2 | dpm2_a, or A1111's names (\"DPM++ 2M SDE\");\n"
+            "                             heun, dpm2, dpm2_a evaluate the model twice per step (2*steps-1 calls)\n"
             "      --schedule NAME        default | karras (default: default)\n"
             "      --timestep-spacing S   leading | linspace | trailing (default: the sampler's own)\n"
+            "      --eta X                ddim's eta in [0, 1]: > 0 adds fresh noise each step (default 0)\n"
             "      --prediction P         eps | v (default: from the model; SD 2.x files: v)\n"
             "      --seed N               random seed, 0..2^64-1, digits only (default or -1: random, printed)\n"
             "      --rng cpu|cuda         noise as PyTorch's CPU generator (default) or its CUDA generator\n"
@@ -258,7 +261,7 @@ static int parse_args(int argc, char **argv, cli_opts *c)
             NEEDV();
             sd_schedule implied = SD_SCHEDULE_DEFAULT;
             if (sd_sampler_parse(v, &c->gen.sampler, &implied)) {
-                say("--sampler: unknown sampler \"%s\" (ddim, ddpm, euler, euler_a, dpmpp_2m)", v);
+                say("--sampler: unknown sampler \"%s\" (%s)", v, sd_sampler_list());
                 return -1;
             }
             if (implied == SD_SCHEDULE_KARRAS) c->gen.schedule = implied;
@@ -274,6 +277,10 @@ static int parse_args(int argc, char **argv, cli_opts *c)
                 say("--timestep-spacing: unknown spacing \"%s\" (leading, linspace, trailing)", v);
                 return -1;
             }
+        } else if (!strcmp(a, "--eta")) {
+            NEEDV();
+            if (parse_num(a, "--eta", v, &x)) return -1;
+            c->gen.eta = x.d;
         } else if (!strcmp(a, "--prediction")) {
             NEEDV();
             if (sd_prediction_parse(v, &c->gen.prediction)) {
@@ -645,6 +652,7 @@ static int apply_item(const sd_batch_item *it, sd_gen_opts *o, int *batch_count,
     if (it->has_cfg_scale) o->cfg_scale = (float)it->cfg_scale;
     if (it->has_strength) o->strength = it->strength;
     if (it->has_clip_skip) o->clip_skip = it->clip_skip;
+    if (it->has_eta) o->eta = it->eta;
     if (it->has_batch_count) *batch_count = it->batch_count;
     if (it->sampler) {
         sd_schedule implied = SD_SCHEDULE_DEFAULT;
