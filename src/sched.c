@@ -278,6 +278,11 @@ const char *sd_sampler_list(void)
     return "ddim, ddpm, euler, euler_a, dpmpp_2m, dpmpp_2m_sde, lcm, unipc, heun, lms, dpm2, dpm2_a";
 }
 
+int sd_sampler_has_karras(sd_sampler s)
+{
+    return s == SD_SAMPLER_EULER || s == SD_SAMPLER_EULER_A || s == SD_SAMPLER_DPMPP_2M || s == SD_SAMPLER_DPMPP_2M_SDE;
+}
+
 int sd_sampler_order(sd_sampler s)
 {
     return s == SD_SAMPLER_HEUN || s == SD_SAMPLER_DPM2 || s == SD_SAMPLER_DPM2_A ? 2 : 1;
@@ -481,7 +486,7 @@ int sd_sched_init(sd_sched *s, sd_sampler sampler, sd_schedule schedule, sd_spac
                        "Karras sigmas); use euler, euler_a or dpmpp_2m, or --schedule default",
                        sd_sampler_name(sampler), sampler == SD_SAMPLER_DDIM ? "DDIMScheduler" : "DDPMScheduler");
     const int vp_multistep = sampler == SD_SAMPLER_DPMPP_2M || sampler == SD_SAMPLER_DPMPP_2M_SDE;
-    if (schedule == SD_SCHEDULE_KARRAS && sampler != SD_SAMPLER_EULER && sampler != SD_SAMPLER_EULER_A && !vp_multistep)
+    if (schedule == SD_SCHEDULE_KARRAS && !sd_sampler_has_karras(sampler))
         return sd_errf(err, "--schedule karras is not available for the %s sampler in sdgen (only euler, euler_a, "
                        "dpmpp_2m and dpmpp_2m_sde); use --schedule default",
                        sd_sampler_name(sampler));

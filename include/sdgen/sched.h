@@ -184,6 +184,8 @@ const char *sd_sampler_list(void);                /* "ddim, ddpm, euler, …" fo
 /* Model calls per step (2 for heun, dpm2, dpm2_a: k-diffusion's second-order samplers, else 1), and
  * the model calls of a whole run of `steps` (2·steps − 1 for those: the last step is first order). */
 int sd_sampler_order(sd_sampler s);
+/* Whether --schedule karras is implemented for the sampler (euler, euler_a, dpmpp_2m, dpmpp_2m_sde). */
+int sd_sampler_has_karras(sd_sampler s);
 int sd_sampler_model_calls(sd_sampler s, int steps);
 int sd_schedule_parse(const char *name, sd_schedule *out); /* "default"/"automatic", "karras" */
 const char *sd_schedule_name(sd_schedule s);               /* "default", "karras" */

@@ -134,7 +134,8 @@ def functional(url, sdgen, model, tmp):
     line = [l for l in help_text.splitlines() if "--sampler NAME" in l][0]
     cli_names = sorted(x.strip() for x in line.split("--sampler NAME", 1)[1].split("(")[0].split("|"))
     check("samplers: the CLI's samplers are the aliases", sorted(a for s in samplers for a in s["aliases"]), cli_names)
-    check("samplers: A1111 display names", sorted(names), sorted(["DDIM", "DDPM", "Euler", "Euler a", "DPM++ 2M"]))
+    check("samplers: A1111 display names", sorted(names), sorted(["DDIM", "DDPM", "Euler", "Euler a", "DPM++ 2M", "DPM++ 2M SDE",
+                                                                 "LCM", "UniPC", "Heun", "LMS", "DPM2", "DPM2 a"]))
 
     st, _, scheds, _ = api.get("/sdapi/v1/schedulers")
     check("schedulers: Automatic and Karras", [(s["name"], s["label"]) for s in scheds],
