@@ -193,7 +193,7 @@ int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err)
     if (o->width > 0 && o->height > 0) {
         /* Memory first: a size that cannot fit is reported as out of memory (exit 3) with the estimate,
          * even when it is also beyond the U-Net's side limit below. */
-        size_t need = sd_gen_memory_estimate(&p->model, o->width, o->height, o->cfg_scale == 1.0f ? 1 : 2, o->vae_tile,
+        size_t need = sd_gen_memory_estimate(&p->model, o->width, o->height, o->cfg_scale <= 1.0f ? 1 : 2, o->vae_tile,
                                              o->vae_tile_overlap);
         size_t have = o->max_memory ? o->max_memory : sd_available_memory_bytes();
         if (have && need > have) {
