@@ -1,9 +1,10 @@
 /* sched.c — noise schedules and sampler steps (sdgen/sched.h), as diffusers computes them.
  *
  * Reference classes (docs/SEMANTICS.md §5, §6, §9): diffusers 0.25.1 DDIMScheduler,
- * DDPMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler; diffusers 0.27.0
- * DPMSolverMultistepScheduler (dpmsolver++, solver_order 2, midpoint, lower_order_final,
- * final_sigmas_type "zero"). Tensor arithmetic there is float32, one rounding per torch op, and
+ * DDPMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LCMScheduler,
+ * UniPCMultistepScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, KDPM2DiscreteScheduler,
+ * KDPM2AncestralDiscreteScheduler; diffusers 0.27.0 DPMSolverMultistepScheduler (dpmsolver++ and
+ * sde-dpmsolver++, solver_order 2, midpoint, lower_order_final, final_sigmas_type "zero"). Tensor arithmetic there is float32, one rounding per torch op, and
  * the schedule set-up is numpy float64 (np.interp, np.linspace, Karras ρ = 7). The code below
  * follows the operation order of those classes so results agree to the last bit where the
  * reference's own math functions allow it. The compiler must not fuse a*b+c (gnu11 defaults to

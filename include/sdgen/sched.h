@@ -1,8 +1,10 @@
 /* sdgen/sched.h — noise schedules and samplers, step for step as the reference computes them.
  *
  * docs/SEMANTICS.md §5, §6 and §9 are the specification: diffusers 0.25.1's DDIMScheduler,
- * DDPMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler and 0.27.0's
- * DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint, final_sigmas_type "zero"), with
+ * DDPMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LCMScheduler,
+ * UniPCMultistepScheduler (bh2), HeunDiscreteScheduler, LMSDiscreteScheduler, KDPM2DiscreteScheduler,
+ * KDPM2AncestralDiscreteScheduler and 0.27.0's DPMSolverMultistepScheduler (dpmsolver++ and
+ * sde-dpmsolver++, order 2, midpoint, final_sigmas_type "zero"), with
  * every operation in float32 as those classes do it (ᾱ table, σ table, timesteps, σ lists,
  * step arithmetic), so latents match the reference to float32 rounding.
  *
