@@ -705,11 +705,13 @@ static int apply_item(const sd_batch_item *it, sd_gen_opts *o, int *batch_count,
     return 0;
 }
 
-/* Settings that can be judged without the model, checked for every item before it loads: image-to-image
+/* Settings that can be judged without the model, checked for every item before it loads: an eta for a
+ * sampler without one; image-to-image
  * with int(steps·strength) = 0 runs no denoising step (diffusers StableDiffusionImg2ImgPipeline
  * get_timesteps; sd_sched_set_strength refuses it too, but only after the model and the image are loaded). */
 static int check_early(const sd_gen_opts *o, sd_err *err)
 {
+    if (sd_sampler_check_eta(o->sampler, o->eta, err)) return -1;
     if (o->init_image && (int)((double)o->steps * o->strength) < 1)
         return sd_errf(err, "strength %g with %d steps runs no denoising step (int(steps·strength) = 0)", o->strength,
                        o->steps);

@@ -689,12 +689,18 @@ void sd_sched_free(sd_sched *s)
     s->n_hist = 0;
 }
 
-int sd_sched_set_eta(sd_sched *s, double eta, sd_err *err)
+int sd_sampler_check_eta(sd_sampler sampler, double eta, sd_err *err)
 {
     if (!(eta >= 0.0 && eta <= 1.0)) return sd_errf(err, "--eta %g must lie in [0, 1]", eta);
-    if (eta > 0.0 && s->sampler != SD_SAMPLER_DDIM)
+    if (eta > 0.0 && sampler != SD_SAMPLER_DDIM)
         return sd_errf(err, "--eta %g: only the ddim sampler has an eta (DDIMScheduler); %s has none", eta,
-                       sd_sampler_name(s->sampler));
+                       sd_sampler_name(sampler));
+    return 0;
+}
+
+int sd_sched_set_eta(sd_sched *s, double eta, sd_err *err)
+{
+    if (sd_sampler_check_eta(s->sampler, eta, err)) return -1;
     s->eta = (float)eta; /* DDIMScheduler.step: eta * variance ** 0.5 with eta as a float32 scalar */
     return 0;
 }

@@ -132,6 +132,8 @@ void sd_sched_free(sd_sched *s);
 /* DDIM's η (DDIMScheduler.step eta): 0 deterministic, > 0 adds σ_t-scaled noise each step. Only
  * the ddim sampler has it; eta must lie in [0, 1]. Call after sd_sched_init. */
 int sd_sched_set_eta(sd_sched *s, double eta, sd_err *err);
+/* The same check without a schedule (settings judged before the model loads). */
+int sd_sampler_check_eta(sd_sampler sampler, double eta, sd_err *err);
 
 /* Whether every timestep the run will use (after sd_sched_set_strength, if any) lies inside the
  * noise schedule, for ddim/ddpm, whose diffusers classes index ᾱ_t directly and fail with an

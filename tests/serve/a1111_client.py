@@ -276,7 +276,7 @@ def functional(url, sdgen, model, tmp):
     a1111_error_shape("steps 0", st, js, 422, "steps")
     st, _, js, _ = api.txt2img(prompt="x", width=65)
     a1111_error_shape("width 65", st, js, 422, "multiple of 8")
-    st, _, js, _ = api.txt2img(prompt="x", sampler_name="LMS")
+    st, _, js, _ = api.txt2img(prompt="x", sampler_name="DPM++ 3M SDE")
     a1111_error_shape("unknown sampler", st, js, 422, "Sampler not found")
     st, _, js, _ = api.post("/sdapi/v1/txt2img", raw=b'{"prompt": "x",')
     a1111_error_shape("malformed JSON", st, js, 400, "not valid JSON")
