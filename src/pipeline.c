@@ -373,6 +373,12 @@ int sd_pipeline_guided(sd_pipeline *p, sd_tensor x, float t, const sd_cond *cond
     sd_tensor out;
     int rc = f->denoise(m, a, xb, tt, ctx, y, &out, err);
     if (rc == 0 && dump_dir) rc = dump_unet0(dump_dir, t, int_timesteps, xb, ctx, out, err);
+    if (rc == 0 && dump_dir) {
+        /* the U-Net's sinusoidal time projection of that call (golden `unet0_time_proj`, one row per batch row) */
+        sd_tensor tp = sd_timestep_embedding(a, tt, B, m->unet.model_channels);
+        rc = tp.data ? dump_f32(dump_dir, "unet0_time_proj", tp.data, 2, tp.ne, err)
+                     : sd_errcf(err, SD_ERR_NOMEM, "out of memory for --dump-dir");
+    }
     if (rc == 0) {
         if (uncond) {
             const float *u = out.data, *c = out.data + n;

@@ -4,7 +4,9 @@
  * (tests/golden_cli.h: tokens, text, timesteps, unet0_out, latents, image, PNG, parameters), each
  * model call's dumps are compared: its input latent, timestep, guided output and the sampler's noise
  * draws (exact: the random stream and its order, §3.3 and §8), the σ list (exact), the decoder input
- * (golden README §5/§9 tolerances). The heun, dpm2 and dpm2_a cases make 2n − 1 model calls. */
+ * and the first call's time projection (golden README §5/§9 tolerances). unet0_time_emb (the U-Net's
+ * time MLP, an internal of the network) is not dumped. The heun, dpm2 and dpm2_a cases make 2n − 1 model
+ * calls. */
 #include "golden_cli.h"
 
 /* Compare the per-call dumps of one case (already run by run_golden_case_in into its folder). */
@@ -23,6 +25,8 @@ static void compare_calls(const char *case_name, int has_sigmas, int has_noise)
     compare_npy(case_dir, out_dir, "step_sample_in", -1);
     compare_npy(case_dir, out_dir, "step_model_output", -1);
     compare_npy(case_dir, out_dir, "vae_in", -1);
+    /* sin/cos of arguments up to ~1000 in float32: 2e-6·max(1, |arg|/64) (golden README §9), t ≤ 999 */
+    compare_npy(case_dir, out_dir, "unet0_time_proj", 2e-6 * 999.0 / 64.0);
     /* a sampler without draws must not dump any */
     if (!has_noise) {
         char p[4200];
