@@ -1178,7 +1178,9 @@ static float vp_lambda(float sigma, float *alpha, float *sigma_t)
 /* UniPCMultistepScheduler.step (0.25.1; bh2, solver_order 2, predict_x0, lower_order_final): m_i = x0
  * from the input as given; for i ≥ 1 the UniC corrector first replaces the input with a corrected
  * one from the previous corrected input, m_{i−1} (and m_{i−2} at order 2) and m_i; then the UniP
- * predictor steps from it, order min(2, steps left, steps done + 1). B(h) = expm1(−h) (bh2). */
+ * predictor steps from it, order min(2, steps left, steps done + 1). B(h) = expm1(−h) (bh2). torch's
+ * expm1 is SLEEF's; the C library's expm1f may differ from it by an ulp (measured on the golden case:
+ * 4.5e-8 of max|x| per call), and torch.linalg.solve's 2×2 solve is written out. */
 static int step_unipc(sd_sched *s, int i, float *x, const float *g, int64_t n, sd_err *err)
 {
     const int k = s->sigma_start + i;
