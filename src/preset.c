@@ -47,6 +47,8 @@ void sd_preset_apply(sd_preset p, unsigned set, sd_gen_opts *o)
     if (!(set & SD_SET_SCHEDULE)) o->schedule = SD_SCHEDULE_DEFAULT;
     if (!(set & SD_SET_STEPS)) o->steps = k_presets[p].steps;
     if (!(set & SD_SET_CFG)) o->cfg_scale = k_presets[p].cfg;
+    /* a sampler chosen on the command line that has its own timestep grid keeps it (lcm refuses a spacing) */
+    if (!(set & SD_SET_SPACING) && o->sampler == SD_SAMPLER_LCM) o->spacing = SD_SPACING_DEFAULT;
 }
 
 /* Whether `word` occurs in s as a whole word (delimited by non-alphanumerics), ignoring case. */

@@ -74,6 +74,9 @@ run over1 -m "$MODEL" --steps 2 --preset turbo --sampler euler
 run over1_x -m "$MODEL" --sampler euler --timestep-spacing trailing --steps 2 --cfg-scale 1
 same "--steps 2 --preset turbo --sampler euler = euler, trailing, 2 steps, CFG 1" over1 over1_x
 has "override infotext" "$(params "$TMP/over1.png")" "Steps: 2, Sampler: Euler, Schedule type: Automatic, CFG scale: 1,"
+run over3 -m "$MODEL" --preset turbo --sampler lcm
+check "--preset turbo --sampler lcm: exit 0 (lcm keeps its own timesteps)" $? 0
+has "--preset turbo --sampler lcm: infotext" "$(params "$TMP/over3.png")" "Steps: 1, Sampler: LCM, Schedule type: Automatic, CFG scale: 1,"
 run over2 -m "$MODEL" --preset lcm --cfg-scale 1
 has "--preset lcm --cfg-scale 1: CFG 1, 4 steps of LCM" "$(params "$TMP/over2.png")" "Steps: 4, Sampler: LCM, Schedule type: Automatic, CFG scale: 1,"
 
