@@ -134,7 +134,8 @@ int sdgen_default_size(const sdgen_ctx *ctx, int *width, int *height);
 
 /* ---- generating ---- */
 
-/* Called after each denoising step: step runs 1..total. */
+/* Called after each model evaluation: step runs 1..total (total = steps, or 2·steps − 1 for the samplers
+ * that evaluate the model twice per step: heun, dpm2, dpm2_a). */
 typedef void (*sdgen_progress_fn)(int step, int total, void *user);
 /* Polled before the first step and after each step; return non-zero to stop the run. */
 typedef int (*sdgen_cancel_fn)(void *user);
@@ -145,9 +146,10 @@ typedef struct sdgen_params {
     int width, height;            /* pixels, positive multiples of 8. 0 (default): the model's size
                                    * (sdgen_default_size); image-to-image with both 0: the init image's size */
     int steps;                    /* denoising steps, 1..1000. 20 */
-    double cfg_scale;             /* classifier-free guidance, 0..100; 1 skips the negative pass. 7.5 */
-    const char *sampler;          /* "euler_a" (default), "euler", "ddim", "ddpm", "dpmpp_2m" */
-    const char *schedule;         /* "default" (default) or "karras" */
+    double cfg_scale;             /* classifier-free guidance, 0..100; <= 1 skips the negative pass. 7.5 */
+    const char *sampler;          /* "euler_a" (default), "euler", "ddim", "ddpm", "dpmpp_2m", "dpmpp_2m_sde",
+                                   * "lcm", "unipc", "heun", "lms", "dpm2", "dpm2_a", or A1111's names */
+    const char *schedule;         /* "default" (default) or "karras" (euler, euler_a, dpmpp_2m(_sde)) */
     const char *timestep_spacing; /* NULL (default: the sampler's own), "leading", "linspace", "trailing" */
     const char *prediction;       /* NULL (default: the model's), "eps" or "v" */
     uint64_t seed;                /* 0 */

@@ -190,8 +190,7 @@ static int to_gen_opts(sdgen_ctx *ctx, const sdgen_params *p, sd_gen_opts *o, sd
     o->seed = p->seed;
     sd_schedule implied = SD_SCHEDULE_DEFAULT;
     if (p->sampler && sd_sampler_parse(p->sampler, &o->sampler, &implied))
-        return fail(ctx, SDGEN_ERR_INPUT, "sampler: unknown sampler \"%s\" (ddim, ddpm, euler, euler_a, dpmpp_2m)",
-                    p->sampler);
+        return fail(ctx, SDGEN_ERR_INPUT, "sampler: unknown sampler \"%s\" (%s)", p->sampler, sd_sampler_list());
     if (p->schedule && sd_schedule_parse(p->schedule, &o->schedule))
         return fail(ctx, SDGEN_ERR_INPUT, "schedule: unknown schedule \"%s\" (default, karras)", p->schedule);
     if (implied == SD_SCHEDULE_KARRAS) o->schedule = implied; /* "dpmpp_2m_karras"-style names, as the CLI */

@@ -23,6 +23,7 @@
 #include "sdgen/params.h"
 #include "sdgen/family.h"
 #include "sdgen/pipeline.h"
+#include "sdgen/preset.h"
 #include "sdgen/rng.h"
 #include "sdgen/utf8.h"
 
@@ -46,6 +47,9 @@ typedef struct cli_opts {
     int weights_f32;
     int have_seed, have_width, have_height;
     int check_weights;
+    unsigned set;       /* SD_SET_* bits: settings given on the command line (a preset leaves them alone) */
+    int have_preset;    /* --preset given (also "none": then the model's metadata picks none) */
+    sd_preset preset;
 } cli_opts;
 
 static void usage(FILE *f)
@@ -73,11 +77,19 @@ static void usage(FILE *f)
             "      --target-size WxH      SDXL target-size conditioning (default: the image size)\n"
             "Image\n"
             "  -W, --width N, -H, --height N  size in pixels, multiples of 8 (default: the model's, 512 for SD 1.x)\n"
+            "      --preset NAME          few-step settings for distilled models, filling what is not given:\n"
+            "                             turbo (euler_a, trailing, 1 step, CFG 1), lcm (lcm, 4 steps, CFG 1.5),\n"
+            "                             lightning (euler, trailing, 4 steps, CFG 1), none (default: the model's\n"
+            "                             modelspec metadata names one, or none)\n"
             "      --steps N              denoising steps (default 20)\n"
-            "      --cfg-scale X          classifier-free guidance scale; 1 skips the negative pass (default 7.5)\n"
-            "      --sampler NAME         ddim | ddpm | euler | euler_a | dpmpp_2m (default euler_a)\n"
+            "      --cfg-scale X          classifier-free guidance scale; <= 1 is guidance off: no negative pass\n"
+            "                             (default 7.5)\n"
+            "      --sampler NAME         ddim | ddpm | euler | euler_a | dpmpp_2m | dpmpp_2m_sde | lcm | unipc | heun | lms | dpm2 | dpm2_a (default euler_a)\n"
+            "                             or A1111's names (\"DPM++ 2M SDE\"); heun, dpm2 and dpm2_a evaluate the model\n"
+            "                             twice per step (2*steps-1 model calls)\n"
             "      --schedule NAME        default | karras (default: default)\n"
             "      --timestep-spacing S   leading | linspace | trailing (default: the sampler's own)\n"
+            "      --eta X                ddim's eta in [0, 1]: > 0 adds fresh noise each step (default 0)\n"
             "      --prediction P         eps | v (default: from the model; SD 2.x files: v)\n"
             "      --seed N               random seed, 0..2^64-1, digits only (default or -1: random, printed)\n"
             "      --rng cpu|cuda         noise as PyTorch's CPU generator (default) or its CUDA generator\n"
@@ -245,10 +257,19 @@ static int parse_args(int argc, char **argv, cli_opts *c)
         } else if (!strcmp(a, "--steps")) {
             NEEDV();
             if (parse_int(a, "--steps", v, &c->gen.steps)) return -1;
+            c->set |= SD_SET_STEPS;
+        } else if (!strcmp(a, "--preset")) {
+            NEEDV();
+            if (sd_preset_parse(v, &c->preset)) {
+                say("--preset: unknown preset \"%s\" (turbo, lcm, lightning, none)", v);
+                return -1;
+            }
+            c->have_preset = 1;
         } else if (!strcmp(a, "--cfg-scale")) {
             NEEDV();
             if (parse_num(a, "--cfg-scale", v, &x)) return -1;
             c->gen.cfg_scale = (float)x.d;
+            c->set |= SD_SET_CFG;
         } else if (!strcmp(a, "--seed")) {
             NEEDV();
             int r = parse_seed(a, v, &c->gen.seed);
@@ -258,22 +279,32 @@ static int parse_args(int argc, char **argv, cli_opts *c)
             NEEDV();
             sd_schedule implied = SD_SCHEDULE_DEFAULT;
             if (sd_sampler_parse(v, &c->gen.sampler, &implied)) {
-                say("--sampler: unknown sampler \"%s\" (ddim, ddpm, euler, euler_a, dpmpp_2m)", v);
+                say("--sampler: unknown sampler \"%s\" (%s)", v, sd_sampler_list());
                 return -1;
             }
-            if (implied == SD_SCHEDULE_KARRAS) c->gen.schedule = implied;
+            c->set |= SD_SET_SAMPLER;
+            if (implied == SD_SCHEDULE_KARRAS) {
+                c->gen.schedule = implied;
+                c->set |= SD_SET_SCHEDULE;
+            }
         } else if (!strcmp(a, "--schedule")) {
             NEEDV();
             if (sd_schedule_parse(v, &c->gen.schedule)) {
                 say("--schedule: unknown schedule \"%s\" (default, karras)", v);
                 return -1;
             }
+            c->set |= SD_SET_SCHEDULE;
         } else if (!strcmp(a, "--timestep-spacing")) {
             NEEDV();
             if (sd_spacing_parse(v, &c->gen.spacing)) {
                 say("--timestep-spacing: unknown spacing \"%s\" (leading, linspace, trailing)", v);
                 return -1;
             }
+            c->set |= SD_SET_SPACING;
+        } else if (!strcmp(a, "--eta")) {
+            NEEDV();
+            if (parse_num(a, "--eta", v, &x)) return -1;
+            c->gen.eta = x.d;
         } else if (!strcmp(a, "--prediction")) {
             NEEDV();
             if (sd_prediction_parse(v, &c->gen.prediction)) {
@@ -360,6 +391,8 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 #undef OPT
 #undef NEEDV
     }
+    /* options given explicitly win over the preset, wherever they stand on the line */
+    if (c->have_preset) sd_preset_apply(c->preset, c->set, &c->gen);
     if (c->overwrite && c->skip_existing) {
         fprintf(stderr, "sdgen: --overwrite and --skip-existing contradict each other\n");
         return -1;
@@ -389,6 +422,7 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 typedef struct progress {
     int quiet, tty;
     int image, n_images;
+    int order;          /* model calls per step of the image's sampler: 2 counts calls, not steps */
     double start;
 } progress;
 
@@ -398,16 +432,19 @@ static void on_step(void *user, int step, int n, double secs)
     if (p->quiet) return;
     double el = sd_now() - p->start;
     double eta = step ? el / step * (n - step) : 0;
+    /* heun, dpm2, dpm2_a: the callback counts model evaluations (2·steps − 1), the unit of time */
+    const char *unit = p->order == 2 ? "eval" : "step";
     if (p->tty) {
         int width = 30, fill = n ? step * width / n : width;
         char bar[64];
         for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
         bar[width] = 0;
-        fprintf(stderr, "\r[%d/%d] [%s] step %d/%d  %.2f s/step  ETA %.0f s ", p->image, p->n_images, bar, step, n, secs,
-                eta);
+        fprintf(stderr, "\r[%d/%d] [%s] %s %d/%d  %.2f s/%s  ETA %.0f s ", p->image, p->n_images, bar, unit, step, n,
+                secs, unit, eta);
         if (step == n) fputc('\n', stderr);
     } else {
-        fprintf(stderr, "image %d/%d step %d/%d %.2f s/step eta %.0f s\n", p->image, p->n_images, step, n, secs, eta);
+        fprintf(stderr, "image %d/%d %s %d/%d %.2f s/%s eta %.0f s\n", p->image, p->n_images, unit, step, n, secs, unit,
+                eta);
     }
 }
 
@@ -590,6 +627,7 @@ static int one_image(run_ctx *r, sd_gen_opts *o, const char *out_tmpl, const cha
         o->dump_dir = NULL;
     }
     r->prog.start = sd_now();
+    r->prog.order = sd_sampler_order(o->sampler);
     sd_gen_result res;
     if (sd_generate(r->p, o, &res, err)) return -1;
     if (!r->c->quiet) {
@@ -645,6 +683,7 @@ static int apply_item(const sd_batch_item *it, sd_gen_opts *o, int *batch_count,
     if (it->has_cfg_scale) o->cfg_scale = (float)it->cfg_scale;
     if (it->has_strength) o->strength = it->strength;
     if (it->has_clip_skip) o->clip_skip = it->clip_skip;
+    if (it->has_eta) o->eta = it->eta;
     if (it->has_batch_count) *batch_count = it->batch_count;
     if (it->has_original_size) { o->original_h = it->original_h; o->original_w = it->original_w; }
     if (it->has_crop) { o->crop_top = it->crop_top; o->crop_left = it->crop_left; }
@@ -669,11 +708,13 @@ static int apply_item(const sd_batch_item *it, sd_gen_opts *o, int *batch_count,
     return 0;
 }
 
-/* Settings that can be judged without the model, checked for every item before it loads: image-to-image
+/* Settings that can be judged without the model, checked for every item before it loads: an eta for a
+ * sampler without one; image-to-image
  * with int(steps·strength) = 0 runs no denoising step (diffusers StableDiffusionImg2ImgPipeline
  * get_timesteps; sd_sched_set_strength refuses it too, but only after the model and the image are loaded). */
 static int check_early(const sd_gen_opts *o, sd_err *err)
 {
+    if (sd_sampler_check_eta(o->sampler, o->eta, err)) return -1;
     if (o->init_image && (int)((double)o->steps * o->strength) < 1)
         return sd_errf(err, "strength %g with %d steps runs no denoising step (int(steps·strength) = 0)", o->strength,
                        o->steps);
@@ -1110,6 +1151,19 @@ static int gen_load(gen_cmd *g)
         return sd_cli_exit_code(err.code);
     }
     const sd_model *m = &g->p.model;
+    if (!c->have_preset) {
+        /* a distilled model that says what it is in its modelspec metadata gets its preset */
+        char why[160];
+        sd_preset mp = sd_preset_from_model(m, why, sizeof why);
+        if (mp != SD_PRESET_NONE) {
+            sd_preset_apply(mp, c->set, &c->gen);
+            if (!c->quiet) say("preset %s from the model's %s (--preset none turns it off)", sd_preset_name(mp), why);
+            if (!c->prompts_file && check_early(&c->gen, &err)) {
+                say("%s", err.msg);
+                return SD_EXIT_INPUT;
+            }
+        }
+    }
     sd_prediction pred = c->gen.prediction != SD_PRED_UNKNOWN ? c->gen.prediction : m->prediction;
     if (!c->quiet) {
         if (g->demo) say("using the demo model %s (pass --model for a real checkpoint)", c->model);

@@ -16,7 +16,8 @@
  * apart. Sizes: 65536 is the command line's historical bound (the memory estimate and the U-Net's side
  * limit refine it once the model is known); the multiple of 8 is the VAE's downsampling factor (diffusers
  * StableDiffusionPipeline.check_inputs). Strength 0 runs no denoising step (diffusers Img2Img get_timesteps
- * gives an empty schedule), so the range is (0, 1]. eta: only the deterministic samplers' 0 is implemented. */
+ * gives an empty schedule), so the range is (0, 1]. eta: DDIM's η, 0 (deterministic) to 1 (DDPM-like variance;
+ * DDIMScheduler.step, A1111's "Eta DDIM" slider range). */
 static const sd_num_opt NUM_OPTS[] = {
     {"steps", "--steps", SD_NUM_INT, 1, SD_SCHED_MAX_STEPS, 0, 0},
     {"width", "--width", SD_NUM_INT, 8, 65536, 0, 8},
@@ -26,7 +27,7 @@ static const sd_num_opt NUM_OPTS[] = {
     {"seed", "--seed", SD_NUM_U64, 0, 0, 0, 0},
     {"clip_skip", "--clip-skip", SD_NUM_INT, 1, 64, 0, 0},
     {"batch_count", "--batch-count", SD_NUM_INT, 1, 100000, 0, 0},
-    {"eta", NULL, SD_NUM_REAL, 0, 0, 0, 0},
+    {"eta", "--eta", SD_NUM_REAL, 0, 1, 0, 0},
     {NULL, "--threads", SD_NUM_INT, 1, 1024, 0, 0},
     {NULL, "--max-memory", SD_NUM_SIZE, 1, 1e15, 0, 0},
 };

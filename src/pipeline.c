@@ -157,6 +157,7 @@ static int check_schedule(const sd_pipeline *p, const sd_gen_opts *o, sd_err *er
     sd_sched *s = malloc(sizeof *s);
     if (!s) return sd_errcf(err, SD_ERR_NOMEM, "out of memory for the schedule");
     int rc = sd_sched_init(s, o->sampler, o->schedule, o->spacing, pred, o->steps, &p->model.sched, err);
+    if (rc == 0 && (rc = sd_sched_set_eta(s, o->eta, err)) != 0) sd_sched_free(s);
     if (rc == 0) {
         /* A strength that runs no step is reported where the run sets it, after the init image is read
          * (its errors come first); only the timesteps of a run that exists are checked here. */
@@ -192,7 +193,7 @@ int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err)
     if (o->width > 0 && o->height > 0) {
         /* Memory first: a size that cannot fit is reported as out of memory (exit 3) with the estimate,
          * even when it is also beyond the U-Net's side limit below. */
-        size_t need = sd_gen_memory_estimate(&p->model, o->width, o->height, o->cfg_scale == 1.0f ? 1 : 2, o->vae_tile,
+        size_t need = sd_gen_memory_estimate(&p->model, o->width, o->height, o->cfg_scale <= 1.0f ? 1 : 2, o->vae_tile,
                                              o->vae_tile_overlap);
         size_t have = o->max_memory ? o->max_memory : sd_available_memory_bytes();
         if (have && need > have) {
@@ -372,6 +373,12 @@ int sd_pipeline_guided(sd_pipeline *p, sd_tensor x, float t, const sd_cond *cond
     sd_tensor out;
     int rc = f->denoise(m, a, xb, tt, ctx, y, &out, err);
     if (rc == 0 && dump_dir) rc = dump_unet0(dump_dir, t, int_timesteps, xb, ctx, out, err);
+    if (rc == 0 && dump_dir) {
+        /* the U-Net's sinusoidal time projection of that call (golden `unet0_time_proj`, one row per batch row) */
+        sd_tensor tp = sd_timestep_embedding(a, tt, B, m->unet.model_channels);
+        rc = tp.data ? dump_f32(dump_dir, "unet0_time_proj", tp.data, 2, tp.ne, err)
+                     : sd_errcf(err, SD_ERR_NOMEM, "out of memory for --dump-dir");
+    }
     if (rc == 0) {
         if (uncond) {
             const float *u = out.data, *c = out.data + n;
@@ -449,7 +456,11 @@ typedef struct gen_run {
     int sched_ok;
     sd_rng rng;
     float *x, *noise, *xin, *g; /* latent, noise draws, scaled input, guided output */
-    float *steps_dump;           /* --dump-dir: every step's latent */
+    float *steps_dump;           /* --dump-dir: every model call's latent after the update, */
+    float *in_dump, *g_dump;     /* its input latent and guided output, */
+    float *noise_dump;           /* the sampler's draws (n_draws of them), */
+    float call_t[SD_SCHED_MAX_CALLS]; /* and its timestep */
+    int n_draws;
     sd_image init;               /* img2img */
 } gen_run;
 
@@ -490,6 +501,7 @@ static int gen_start(gen_run *g, sd_err *err)
     if (sd_sched_init(&g->s, o->sampler, o->schedule, o->spacing, g->r->prediction, o->steps, &m->sched, err))
         return -1;
     g->sched_ok = 1;
+    if (sd_sched_set_eta(&g->s, o->eta, err)) return -1;
     sd_rng_init(&g->rng, o->rng_kind, o->seed);
     g->x = malloc((size_t)n * sizeof(float));
     g->noise = malloc((size_t)n * sizeof(float));
@@ -518,24 +530,46 @@ static int gen_start(gen_run *g, sd_err *err)
         sd_rng_randn(&g->rng, g->noise, n);
         sd_sched_init_latent(&g->s, g->noise, g->x, n);
     }
+    if (dump_f32(dump, "noise", g->noise, 4, lat, err)) return -1;
     if (dump_f32(dump, "latents_init", g->x, 4, lat, err)) return -1;
     if (dump) {
         char path[4096];
         snprintf(path, sizeof path, "%s/timesteps.npy", dump);
         const sd_sched *s = &g->s;
         if (s->int_timesteps) {
-            int32_t ts[SD_SCHED_MAX_STEPS];
-            for (int i = 0; i < s->n_steps; i++) ts[i] = (int32_t)s->timesteps[i];
-            if (sd_npy_write_i32(path, ts, 1, (const int64_t[]){s->n_steps}, err)) return -1;
-        } else if (sd_npy_write_f32(path, s->timesteps, 1, (const int64_t[]){s->n_steps}, err)) {
+            int32_t ts[SD_SCHED_MAX_CALLS];
+            for (int i = 0; i < s->n_calls; i++) ts[i] = (int32_t)s->timesteps[i];
+            if (sd_npy_write_i32(path, ts, 1, (const int64_t[]){s->n_calls}, err)) return -1;
+        } else if (sd_npy_write_f32(path, s->timesteps, 1, (const int64_t[]){s->n_calls}, err)) {
             return -1;
         }
-        if (s->has_sigmas && dump_f32(dump, "sigmas", s->sigmas, 1, (const int64_t[]){s->n_steps + 1}, err))
+        if (s->has_sigmas && dump_f32(dump, "sigmas", s->sigmas, 1, (const int64_t[]){s->n_sigmas}, err))
             return -1;
-        g->steps_dump = malloc((size_t)n * (size_t)(s->n_steps ? s->n_steps : 1) * sizeof(float));
-        if (!g->steps_dump) return sd_errcf(err, SD_ERR_NOMEM, "out of memory for --dump-dir");
+        const size_t calls = (size_t)(s->n_calls ? s->n_calls : 1);
+        g->steps_dump = malloc((size_t)n * calls * sizeof(float));
+        g->in_dump = malloc((size_t)n * calls * sizeof(float));
+        g->g_dump = malloc((size_t)n * calls * sizeof(float));
+        g->noise_dump = malloc((size_t)n * calls * sizeof(float));
+        if (!g->steps_dump || !g->in_dump || !g->g_dump || !g->noise_dump)
+            return sd_errcf(err, SD_ERR_NOMEM, "out of memory for --dump-dir");
     }
     return 0;
+}
+
+/* --dump-dir: the per-call arrays of the golden cases (step_sample_in, step_timesteps,
+ * step_model_output, step_noise, step_latents; one entry per model call, step_noise per draw). */
+static int dump_calls(gen_run *g, sd_err *err)
+{
+    const char *dir = g->o->dump_dir;
+    const int64_t c = g->s.n_calls;
+    const int64_t shape[5] = {c, 1, g->zc, g->h, g->w};
+    const int64_t nshape[5] = {g->n_draws, 1, g->zc, g->h, g->w};
+    if (dump_f32(dir, "step_sample_in", g->in_dump, 5, shape, err) ||
+        dump_f32(dir, "step_timesteps", g->call_t, 1, (const int64_t[]){c}, err) ||
+        dump_f32(dir, "step_model_output", g->g_dump, 5, shape, err) ||
+        dump_f32(dir, "step_latents", g->steps_dump, 5, shape, err))
+        return -1;
+    return g->n_draws ? dump_f32(dir, "step_noise", g->noise_dump, 5, nshape, err) : 0;
 }
 
 /* The sampler's steps: scale, one guided model output, the sampler's update (with its noise draw). */
@@ -544,33 +578,42 @@ static int gen_denoise(gen_run *g, sd_err *err)
     const sd_gen_opts *o = g->o;
     sd_sched *s = &g->s;
     const int64_t n = g->n;
-    for (int i = 0; i < s->n_steps; i++) {
+    /* One iteration per model call: the order-2 samplers (heun, dpm2, dpm2_a) make two per step, and
+     * the progress callback counts those calls (model evaluations, the unit of time). */
+    const char *unit = s->order == 2 ? "model call" : "step";
+    for (int i = 0; i < s->n_calls; i++) {
         if (o->interrupted && *o->interrupted)
-            return sd_errcf(err, SD_ERR_INTERRUPTED, "interrupted at step %d of %d", i, s->n_steps);
+            return sd_errcf(err, SD_ERR_INTERRUPTED, "interrupted at %s %d of %d", unit, i, s->n_calls);
         const double ts0 = sd_now();
+        if (g->in_dump) memcpy(g->in_dump + (size_t)i * n, g->x, (size_t)n * sizeof(float));
         sd_sched_scale_input(s, i, g->x, g->xin, n);
         const sd_tensor xt = {.data = g->xin, .ndim = 4, .ne = {1, g->zc, g->h, g->w}};
         if (sd_pipeline_guided(g->p, xt, s->timesteps[i], &g->cond, g->use_cfg ? &g->uncond : NULL, o->cfg_scale,
                                g->g, i == 0 ? o->dump_dir : NULL, s->int_timesteps, err))
             return -1;
         char stage[96];
-        snprintf(stage, sizeof stage, "the U-Net at step %d of %d", i + 1, s->n_steps);
+        snprintf(stage, sizeof stage, "the U-Net at %s %d of %d", unit, i + 1, s->n_calls);
         if (check_finite(g->g, n, stage, err)) return -1;
         const float *z = NULL;
         if (sd_sched_needs_noise(s, i)) {
             sd_rng_randn(&g->rng, g->noise, n);
             z = g->noise;
+            if (g->noise_dump) memcpy(g->noise_dump + (size_t)g->n_draws * n, z, (size_t)n * sizeof(float));
+            g->n_draws++;
         }
         if (sd_sched_step(s, i, g->x, g->g, z, n, err)) return -1;
-        snprintf(stage, sizeof stage, "the %s sampler at step %d of %d", sd_sampler_name(o->sampler), i + 1,
-                 s->n_steps);
+        snprintf(stage, sizeof stage, "the %s sampler at %s %d of %d", sd_sampler_name(o->sampler), unit, i + 1,
+                 s->n_calls);
         if (check_finite(g->x, n, stage, err)) return -1;
-        if (g->steps_dump) memcpy(g->steps_dump + (size_t)i * n, g->x, (size_t)n * sizeof(float));
+        if (g->steps_dump) {
+            memcpy(g->steps_dump + (size_t)i * n, g->x, (size_t)n * sizeof(float));
+            memcpy(g->g_dump + (size_t)i * n, g->g, (size_t)n * sizeof(float));
+            g->call_t[i] = s->timesteps[i];
+        }
         g->r->steps_run = i + 1;
-        if (o->progress) o->progress(o->progress_user, i + 1, s->n_steps, sd_now() - ts0);
+        if (o->progress) o->progress(o->progress_user, i + 1, s->n_calls, sd_now() - ts0);
     }
-    const int64_t steps_shape[5] = {s->n_steps, 1, g->zc, g->h, g->w};
-    if (g->steps_dump && dump_f32(o->dump_dir, "step_latents", g->steps_dump, 5, steps_shape, err)) return -1;
+    if (g->steps_dump && dump_calls(g, err)) return -1;
     return dump_f32(o->dump_dir, "latents_final", g->x, 4, (const int64_t[]){1, g->zc, g->h, g->w}, err);
 }
 
@@ -588,6 +631,7 @@ static int gen_decode(gen_run *g, sd_err *err)
     char stage[96];
     snprintf(stage, sizeof stage, "dividing the latent by the VAE scaling factor %g", (double)m->vae.scale_factor);
     if (check_finite(zt.data, g->n, stage, err)) return -1;
+    if (dump_f32(o->dump_dir, "vae_in", zt.data, 4, zt.ne, err)) return -1;
     sd_tensor img;
     if (o->vae_tile ? sd_vae_decode_tiled(m, a, zt, o->vae_tile, o->vae_tile_overlap, &img, err)
                     : sd_vae_decode(m, a, zt, &img, err))
@@ -664,6 +708,9 @@ out:
     free(g.xin);
     free(g.g);
     free(g.steps_dump);
+    free(g.in_dump);
+    free(g.g_dump);
+    free(g.noise_dump);
     return rc;
 }
 
@@ -711,5 +758,12 @@ int sd_gen_infotext(const sd_gen_opts *o, int width, int height, const char *mod
     gp.denoising_strength = o->init_image ? o->strength : -1;
     gp.clip_skip = o->clip_skip;
     gp.rng = o->rng_kind == SD_RNG_CUDA ? "GPU" : "CPU";
+    /* A1111 records a non-zero DDIM η as "Eta DDIM" (modules/sd_samplers_timesteps.py initialize). */
+    char eta[32];
+    if (o->sampler == SD_SAMPLER_DDIM && o->eta > 0 && gp.n_extra < SD_PARAMS_MAX_EXTRA) {
+        sd_params_fmt_number(o->eta, eta, sizeof eta);
+        gp.extra_key[gp.n_extra] = "Eta DDIM";
+        gp.extra_value[gp.n_extra++] = eta;
+    }
     return sd_params_format(&gp, out, err);
 }

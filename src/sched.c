@@ -1,9 +1,10 @@
 /* sched.c — noise schedules and sampler steps (sdgen/sched.h), as diffusers computes them.
  *
  * Reference classes (docs/SEMANTICS.md §5, §6, §9): diffusers 0.25.1 DDIMScheduler,
- * DDPMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler; diffusers 0.27.0
- * DPMSolverMultistepScheduler (dpmsolver++, solver_order 2, midpoint, lower_order_final,
- * final_sigmas_type "zero"). Tensor arithmetic there is float32, one rounding per torch op, and
+ * DDPMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LCMScheduler,
+ * UniPCMultistepScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, KDPM2DiscreteScheduler,
+ * KDPM2AncestralDiscreteScheduler; diffusers 0.27.0 DPMSolverMultistepScheduler (dpmsolver++ and
+ * sde-dpmsolver++, solver_order 2, midpoint, lower_order_final, final_sigmas_type "zero"). Tensor arithmetic there is float32, one rounding per torch op, and
  * the schedule set-up is numpy float64 (np.interp, np.linspace, Karras ρ = 7). The code below
  * follows the operation order of those classes so results agree to the last bit where the
  * reference's own math functions allow it. The compiler must not fuse a*b+c (gnu11 defaults to
@@ -195,8 +196,26 @@ static double np_interp_table(const float *fp, int len, double x)
 
 /* ------------------------------------------------------------------ names */
 
-static const char *const k_sampler_names[SD_SAMPLER_COUNT] = {"ddim", "ddpm", "euler", "euler_a", "dpmpp_2m"};
-static const char *const k_sampler_a1111[SD_SAMPLER_COUNT] = {"DDIM", "DDPM", "Euler", "Euler a", "DPM++ 2M"};
+/* The one sampler table: sdgen's CLI name, A1111's display name (the infotext's "Sampler" and the
+ * web API's sampler_name: AUTOMATIC1111 modules/sd_samplers_kdiffusion.py, sd_samplers_timesteps.py,
+ * sd_samplers_lcm.py) and further accepted spellings (k-diffusion's function names; A1111's k_ aliases
+ * lose their prefix before the lookup). Compared after normalize_name and "++" → "pp". */
+static const struct {
+    const char *name, *a1111, *alias[3];
+} k_samplers[SD_SAMPLER_COUNT] = {
+    [SD_SAMPLER_DDIM] = {"ddim", "DDIM", {NULL}},
+    [SD_SAMPLER_DDPM] = {"ddpm", "DDPM", {NULL}},
+    [SD_SAMPLER_EULER] = {"euler", "Euler", {NULL}},
+    [SD_SAMPLER_EULER_A] = {"euler_a", "Euler a", {"euler_ancestral", NULL}},
+    [SD_SAMPLER_DPMPP_2M] = {"dpmpp_2m", "DPM++ 2M", {"dpmpp2m", NULL}},
+    [SD_SAMPLER_LCM] = {"lcm", "LCM", {NULL}},
+    [SD_SAMPLER_UNIPC] = {"unipc", "UniPC", {"uni_pc", NULL}},
+    [SD_SAMPLER_HEUN] = {"heun", "Heun", {NULL}},
+    [SD_SAMPLER_LMS] = {"lms", "LMS", {NULL}},
+    [SD_SAMPLER_DPM2] = {"dpm2", "DPM2", {"dpm_2", NULL}},
+    [SD_SAMPLER_DPM2_A] = {"dpm2_a", "DPM2 a", {"dpm_2_a", "dpm_2_ancestral", "dpm2_ancestral"}},
+    [SD_SAMPLER_DPMPP_2M_SDE] = {"dpmpp_2m_sde", "DPM++ 2M SDE", {"dpmpp2m_sde", NULL}},
+};
 
 static void normalize_name(const char *in, char *out, size_t cap)
 {
@@ -212,36 +231,67 @@ static void normalize_name(const char *in, char *out, size_t cap)
 int sd_sampler_parse(const char *name, sd_sampler *out, sd_schedule *schedule)
 {
     if (!name) return -1;
-    char n[64];
-    normalize_name(name, n, sizeof n);
+    char raw[64], n[64];
+    normalize_name(name, raw, sizeof raw);
+    size_t o = 0;
+    for (const char *c = raw; *c && o + 2 < sizeof n; c++) {
+        if (c[0] == '+' && c[1] == '+') { /* "dpm++" is spelled "dpmpp" in the table */
+            n[o++] = 'p';
+            n[o++] = 'p';
+            c++;
+        } else {
+            n[o++] = *c;
+        }
+    }
+    n[o] = 0;
+    if (!strncmp(n, "k_", 2)) memmove(n, n + 2, strlen(n + 2) + 1);
     size_t len = strlen(n);
     int karras = 0;
     if (len > 7 && !strcmp(n + len - 7, "_karras")) { /* A1111's old combined names */
         karras = 1;
         n[len - 7] = 0;
     }
-    sd_sampler s;
-    if (!strcmp(n, "ddim")) s = SD_SAMPLER_DDIM;
-    else if (!strcmp(n, "ddpm")) s = SD_SAMPLER_DDPM;
-    else if (!strcmp(n, "euler")) s = SD_SAMPLER_EULER;
-    else if (!strcmp(n, "euler_a") || !strcmp(n, "euler_ancestral")) s = SD_SAMPLER_EULER_A;
-    else if (!strcmp(n, "dpmpp_2m") || !strcmp(n, "dpm++_2m") || !strcmp(n, "dpmpp2m") || !strcmp(n, "dpm++2m"))
-        s = SD_SAMPLER_DPMPP_2M;
-    else return -1;
+    int found = -1;
+    for (int i = 0; i < SD_SAMPLER_COUNT && found < 0; i++) {
+        if (!strcmp(n, k_samplers[i].name)) found = i;
+        for (int k = 0; k < 3 && found < 0 && k_samplers[i].alias[k]; k++)
+            if (!strcmp(n, k_samplers[i].alias[k])) found = i;
+    }
+    if (found < 0) return -1;
     if (karras && !schedule) return -1;
-    *out = s;
+    *out = (sd_sampler)found;
     if (karras) *schedule = SD_SCHEDULE_KARRAS;
     return 0;
 }
 
 const char *sd_sampler_name(sd_sampler s)
 {
-    return (unsigned)s < SD_SAMPLER_COUNT ? k_sampler_names[s] : "unknown";
+    return (unsigned)s < SD_SAMPLER_COUNT ? k_samplers[s].name : "unknown";
 }
 
 const char *sd_sampler_a1111_name(sd_sampler s)
 {
-    return (unsigned)s < SD_SAMPLER_COUNT ? k_sampler_a1111[s] : "unknown";
+    return (unsigned)s < SD_SAMPLER_COUNT ? k_samplers[s].a1111 : "unknown";
+}
+
+const char *sd_sampler_list(void)
+{
+    return "ddim, ddpm, euler, euler_a, dpmpp_2m, dpmpp_2m_sde, lcm, unipc, heun, lms, dpm2, dpm2_a";
+}
+
+int sd_sampler_has_karras(sd_sampler s)
+{
+    return s == SD_SAMPLER_EULER || s == SD_SAMPLER_EULER_A || s == SD_SAMPLER_DPMPP_2M || s == SD_SAMPLER_DPMPP_2M_SDE;
+}
+
+int sd_sampler_order(sd_sampler s)
+{
+    return s == SD_SAMPLER_HEUN || s == SD_SAMPLER_DPM2 || s == SD_SAMPLER_DPM2_A ? 2 : 1;
+}
+
+int sd_sampler_model_calls(sd_sampler s, int steps)
+{
+    return sd_sampler_order(s) == 2 && steps > 0 ? 2 * steps - 1 : steps;
 }
 
 int sd_schedule_parse(const char *name, sd_schedule *out)
@@ -312,6 +362,67 @@ static double sigma_to_t(const float *log_sigmas, int len, double sigma)
     return (double)a * (double)low + (double)w * (double)(low + 1);
 }
 
+/* _sigma_to_t of the KDPM2 classes (0.25.1) on a float32 σ from their own torch tensors: np.log of
+ * max(σ, 1e-10) in float32 (np_logf), float32 distances and weight, and t = (1 − w)·low + w·high
+ * in float32 too (torch arithmetic with the index arrays). NaN in, NaN out. */
+static float sigma_to_t_f32(const float *log_sigmas, int len, float sigma)
+{
+    if (isnan(sigma)) return NAN;
+    float ls = np_logf(sigma > 1e-10f ? sigma : 1e-10f);
+    int low = 0;
+    for (int k = 0; k < len; k++)
+        if (ls - log_sigmas[k] >= 0.0f) low = k;
+    if (low > len - 2) low = len - 2;
+    float lo = log_sigmas[low], hi = log_sigmas[low + 1];
+    float w = (lo - ls) / (lo - hi);
+    if (w < 0.0f) w = 0.0f;
+    if (w > 1.0f) w = 1.0f;
+    float a = (1.0f - w) * (float)low;
+    float b = w * (float)(low + 1);
+    return a + b;
+}
+
+/* torch.lerp(start, end, 0.5) on float32 (ATen's lerp: a weight of 0.5 is not "small", so
+ * end − (end − start)·(1 − 0.5)); the product by 0.5 is exact. */
+static float lerp_half(float start, float end) { return end - (end - start) * 0.5f; }
+
+/* KDPM2DiscreteScheduler / KDPM2AncestralDiscreteScheduler.set_timesteps (0.25.1): from the step σ
+ * list sf[0..n] (σ_n = 0) and timesteps t[0..n−1], the interleaved per-call lists
+ *   X_il = [X_0, X_1, X_1, …, X_n, X_n, X_n]   (2n + 2 entries, for σ, σ̂, σ_up, σ_down)
+ * with σ̂ the geometric midpoint exp(lerp(ln σ_j, ln σ_{j−1}, ½)) (dpm2) or between σ_j and σ_down_j
+ * (dpm2_a, σ_down = sqrt(σ_{j+1}² − σ_up²), σ_up = sqrt(σ_{j+1}²(σ_j² − σ_{j+1}²)/σ_j²), the last two
+ * midpoints 0), all float32 torch arithmetic; the calls' timesteps interleave t_j with t(σ̂). */
+static void dpm2_lists(sd_sched *s, int ancestral, const float *sf, const double *t, int n, const float *log_sigmas)
+{
+    float si[SD_SCHED_MAX_STEPS + 1], up[SD_SCHED_MAX_STEPS + 1], down[SD_SCHED_MAX_STEPS + 1];
+    for (int j = 0; j <= n; j++) {
+        if (!ancestral) {
+            float prev = sf[j == 0 ? n : j - 1]; /* sigmas.roll(1) */
+            si[j] = sd_expf(lerp_half(log_f32(sf[j]), log_f32(prev)));
+            up[j] = down[j] = 0.0f;
+        } else {
+            float next = j < n ? sf[j + 1] : 0.0f; /* sigmas.roll(−1) with the last set to 0 */
+            float nn = next * next, ss = sf[j] * sf[j];
+            up[j] = sqrtf(nn * (ss - nn) / ss);
+            down[j] = j < n ? sqrtf(nn - up[j] * up[j]) : 0.0f;
+            si[j] = j >= n - 1 ? 0.0f : sd_expf(lerp_half(log_f32(sf[j]), log_f32(down[j])));
+        }
+    }
+    s->n_sigmas_all = 2 * n + 2;
+    const float *src[4] = {sf, si, up, down};
+    float *dst[4] = {s->sigmas_all, s->interp_all, s->up_all, s->down_all};
+    for (int a = 0; a < 4; a++) {
+        dst[a][0] = src[a][0];
+        for (int j = 1; j <= n; j++) dst[a][2 * j - 1] = dst[a][2 * j] = src[a][j];
+        dst[a][2 * n + 1] = src[a][n];
+    }
+    s->timesteps_all[0] = (float)t[0];
+    for (int j = 1; j < n; j++) {
+        s->timesteps_all[2 * j - 1] = sigma_to_t_f32(log_sigmas, s->num_train, si[ancestral ? j - 1 : j]);
+        s->timesteps_all[2 * j] = (float)t[j];
+    }
+}
+
 static int build_tables(sd_sched *s, const sd_sched_config *cfg, int *steps_offset, char *spacing_cfg,
                         size_t spacing_cap, sd_err *err)
 {
@@ -375,9 +486,15 @@ int sd_sched_init(sd_sched *s, sd_sampler sampler, sd_schedule schedule, sd_spac
         return sd_errf(err, "--schedule karras is not available for the %s sampler (diffusers' %s has no "
                        "Karras sigmas); use euler, euler_a or dpmpp_2m, or --schedule default",
                        sd_sampler_name(sampler), sampler == SD_SAMPLER_DDIM ? "DDIMScheduler" : "DDPMScheduler");
+    const int vp_multistep = sampler == SD_SAMPLER_DPMPP_2M || sampler == SD_SAMPLER_DPMPP_2M_SDE;
+    if (schedule == SD_SCHEDULE_KARRAS && !sd_sampler_has_karras(sampler))
+        return sd_errf(err, "--schedule karras is not available for the %s sampler in sdgen (only euler, euler_a, "
+                       "dpmpp_2m and dpmpp_2m_sde); use --schedule default",
+                       sd_sampler_name(sampler));
     s->sampler = sampler;
     s->schedule = schedule;
     s->prediction = prediction;
+    s->order = sd_sampler_order(sampler);
 
     int offset;
     char spacing_cfg[32];
@@ -389,6 +506,14 @@ int sd_sched_init(sd_sched *s, sd_sampler sampler, sd_schedule schedule, sd_spac
         return sd_errf(err, "steps %d out of range 1..%d", steps, max_steps);
     s->steps = steps;
 
+    if (sampler == SD_SAMPLER_LCM) {
+        /* LCMScheduler picks its timesteps from the distillation grid, whatever the spacing. */
+        if (spacing != SD_SPACING_DEFAULT)
+            return sd_errf(err, "--timestep-spacing does not apply to the lcm sampler (LCMScheduler takes its "
+                           "timesteps from the %d-step distillation grid)", SD_LCM_ORIGINAL_STEPS);
+        spacing_cfg[0] = 0;
+        spacing = SD_SPACING_LEADING;
+    }
     if (spacing == SD_SPACING_DEFAULT && spacing_cfg[0]) {
         if (sd_spacing_parse(spacing_cfg, &spacing))
             return sd_errf(err, "scheduler config: unknown timestep_spacing \"%s\"", spacing_cfg);
@@ -397,19 +522,34 @@ int sd_sched_init(sd_sched *s, sd_sampler sampler, sd_schedule schedule, sd_spac
         spacing = (sampler == SD_SAMPLER_DDIM || sampler == SD_SAMPLER_DDPM) ? SD_SPACING_LEADING : SD_SPACING_LINSPACE;
     s->spacing = spacing;
 
-    s->has_sigmas = sampler == SD_SAMPLER_EULER || sampler == SD_SAMPLER_EULER_A || sampler == SD_SAMPLER_DPMPP_2M;
-    s->int_timesteps = sampler != SD_SAMPLER_EULER && sampler != SD_SAMPLER_EULER_A;
+    s->has_sigmas = sampler != SD_SAMPLER_DDIM && sampler != SD_SAMPLER_DDPM && sampler != SD_SAMPLER_LCM;
+    s->int_timesteps = sampler == SD_SAMPLER_DDIM || sampler == SD_SAMPLER_DDPM || sampler == SD_SAMPLER_LCM ||
+                       sampler == SD_SAMPLER_UNIPC || vp_multistep;
 
     double t[SD_SCHED_MAX_STEPS + 1];
     double tmp[SD_SCHED_MAX_STEPS + 2];
     const int n = steps;
-    if (sampler == SD_SAMPLER_DPMPP_2M) {
-        /* 0.27.0 set_timesteps; last_timestep = T (lambda_min_clipped = −inf). */
+    if (sampler == SD_SAMPLER_LCM) {
+        /* LCMScheduler.set_timesteps (0.25.1): the origin grid k·(T // original_steps) − 1 for k = 1 …
+         * original_steps, reversed, sampled at floor(linspace(0, original_steps, n, endpoint=False)). */
+        const int orig = SD_LCM_ORIGINAL_STEPS;
+        if (n > orig)
+            return sd_errf(err, "the lcm sampler runs at most %d steps (LCMScheduler original_inference_steps), got %d",
+                           orig, n);
+        const int kk = T / orig;
+        const double step = (double)orig / (double)n;
+        for (int i = 0; i < n; i++) {
+            int idx = (int)floor((double)i * step);
+            t[i] = (double)((orig - idx) * kk - 1);
+        }
+    } else if (vp_multistep || sampler == SD_SAMPLER_UNIPC) {
+        /* 0.27.0 DPMSolverMultistepScheduler / 0.25.1 UniPCMultistepScheduler set_timesteps (the same
+         * grids); last_timestep = T (lambda_min_clipped = −inf). */
         if (spacing == SD_SPACING_LINSPACE) {
             for (int i = 0; i < n; i++) t[i] = round_half_even(np_linspace0((double)(T - 1), n + 1, n - i));
         } else if (spacing == SD_SPACING_LEADING) {
             int ratio = T / (n + 1);
-            if (ratio < 1) return sd_errf(err, "dpmpp_2m with leading spacing needs steps < %d", T);
+            if (ratio < 1) return sd_errf(err, "%s with leading spacing needs steps < %d", sd_sampler_name(sampler), T);
             for (int i = 0; i < n; i++) t[i] = (double)((n - i) * ratio + offset);
         } else {
             int len = np_arange_down((double)T, (double)T / n, SD_SCHED_MAX_STEPS + 1, tmp);
@@ -417,9 +557,8 @@ int sd_sched_init(sd_sched *s, sd_sampler sampler, sd_schedule schedule, sd_spac
                 return sd_errf(err, "trailing spacing with %d steps gives %d timesteps in diffusers; choose another step count", n, len);
             for (int i = 0; i < n; i++) t[i] = round_half_even(tmp[i]) - 1.0;
         }
-    } else if (sampler == SD_SAMPLER_DDIM || sampler == SD_SAMPLER_DDPM || sampler == SD_SAMPLER_EULER ||
-               sampler == SD_SAMPLER_EULER_A) {
-        /* 0.25.1 DDIM/DDPM (int64) and Euler/Euler a (float32) set_timesteps. */
+    } else {
+        /* 0.25.1 DDIM/DDPM (int64) and Euler, Euler a, Heun, LMS, KDPM2, KDPM2 a (float32) set_timesteps. */
         if (spacing == SD_SPACING_LINSPACE) {
             for (int i = 0; i < n; i++) {
                 double v = np_linspace0((double)(T - 1), n, n - 1 - i);
@@ -437,12 +576,12 @@ int sd_sched_init(sd_sched *s, sd_sampler sampler, sd_schedule schedule, sd_spac
     }
 
     double sig[SD_SCHED_MAX_STEPS + 1];
+    float log_sigmas[SD_SCHED_MAX_TRAIN];
     if (s->has_sigmas) {
-        float log_sigmas[SD_SCHED_MAX_TRAIN];
         for (int k = 0; k < T; k++) log_sigmas[k] = np_logf(s->sigma_table[k]);
         if (schedule == SD_SCHEDULE_KARRAS) {
             double smin, smax;
-            if (sampler == SD_SAMPLER_DPMPP_2M) {
+            if (vp_multistep) {
                 /* 0.27.0: Karras over the whole flipped σ table. */
                 smin = s->sigma_table[0];
                 smax = s->sigma_table[T - 1];
@@ -456,22 +595,47 @@ int sd_sched_init(sd_sched *s, sd_sampler sampler, sd_schedule schedule, sd_spac
             for (int i = 0; i < n; i++) {
                 double tt = sigma_to_t(log_sigmas, T, sig[i]);
                 /* dpmpp_2m rounds to integers; the Euler classes keep the fractional t (float32). */
-                t[i] = sampler == SD_SAMPLER_DPMPP_2M ? round_half_even(tt) : (double)(float)tt;
+                t[i] = vp_multistep ? round_half_even(tt) : (double)(float)tt;
             }
         } else {
             for (int i = 0; i < n; i++) sig[i] = np_interp_table(s->sigma_table, T, t[i]);
         }
-        sig[n] = 0.0;
-        for (int i = 0; i <= n; i++) s->sigmas_all[i] = (float)sig[i];
+        /* The list ends at 0, except UniPC (0.25.1), which ends at σ_0 of the table. */
+        sig[n] = sampler == SD_SAMPLER_UNIPC ? (double)s->sigma_table[0] : 0.0;
     }
-    for (int i = 0; i < n; i++) s->timesteps_all[i] = (float)t[i];
 
-    /* init_noise_sigma: 1 for ddim/ddpm/dpmpp_2m; the Euler classes take max σ (linspace,
-     * trailing) or sqrt(max σ² + 1) (leading), float32. */
+    /* The per-call lists (docs/SEMANTICS.md): one call per step, or for the order-2 samplers the
+     * diffusers classes' interleaved lists. */
+    if (s->order == 2) {
+        float sf[SD_SCHED_MAX_STEPS + 1];
+        for (int i = 0; i <= n; i++) sf[i] = (float)sig[i];
+        if (sampler == SD_SAMPLER_HEUN) {
+            /* HeunDiscreteScheduler: sigmas = [σ0, σ1, σ1, …, σ_{n−1}, σ_{n−1}, 0], timesteps = [t0, t1, t1, …]. */
+            s->n_sigmas_all = 2 * n;
+            s->sigmas_all[0] = sf[0];
+            for (int j = 1; j < n; j++) s->sigmas_all[2 * j - 1] = s->sigmas_all[2 * j] = sf[j];
+            s->sigmas_all[2 * n - 1] = sf[n];
+            s->timesteps_all[0] = (float)t[0];
+            for (int j = 1; j < n; j++) s->timesteps_all[2 * j - 1] = s->timesteps_all[2 * j] = (float)t[j];
+        } else {
+            dpm2_lists(s, sampler == SD_SAMPLER_DPM2_A, sf, t, n, log_sigmas);
+        }
+        s->n_calls_all = 2 * n - 1;
+    } else {
+        s->n_calls_all = n;
+        for (int i = 0; i < n; i++) s->timesteps_all[i] = (float)t[i];
+        if (s->has_sigmas) {
+            s->n_sigmas_all = n + 1;
+            for (int i = 0; i <= n; i++) s->sigmas_all[i] = (float)sig[i];
+        }
+    }
+
+    /* init_noise_sigma: 1 for ddim/ddpm/lcm and the multistep solvers; the k-diffusion style classes
+     * take max σ (linspace, trailing) or sqrt(max σ² + 1) (leading), float32. */
     s->init_noise_sigma = 1.0f;
-    if (sampler == SD_SAMPLER_EULER || sampler == SD_SAMPLER_EULER_A) {
+    if (s->has_sigmas && !vp_multistep && sampler != SD_SAMPLER_UNIPC) {
         float mx = 0.0f;
-        for (int i = 0; i <= n; i++)
+        for (int i = 0; i < s->n_sigmas_all; i++)
             if (s->sigmas_all[i] > mx) mx = s->sigmas_all[i];
         s->init_noise_sigma = spacing == SD_SPACING_LEADING ? sqrtf(mx * mx + 1.0f) : mx;
     }
@@ -479,9 +643,12 @@ int sd_sched_init(sd_sched *s, sd_sampler sampler, sd_schedule schedule, sd_spac
     /* Run the whole schedule until sd_sched_set_strength says otherwise. */
     s->t_start = 0;
     s->sigma_start = 0;
+    s->call_start = 0;
     s->n_steps = n;
-    memcpy(s->timesteps, s->timesteps_all, sizeof(float) * (size_t)n);
-    if (s->has_sigmas) memcpy(s->sigmas, s->sigmas_all, sizeof(float) * (size_t)(n + 1));
+    s->n_calls = s->n_calls_all;
+    s->n_sigmas = s->n_sigmas_all;
+    memcpy(s->timesteps, s->timesteps_all, sizeof(float) * (size_t)s->n_calls);
+    if (s->has_sigmas) memcpy(s->sigmas, s->sigmas_all, sizeof(float) * (size_t)s->n_sigmas);
     return 0;
 }
 
@@ -515,6 +682,27 @@ void sd_sched_free(sd_sched *s)
     s->prev_x0 = NULL;
     s->prev_n = 0;
     s->have_prev = 0;
+    free(s->work);
+    s->work = NULL;
+    s->work_n = 0;
+    s->work_k = 0;
+    s->n_hist = 0;
+}
+
+int sd_sampler_check_eta(sd_sampler sampler, double eta, sd_err *err)
+{
+    if (!(eta >= 0.0 && eta <= 1.0)) return sd_errf(err, "--eta %g must lie in [0, 1]", eta);
+    if (eta > 0.0 && sampler != SD_SAMPLER_DDIM)
+        return sd_errf(err, "--eta %g: only the ddim sampler has an eta (DDIMScheduler); %s has none", eta,
+                       sd_sampler_name(sampler));
+    return 0;
+}
+
+int sd_sched_set_eta(sd_sched *s, double eta, sd_err *err)
+{
+    if (sd_sampler_check_eta(s->sampler, eta, err)) return -1;
+    s->eta = (float)eta; /* DDIMScheduler.step: eta * variance ** 0.5 with eta as a float32 scalar */
+    return 0;
 }
 
 int sd_sched_set_strength(sd_sched *s, double strength, sd_err *err)
@@ -532,6 +720,21 @@ int sd_sched_set_strength(sd_sched *s, double strength, sd_err *err)
                        s->steps);
     s->t_start = t_start;
     s->n_steps = s->steps - t_start;
+    if (s->order == 2) {
+        /* get_timesteps keeps timesteps[t_start · order:]: the call lists from the first-order call of
+         * step t_start on, where index_for_timestep lands too (the second of a repeated timestep). */
+        s->call_start = s->sigma_start = 2 * t_start;
+        s->n_calls = s->n_calls_all - s->call_start;
+        s->n_sigmas = s->n_sigmas_all - s->sigma_start;
+        memcpy(s->timesteps, s->timesteps_all + s->call_start, sizeof(float) * (size_t)s->n_calls);
+        memcpy(s->sigmas, s->sigmas_all + s->sigma_start, sizeof(float) * (size_t)s->n_sigmas);
+        s->have_prev = 0;
+        s->n_hist = 0;
+        s->last_step = -1;
+        return 0;
+    }
+    s->call_start = t_start;
+    s->n_calls = s->n_steps;
     memcpy(s->timesteps, s->timesteps_all + t_start, sizeof(float) * (size_t)s->n_steps);
     /* The σ samplers find their first index with index_for_timestep: the second match when the
      * timestep occurs more than once in the schedule (diffusers _init_step_index). */
@@ -548,9 +751,11 @@ int sd_sched_set_strength(sd_sched *s, double strength, sd_err *err)
         if (s->sigma_start + s->n_steps > s->steps)
             return sd_errf(err, "--strength %g: the first timestep repeats in the schedule and diffusers would run "
                            "past its end; choose another step count", strength);
-        memcpy(s->sigmas, s->sigmas_all + s->sigma_start, sizeof(float) * (size_t)(s->n_steps + 1));
+        s->n_sigmas = s->n_steps + 1;
+        memcpy(s->sigmas, s->sigmas_all + s->sigma_start, sizeof(float) * (size_t)s->n_sigmas);
     }
     s->have_prev = 0;
+    s->n_hist = 0;
     s->last_step = -1;
     return 0;
 }
@@ -573,12 +778,14 @@ static void vp_alpha_sigma(float sigma, float *alpha, float *sigma_t)
 
 void sd_sched_add_noise(const sd_sched *s, const float *x0, const float *noise, float *out, int64_t n)
 {
-    if (s->sampler == SD_SAMPLER_DDIM || s->sampler == SD_SAMPLER_DDPM) {
+    if (s->sampler == SD_SAMPLER_DDIM || s->sampler == SD_SAMPLER_DDPM || s->sampler == SD_SAMPLER_LCM ||
+        s->sampler == SD_SAMPLER_UNIPC) {
+        /* UniPCMultistepScheduler.add_noise (0.25.1) and LCMScheduler's index ᾱ_t as DDPM does */
         int t = (int)s->timesteps[0];
         float a = s->alphas_cumprod[t];
         float sa = sqrtf(a), sb = sqrtf(1.0f - a);
         for (int64_t j = 0; j < n; j++) out[j] = sa * x0[j] + sb * noise[j];
-    } else if (s->sampler == SD_SAMPLER_DPMPP_2M) {
+    } else if (s->sampler == SD_SAMPLER_DPMPP_2M || s->sampler == SD_SAMPLER_DPMPP_2M_SDE) {
         float alpha, st;
         vp_alpha_sigma(s->sigmas[0], &alpha, &st);
         for (int64_t j = 0; j < n; j++) out[j] = alpha * x0[j] + st * noise[j];
@@ -588,10 +795,27 @@ void sd_sched_add_noise(const sd_sched *s, const float *x0, const float *noise, 
     }
 }
 
+/* Whether the sampler scales the U-Net input by 1/sqrt(σ² + 1) (the k-diffusion style classes). */
+static int scales_input(sd_sampler m)
+{
+    return m == SD_SAMPLER_EULER || m == SD_SAMPLER_EULER_A || m == SD_SAMPLER_HEUN || m == SD_SAMPLER_LMS ||
+           m == SD_SAMPLER_DPM2 || m == SD_SAMPLER_DPM2_A;
+}
+
+/* σ of call i for scale_model_input: the call's own σ; the second-order calls of KDPM2 use the
+ * midpoint σ̂ (KDPM2: sigmas_interpol[step_index], KDPM2 a: sigmas_interpol[step_index − 1]). */
+static float call_sigma(const sd_sched *s, int i)
+{
+    int k = s->sigma_start + i;
+    if (s->sampler == SD_SAMPLER_DPM2 && (k & 1)) return s->interp_all[k];
+    if (s->sampler == SD_SAMPLER_DPM2_A && (k & 1)) return s->interp_all[k - 1];
+    return s->sigmas[i];
+}
+
 float sd_sched_input_divisor(const sd_sched *s, int i)
 {
-    if ((s->sampler == SD_SAMPLER_EULER || s->sampler == SD_SAMPLER_EULER_A) && i >= 0 && i < s->n_steps) {
-        float sigma = s->sigmas[i];
+    if (scales_input(s->sampler) && i >= 0 && i < s->n_calls) {
+        float sigma = call_sigma(s, i);
         return sqrtf(sigma * sigma + 1.0f);
     }
     return 1.0f;
@@ -599,7 +823,7 @@ float sd_sched_input_divisor(const sd_sched *s, int i)
 
 void sd_sched_scale_input(const sd_sched *s, int i, const float *x, float *out, int64_t n)
 {
-    if (s->sampler == SD_SAMPLER_EULER || s->sampler == SD_SAMPLER_EULER_A) {
+    if (scales_input(s->sampler)) {
         float d = sd_sched_input_divisor(s, i);
         for (int64_t j = 0; j < n; j++) out[j] = x[j] / d;
     } else if (out != x) {
@@ -609,19 +833,24 @@ void sd_sched_scale_input(const sd_sched *s, int i, const float *x, float *out, 
 
 int sd_sched_needs_noise(const sd_sched *s, int i)
 {
-    if (i < 0 || i >= s->n_steps) return 0;
+    if (i < 0 || i >= s->n_calls) return 0;
     switch (s->sampler) {
     case SD_SAMPLER_DDPM: return s->timesteps[i] > 0.0f;
+    case SD_SAMPLER_DDIM: return s->eta > 0.0f;            /* DDIMScheduler.step: if eta > 0 */
+    case SD_SAMPLER_LCM: return s->t_start + i != s->steps - 1; /* not after the last step */
     case SD_SAMPLER_EULER:
-    case SD_SAMPLER_EULER_A: return 1;
+    case SD_SAMPLER_EULER_A:
+    case SD_SAMPLER_DPM2_A:        /* KDPM2AncestralDiscreteScheduler draws on every call */
+    case SD_SAMPLER_DPMPP_2M_SDE: return 1;
     default: return 0;
     }
 }
 
 /* ------------------------------------------------------------------ steps */
 
-/* DDIMScheduler.step, eta = 0 (0.25.1). */
-static void step_ddim(const sd_sched *s, int i, float *x, const float *g, int64_t n)
+/* DDIMScheduler.step (0.25.1): std = η·sqrt(variance), variance = (1 − ᾱ')/(1 − ᾱ)·(1 − ᾱ/ᾱ'); with
+ * η > 0 the step's draw is added times std (noise non-NULL then). η = 0 gives std = 0 exactly. */
+static void step_ddim(const sd_sched *s, int i, float *x, const float *g, const float *noise, int64_t n)
 {
     int t = (int)s->timesteps[i];
     int prev = t - s->num_train / s->steps;
@@ -629,17 +858,22 @@ static void step_ddim(const sd_sched *s, int i, float *x, const float *g, int64_
     float ap = prev >= 0 ? s->alphas_cumprod[prev] : s->alphas_cumprod[0]; /* set_alpha_to_one = false */
     float b = 1.0f - a;
     float sa = sqrtf(a), sb = sqrtf(b), sap = sqrtf(ap);
-    float dir = sqrtf(1.0f - ap - 0.0f); /* (1 − ᾱ' − std²)^0.5 with std = 0 */
+    float var = ((1.0f - ap) / b) * (1.0f - a / ap);
+    float std = s->eta * sqrtf(var);
+    float dir = sqrtf(1.0f - ap - std * std); /* (1 − ᾱ' − std²)^0.5 */
+    const int add = s->eta > 0.0f && noise;
     if (s->prediction == SD_PRED_V) {
         for (int64_t j = 0; j < n; j++) {
             float x0 = sa * x[j] - sb * g[j];
             float eps = sa * g[j] + sb * x[j];
-            x[j] = sap * x0 + dir * eps;
+            float v = sap * x0 + dir * eps;
+            x[j] = add ? v + std * noise[j] : v;
         }
     } else {
         for (int64_t j = 0; j < n; j++) {
             float x0 = (x[j] - sb * g[j]) / sa;
-            x[j] = sap * x0 + dir * g[j];
+            float v = sap * x0 + dir * g[j];
+            x[j] = add ? v + std * noise[j] : v;
         }
     }
 }
@@ -772,9 +1006,291 @@ static int step_dpmpp_2m(sd_sched *s, int i, float *x, const float *g, int64_t n
     return 0;
 }
 
+/* The history buffer of the newer samplers: k slices of n floats (kept across calls). */
+static int ensure_work(sd_sched *s, int64_t n, int k, sd_err *err)
+{
+    if (s->work && s->work_n == n && s->work_k >= k) return 0;
+    if (s->work && s->last_step >= 0 && s->work_n != n)
+        return sd_errf(err, "%s: latent size changed between steps", sd_sampler_name(s->sampler));
+    float *w = realloc(s->work, sizeof(float) * (size_t)(n > 0 ? n : 1) * (size_t)k);
+    if (!w) return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory for the solver history", sd_sampler_name(s->sampler));
+    s->work = w;
+    s->work_n = n;
+    s->work_k = k;
+    return 0;
+}
+
+/* LCMScheduler.step (0.25.1): x0 from g at ᾱ_t; boundary-condition scalings of the consistency
+ * model (get_scalings_for_boundary_condition_discrete: σ_data = 0.5, c = t·timestep_scaling with
+ * timestep_scaling 10, c_skip = σ_data²/(c² + σ_data²), c_out = c/sqrt(c² + σ_data²));
+ * denoised = c_out·x0 + c_skip·x; every step but the last re-noises to the next timestep with a
+ * fresh draw: √ᾱ'·denoised + √(1 − ᾱ')·z. */
+static int step_lcm(const sd_sched *s, int i, float *x, const float *g, const float *noise, int64_t n, sd_err *err)
+{
+    const int k = s->t_start + i;
+    const int last = k == s->steps - 1;
+    if (!last && !noise) return sd_errf(err, "lcm step %d needs a noise draw", i);
+    int t = (int)s->timesteps[i];
+    int tp = last ? t : (int)s->timesteps_all[k + 1];
+    float a = s->alphas_cumprod[t], ap = tp >= 0 ? s->alphas_cumprod[tp] : s->alphas_cumprod[0];
+    float b = 1.0f - a, bp = 1.0f - ap;
+    float c = (float)t * 10.0f;
+    float c2 = c * c;
+    float c_skip = 0.25f / (c2 + 0.25f);
+    float c_out = c / sqrtf(c2 + 0.25f);
+    float sa = sqrtf(a), sb = sqrtf(b), sap = sqrtf(ap), sbp = sqrtf(bp);
+    for (int64_t j = 0; j < n; j++) {
+        float x0 = s->prediction == SD_PRED_V ? sa * x[j] - sb * g[j] : (x[j] - sb * g[j]) / sa;
+        float d = c_out * x0 + c_skip * x[j];
+        x[j] = last ? d : sap * d + sbp * noise[j];
+    }
+    return 0;
+}
+
+/* HeunDiscreteScheduler.step (0.25.1). Call k of the interleaved lists: even k is the first-order
+ * (Euler) half σ → σ' (the slope d, x and σ' − σ are kept), odd k the correction at σ' that
+ * averages the two slopes from the kept x. The last call (to σ = 0) is a plain Euler step. */
+static int step_heun(sd_sched *s, int i, float *x, const float *g, int64_t n, sd_err *err)
+{
+    const int k = s->sigma_start + i;
+    if (ensure_work(s, n, 2, err)) return -1;
+    float *dsave = s->work, *xsave = s->work + n;
+    if (!(k & 1)) {
+        float sigma = s->sigmas_all[k], next = s->sigmas_all[k + 1];
+        float c_in2 = sigma * sigma + 1.0f, c_out = -sigma / sqrtf(c_in2);
+        float dt = next - sigma;
+        for (int64_t j = 0; j < n; j++) {
+            float x0 = euler_x0(s, sigma, c_out, c_in2, x[j], g[j]);
+            float d = (x[j] - x0) / sigma;
+            dsave[j] = d;
+            xsave[j] = x[j];
+            x[j] = x[j] + d * dt;
+        }
+        s->saved_dt = dt;
+    } else {
+        if (i == 0) return sd_errf(err, "heun: a run cannot start with a second-order call");
+        float next = s->sigmas_all[k];
+        float c_in2 = next * next + 1.0f, c_out = -next / sqrtf(c_in2);
+        float dt = s->saved_dt;
+        for (int64_t j = 0; j < n; j++) {
+            float x0 = euler_x0(s, next, c_out, c_in2, x[j], g[j]);
+            float d2 = (x[j] - x0) / next;
+            float d = (dsave[j] + d2) / 2.0f;
+            x[j] = xsave[j] + d * dt;
+        }
+    }
+    return 0;
+}
+
+/* KDPM2DiscreteScheduler.step / KDPM2AncestralDiscreteScheduler.step (0.25.1): the first-order call
+ * (even k) goes from σ to the midpoint σ̂ with the slope at σ and keeps x; the second-order call
+ * (odd k, the model evaluated at σ̂) steps the kept x from σ to σ' (dpm2) or to σ_down and adds
+ * σ_up·z (dpm2_a; z is drawn on every call, used only here). */
+static int step_dpm2(sd_sched *s, int i, float *x, const float *g, const float *noise, int64_t n, sd_err *err)
+{
+    const int anc = s->sampler == SD_SAMPLER_DPM2_A;
+    const int k = s->sigma_start + i;
+    if (anc && !noise) return sd_errf(err, "dpm2_a call %d needs a noise draw", i);
+    if (ensure_work(s, n, 1, err)) return -1;
+    float *xsave = s->work;
+    if (!(k & 1)) {
+        float sigma = s->sigmas_all[k];
+        float mid = anc ? s->interp_all[k] : s->interp_all[k + 1];
+        float c_in2 = sigma * sigma + 1.0f, c_out = -sigma / sqrtf(c_in2);
+        float dt = mid - sigma;
+        for (int64_t j = 0; j < n; j++) {
+            float x0 = euler_x0(s, sigma, c_out, c_in2, x[j], g[j]);
+            float d = (x[j] - x0) / sigma;
+            xsave[j] = x[j];
+            x[j] = x[j] + d * dt;
+        }
+    } else {
+        if (i == 0) return sd_errf(err, "%s: a run cannot start with a second-order call", sd_sampler_name(s->sampler));
+        float sigma = s->sigmas_all[k - 1];
+        float mid = anc ? s->interp_all[k - 1] : s->interp_all[k];
+        float target = anc ? s->down_all[k - 1] : s->sigmas_all[k];
+        float up = anc ? s->up_all[k - 1] : 0.0f;
+        float c_in2 = mid * mid + 1.0f, c_out = -mid / sqrtf(c_in2);
+        float dt = target - sigma;
+        for (int64_t j = 0; j < n; j++) {
+            float x0 = euler_x0(s, mid, c_out, c_in2, x[j], g[j]);
+            float d = (x[j] - x0) / mid;
+            float v = xsave[j] + d * dt;
+            x[j] = anc ? v + noise[j] * up : v;
+        }
+    }
+    return 0;
+}
+
+/* ∫_{σ_i}^{σ_{i+1}} Π_{m≠j, m<o} (τ − σ_{i−m})/(σ_{i−j} − σ_{i−m}) dτ, LMSDiscreteScheduler's
+ * get_lms_coefficient (scipy quad, exact for this polynomial of degree < 4), here by 4-point
+ * Gauss–Legendre, also exact for it, in double. */
+static double lms_coeff(const float *sig, int i, int o, int j)
+{
+    static const double gx[4] = {-0.8611363115940526, -0.3399810435848563, 0.3399810435848563, 0.8611363115940526};
+    static const double gw[4] = {0.3478548451374538, 0.6521451548625461, 0.6521451548625461, 0.3478548451374538};
+    double a = sig[i], b = sig[i + 1], half = 0.5 * (b - a), mid = 0.5 * (a + b), sum = 0;
+    for (int q = 0; q < 4; q++) {
+        double tau = mid + half * gx[q], prod = 1.0;
+        for (int m = 0; m < o; m++) {
+            if (m == j) continue;
+            prod *= (tau - (double)sig[i - m]) / ((double)sig[i - j] - (double)sig[i - m]);
+        }
+        sum += gw[q] * prod;
+    }
+    return sum * half;
+}
+
+/* LMSDiscreteScheduler.step (0.25.1, order 4): d_i = (x − x0)/σ_i joins the last derivatives;
+ * x' = x + Σ_j c_j·d_{i−j} over o = min(i + 1, 4) of them (the coefficients as float32 scalars). */
+static int step_lms(sd_sched *s, int i, float *x, const float *g, int64_t n, sd_err *err)
+{
+    const int k = s->sigma_start + i;
+    if (ensure_work(s, n, 4, err)) return -1;
+    /* work slice 0 = the newest derivative, 1 the one before, … */
+    memmove(s->work + n, s->work, sizeof(float) * (size_t)n * 3);
+    if (s->n_hist < 4) s->n_hist++;
+    /* The coefficients are those of order min(step_index + 1, 4); zip() with the derivatives kept
+     * uses as many terms as there are (fewer after an img2img start). */
+    const int o = k + 1 < 4 ? k + 1 : 4;
+    const int terms = s->n_hist < o ? s->n_hist : o;
+    float sigma = s->sigmas_all[k];
+    float c_in2 = sigma * sigma + 1.0f, c_out = -sigma / sqrtf(c_in2);
+    float c[4];
+    for (int jj = 0; jj < o; jj++) c[jj] = (float)lms_coeff(s->sigmas_all, k, o, jj);
+    for (int64_t j = 0; j < n; j++) {
+        float x0 = euler_x0(s, sigma, c_out, c_in2, x[j], g[j]);
+        s->work[j] = (x[j] - x0) / sigma;
+        float acc = c[0] * s->work[j];
+        for (int jj = 1; jj < terms; jj++) acc = acc + c[jj] * s->work[(int64_t)jj * n + j];
+        x[j] = x[j] + acc;
+    }
+    return 0;
+}
+
+/* λ(σ) = ln α − ln σ_t of the VP parametrisation (α = 1/sqrt(σ² + 1), σ_t = σ·α), torch.log in float32. */
+static float vp_lambda(float sigma, float *alpha, float *sigma_t)
+{
+    vp_alpha_sigma(sigma, alpha, sigma_t);
+    return log_f32(*alpha) - log_f32(*sigma_t);
+}
+
+/* UniPCMultistepScheduler.step (0.25.1; bh2, solver_order 2, predict_x0, lower_order_final): m_i = x0
+ * from the input as given; for i ≥ 1 the UniC corrector first replaces the input with a corrected
+ * one from the previous corrected input, m_{i−1} (and m_{i−2} at order 2) and m_i; then the UniP
+ * predictor steps from it, order min(2, steps left, steps done + 1). B(h) = expm1(−h) (bh2). torch's
+ * expm1 is SLEEF's; the C library's expm1f may differ from it by an ulp (measured on the golden case:
+ * 4.5e-8 of max|x| per call), and torch.linalg.solve's 2×2 solve is written out. */
+static int step_unipc(sd_sched *s, int i, float *x, const float *g, int64_t n, sd_err *err)
+{
+    const int k = s->sigma_start + i;
+    if (ensure_work(s, n, 4, err)) return -1;
+    float *m1 = s->work, *m2 = s->work + n, *xlast = s->work + 2 * n, *mi = s->work + 3 * n;
+    float a_k, st_k;
+    const float lam_k = vp_lambda(s->sigmas_all[k], &a_k, &st_k);
+    for (int64_t j = 0; j < n; j++)
+        mi[j] = s->prediction == SD_PRED_V ? a_k * x[j] - st_k * g[j] : (x[j] - st_k * g[j]) / a_k;
+    if (i > 0) {
+        /* multistep_uni_c_bh_update, order = the previous predictor's */
+        const int oc = s->last_order;
+        float a_p, st_p;
+        const float lam_p = vp_lambda(s->sigmas_all[k - 1], &a_p, &st_p);
+        const float h = lam_k - lam_p, hh = -h;
+        const float phi1 = expm1f(hh), bh = expm1f(hh);
+        float rho0 = 0.0f, rho_last = 0.5f, rk = 1.0f;
+        if (oc == 2) {
+            float a2, st2;
+            const float lam2 = vp_lambda(s->sigmas_all[k - 2], &a2, &st2);
+            rk = (lam2 - lam_p) / h;
+            float phik = phi1 / hh - 1.0f;
+            float b1 = phik * 1.0f / bh;
+            phik = phik / hh - 1.0f / 2.0f;
+            float b2 = phik * 2.0f / bh;
+            /* torch.linalg.solve of [[1, 1], [rk, 1]]·ρ = [b1, b2] */
+            rho0 = (b1 - b2) / (1.0f - rk);
+            rho_last = b1 - rho0;
+        }
+        const float ratio = st_k / st_p, c0 = a_k * phi1, cb = a_k * bh;
+        for (int64_t j = 0; j < n; j++) {
+            float base = ratio * xlast[j] - c0 * m1[j];
+            float corr = oc == 2 ? rho0 * ((m2[j] - m1[j]) / rk) : 0.0f;
+            x[j] = base - cb * (corr + rho_last * (mi[j] - m1[j]));
+        }
+    }
+    /* history: m_{i−2} ← m_{i−1} ← m_i; the (corrected) input is the next corrector's x */
+    memcpy(m2, m1, sizeof(float) * (size_t)n);
+    memcpy(m1, mi, sizeof(float) * (size_t)n);
+    int order = s->steps - k < 2 ? s->steps - k : 2; /* lower_order_final */
+    if (order > s->n_hist + 1) order = s->n_hist + 1;
+    s->last_order = order;
+    memcpy(xlast, x, sizeof(float) * (size_t)n);
+    /* multistep_uni_p_bh_update to σ_{k+1} */
+    float a_t, st_t;
+    const float lam_t = vp_lambda(s->sigmas_all[k + 1], &a_t, &st_t);
+    const float h = lam_t - lam_k, hh = -h;
+    const float phi1 = expm1f(hh), bh = expm1f(hh);
+    const float ratio = st_t / st_k, c0 = a_t * phi1, cb = a_t * bh;
+    float rk = 1.0f;
+    if (order == 2) {
+        float a_p, st_p;
+        const float lam_p = vp_lambda(s->sigmas_all[k - 1], &a_p, &st_p);
+        rk = (lam_p - lam_k) / h;
+    }
+    for (int64_t j = 0; j < n; j++) {
+        float v = ratio * x[j] - c0 * m1[j];
+        if (order == 2) v = v - cb * (0.5f * ((m2[j] - m1[j]) / rk));
+        x[j] = v;
+    }
+    if (s->n_hist < 2) s->n_hist++;
+    return 0;
+}
+
+/* DPMSolverMultistepScheduler.step (0.27.0), sde-dpmsolver++ / order 2 / midpoint: the first-order
+ * update (first step, last step) is (σ_t'/σ_t·e^−h)·x + α'(1 − e^−2h)·x0 + σ_t'·sqrt(1 − e^−2h)·z,
+ * the second order adds ½·α'(1 − e^−2h)·D1; every step draws z. The step to σ = 0 gives x0. */
+static int step_dpmpp_2m_sde(sd_sched *s, int i, float *x, const float *g, const float *noise, int64_t n, sd_err *err)
+{
+    if (!noise) return sd_errf(err, "dpmpp_2m_sde step %d needs a noise draw", i);
+    if (s->have_prev && s->prev_n != n) return sd_errf(err, "dpmpp_2m_sde: latent size changed between steps");
+    if (!s->prev_x0 || s->prev_n != n) {
+        float *p = realloc(s->prev_x0, sizeof(float) * (size_t)(n > 0 ? n : 1));
+        if (!p) return sd_errcf(err, SD_ERR_NOMEM, "dpmpp_2m_sde: out of memory for the solver history");
+        s->prev_x0 = p;
+        s->prev_n = n;
+    }
+    const int k = s->sigma_start + i;
+    const int last = k == s->steps - 1;
+    const int second = s->have_prev && !last;
+    float a_s, st_s, a_t, st_t;
+    const float lam_s = vp_lambda(s->sigmas[i], &a_s, &st_s);
+    const float lam_t = vp_lambda(s->sigmas[i + 1], &a_t, &st_t);
+    const float h = lam_t - lam_s;
+    const float e1 = sd_expf(-h), e2 = sd_expf(-2.0f * h);
+    const float cx = st_t / st_s * e1;
+    const float c0 = a_t * (1.0f - e2);
+    const float cz = st_t * sqrtf(1.0f - e2);
+    float inv_r0 = 0.0f, c1 = 0.0f;
+    if (second) {
+        float a_p, st_p;
+        const float lam_p = vp_lambda(s->sigmas[i - 1], &a_p, &st_p);
+        const float r0 = (lam_s - lam_p) / h;
+        inv_r0 = 1.0f / r0;
+        c1 = 0.5f * c0;
+    }
+    for (int64_t j = 0; j < n; j++) {
+        float x0 = s->prediction == SD_PRED_V ? a_s * x[j] - st_s * g[j] : (x[j] - st_s * g[j]) / a_s;
+        float v = cx * x[j] + c0 * x0;
+        if (second) v = v + c1 * (inv_r0 * (x0 - s->prev_x0[j]));
+        s->prev_x0[j] = x0;
+        x[j] = v + cz * noise[j];
+    }
+    s->have_prev = 1;
+    return 0;
+}
+
 int sd_sched_step(sd_sched *s, int i, float *x, const float *g, const float *noise, int64_t n, sd_err *err)
 {
-    if (i < 0 || i >= s->n_steps) return sd_errf(err, "scheduler: step %d out of range 0..%d", i, s->n_steps - 1);
+    if (i < 0 || i >= s->n_calls) return sd_errf(err, "scheduler: call %d out of range 0..%d", i, s->n_calls - 1);
     if (i != s->last_step + 1)
         return sd_errf(err, "scheduler: step %d taken after step %d (steps must run in order)", i, s->last_step);
     if (n < 0) return sd_errf(err, "scheduler: negative latent size");
@@ -783,11 +1299,21 @@ int sd_sched_step(sd_sched *s, int i, float *x, const float *g, const float *noi
                        (double)s->timesteps[i], i, s->num_train);
     int rc = 0;
     switch (s->sampler) {
-    case SD_SAMPLER_DDIM: step_ddim(s, i, x, g, n); break;
+    case SD_SAMPLER_DDIM:
+        if (s->eta > 0.0f && !noise) return sd_errf(err, "ddim step %d with eta needs a noise draw", i);
+        step_ddim(s, i, x, g, noise, n);
+        break;
     case SD_SAMPLER_DDPM: rc = step_ddpm(s, i, x, g, noise, n, err); break;
     case SD_SAMPLER_EULER: step_euler(s, i, x, g, n); break;
     case SD_SAMPLER_EULER_A: rc = step_euler_a(s, i, x, g, noise, n, err); break;
     case SD_SAMPLER_DPMPP_2M: rc = step_dpmpp_2m(s, i, x, g, n, err); break;
+    case SD_SAMPLER_LCM: rc = step_lcm(s, i, x, g, noise, n, err); break;
+    case SD_SAMPLER_UNIPC: rc = step_unipc(s, i, x, g, n, err); break;
+    case SD_SAMPLER_HEUN: rc = step_heun(s, i, x, g, n, err); break;
+    case SD_SAMPLER_LMS: rc = step_lms(s, i, x, g, n, err); break;
+    case SD_SAMPLER_DPM2:
+    case SD_SAMPLER_DPM2_A: rc = step_dpm2(s, i, x, g, noise, n, err); break;
+    case SD_SAMPLER_DPMPP_2M_SDE: rc = step_dpmpp_2m_sde(s, i, x, g, noise, n, err); break;
     default: return sd_errf(err, "scheduler: unknown sampler");
     }
     if (rc == 0) s->last_step = i;

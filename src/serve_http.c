@@ -315,8 +315,10 @@ static char *dup_text(const char *t)
  * --sampler accepts. */
 static char *samplers_json(void)
 {
-    static const sd_sampler ORDER[] = {SD_SAMPLER_DPMPP_2M, SD_SAMPLER_EULER_A, SD_SAMPLER_EULER, SD_SAMPLER_DDIM,
-                                       SD_SAMPLER_DDPM};
+    /* A1111's order: k-diffusion samplers first, then the timestep-based ones */
+    static const sd_sampler ORDER[] = {SD_SAMPLER_DPMPP_2M, SD_SAMPLER_DPMPP_2M_SDE, SD_SAMPLER_EULER_A, SD_SAMPLER_EULER,
+                                       SD_SAMPLER_LMS,      SD_SAMPLER_HEUN,         SD_SAMPLER_DPM2,    SD_SAMPLER_DPM2_A,
+                                       SD_SAMPLER_DDIM,     SD_SAMPLER_UNIPC,        SD_SAMPLER_LCM,     SD_SAMPLER_DDPM};
     cJSON *a = cJSON_CreateArray();
     for (size_t i = 0; a && i < sizeof ORDER / sizeof *ORDER; i++) {
         cJSON *it = cJSON_CreateObject();

@@ -381,15 +381,16 @@ static int resolve_sampler(const char *name, const char *sched_key, const char *
     sd_schedule implied = SD_SCHEDULE_DEFAULT, explicit_s = SD_SCHEDULE_DEFAULT;
     char e[300];
     if (sd_sampler_parse(name, &s, &implied))
-        return sd_errf(err, "Sampler not found: \"%s\" (DDIM, DDPM, Euler, Euler a, DPM++ 2M; \"... Karras\" for "
+        return sd_errf(err, "Sampler not found: \"%s\" (GET /sdapi/v1/samplers lists them; \"... Karras\" for "
                             "the Karras schedule)",
                        esc(name, e, sizeof e));
     if (sched && *sched && sd_schedule_parse(sched, &explicit_s))
         return sd_errf(err, "\"%s\": unknown scheduler \"%s\" (Automatic, Karras)", sched_key, esc(sched, e, sizeof e));
     *sampler = s;
     *schedule = explicit_s != SD_SCHEDULE_DEFAULT ? explicit_s : implied;
-    if (*schedule == SD_SCHEDULE_KARRAS && (s == SD_SAMPLER_DDIM || s == SD_SAMPLER_DDPM))
-        return sd_errf(err, "the Karras schedule does not apply to %s (use Euler, Euler a or DPM++ 2M)",
+    if (*schedule == SD_SCHEDULE_KARRAS && !sd_sampler_has_karras(s))
+        return sd_errf(err, "the Karras schedule does not apply to %s in sdgen (use Euler, Euler a, DPM++ 2M or "
+                            "DPM++ 2M SDE)",
                        sd_sampler_a1111_name(s));
     return 0;
 }

@@ -159,7 +159,8 @@ static inline void run_golden_case_in(const char *sdgen, const char *set, const 
                                     {"seed", "--seed"},         {"sampler", "--sampler"},
                                     {"schedule", "--schedule"}, {"rng", "--rng"},
                                     {"prediction", "--prediction"}, {"clip_skip", "--clip-skip"},
-                                    {"strength", "--strength"}, {"timestep_spacing", "--timestep-spacing"}};
+                                    {"strength", "--strength"}, {"timestep_spacing", "--timestep-spacing"},
+                                    {"eta", "--eta"}};
     char *argv[64];
     char vals[40][256];
     int n = 0, nv = 0;

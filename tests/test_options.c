@@ -75,15 +75,15 @@ static void test_table(void)
     static const struct { const char *key, *opt; } PAIRS[] = {
         {"steps", "--steps"}, {"width", "--width"}, {"height", "--height"}, {"cfg_scale", "--cfg-scale"},
         {"strength", "--strength"}, {"seed", "--seed"}, {"clip_skip", "--clip-skip"}, {"batch_count", "--batch-count"},
+        {"eta", "--eta"},
     };
     for (size_t i = 0; i < sizeof PAIRS / sizeof *PAIRS; i++) {
         const sd_num_opt *a = sd_num_opt_by_key(PAIRS[i].key), *b = sd_num_opt_by_opt(PAIRS[i].opt);
         CHECK(a && a == b, "%s and %s share one table entry (%p, %p)", PAIRS[i].key, PAIRS[i].opt, (const void *)a,
               (const void *)b);
     }
-    CHECK(sd_num_opt_by_key("eta") && !sd_num_opt_by_key("threads") && sd_num_opt_by_opt("--max-memory") &&
-              !sd_num_opt_by_key("nonsense"),
-          "batch-only eta, command-line-only --threads/--max-memory");
+    CHECK(!sd_num_opt_by_key("threads") && sd_num_opt_by_opt("--max-memory") && !sd_num_opt_by_key("nonsense"),
+          "command-line-only --threads/--max-memory");
     static const struct { const char *key, *text; int ok; const char *msg; } V[] = {
         {"batch_count", "0", 0, "\"batch_count\" expects an integer in [1, 100000], got \"0\""},
         {"batch_count", "-1", 0, "[1, 100000]"},
@@ -96,7 +96,9 @@ static void test_table(void)
         {"strength", "1", 1, NULL},
         {"strength", "0.001", 1, NULL},
         {"cfg_scale", "100.5", 0, "[0, 100]"},
-        {"eta", "0.5", 0, "\"eta\" must be 0 (the only value supported)"},
+        {"eta", "1.5", 0, "\"eta\" expects a number in [0, 1], got \"1.5\""},
+        {"eta", "-0.1", 0, "[0, 1]"},
+        {"eta", "0.5", 1, NULL},
         {"eta", "0", 1, NULL},
         {"seed", "-1", 0, "[0, 2^64-1]"},
         {"clip_skip", "65", 0, "[1, 64]"},
@@ -132,7 +134,7 @@ static void test_batch_keys(void)
         {"{\"prompt\": \"a\", \"clip_skip\": 0}", "\"clip_skip\" expects an integer in [1, 64]"},
         {"{\"prompt\": \"a\", \"cfg_scale\": -0.5}", "\"cfg_scale\" expects a number in [0, 100]"},
         {"{\"prompt\": \"a\", \"strength\": 0}", "\"strength\" expects a number in (0, 1]"},
-        {"{\"prompt\": \"a\", \"eta\": 1}", "\"eta\" must be 0"},
+        {"{\"prompt\": \"a\", \"eta\": 2}", "\"eta\" expects a number in [0, 1], got \"2\""},
     };
     for (size_t i = 0; i < sizeof B / sizeof *B; i++) {
         sd_batch b;

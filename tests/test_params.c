@@ -192,7 +192,20 @@ static void test_exact_and_roundtrip(void)
     CHECK(sd_params_cli_sampler("Euler a", "Automatic", &sampler, &schedule) == 0 && !strcmp(sampler, "euler_a") &&
               !strcmp(schedule, "default"),
           "Euler a");
-    CHECK(sd_params_cli_sampler("UniPC", NULL, &sampler, &schedule) != 0, "UniPC is not ours");
+    /* every A1111 display name of the sampler table reads back to its CLI name, and the names are A1111's */
+    static const char *const A1111[][2] = {{"UniPC", "unipc"},  {"LCM", "lcm"},       {"Heun", "heun"},
+                                           {"LMS", "lms"},      {"DPM2", "dpm2"},     {"DPM2 a", "dpm2_a"},
+                                           {"DPM++ 2M SDE", "dpmpp_2m_sde"}, {"DDIM", "ddim"}};
+    for (size_t i = 0; i < sizeof A1111 / sizeof *A1111; i++) {
+        CHECK(sd_params_cli_sampler(A1111[i][0], "Automatic", &sampler, &schedule) == 0 && !strcmp(sampler, A1111[i][1]),
+              "%s read back as %s", A1111[i][0], sampler ? sampler : "(none)");
+        CHECK(!strcmp(sd_params_sampler_name(A1111[i][1]), A1111[i][0]), "%s written as %s", A1111[i][1],
+              sd_params_sampler_name(A1111[i][1]));
+    }
+    CHECK(sd_params_cli_sampler("DPM++ 2M SDE Karras", NULL, &sampler, &schedule) == 0 &&
+              !strcmp(sampler, "dpmpp_2m_sde") && !strcmp(schedule, "karras"),
+          "DPM++ 2M SDE Karras");
+    CHECK(sd_params_cli_sampler("DPM++ 3M SDE", NULL, &sampler, &schedule) != 0, "DPM++ 3M SDE is not ours");
     CHECK(sd_params_cli_sampler("Euler", "Exponential", &sampler, &schedule) != 0, "Exponential schedule is not ours");
 }
 

@@ -138,7 +138,8 @@ batch_case height-odd '{"prompt": "x", "height": 68}' '"height" expects an integ
 batch_case clip-skip '{"prompt": "x", "clip_skip": 65}' '"clip_skip" expects an integer in [1, 64]'
 batch_case cfg '{"prompt": "x", "cfg_scale": 100.5}' '"cfg_scale" expects a number in [0, 100]'
 batch_case strength-zero '{"prompt": "x", "strength": 0}' '"strength" expects a number in (0, 1]'
-batch_case eta '{"prompt": "x", "eta": 0.5}' '"eta" must be 0'
+batch_case eta '{"prompt": "x", "eta": 1.5}' '"eta" expects a number in [0, 1], got "1.5"'
+batch_case eta-sampler '{"prompt": "x", "eta": 0.5, "sampler": "euler"}' '--eta 0.5: only the ddim sampler has an eta'
 batch_case seed-negative '{"prompt": "x", "seed": -1}' '"seed" expects an integer in [0, 2^64-1]'
 batch_case strength-steps '{"prompt": "x", "init_image": "a.png", "strength": 0.01, "steps": 20}' 'strength 0.01 with 20 steps runs no denoising step'
 # the same bounds in both messages, key by key

@@ -313,6 +313,42 @@ static void test_names(void)
     CHECK(sd_sampler_parse("DPM++ 2M Karras", &smp, &sch) == 0 && smp == SD_SAMPLER_DPMPP_2M && sch == SD_SCHEDULE_KARRAS,
           "DPM++ 2M Karras");
     CHECK(sd_sampler_parse("plms", &smp, NULL) != 0, "plms must fail");
+    /* the newer samplers: sdgen name, A1111 display name, k-diffusion / A1111 aliases */
+    static const struct { const char *name, *a1111, *alias; sd_sampler s; int calls4; } more[] = {
+        {"lcm", "LCM", "k_lcm", SD_SAMPLER_LCM, 4},
+        {"unipc", "UniPC", "uni_pc", SD_SAMPLER_UNIPC, 4},
+        {"heun", "Heun", "k_heun", SD_SAMPLER_HEUN, 7},
+        {"lms", "LMS", "k_lms", SD_SAMPLER_LMS, 4},
+        {"dpm2", "DPM2", "k_dpm_2", SD_SAMPLER_DPM2, 7},
+        {"dpm2_a", "DPM2 a", "dpm_2_ancestral", SD_SAMPLER_DPM2_A, 7},
+        {"dpmpp_2m_sde", "DPM++ 2M SDE", "k_dpmpp_2m_sde", SD_SAMPLER_DPMPP_2M_SDE, 4},
+    };
+    for (size_t i = 0; i < sizeof more / sizeof *more; i++) {
+        const char *names[3] = {more[i].name, more[i].a1111, more[i].alias};
+        for (int k = 0; k < 3; k++)
+            CHECK(sd_sampler_parse(names[k], &smp, NULL) == 0 && smp == more[i].s, "parse %s", names[k]);
+        CHECK(!strcmp(sd_sampler_name(more[i].s), more[i].name), "name of %s", more[i].name);
+        CHECK(!strcmp(sd_sampler_a1111_name(more[i].s), more[i].a1111), "a1111 name of %s", more[i].name);
+        CHECK(sd_sampler_model_calls(more[i].s, 4) == more[i].calls4, "%s: %d model calls for 4 steps, want %d",
+              more[i].name, sd_sampler_model_calls(more[i].s, 4), more[i].calls4);
+    }
+    sch = SD_SCHEDULE_DEFAULT;
+    CHECK(sd_sampler_parse("DPM++ 2M SDE Karras", &smp, &sch) == 0 && smp == SD_SAMPLER_DPMPP_2M_SDE &&
+              sch == SD_SCHEDULE_KARRAS,
+          "DPM++ 2M SDE Karras");
+    CHECK(sd_sampler_parse("DPM2 a b", &smp, NULL) != 0 && sd_sampler_parse("", &smp, NULL) != 0, "bad names");
+    sd_sched st;
+    sd_err e = {0};
+    CHECK(sd_sched_init(&st, SD_SAMPLER_HEUN, SD_SCHEDULE_KARRAS, SD_SPACING_DEFAULT, SD_PRED_EPS, 4, NULL, &e) != 0 &&
+              strstr(e.msg, "karras is not available for the heun sampler"),
+          "heun karras refused: %s", e.msg);
+    CHECK(sd_sched_init(&st, SD_SAMPLER_LCM, SD_SCHEDULE_DEFAULT, SD_SPACING_DEFAULT, SD_PRED_EPS, 51, NULL, &e) != 0 &&
+              strstr(e.msg, "at most 50 steps"),
+          "lcm 51 steps refused: %s", e.msg);
+    CHECK(sd_sched_init(&st, SD_SAMPLER_EULER, SD_SCHEDULE_DEFAULT, SD_SPACING_DEFAULT, SD_PRED_EPS, 4, NULL, &e) == 0 &&
+              sd_sched_set_eta(&st, 0.5, &e) != 0 && strstr(e.msg, "only the ddim sampler has an eta"),
+          "eta on euler refused: %s", e.msg);
+    sd_sched_free(&st);
     CHECK(sd_schedule_parse("karras", &sch) == 0 && sch == SD_SCHEDULE_KARRAS, "karras");
     CHECK(sd_schedule_parse("default", &sch) == 0 && sch == SD_SCHEDULE_DEFAULT, "default");
     CHECK(!strcmp(sd_schedule_a1111_name(SD_SCHEDULE_KARRAS), "Karras"), "Karras label");
@@ -457,6 +493,108 @@ static void test_fixture(void)
     cJSON_Delete(root);
 }
 
+/* A case of the sampler set (golden README §8): the schedule (per-call timesteps, σ list, start
+ * latent, the first U-Net input) and every model call's update from the reference's own input latent,
+ * guided output and noise draws to its step_latents entry. The reference re-derives each call to ≤ 1e-6
+ * relative in float64; here float32 against float32. */
+static double g_worst_call = 0;
+
+static int load_s(sd_npy *a, const char *dir, const char *name)
+{
+    char rel[512];
+    snprintf(rel, sizeof rel, "golden/cases-samplers/%s/%s", dir, name);
+    sd_err err = {0};
+    if (sd_npy_read(a, sd_test_path(rel), &err)) {
+        CHECK(0, "%s: %s", rel, err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void test_sampler_case(const char *dir)
+{
+    char rel[512];
+    snprintf(rel, sizeof rel, "golden/cases-samplers/%s/case.json", dir);
+    char *txt = read_text(sd_test_path(rel));
+    CHECK(txt != NULL, "cannot read %s", rel);
+    cJSON *c = txt ? cJSON_Parse(txt) : NULL;
+    free(txt);
+    if (!c) { CHECK(0, "%s does not parse", rel); return; }
+    sd_sampler sampler;
+    sd_spacing spacing = SD_SPACING_DEFAULT;
+    CHECK(sd_sampler_parse(jstr(c, "sampler"), &sampler, NULL) == 0, "%s: sampler", dir);
+    if (*jstr(c, "timestep_spacing")) CHECK(sd_spacing_parse(jstr(c, "timestep_spacing"), &spacing) == 0, "%s", dir);
+    sd_sched s;
+    sd_err err = {0};
+    int ok = sd_sched_init(&s, sampler, SD_SCHEDULE_DEFAULT, spacing, SD_PRED_EPS, (int)jnum(c, "steps", 0), NULL,
+                           &err) == 0 &&
+             sd_sched_set_eta(&s, jnum(c, "eta", 0), &err) == 0;
+    CHECK(ok, "%s: %s", dir, err.msg);
+    CHECK(!ok || s.n_calls == (int)jnum(c, "unet_calls", -1), "%s: %d model calls, case has %g", dir, s.n_calls,
+          jnum(c, "unet_calls", -1));
+    sd_npy ts = {0}, sg = {0}, noise = {0}, init = {0}, x = {0}, g = {0}, z = {0}, lat = {0}, u0 = {0};
+    const int have_sig = s.has_sigmas;
+    if (!ok || load_s(&ts, dir, "timesteps.npy") || (have_sig && load_s(&sg, dir, "sigmas.npy")) ||
+        load_s(&noise, dir, "noise.npy") || load_s(&init, dir, "latents_init.npy") ||
+        load_s(&x, dir, "step_sample_in.npy") || load_s(&g, dir, "step_model_output.npy") ||
+        load_s(&lat, dir, "step_latents.npy") || load_s(&u0, dir, "unet0_sample.npy"))
+        goto out;
+    CHECK(ts.numel == s.n_calls && count_diff(s.timesteps, ts.f32, ts.numel) == 0, "%s: per-call timesteps differ", dir);
+    if (ts.numel == s.n_calls && count_diff(s.timesteps, ts.f32, ts.numel) == 0)
+        printf("ok   %s: %d timesteps exact (%g … %g)\n", dir, s.n_calls, s.timesteps[0], s.timesteps[s.n_calls - 1]);
+    if (have_sig) {
+        CHECK(sg.numel == s.n_sigmas && count_diff(s.sigmas, sg.f32, sg.numel) == 0, "%s: σ list differs (%lld vs %d)",
+              dir, (long long)sg.numel, s.n_sigmas);
+    }
+    const int64_t n = noise.numel;
+    float *buf = malloc(sizeof(float) * (size_t)n);
+    if (!buf) goto out;
+    sd_sched_init_latent(&s, noise.f32, buf, n);
+    CHECK(count_diff(buf, init.f32, n) == 0, "%s: start latent not exact", dir);
+    sd_sched_scale_input(&s, 0, x.f32, buf, n);
+    CHECK(count_diff(buf, u0.f32, n) == 0, "%s: first U-Net input not exact", dir);
+    int zi = 0;
+    char zrel[512];
+    snprintf(zrel, sizeof zrel, "golden/cases-samplers/%s/step_noise.npy", dir);
+    FILE *zf = fopen(sd_test_path(zrel), "rb");
+    if (zf) {
+        fclose(zf);
+        if (load_s(&z, dir, "step_noise.npy")) { free(buf); goto out; }
+    }
+    double worst = 0;
+    for (int i = 0; i < s.n_calls; i++) {
+        memcpy(buf, x.f32 + (int64_t)i * n, sizeof(float) * (size_t)n);
+        const float *zz = NULL;
+        if (sd_sched_needs_noise(&s, i)) {
+            CHECK(z.f32 && (zi + 1) * n <= z.numel, "%s: call %d draws more noise than the case", dir, i);
+            if (!z.f32 || (zi + 1) * n > z.numel) break;
+            zz = z.f32 + (int64_t)zi++ * n;
+        }
+        if (sd_sched_step(&s, i, buf, g.f32 + (int64_t)i * n, zz, n, &err)) {
+            CHECK(0, "%s call %d: %s", dir, i, err.msg);
+            break;
+        }
+        const float *ref = lat.f32 + (int64_t)i * n;
+        double m = 0, d = 0;
+        for (int64_t j = 0; j < n; j++) {
+            if (fabs(ref[j]) > m) m = fabs(ref[j]);
+            if (fabs(buf[j] - ref[j]) > d) d = fabs(buf[j] - ref[j]);
+        }
+        if (d / fmax(1.0, m) > worst) worst = d / fmax(1.0, m);
+    }
+    CHECK(zi * n == (z.f32 ? z.numel : 0), "%s: %d draws, the case has %lld", dir, zi,
+          (long long)(z.f32 ? z.numel / n : 0));
+    CHECK(worst <= 1e-6, "%s: a model call's update differs by %.3g·max(1, max|ref|) (tolerance 1e-6)", dir, worst);
+    printf("ok   %s: %d model calls from the reference inputs, worst err/max(1,max|ref|) %.3g\n", dir, s.n_calls, worst);
+    if (worst > g_worst_call) g_worst_call = worst;
+    free(buf);
+out:
+    sd_npy *all[] = {&ts, &sg, &noise, &init, &x, &g, &z, &lat, &u0};
+    for (size_t k = 0; k < sizeof all / sizeof *all; k++) sd_npy_free(all[k]);
+    sd_sched_free(&s);
+    cJSON_Delete(c);
+}
+
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 int main(void)
@@ -484,5 +622,10 @@ int main(void)
         }
     }
     printf("golden steps: worst err/max(1,max|ref|) = %.3g (tolerance 3e-5)\n", g_worst_rel);
+    static const char *const samplers[] = {"p15-tiny-sd1-lcm",    "p16-tiny-sd1-euler-trailing", "p17-tiny-sd1-unipc",
+                                           "p18-tiny-sd1-heun",   "p19-tiny-sd1-lms",            "p20-tiny-sd1-dpm2",
+                                           "p21-tiny-sd1-dpm2-a", "p22-tiny-sd1-dpmpp-2m-sde",   "p23-tiny-sd1-ddim-eta"};
+    for (size_t i = 0; i < sizeof samplers / sizeof *samplers; i++) test_sampler_case(samplers[i]);
+    printf("sampler set: worst model-call err/max(1,max|ref|) = %.3g (tolerance 1e-6)\n", g_worst_call);
     TEST_MAIN_END();
 }

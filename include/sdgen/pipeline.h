@@ -35,7 +35,8 @@ typedef struct sd_pipeline {
     int blas_warm;      /* OpenBLAS's per-thread buffers are mapped (sd_blas_warm ran) */
 } sd_pipeline;
 
-/* Progress callback: called after each denoising step (i from 1 to n). */
+/* Progress callback: called after each model call (i from 1 to n; n = steps, or 2·steps − 1 for the
+ * samplers that evaluate the model twice per step: heun, dpm2, dpm2_a). */
 typedef void (*sd_progress_fn)(void *user, int step, int n_steps, double seconds_this_step);
 
 typedef struct sd_gen_opts {
@@ -49,6 +50,7 @@ typedef struct sd_gen_opts {
     sd_sampler sampler;
     sd_schedule schedule;
     sd_spacing spacing;
+    double eta;                    /* ddim's η (0 = deterministic; only ddim has one) */
     sd_prediction prediction;      /* SD_PRED_UNKNOWN = the model's */
     int rng_kind;                  /* SD_RNG_CPU / SD_RNG_CUDA */
     int clip_skip;                 /* 1 = no skipping */

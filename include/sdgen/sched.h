@@ -1,8 +1,10 @@
 /* sdgen/sched.h — noise schedules and samplers, step for step as the reference computes them.
  *
  * docs/SEMANTICS.md §5, §6 and §9 are the specification: diffusers 0.25.1's DDIMScheduler,
- * DDPMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler and 0.27.0's
- * DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint, final_sigmas_type "zero"), with
+ * DDPMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LCMScheduler,
+ * UniPCMultistepScheduler (bh2), HeunDiscreteScheduler, LMSDiscreteScheduler, KDPM2DiscreteScheduler,
+ * KDPM2AncestralDiscreteScheduler and 0.27.0's DPMSolverMultistepScheduler (dpmsolver++ and
+ * sde-dpmsolver++, order 2, midpoint, final_sigmas_type "zero"), with
  * every operation in float32 as those classes do it (ᾱ table, σ table, timesteps, σ lists,
  * step arithmetic), so latents match the reference to float32 rounding.
  *
@@ -15,7 +17,7 @@
  *     sd_rng_randn(&rng, noise, n); sd_sched_init_latent(&s, noise, x, n);
  *     // img2img instead: sd_sched_set_strength(&s, strength, &err); draw noise;
  *     //                  sd_sched_add_noise(&s, encoded, noise, x, n);
- *     for (int i = 0; i < s.n_steps; i++) {
+ *     for (int i = 0; i < s.n_calls; i++) {                 // model calls (2n − 1 for heun, dpm2)
  *         sd_sched_scale_input(&s, i, x, x_in, n);        // U-Net input
  *         ... U-Net on [x_in; x_in] at timestep s.timesteps[i], guidance → g ...
  *         if (sd_sched_needs_noise(&s, i)) sd_rng_randn(&rng, z, n);
@@ -41,6 +43,13 @@ typedef enum sd_sampler {
     SD_SAMPLER_EULER,
     SD_SAMPLER_EULER_A,
     SD_SAMPLER_DPMPP_2M,
+    SD_SAMPLER_LCM,          /* LCMScheduler */
+    SD_SAMPLER_UNIPC,        /* UniPCMultistepScheduler, bh2, order 2 */
+    SD_SAMPLER_HEUN,         /* HeunDiscreteScheduler: two model calls per step */
+    SD_SAMPLER_LMS,          /* LMSDiscreteScheduler, order 4 */
+    SD_SAMPLER_DPM2,         /* KDPM2DiscreteScheduler: two model calls per step */
+    SD_SAMPLER_DPM2_A,       /* KDPM2AncestralDiscreteScheduler: two model calls per step */
+    SD_SAMPLER_DPMPP_2M_SDE, /* DPMSolverMultistepScheduler, sde-dpmsolver++ */
     SD_SAMPLER_COUNT
 } sd_sampler;
 
@@ -57,6 +66,9 @@ typedef enum sd_spacing {
 
 #define SD_SCHED_MAX_TRAIN 4096 /* num_train_timesteps bound */
 #define SD_SCHED_MAX_STEPS 1000 /* inference steps bound (also ≤ num_train_timesteps) */
+#define SD_SCHED_MAX_CALLS (2 * SD_SCHED_MAX_STEPS) /* model calls: 2n − 1 for the order-2 samplers */
+#define SD_SCHED_MAX_SIGMAS (2 * SD_SCHED_MAX_STEPS + 2) /* dpm2's per-call σ list has 2n + 2 entries */
+#define SD_LCM_ORIGINAL_STEPS 50 /* LCMScheduler original_inference_steps (the distillation grid) */
 
 typedef struct sd_sched {
     sd_sampler sampler;
@@ -70,25 +82,42 @@ typedef struct sd_sched {
     float alphas_cumprod[SD_SCHED_MAX_TRAIN]; /* ᾱ_t, float32 as torch computes it */
     float sigma_table[SD_SCHED_MAX_TRAIN];    /* σ_t = sqrt((1 − ᾱ_t)/ᾱ_t), float32 */
 
-    /* The full schedule for `steps` (img2img's timesteps_all). */
-    float timesteps_all[SD_SCHED_MAX_STEPS];
-    float sigmas_all[SD_SCHED_MAX_STEPS + 1]; /* σ samplers: steps + 1 values, last 0 */
-    int has_sigmas;                           /* euler, euler_a, dpmpp_2m */
-    int int_timesteps;                        /* ddim, ddpm, dpmpp_2m: integer timesteps */
+    /* The full schedule for `steps` (img2img's timesteps_all), one entry per model call: heun, dpm2
+     * and dpm2_a call the model twice per step (2·steps − 1 calls, docs/SEMANTICS.md); σ lists are
+     * the diffusers class's own `sigmas` (n_sigmas_all entries; steps + 1 for the first-order ones). */
+    float timesteps_all[SD_SCHED_MAX_CALLS];
+    float sigmas_all[SD_SCHED_MAX_SIGMAS];
+    int n_calls_all, n_sigmas_all;
+    int has_sigmas;                           /* σ samplers: all but ddim, ddpm, lcm */
+    int int_timesteps;                        /* ddim, ddpm, dpmpp_2m(_sde), unipc, lcm: integer timesteps */
+    int order;                                /* model calls per step: 2 for heun, dpm2, dpm2_a, else 1 */
+    /* dpm2 / dpm2_a, per call like sigmas_all: the interpolated σ̂ (both), σ_up and σ_down (dpm2_a). */
+    float interp_all[SD_SCHED_MAX_SIGMAS], up_all[SD_SCHED_MAX_SIGMAS], down_all[SD_SCHED_MAX_SIGMAS];
+    float eta;                                /* ddim's η (sd_sched_set_eta); 0 = deterministic */
 
     /* The steps run: the whole schedule, or its tail after sd_sched_set_strength(). */
     int t_start;                         /* index of the first step run in the full schedule */
     int n_steps;                         /* number of steps run */
-    float timesteps[SD_SCHED_MAX_STEPS]; /* U-Net timestep of each step run */
-    float sigmas[SD_SCHED_MAX_STEPS + 1];/* σ of each step run + the final one (σ samplers) */
-    int sigma_start;                     /* index into sigmas_all of step 0 of the run */
+    int n_calls;                         /* model calls run (= n_steps for order 1) */
+    int call_start;                      /* index into timesteps_all of call 0 of the run */
+    float timesteps[SD_SCHED_MAX_CALLS]; /* U-Net timestep of each call run */
+    float sigmas[SD_SCHED_MAX_SIGMAS];   /* σ list from the run's first call on (σ samplers) */
+    int n_sigmas;                        /* entries of sigmas[] */
+    int sigma_start;                     /* index into sigmas_all of call 0 of the run */
     float init_noise_sigma;              /* txt2img latent = noise · init_noise_sigma */
 
     /* dpmpp_2m multistep history: x0 of the previous step. */
     float *prev_x0;
     int64_t prev_n;
     int have_prev;     /* lower_order_nums ≥ 1 */
-    int last_step;     /* index of the last step taken, for order checks (−1: none) */
+    int last_step;     /* index of the last call taken, for order checks (−1: none) */
+    /* History of the newer samplers (heun, dpm2, dpm2_a, lms, unipc), work_k slices of work_n values. */
+    float *work;
+    int64_t work_n;
+    int work_k;
+    int n_hist;        /* lms: derivatives kept; unipc: model outputs kept */
+    int last_order;    /* unipc: order of the previous predictor (the corrector's order) */
+    float saved_dt;    /* heun: σ' − σ of the first-order half */
 } sd_sched;
 
 /* Build the schedule. cfg may be NULL (SD 1.x/2.x defaults: 1000 steps, scaled_linear
@@ -99,6 +128,12 @@ typedef struct sd_sched {
 int sd_sched_init(sd_sched *s, sd_sampler sampler, sd_schedule schedule, sd_spacing spacing,
                   sd_prediction prediction, int steps, const sd_sched_config *cfg, sd_err *err);
 void sd_sched_free(sd_sched *s);
+
+/* DDIM's η (DDIMScheduler.step eta): 0 deterministic, > 0 adds σ_t-scaled noise each step. Only
+ * the ddim sampler has it; eta must lie in [0, 1]. Call after sd_sched_init. */
+int sd_sched_set_eta(sd_sched *s, double eta, sd_err *err);
+/* The same check without a schedule (settings judged before the model loads). */
+int sd_sampler_check_eta(sd_sampler sampler, double eta, sd_err *err);
 
 /* Whether every timestep the run will use (after sd_sched_set_strength, if any) lies inside the
  * noise schedule, for ddim/ddpm, whose diffusers classes index ᾱ_t directly and fail with an
@@ -119,20 +154,21 @@ void sd_sched_init_latent(const sd_sched *s, const float *noise, float *x, int64
  * out may equal x0 or noise. */
 void sd_sched_add_noise(const sd_sched *s, const float *x0, const float *noise, float *out, int64_t n);
 
-/* U-Net input of step i (docs/SEMANTICS.md §6.7): x / sqrt(σ_i² + 1) for euler/euler_a, else a copy.
- * out may equal x. */
+/* U-Net input of call i (docs/SEMANTICS.md §6.7): x / sqrt(σ² + 1) for the k-diffusion style σ
+ * samplers (euler, euler_a, heun, lms, dpm2, dpm2_a; σ of that call), else a copy. out may equal x. */
 void sd_sched_scale_input(const sd_sched *s, int i, const float *x, float *out, int64_t n);
-/* The divisor above (1 for ddim/ddpm/dpmpp_2m). */
+/* The divisor above (1 for ddim, ddpm, lcm, unipc, dpmpp_2m, dpmpp_2m_sde). */
 float sd_sched_input_divisor(const sd_sched *s, int i);
 
-/* Whether step i consumes one randn draw of the latent's size (ddpm: t > 0; euler, euler_a:
- * always; ddim and dpmpp_2m: never). The caller draws it before sd_sched_step. */
+/* Whether call i consumes one randn draw of the latent's size (ddpm: t > 0; euler, euler_a,
+ * dpm2_a, dpmpp_2m_sde: always; ddim: when η > 0; lcm: every call but the last; the others:
+ * never). The caller draws it before sd_sched_step. */
 int sd_sched_needs_noise(const sd_sched *s, int i);
 
-/* One sampler step: x (the latent before step i) becomes the latent after it. g = guided model
- * output (eps or v), noise = this step's draw (may be NULL when !needs_noise). Steps must run
- * in order 0, 1, … (dpmpp_2m keeps the previous x0). Fails on out-of-order use, a latent size
- * change, missing noise or out of memory. */
+/* One model call's update: x (the latent before call i, i < n_calls) becomes the latent after it.
+ * g = guided model output (eps or v), noise = this call's draw (may be NULL when !needs_noise).
+ * Calls must run in order 0, 1, … (the multistep and order-2 samplers keep history). Fails on
+ * out-of-order use, a latent size change, missing noise or out of memory. */
 int sd_sched_step(sd_sched *s, int i, float *x, const float *g, const float *noise, int64_t n,
                   sd_err *err);
 
@@ -141,12 +177,20 @@ int sd_sched_step(sd_sched *s, int i, float *x, const float *g, const float *noi
 void sd_sched_karras_sigmas(double sigma_min, double sigma_max, int n, double *out);
 
 /* ---- names ---- */
-/* Accepts ddim, ddpm, euler, euler_a (euler-a, "Euler a"), dpmpp_2m (dpm++_2m, "DPM++ 2M");
- * case-insensitive; '-' and ' ' count as '_'. A1111's "DPM++ 2M Karras" also sets *schedule to
+/* Accepts every sdgen name (ddim, ddpm, euler, euler_a, dpmpp_2m, lcm, unipc, heun, lms, dpm2,
+ * dpm2_a, dpmpp_2m_sde) and A1111's display names ("Euler a", "DPM++ 2M", "DPM2 a", "DPM++ 2M SDE",
+ * …) and k-diffusion's (k_dpm_2_a, …); case-insensitive; '-' and ' ' count as '_'. A1111's "DPM++ 2M Karras" also sets *schedule to
  * karras when schedule is non-NULL. 0 ok, −1 unknown. */
 int sd_sampler_parse(const char *name, sd_sampler *out, sd_schedule *schedule);
 const char *sd_sampler_name(sd_sampler s);        /* "ddim", "euler_a", … */
-const char *sd_sampler_a1111_name(sd_sampler s);  /* "DDIM", "DDPM", "Euler", "Euler a", "DPM++ 2M" */
+const char *sd_sampler_a1111_name(sd_sampler s);  /* "DDIM", "Euler a", "DPM++ 2M SDE", "DPM2 a", … */
+const char *sd_sampler_list(void);                /* "ddim, ddpm, euler, …" for messages and --help */
+/* Model calls per step (2 for heun, dpm2, dpm2_a: k-diffusion's second-order samplers, else 1), and
+ * the model calls of a whole run of `steps` (2·steps − 1 for those: the last step is first order). */
+int sd_sampler_order(sd_sampler s);
+/* Whether --schedule karras is implemented for the sampler (euler, euler_a, dpmpp_2m, dpmpp_2m_sde). */
+int sd_sampler_has_karras(sd_sampler s);
+int sd_sampler_model_calls(sd_sampler s, int steps);
 int sd_schedule_parse(const char *name, sd_schedule *out); /* "default"/"automatic", "karras" */
 const char *sd_schedule_name(sd_schedule s);               /* "default", "karras" */
 /* A1111 infotext "Schedule type": "Karras" for karras, "Automatic" (the sampler's own

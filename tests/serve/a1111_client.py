@@ -134,7 +134,8 @@ def functional(url, sdgen, model, tmp):
     line = [l for l in help_text.splitlines() if "--sampler NAME" in l][0]
     cli_names = sorted(x.strip() for x in line.split("--sampler NAME", 1)[1].split("(")[0].split("|"))
     check("samplers: the CLI's samplers are the aliases", sorted(a for s in samplers for a in s["aliases"]), cli_names)
-    check("samplers: A1111 display names", sorted(names), sorted(["DDIM", "DDPM", "Euler", "Euler a", "DPM++ 2M"]))
+    check("samplers: A1111 display names", sorted(names), sorted(["DDIM", "DDPM", "Euler", "Euler a", "DPM++ 2M", "DPM++ 2M SDE",
+                                                                 "LCM", "UniPC", "Heun", "LMS", "DPM2", "DPM2 a"]))
 
     st, _, scheds, _ = api.get("/sdapi/v1/schedulers")
     check("schedulers: Automatic and Karras", [(s["name"], s["label"]) for s in scheds],
@@ -275,7 +276,7 @@ def functional(url, sdgen, model, tmp):
     a1111_error_shape("steps 0", st, js, 422, "steps")
     st, _, js, _ = api.txt2img(prompt="x", width=65)
     a1111_error_shape("width 65", st, js, 422, "multiple of 8")
-    st, _, js, _ = api.txt2img(prompt="x", sampler_name="LMS")
+    st, _, js, _ = api.txt2img(prompt="x", sampler_name="DPM++ 3M SDE")
     a1111_error_shape("unknown sampler", st, js, 422, "Sampler not found")
     st, _, js, _ = api.post("/sdapi/v1/txt2img", raw=b'{"prompt": "x",')
     a1111_error_shape("malformed JSON", st, js, 400, "not valid JSON")
