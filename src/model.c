@@ -413,6 +413,40 @@ fail:
     return -1;
 }
 
+int sd_model_open_table(sd_model *m, const char *label, int n_files, const char *const *paths,
+                        sd_model_rename_fn rename, void *user, sd_err *err)
+{
+    memset(m, 0, sizeof *m);
+    m->path = strdup(label);
+    if (!m->path) return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", label);
+    int cap = 0;
+    if (n_files < 1 || n_files > (int)(sizeof m->files / sizeof m->files[0])) {
+        sd_errf(err, "%s: %d files (1..4)", label, n_files);
+        goto fail;
+    }
+    for (int f = 0; f < n_files; f++) {
+        if (sd_st_open(&m->files[f], paths[f], err)) goto fail;
+        m->n_files++;
+        const sd_safetensors *st = &m->files[f];
+        for (int i = 0; i < st->n_tensors; i++) {
+            char name[512];
+            if (!rename(user, f, st->tensors[i].name, name, sizeof name)) continue;
+            const sd_dtype dt = st->tensors[i].dtype;
+            if (dt != SD_DT_F32 && dt != SD_DT_F16 && dt != SD_DT_BF16) {
+                sd_errf(err, "%s: tensor \"%s\" has dtype %s; weights must be F32, F16 or BF16", st->path,
+                        st->tensors[i].name, sd_dtype_name(dt));
+                goto fail;
+            }
+            if (add_weight(m, name, f, i, &st->tensors[i], 0, &cap, err)) goto fail;
+        }
+    }
+    if (build_hash(m, err)) goto fail;
+    return 0;
+fail:
+    sd_model_close(m);
+    return -1;
+}
+
 void sd_model_close(sd_model *m)
 {
     for (int i = 0; i < m->n_weights; i++) {

@@ -154,6 +154,13 @@ typedef struct sd_model {
 /* Open and validate (headers only; no weight is converted). Faults: exit code 2. */
 int sd_model_open(sd_model *m, const char *path, sd_err *err);
 void sd_model_close(sd_model *m);
+/* A bare weight table for a companion network that owns its architecture (taesd.c): the tensors of
+ * n_files safetensors files (at most 4), each kept under the name rename() writes into out (return 1),
+ * or left out (0); no family, no derive, no check. Names that clash are refused. Only F32, F16 and BF16
+ * tensors are accepted. label names the table in messages (m->path). Faults: exit code 2. */
+typedef int (*sd_model_rename_fn)(void *user, int file, const char *name, char *out, size_t n);
+int sd_model_open_table(sd_model *m, const char *label, int n_files, const char *const *paths,
+                        sd_model_rename_fn rename, void *user, sd_err *err);
 
 /* Choose how weights are held (default SD_WEIGHTS_F32); switching to F16 frees converted copies.
  * Returns 0. */
