@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -590,6 +591,30 @@ void sd_model_release_pages(sd_model *m, const char *prefix)
         b = (b + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
         e &= ~((uintptr_t)pg - 1);
         if (e > b) madvise((void *)b, e - b, MADV_DONTNEED);
+    }
+}
+
+void sd_model_prefetch_pages(const sd_model *m, const char *prefix)
+{
+    const size_t np = strlen(prefix);
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0) pg = 4096;
+    for (int f = 0; f < m->n_files; f++) {
+        /* one range per file, from the first to the last byte of the prefix's tensors (in a checkpoint
+         * each network's tensors lie together, and one call lets the kernel read ahead in large blocks) */
+        uintptr_t lo = UINTPTR_MAX, hi = 0;
+        for (int i = 0; i < m->n_weights; i++) {
+            const sd_weight_ref *w = &m->weights[i];
+            if (w->file != f || strncmp(w->name, prefix, np)) continue;
+            const sd_safetensors *st = &m->files[f];
+            const sd_st_tensor *t = &st->tensors[w->index];
+            const uintptr_t b = (uintptr_t)sd_st_data(st, t), e = b + (t->end - t->begin);
+            if (b < lo) lo = b;
+            if (e > hi) hi = e;
+        }
+        if (hi <= lo) continue;
+        lo &= ~((uintptr_t)pg - 1);
+        madvise((void *)lo, hi - lo, MADV_WILLNEED); /* advice only: a failure changes nothing */
     }
 }
 

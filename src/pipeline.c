@@ -782,6 +782,9 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
     g.n = (int64_t)g.zc * g.h * g.w;
 
     sd_cond *uc = g.use_cfg ? &g.uncond : NULL;
+    /* a model not in the page cache streams from disk while the text encoder runs (model.h) */
+    sd_model_prefetch_pages(m, sd_family_get(m->family)->text_prefix);
+    sd_model_prefetch_pages(m, SD_PREFIX_UNET);
     const double t0 = sd_now();
     if (sd_pipeline_condition(p, o, &g.cond, uc, err)) goto out;
     r->chunks_cond = g.cond.n_chunks;

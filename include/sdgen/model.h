@@ -169,6 +169,11 @@ int sd_model_set_weights_mode(sd_model *m, sd_weights_mode mode, sd_err *err);
  * from the page cache when next touched): the pipeline drops the text encoder's while the
  * U-Net runs and the U-Net's while the VAE decodes, so peak memory holds one network at a time. */
 void sd_model_release_pages(sd_model *m, const char *prefix);
+/* Ask the kernel to start reading the file pages of the weights under an LDM prefix now
+ * (MADV_WILLNEED, asynchronous): the pipeline announces the text encoder and the U-Net before the
+ * text stage, so that a model that is not in the page cache streams from disk while the text
+ * encoder computes instead of being read a fault at a time as each layer first touches it. */
+void sd_model_prefetch_pages(const sd_model *m, const char *prefix);
 
 /* f32 view of a weight by LDM name. Its lifetime:
  *  - F32 in the file: a view into the read-only mapping, valid until sd_model_close;
