@@ -408,9 +408,9 @@ static void report_text(const bench_opts *o, const bench_result *r, int nthreads
                k ? "whole image (again)" : "whole image (first)", r->img_wall[k], r->img_text[k], r->img_unet[k],
                o->steps, o->steps > 1 ? "s" : "", r->img_dec[k],
                r->img_wall[k] - r->img_text[k] - r->img_unet[k] - r->img_dec[k]);
-    printf("  U-Net: %.3f TFLOP per CFG step, %.3f steps/s (%d timed after a %.2f s warm-up; fastest %.3f s)\n",
-           r->f_unet / 1e12, 1 / r->med, o->steps, r->t_warm, r->t_min);
-    if (!o->no_vae) printf("  VAE decode: %.3f TFLOP\n", r->f_vae / 1e12);
+    printf("  U-Net: %.3f TFLOP per %s step, %.3f steps/s (%d timed after a %.2f s warm-up; fastest %.3f s)\n",
+           r->f_unet / 1e12, o->cfg > 1.0f ? "CFG" : "no-CFG", 1 / r->med, o->steps, r->t_warm, r->t_min);
+    if (!o->no_vae) printf("  %s decode: %.3f TFLOP\n", o->vae_decoder ? "TAESD" : "VAE", r->f_vae / 1e12);
     printf("  memory: peak RSS %.2f GB; activation arena peak U-Net %.0f MB, VAE %.0f MB; load %.2f s\n", rss / 1e9,
            r->arena_unet / 1e6, r->arena_vae / 1e6, r->t_load);
     printf("  CPU time: U-Net %.3f CPU-s per step (%.1f GFLOP per CPU-s = %.0f%% of sgemm's %.1f)", r->cpu_steps,

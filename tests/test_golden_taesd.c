@@ -450,6 +450,51 @@ static void cli_img2img(const char *sdgen, const char *tmp)
     sd_npy_free(&enc);
 }
 
+/* A JSON Lines batch takes the command line's --vae-decoder for every item (a run-wide setting): each item's
+ * PNG is the tiny decoder's image of its own latent (compared with its dump). */
+static void cli_batch(const char *sdgen, const char *tmp)
+{
+    char model[4200], tz[4200], jl[4200], tmpl[4200], dump[4200], errf[4200];
+    snprintf(model, sizeof model, "%s", sd_test_path("golden/models/tiny-sd1.safetensors"));
+    snprintf(tz, sizeof tz, "%s", sd_test_path("golden/models/taesd"));
+    snprintf(jl, sizeof jl, "%s/taesd-batch.jsonl", tmp);
+    snprintf(tmpl, sizeof tmpl, "%s/taesd-batch-{index}.png", tmp);
+    snprintf(dump, sizeof dump, "%s/taesd-batch-dump", tmp);
+    snprintf(errf, sizeof errf, "%s/taesd-batch.err", tmp);
+    FILE *f = fopen(jl, "w");
+    if (!f) {
+        CHECK(0, "cannot write %s", jl);
+        return;
+    }
+    fprintf(f, "{\"prompt\": \"a red apple\", \"seed\": 1, \"steps\": 2, \"width\": 64, \"height\": 64}\n"
+               "{\"prompt\": \"a house\", \"seed\": 2, \"steps\": 2, \"width\": 64, \"height\": 96}\n");
+    fclose(f);
+    char *argv[] = {(char *)sdgen, "-q", "--overwrite", "-m", model, "--vocab", (char *)sd_test_path("clip"),
+                    "--prompts", jl, "--vae-decoder", tz, "--dump-dir", dump, "-o", tmpl, NULL};
+    int rc = run_err(argv, errf);
+    CHECK(rc == 0, "batch with --vae-decoder exited %d", rc);
+    for (int i = 1; i <= 2 && rc == 0; i++) {
+        char png[4300], d[4300], what[64];
+        snprintf(png, sizeof png, "%s/taesd-batch-%d.png", tmp, i);
+        snprintf(d, sizeof d, "%s/%d", dump, i);
+        sd_npy raw, imgf;
+        sd_image im = {0};
+        sd_err e = {0};
+        int ok = sd_image_load(&im, png, &e) == 0;
+        CHECK(ok && im.w == 64 && im.h == (i == 1 ? 64 : 96), "batch item %d: %s (%dx%d)", i, e.msg, im.w, im.h);
+        /* taesd_raw is dumped only on the tiny decoder's path */
+        if (ok && load(d, "taesd_raw", &raw)) {
+            if (load(d, "image_float", &imgf)) {
+                snprintf(what, sizeof what, "batch item %d", i);
+                compare_png(what, imgf.f32, im.w, im.h, png);
+                sd_npy_free(&imgf);
+            }
+            sd_npy_free(&raw);
+        }
+        sd_image_free(&im);
+    }
+}
+
 int main(void)
 {
     const char *tmp = sd_test_tmp();
@@ -480,6 +525,7 @@ int main(void)
     run_golden_case_in(sdgen, "cases-taesd", "pt3-tiny-sd1-taesd-ddim", NULL);
     cli_preview(sdgen, tmp);
     cli_img2img(sdgen, tmp);
+    cli_batch(sdgen, tmp);
 
     char p[4200], wrong[4200];
     snprintf(p, sizeof p, "%s/no-such-taesd", tmp);
