@@ -4,6 +4,7 @@
  * through the sdgen binary, image-to-image with the tiny encoder (no posterior draw), the live preview, and
  * bad TAESD files (truncated, wrong shapes, missing, wrong latent channels). The synthetic-file checks run
  * without the reference data; the rest exits 77 without it. */
+#include <dirent.h>
 #include <fcntl.h>
 
 #include "golden_cli.h"
@@ -394,6 +395,13 @@ static void cli_preview(const char *sdgen, const char *tmp)
         sd_npy_free(&steps);
     }
     sd_image_free(&im);
+    /* replaced through temporary files (sd_file_write_atomic): none is left behind */
+    DIR *dir = opendir(tmp);
+    int temps = 0;
+    for (struct dirent *de; dir && (de = readdir(dir));)
+        temps += !strncmp(de->d_name, ".taesd-preview.png.tmp", 22);
+    if (dir) closedir(dir);
+    CHECK(temps == 0, "%d temporary preview files left in %s", temps, tmp);
 
     /* without --vae-decoder: A1111's Approx cheap at latent size */
     unlink(prev);
