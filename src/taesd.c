@@ -233,34 +233,56 @@ int sd_taesd_derive(sd_taesd *t, sd_err *err)
     return 0;
 }
 
-static void check_coder(sd_check *k, const char *coder, const sd_taesd_coder *c)
+/* "<pre><suffix>" exists with shape d[0..ndim): else the first failure goes to err, naming the file, the
+ * tensor as stored (and its diffusers name when the file uses the original one), its shape and the expected. */
+static int check_shape(const sd_taesd *t, const char *pre, const char *suffix, int ndim, const int64_t *d, sd_err *err)
+{
+    char name[160];
+    snprintf(name, sizeof name, "%s%s", pre, suffix);
+    const sd_weight_ref *w = sd_model_find(&t->m, name);
+    if (!w) return sd_errf(err, "%s: required tensor \"%s\" is missing (TAESD)", t->m.path, name);
+    int ok = w->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = w->shape[i] == d[i];
+    if (ok) return 0;
+    char want[96] = "", got[96] = "", alias[200] = "";
+    for (int i = 0, n = 0; i < ndim; i++) n += snprintf(want + n, sizeof want - (size_t)n, "%s%lld", i ? "," : "", (long long)d[i]);
+    for (int i = 0, n = 0; i < w->ndim; i++)
+        n += snprintf(got + n, sizeof got - (size_t)n, "%s%lld", i ? "," : "", (long long)w->shape[i]);
+    const sd_safetensors *st = &t->m.files[w->file];
+    const char *stored = st->tensors[w->index].name;
+    if (strcmp(stored, name)) snprintf(alias, sizeof alias, " (%s)", name);
+    return sd_errf(err, "%s: tensor \"%s\"%s has shape [%s], expected [%s]", st->path, stored, alias, got, want);
+}
+
+static int check_coder(const sd_taesd *t, const char *coder, const sd_taesd_coder *c, sd_err *err)
 {
     char pre[96];
     int64_t cin = c->layer[0].cin;
-    for (int i = 0; i < c->n && !k->failed; i++) {
+    for (int i = 0; i < c->n; i++) {
         const sd_taesd_layer *L = &c->layer[i];
         snprintf(pre, sizeof pre, "%s.layers.%d.", coder, L->index);
         if (L->op == SD_TAESD_BLOCK) {
             static const char *const convs[3] = {"conv.0.", "conv.2.", "conv.4."};
             for (int j = 0; j < 3; j++) {
                 char p[128];
+                const int64_t dw[4] = {cin, cin, 3, 3}, db[1] = {cin};
                 snprintf(p, sizeof p, "%s%s", pre, convs[j]);
-                sd_check_conv(k, p, cin, cin, 3);
+                if (check_shape(t, p, "weight", 4, dw, err) || check_shape(t, p, "bias", 1, db, err)) return -1;
             }
         } else {
-            sd_check_shape(k, pre, "weight", 4, L->cout, cin, 3, 3);
-            if (L->op == SD_TAESD_CONV) sd_check_shape(k, pre, "bias", 1, L->cout, 0, 0, 0);
+            const int64_t dw[4] = {L->cout, cin, 3, 3}, db[1] = {L->cout};
+            if (check_shape(t, pre, "weight", 4, dw, err)) return -1;
+            if (L->op == SD_TAESD_CONV && check_shape(t, pre, "bias", 1, db, err)) return -1;
             cin = L->cout;
         }
     }
+    return 0;
 }
 
 int sd_taesd_check(const sd_taesd *t, sd_err *err)
 {
-    sd_check k = {&t->m, err, 0};
-    check_coder(&k, "decoder", &t->dec);
-    if (t->enc.n) check_coder(&k, "encoder", &t->enc);
-    return k.failed ? -1 : 0;
+    if (check_coder(t, "decoder", &t->dec, err)) return -1;
+    return t->enc.n ? check_coder(t, "encoder", &t->enc, err) : 0;
 }
 
 /* ---- work and memory ---- */

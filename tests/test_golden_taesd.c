@@ -170,6 +170,16 @@ static void synthetic_checks(const char *dir)
               strstr(err.msg, "[8,8,3,1]") && strstr(err.msg, "[8,8,3,3]"),
           "wrong shape: \"%s\"", err.msg);
     printf("wrong-shape message: %s\n", err.msg);
+    /* the same in the original naming: the message names the key as stored, and its diffusers name */
+    snprintf(sub, sizeof sub, "%s/shape_taesd_decoder.safetensors", dir);
+    n = synth_decoder(e, 1, 4);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(e[i].name, "13.weight")) e[i].shape[1] = 4;
+    write_st(sub, e, n);
+    CHECK(sd_taesd_open(&a, sub, &err) != 0 && strstr(err.msg, "\"13.weight\" (decoder.layers.12.weight)") &&
+              strstr(err.msg, "[3,4,3,3]") && strstr(err.msg, "[3,8,3,3]") && strstr(err.msg, "shape_taesd_decoder"),
+          "wrong shape, original naming: \"%s\"", err.msg);
+    printf("wrong-shape message (original naming): %s\n", err.msg);
 }
 
 /* ---- the golden cases through the library ---- */
