@@ -318,7 +318,8 @@ static int measure_vae(sd_pipeline *p, const bench_opts *o, sd_tensor xt, bench_
     if (o->profile) sd_ops_set_profile(&r->prof_vae);
     const double tv = sd_now(), tvc = cpu_seconds();
     sd_tensor img;
-    const int rc = p->taesd ? sd_taesd_decode(p->taesd, &p->arena, z, &img, err) : sd_vae_decode(m, &p->arena, z, &img, err);
+    const int rc = p->taesd ? sd_taesd_decode(p->taesd, &p->arena, z, &img, err)
+                            : sd_vae_decode(m, &p->arena, z, &img, err);
     r->t_vae = sd_now() - tv;
     r->cpu_vae = cpu_seconds() - tvc;
     sd_ops_set_profile(NULL);

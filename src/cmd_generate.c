@@ -1036,7 +1036,8 @@ static int gen_prepare(gen_cmd *g)
         say("%s: cannot create directory: %s", c->dump_dir, strerror(errno));
         return SD_EXIT_INPUT;
     }
-    if (c->gen.preview_path && (sd_check_output_name(c->gen.preview_path, &err) || sd_check_output_dir(c->gen.preview_path, &err))) {
+    if (c->gen.preview_path &&
+        (sd_check_output_name(c->gen.preview_path, &err) || sd_check_output_dir(c->gen.preview_path, &err))) {
         say("--preview: %s", err.msg);
         return SD_EXIT_INPUT;
     }

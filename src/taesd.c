@@ -49,7 +49,8 @@ static int classify(const char *path, int *kind, sd_err *err)
     int diffusers = 0;
     for (int i = 0; i < st.n_tensors && !diffusers; i++)
         diffusers = starts(st.tensors[i].name, "decoder.layers.") || starts(st.tensors[i].name, "encoder.layers.");
-    const int has0 = sd_name_index_find(&st.index, "0.weight") >= 0, has1 = sd_name_index_find(&st.index, "1.weight") >= 0;
+    const int has0 = sd_name_index_find(&st.index, "0.weight") >= 0;
+    const int has1 = sd_name_index_find(&st.index, "1.weight") >= 0;
     sd_st_close(&st);
     if (diffusers) *kind = TAESD_FILE_DIFFUSERS;
     else if (has0) *kind = TAESD_FILE_ORIG_ENCODER;
@@ -189,7 +190,9 @@ static int derive_coder(sd_taesd *t, const char *coder, int decoder, sd_taesd_co
             L.cin = (int)sd_model_dim(m, 1, "%s%d.conv.0.weight", pre, k);
             L.cout = (int)sd_model_dim(m, 0, "%s%d.conv.0.weight", pre, k);
         } else if (sd_model_has(m, "%s%d.weight", pre, k)) {
-            L.op = sd_model_has(m, "%s%d.bias", pre, k) ? SD_TAESD_CONV : decoder ? SD_TAESD_UP_CONV : SD_TAESD_DOWN_CONV;
+            L.op = sd_model_has(m, "%s%d.bias", pre, k) ? SD_TAESD_CONV
+                   : decoder                          ? SD_TAESD_UP_CONV
+                                                      : SD_TAESD_DOWN_CONV;
             L.cin = (int)sd_model_dim(m, 1, "%s%d.weight", pre, k);
             L.cout = (int)sd_model_dim(m, 0, "%s%d.weight", pre, k);
         } else {
@@ -245,7 +248,8 @@ static int check_shape(const sd_taesd *t, const char *pre, const char *suffix, i
     for (int i = 0; ok && i < ndim; i++) ok = w->shape[i] == d[i];
     if (ok) return 0;
     char want[96] = "", got[96] = "", alias[200] = "";
-    for (int i = 0, n = 0; i < ndim; i++) n += snprintf(want + n, sizeof want - (size_t)n, "%s%lld", i ? "," : "", (long long)d[i]);
+    for (int i = 0, n = 0; i < ndim; i++)
+        n += snprintf(want + n, sizeof want - (size_t)n, "%s%lld", i ? "," : "", (long long)d[i]);
     for (int i = 0, n = 0; i < w->ndim; i++)
         n += snprintf(got + n, sizeof got - (size_t)n, "%s%lld", i ? "," : "", (long long)w->shape[i]);
     const sd_safetensors *st = &t->m.files[w->file];
@@ -301,7 +305,10 @@ static double coder_flops(const sd_taesd_coder *c, double h, double w)
     return f;
 }
 
-double sd_taesd_decode_flops(const sd_taesd *t, int64_t h, int64_t w) { return coder_flops(&t->dec, (double)h, (double)w); }
+double sd_taesd_decode_flops(const sd_taesd *t, int64_t h, int64_t w)
+{
+    return coder_flops(&t->dec, (double)h, (double)w);
+}
 
 double sd_taesd_encode_flops(const sd_taesd *t, int64_t h, int64_t w)
 {
@@ -354,6 +361,19 @@ typedef struct taesd_ctx {
     const char *coder;
 } taesd_ctx;
 
+/* h = ReLU(h + x): the Block's skip sum and its fuse ReLU in one pass (the same two float32 operations). */
+static void add_relu_(sd_tensor h, sd_tensor x)
+{
+    const int64_t n = sd_numel(h);
+    float *d = h.data;
+    const float *s = x.data;
+#pragma omp parallel for if (n >= (1 << 18))
+    for (int64_t i = 0; i < n; i++) {
+        const float v = d[i] + s[i];
+        d[i] = v < 0.0f ? 0.0f : v;
+    }
+}
+
 static void relu_(sd_tensor x)
 {
     const int64_t n = sd_numel(x);
@@ -391,8 +411,7 @@ static int block(taesd_ctx *c, int k, sd_tensor x, sd_tensor *out)
     h = sd_scope_keep(c->a, s, h);
     if (conv_w(c, k, "conv.4.", C, C, &w, &b)) return -1;
     h = sd_conv2d(c->a, h, &w, &b, 1, 1);
-    sd_add_(h, x); /* self.conv(x) + self.skip(x), then the fuse ReLU */
-    relu_(h);
+    add_relu_(h, x); /* self.fuse(self.conv(x) + self.skip(x)) */
     *out = sd_scope_keep(c->a, s, h);
     return 0;
 }
