@@ -488,7 +488,7 @@ int sd_cmd_bench(int argc, char **argv)
 
     r->f_unet = (uc ? 2 : 1) * sd_unet_flops(&m->unet, h, w, SD_TOK_CONTEXT);
     r->f_vae = p.taesd ? sd_taesd_decode_flops(p.taesd, h, w) : sd_vae_decode_flops(&m->vae, h, w);
-    r->f_text = (uc ? 2 : 1) * sd_text_flops(&m->text[0]);
+    for (int i = 0; i < m->n_text; i++) r->f_text += (uc ? 2 : 1) * sd_text_flops(&m->text[i]); /* SDXL: both */
     if (o.json) report_json(&o, r, sd_threads(), (double)sd_peak_rss_bytes());
     else report_text(&o, r, sd_threads(), (double)sd_peak_rss_bytes());
     goto done;
