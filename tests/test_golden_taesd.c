@@ -331,6 +331,59 @@ static int run_err(char **argv, const char *err_path)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
+/* `sdgen bench` with the few-step settings: the tiny decoder is timed and named, guidance off, whole images
+ * timed (--json, values checked for presence and sign, never for speed); a bad --cfg-scale is refused. */
+static void cli_bench(const char *sdgen, const char *tmp)
+{
+    char model[4200], tz[4200], outf[4200], errf[4200];
+    snprintf(model, sizeof model, "%s", sd_test_path("golden/models/tiny-sd1.safetensors"));
+    snprintf(tz, sizeof tz, "%s", sd_test_path("golden/models/taesd"));
+    snprintf(outf, sizeof outf, "%s/taesd-bench.json", tmp);
+    snprintf(errf, sizeof errf, "%s/taesd-bench.err", tmp);
+    char *argv[] = {(char *)sdgen, "bench", "-m", model, "--vocab", (char *)sd_test_path("clip"), "-W", "64", "-H", "64",
+                    "--steps", "1", "--cfg-scale", "1", "--vae-decoder", tz, "--json", NULL};
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fo = open(outf, O_WRONLY | O_CREAT | O_TRUNC, 0644), fe = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fo >= 0) dup2(fo, 1);
+        if (fe >= 0) dup2(fe, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    const int rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+    CHECK(rc == 0, "bench --vae-decoder --cfg-scale 1 exited %d", rc);
+    char *txt = read_text_file(outf);
+    cJSON *j = txt ? cJSON_Parse(txt) : NULL;
+    CHECK(j != NULL, "bench --json printed no JSON: %s", txt ? txt : "(nothing)");
+    if (j) {
+        const cJSON *cfg = cJSON_GetObjectItem(j, "cfg_scale"), *img = cJSON_GetObjectItem(j, "image_again_s"),
+                    *first = cJSON_GetObjectItem(j, "text_encode_first_s"), *dec = cJSON_GetObjectItem(j, "vae_decoder"),
+                    *tfl = cJSON_GetObjectItem(j, "vae_tflop");
+        CHECK(cJSON_IsNumber(cfg) && cfg->valuedouble == 1.0, "bench cfg_scale");
+        CHECK(cJSON_IsNumber(img) && img->valuedouble > 0, "bench image_again_s");
+        CHECK(cJSON_IsNumber(first) && first->valuedouble > 0, "bench text_encode_first_s");
+        CHECK(cJSON_IsString(dec) && !strcmp(dec->valuestring, tz), "bench vae_decoder");
+        /* the TAESD's work at 64x64 (8x8 latent), not the VAE's: 2.2 GFLOP for the golden TAESD's layers */
+        sd_taesd t;
+        sd_err e = {0};
+        if (sd_taesd_open(&t, tz, &e) == 0) {
+            const double want = sd_taesd_decode_flops(&t, 8, 8) / 1e12;
+            CHECK(cJSON_IsNumber(tfl) && fabs(tfl->valuedouble - want) <= 1e-9 * fmax(1.0, want),
+                  "bench vae_tflop %g, want the TAESD's %g", cJSON_IsNumber(tfl) ? tfl->valuedouble : -1.0, want);
+            sd_taesd_close(&t);
+        }
+        cJSON_Delete(j);
+    }
+    free(txt);
+    char *bad[] = {(char *)sdgen, "bench", "-m", model, "--cfg-scale", "x", NULL};
+    CHECK(run_err(bad, errf) == 2, "bench --cfg-scale x: not exit 2");
+    char *msg = read_text_file(errf);
+    CHECK(msg && strstr(msg, "--cfg-scale"), "bench --cfg-scale x: \"%s\"", msg ? msg : "");
+    free(msg);
+}
+
 static void cli_bad_input(const char *sdgen, const char *tmp, const char *taesd_path, const char *want)
 {
     char model[4200], out[4200], errf[4200];
@@ -544,6 +597,7 @@ int main(void)
     cli_preview(sdgen, tmp);
     cli_img2img(sdgen, tmp);
     cli_batch(sdgen, tmp);
+    cli_bench(sdgen, tmp);
 
     char p[4200], wrong[4200];
     snprintf(p, sizeof p, "%s/no-such-taesd", tmp);
