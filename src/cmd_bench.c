@@ -18,6 +18,7 @@
 #include "sdgen/options.h"
 #include "sdgen/pipeline.h"
 #include "sdgen/rng.h"
+#include "sdgen/taesd.h"
 #include "sdgen/unet.h"
 #include "sdgen/vae.h"
 
@@ -142,12 +143,15 @@ static int bench_int(const char *opt, const char *v, long long lo, long long hi,
 /* ---- the command ---- */
 
 typedef struct bench_opts {
-    const char *model, *vocab;
+    const char *model, *vocab, *vae_decoder;
     int W, H, steps, threads, json, no_vae, profile;
+    float cfg;
     sd_weights_mode wmode;
 } bench_opts;
 
 typedef struct bench_result {
+    double t_text_first;                    /* the first text encode of the process */
+    double img_wall[2], img_text[2], img_unet[2], img_dec[2]; /* whole images: first in the process, then again */
     double t_load, t_text, t_warm, med, t_min, wall_mean, cpu_steps, t_vae, cpu_vae;
     double peak, peak_cpu, peak_best; /* sgemm reference: median / per CPU-s / best call */
     int sgemm_calls;
@@ -162,6 +166,7 @@ static int parse_bench_args(int argc, char **argv, bench_opts *o)
     memset(o, 0, sizeof *o);
     o->W = o->H = 512;
     o->steps = 3;
+    o->cfg = 7.5f;
     o->wmode = SD_WEIGHTS_F16;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -176,6 +181,16 @@ static int parse_bench_args(int argc, char **argv, bench_opts *o)
             if (bench_int(a, argv[++i], 1, 1024, &o->threads)) return SD_EXIT_INPUT;
         } else if (!strcmp(a, "--vocab") && v) {
             o->vocab = argv[++i];
+        } else if ((!strcmp(a, "--vae-decoder") || !strcmp(a, "--taesd")) && v) {
+            o->vae_decoder = argv[++i];
+        } else if (!strcmp(a, "--cfg-scale") && v) {
+            double cfg;
+            const char *cv = argv[++i];
+            if (sd_parse_real(cv, &cfg) || cfg < 0 || cfg > 100) {
+                sd_cli_say("sdgen bench", "--cfg-scale expects a number in [0, 100], got \"%s\"", cv);
+                return SD_EXIT_INPUT;
+            }
+            o->cfg = (float)cfg;
         } else if (!strcmp(a, "--json")) {
             o->json = 1;
         } else if (!strcmp(a, "--profile")) {
@@ -199,8 +214,11 @@ static int parse_bench_args(int argc, char **argv, bench_opts *o)
         } else if (!strcmp(a, "--no-vae")) {
             o->no_vae = 1;
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("usage: sdgen bench -m MODEL [-W 512] [-H 512] [--steps 3] [--threads N] [--weights f16|f32] [--no-vae] [--winograd on|off] [--profile] [--json]\n"
-                   "Times the text encoder, U-Net steps with CFG (batch 2, after one warm-up step) and the VAE decoder;\n"
+            printf("usage: sdgen bench -m MODEL [-W 512] [-H 512] [--steps 3] [--cfg-scale 7.5] [--vae-decoder TAESD] [--threads N]\n"
+                   "                   [--weights f16|f32] [--no-vae] [--winograd on|off] [--profile] [--json]\n"
+                   "Times whole images (--steps steps; the first of the process, then one more), the text encoder,\n"
+                   "U-Net steps (CFG: batch 2; --cfg-scale 1 or less: batch 1, no negative prompt), after one warm-up\n"
+                   "step, and the decoder (the VAE, or the tiny autoencoder given with --vae-decoder / --taesd);\n"
                    "reports s/step, achieved GFLOP/s, that as a share of OpenBLAS sgemm measured in the same process,\n"
                    "and peak resident memory. --profile adds a per-op table (wall and CPU time, GFLOP) for the\n"
                    "timed U-Net steps and the VAE decode. --winograd off: 3x3 convolutions as im2col products only.\n");
@@ -221,12 +239,15 @@ static int parse_bench_args(int argc, char **argv, bench_opts *o)
     return -1;
 }
 
-/* Text: cond + uncond through the pipeline's conditioner, timed after a warm-up. */
+/* Text: cond (+ uncond with guidance) through the pipeline's conditioner: the first call, then one timed
+ * after it. */
 static int measure_text(sd_pipeline *p, const sd_gen_opts *go, sd_cond *c, sd_cond *u, bench_result *r, sd_err *err)
 {
+    const double t1 = sd_now();
     if (sd_pipeline_condition(p, go, c, u, err)) return -1;
+    r->t_text_first = sd_now() - t1;
     sd_cond_free(c);
-    sd_cond_free(u);
+    if (u) sd_cond_free(u);
     const double t0 = sd_now();
     if (sd_pipeline_condition(p, go, c, u, err)) return -1;
     r->t_text = sd_now() - t0;
@@ -272,6 +293,20 @@ static int measure_unet(sd_pipeline *p, const bench_opts *o, const sd_gen_opts *
     return ok ? 0 : -1;
 }
 
+/* One whole image with the bench's settings, as the generator makes it (k: 0 first, 1 again). */
+static int measure_image(sd_pipeline *p, const sd_gen_opts *go, int k, bench_result *r, sd_err *err)
+{
+    sd_gen_result res;
+    const double t0 = sd_now();
+    if (sd_generate(p, go, &res, err)) return -1;
+    r->img_wall[k] = sd_now() - t0;
+    r->img_text[k] = res.t_text;
+    r->img_unet[k] = res.t_denoise;
+    r->img_dec[k] = res.t_decode;
+    sd_gen_result_free(&res);
+    return 0;
+}
+
 /* One decode of a standard-normal latent (scaled latents are distributed like one). */
 static int measure_vae(sd_pipeline *p, const bench_opts *o, sd_tensor xt, bench_result *r, sd_err *err)
 {
@@ -283,7 +318,8 @@ static int measure_vae(sd_pipeline *p, const bench_opts *o, sd_tensor xt, bench_
     if (o->profile) sd_ops_set_profile(&r->prof_vae);
     const double tv = sd_now(), tvc = cpu_seconds();
     sd_tensor img;
-    const int rc = sd_vae_decode(m, &p->arena, z, &img, err);
+    const int rc = p->taesd ? sd_taesd_decode(p->taesd, &p->arena, z, &img, err)
+                            : sd_vae_decode(m, &p->arena, z, &img, err);
     r->t_vae = sd_now() - tv;
     r->cpu_vae = cpu_seconds() - tvc;
     sd_ops_set_profile(NULL);
@@ -307,7 +343,17 @@ static void report_json(const bench_opts *o, const bench_result *r, int nthreads
     cJSON_AddNumberToObject(j, "sgemm_gflop_per_cpu_s", r->peak_cpu);
     cJSON_AddNumberToObject(j, "sgemm_best_gflops", r->peak_best);
     cJSON_AddNumberToObject(j, "sgemm_calls", r->sgemm_calls);
+    cJSON_AddNumberToObject(j, "cfg_scale", o->cfg);
     cJSON_AddNumberToObject(j, "text_encode_s", r->t_text);
+    cJSON_AddNumberToObject(j, "text_encode_first_s", r->t_text_first);
+    if (o->vae_decoder) cJSON_AddStringToObject(j, "vae_decoder", o->vae_decoder);
+    if (!o->no_vae) {
+        cJSON_AddNumberToObject(j, "image_first_s", r->img_wall[0]);
+        cJSON_AddNumberToObject(j, "image_again_s", r->img_wall[1]);
+        cJSON_AddNumberToObject(j, "image_again_text_s", r->img_text[1]);
+        cJSON_AddNumberToObject(j, "image_again_unet_s", r->img_unet[1]);
+        cJSON_AddNumberToObject(j, "image_again_decode_s", r->img_dec[1]);
+    }
     cJSON_AddNumberToObject(j, "text_gflops", r->f_text / r->t_text / 1e9);
     cJSON_AddNumberToObject(j, "unet_warmup_s", r->t_warm);
     cJSON_AddNumberToObject(j, "unet_steps_timed", o->steps);
@@ -349,12 +395,23 @@ static void report_text(const bench_opts *o, const bench_result *r, int nthreads
     printf("  %-28s %10.3f %12.1f %9.0f%%   (median of %d calls before and after the steps; best %.1f)\n",
            "sgemm 1536^3 (reference)", 2.0 * 1536 * 1536 * 1536 / peak / 1e9, peak, 100.0, r->sgemm_calls,
            r->peak_best);
-    printf("  %-28s %10.3f %12.1f %9.0f%%\n", "text encode (cond+uncond)", r->t_text, g_text, 100 * g_text / peak);
-    printf("  %-28s %10.3f %12.1f %9.0f%%\n", "U-Net step, CFG (median)", r->med, g_unet, 100 * g_unet / peak);
-    if (!o->no_vae) printf("  %-28s %10.3f %12.1f %9.0f%%\n", "VAE decode", r->t_vae, g_vae, 100 * g_vae / peak);
-    printf("  U-Net: %.3f TFLOP per CFG step, %.3f steps/s (%d timed after a %.2f s warm-up; fastest %.3f s)\n",
-           r->f_unet / 1e12, 1 / r->med, o->steps, r->t_warm, r->t_min);
-    if (!o->no_vae) printf("  VAE decode: %.3f TFLOP\n", r->f_vae / 1e12);
+    const int cfg = o->cfg > 1.0f;
+    printf("  %-28s %10.3f %12.1f %9.0f%%   (first call of the process %.3f s)\n",
+           cfg ? "text encode (cond+uncond)" : "text encode (cond)", r->t_text, g_text, 100 * g_text / peak,
+           r->t_text_first);
+    printf("  %-28s %10.3f %12.1f %9.0f%%\n", cfg ? "U-Net step, CFG (median)" : "U-Net step, no CFG (median)", r->med,
+           g_unet, 100 * g_unet / peak);
+    if (!o->no_vae)
+        printf("  %-28s %10.3f %12.1f %9.0f%%\n", o->vae_decoder ? "TAESD decode" : "VAE decode", r->t_vae, g_vae,
+               100 * g_vae / peak);
+    for (int k = 0; k < 2 && !o->no_vae; k++)
+        printf("  %-28s %10.3f   = text %.3f + U-Net %.3f (%d step%s) + decode %.3f + other %.3f\n",
+               k ? "whole image (again)" : "whole image (first)", r->img_wall[k], r->img_text[k], r->img_unet[k],
+               o->steps, o->steps > 1 ? "s" : "", r->img_dec[k],
+               r->img_wall[k] - r->img_text[k] - r->img_unet[k] - r->img_dec[k]);
+    printf("  U-Net: %.3f TFLOP per %s step, %.3f steps/s (%d timed after a %.2f s warm-up; fastest %.3f s)\n",
+           r->f_unet / 1e12, o->cfg > 1.0f ? "CFG" : "no-CFG", 1 / r->med, o->steps, r->t_warm, r->t_min);
+    if (!o->no_vae) printf("  %s decode: %.3f TFLOP\n", o->vae_decoder ? "TAESD" : "VAE", r->f_vae / 1e12);
     printf("  memory: peak RSS %.2f GB; activation arena peak U-Net %.0f MB, VAE %.0f MB; load %.2f s\n", rss / 1e9,
            r->arena_unet / 1e6, r->arena_vae / 1e6, r->t_load);
     printf("  CPU time: U-Net %.3f CPU-s per step (%.1f GFLOP per CPU-s = %.0f%% of sgemm's %.1f)", r->cpu_steps,
@@ -396,6 +453,7 @@ int sd_cmd_bench(int argc, char **argv)
     sd_model *m = &p.model;
     rc = 0;
     if (sd_model_set_weights_mode(m, o.wmode, &err)) goto fail;
+    if (o.vae_decoder && sd_pipeline_set_taesd(&p, o.vae_decoder, &err)) goto fail;
     const int f = sd_vae_factor(&m->vae), h = o.H / f, w = o.W / f, zc = m->vae.z_channels;
     const int64_t n = (int64_t)zc * h * w;
     x = malloc(sizeof(float) * (size_t)n);
@@ -412,20 +470,25 @@ int sd_cmd_bench(int argc, char **argv)
     go.prompt = "a photograph of an astronaut riding a horse";
     go.width = o.W;
     go.height = o.H;
+    go.cfg_scale = o.cfg;
+    go.steps = o.steps;
+    go.seed = 1;
+    sd_cond *uc = o.cfg > 1.0f ? &u : NULL; /* diffusers: guidance <= 1 runs no unconditional pass */
+    if (!o.no_vae && measure_image(&p, &go, 0, r, &err)) goto fail;
 
     sgemm_measure(1536, 2.0, ref); /* the reference: 2 s of calls now and 2 s after the timed steps, pooled */
-    if (measure_text(&p, &go, &c, &u, r, &err) || measure_unet(&p, &o, &go, xt, &c, &u, r, &err)) goto fail;
+    if (measure_text(&p, &go, &c, uc, r, &err) || measure_unet(&p, &o, &go, xt, &c, uc, r, &err)) goto fail;
     sgemm_measure(1536, 2.0, ref);
     for (int i = 0; i < ref->n; i++)
         if (ref->wall[i] > r->peak_best) r->peak_best = ref->wall[i];
     r->peak = median_of(ref->wall, ref->n);
     r->peak_cpu = median_of(ref->cpu, ref->n);
     r->sgemm_calls = ref->n;
-    if (!o.no_vae && measure_vae(&p, &o, xt, r, &err)) goto fail;
+    if (!o.no_vae && (measure_vae(&p, &o, xt, r, &err) || measure_image(&p, &go, 1, r, &err))) goto fail;
 
-    r->f_unet = 2 * sd_unet_flops(&m->unet, h, w, SD_TOK_CONTEXT);
-    r->f_vae = sd_vae_decode_flops(&m->vae, h, w);
-    r->f_text = 2 * sd_text_flops(&m->text[0]);
+    r->f_unet = (uc ? 2 : 1) * sd_unet_flops(&m->unet, h, w, SD_TOK_CONTEXT);
+    r->f_vae = p.taesd ? sd_taesd_decode_flops(p.taesd, h, w) : sd_vae_decode_flops(&m->vae, h, w);
+    for (int i = 0; i < m->n_text; i++) r->f_text += (uc ? 2 : 1) * sd_text_flops(&m->text[i]); /* SDXL: both */
     if (o.json) report_json(&o, r, sd_threads(), (double)sd_peak_rss_bytes());
     else report_text(&o, r, sd_threads(), (double)sd_peak_rss_bytes());
     goto done;

@@ -41,6 +41,7 @@ static void on_stop_signal(int sig)
 typedef struct cli_opts {
     sd_gen_opts gen;
     const char *model, *output, *vocab, *prompts_file, *dump_dir, *manifest;
+    const char *vae_decoder; /* --vae-decoder / --taesd */
     int threads, batch_count, quiet, verbose, overwrite, skip_existing;
     int have_shard;     /* --shard, or a batch system's array index from the environment */
     sd_shard shard;
@@ -118,6 +119,12 @@ static void usage(FILE *f)
             "      --threads N            worker threads (default: all CPUs)\n"
             "      --max-memory SIZE      activation memory allowed, e.g. 8G or 1.5G: K M G T = 10^3 10^6 10^9 10^12\n"
             "                             bytes, a whole number of bytes up to 1000T (default: what is available)\n"
+            "      --vae-decoder PATH     decode with madebyollin's tiny autoencoder (alias --taesd): TAESD for SD 1.x/2.x,\n"
+            "                             TAESDXL for SDXL; a diffusers AutoencoderTiny folder or taesd_decoder.safetensors\n"
+            "                             (its taesd_encoder.safetensors beside it then encodes init images)\n"
+            "      --preview PATH         write a live preview PNG of the current latent to PATH, replaced atomically\n"
+            "                             (with --vae-decoder: its decode; without: A1111's \"Approx cheap\" at 1/8 size)\n"
+            "      --preview-every N      steps between previews, 1..1000 (default 1)\n"
             "      --vae-tiling           decode in overlapping 512-pixel tiles (diffusers' tiled_decode): memory stays\n"
             "                             flat with the image size; pixels differ slightly from the untiled decode\n"
             "      --weights f16|f32      keep F16 weights as F16 and convert per use (default: less memory),\n"
@@ -365,6 +372,21 @@ static int parse_args(int argc, char **argv, cli_opts *c)
             c->overwrite = 1;
         } else if (!strcmp(a, "--skip-existing")) {
             c->skip_existing = 1;
+        } else if (!strcmp(a, "--vae-decoder") || !strcmp(a, "--taesd")) {
+            NEEDV();
+            c->vae_decoder = v;
+        } else if (!strcmp(a, "--preview")) {
+            NEEDV();
+            c->gen.preview_path = v;
+            if (!c->gen.preview_every) c->gen.preview_every = 1;
+        } else if (!strcmp(a, "--preview-every")) {
+            NEEDV();
+            long long pe;
+            if (sd_parse_ll(v, 0, &pe) || pe < 1 || pe > 1000) {
+                say("--preview-every expects an integer in [1, 1000], got \"%s\"", v);
+                return -1;
+            }
+            c->gen.preview_every = (int)pe;
         } else if (!strcmp(a, "--vae-tiling")) {
             c->gen.vae_tile = 64; /* diffusers enable_vae_tiling: 512-pixel tiles, overlap factor 0.25 */
             c->gen.vae_tile_overlap = 16;
@@ -395,6 +417,10 @@ static int parse_args(int argc, char **argv, cli_opts *c)
     if (c->have_preset) sd_preset_apply(c->preset, c->set, &c->gen);
     if (c->overwrite && c->skip_existing) {
         fprintf(stderr, "sdgen: --overwrite and --skip-existing contradict each other\n");
+        return -1;
+    }
+    if (c->gen.preview_every && !c->gen.preview_path) {
+        fprintf(stderr, "sdgen: --preview-every needs --preview PATH\n");
         return -1;
     }
     if (c->have_shard && !c->prompts_file) {
@@ -1054,6 +1080,11 @@ static int gen_prepare(gen_cmd *g)
         say("%s: cannot create directory: %s", c->dump_dir, strerror(errno));
         return SD_EXIT_INPUT;
     }
+    if (c->gen.preview_path &&
+        (sd_check_output_name(c->gen.preview_path, &err) || sd_check_output_dir(c->gen.preview_path, &err))) {
+        say("--preview: %s", err.msg);
+        return SD_EXIT_INPUT;
+    }
     if (c->manifest && sd_manifest_open(&g->mw, c->manifest, &err)) {
         say("%s", err.msg);
         return SD_EXIT_INPUT;
@@ -1145,7 +1176,8 @@ static int gen_load(gen_cmd *g)
         return sd_cli_exit_code(err.code);
     }
     g->p_open = 1;
-    if ((c->weights_f32 && sd_model_set_weights_mode(&g->p.model, SD_WEIGHTS_F32, &err)) ||
+    if ((c->vae_decoder && sd_pipeline_set_taesd(&g->p, c->vae_decoder, &err)) ||
+        (c->weights_f32 && sd_model_set_weights_mode(&g->p.model, SD_WEIGHTS_F32, &err)) ||
         (c->check_weights && sd_model_check_weights(&g->p.model, &err))) {
         say("%s", err.msg);
         return sd_cli_exit_code(err.code);

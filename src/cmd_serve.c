@@ -28,7 +28,7 @@
 #include "sdgen/rng.h"
 
 typedef struct serve_opts {
-    const char *model, *vocab, *listen, *auth, *cors, *save_dir;
+    const char *model, *vocab, *listen, *auth, *cors, *save_dir, *vae_decoder;
     int queue, timeout_s, max_images, max_connections, threads, weights_f32, insecure_no_auth;
     uint64_t max_body;
 } serve_opts;
@@ -45,6 +45,7 @@ static void usage(FILE *f)
             "\n"
             "  -m, --model PATH         .safetensors checkpoint or diffusers folder (default: the demo model)\n"
             "      --vocab PATH         CLIP vocabulary (as for generating)\n"
+            "      --vae-decoder PATH   decode with the tiny autoencoder TAESD / TAESDXL (as for generating)\n"
             "      --listen HOST:PORT   address to listen on (default 127.0.0.1:7860; port 0: any free port;\n"
             "                           IPv6 as [::1]:7860). Other than loopback needs --api-auth\n"
             "      --queue N            requests that may wait behind the running one, 1..4096 (default 8);\n"
@@ -92,7 +93,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
                     !strcmp(a, "--queue") || !strcmp(a, "--api-auth") || !strcmp(a, "--cors-origin") ||
                     !strcmp(a, "--timeout") || !strcmp(a, "--max-body") || !strcmp(a, "--max-images") ||
                     !strcmp(a, "--max-connections") || !strcmp(a, "--save-dir") || !strcmp(a, "--threads") ||
-                    !strcmp(a, "--weights");
+                    !strcmp(a, "--weights") || !strcmp(a, "--vae-decoder") || !strcmp(a, "--taesd");
         if (takes && !v) {
             sd_cli_say("sdgen serve", "%s needs a value (see sdgen serve --help)", a);
             return -1;
@@ -103,6 +104,7 @@ static int parse_args(int argc, char **argv, serve_opts *o)
             return 1;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = v;
         else if (!strcmp(a, "--vocab")) o->vocab = v;
+        else if (!strcmp(a, "--vae-decoder") || !strcmp(a, "--taesd")) o->vae_decoder = v;
         else if (!strcmp(a, "--listen")) o->listen = v;
         else if (!strcmp(a, "--api-auth")) o->auth = v;
         else if (!strcmp(a, "--cors-origin")) o->cors = v;
@@ -309,7 +311,8 @@ int sd_cmd_serve(int argc, char **argv)
         goto done;
     }
     pipe_open = 1;
-    if (o.weights_f32 && sd_model_set_weights_mode(&s->pipe.model, SD_WEIGHTS_F32, &err)) {
+    if ((o.weights_f32 && sd_model_set_weights_mode(&s->pipe.model, SD_WEIGHTS_F32, &err)) ||
+        (o.vae_decoder && sd_pipeline_set_taesd(&s->pipe, o.vae_decoder, &err))) {
         sd_cli_say("sdgen serve", "%s", err.msg);
         exit_code = sd_cli_exit_code(err.code);
         goto done;

@@ -50,6 +50,22 @@ static int limit_blas_threads(void)
     return 1;
 }
 
+/* libgomp lets a thread that reaches the end of a parallel region spin for a while before it sleeps
+ * (OMP_WAIT_POLICY unset; libgomp manual, GOMP_SPINCOUNT). On a machine whose cores other programs
+ * also use, a spinning thread takes the core its partner needs, and every parallel region then waits
+ * for a descheduled thread. Measured with the SD 2.1 layout on 2 shared cores at load 6-8: the text
+ * encoder (about 600 short regions per prompt at 77 tokens) took 2.0-6.5 s by default against 1.1-1.9 s
+ * with OMP_WAIT_POLICY=passive, and a whole 512x512 image (1 step, TAESD) 33-36 s against 16.5-20 s;
+ * on a quiet machine the two measure alike (docs/PERFORMANCE.md, "OpenMP wait policy"). So passive is
+ * the default; a policy or spin count already in the environment is respected. libgomp reads it when
+ * it loads, hence the re-execution. */
+static int select_wait_policy(void)
+{
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return 0;
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    return 1;
+}
+
 /* Conditions of the process that must not kill a run or corrupt its files:
  *  - SIGPIPE: stdout or stderr piped into a reader that quit (`sdgen -q ... | head -1`). Ignored, a write
  *    then fails with EPIPE, and the generator stops printing but finishes the batch.
@@ -88,6 +104,7 @@ int main(int argc, char **argv)
     if (!getenv("SDGEN_NO_BLAS_SELECT")) {
         int again = limit_blas_threads();
         again |= select_blas_kernels();
+        again |= select_wait_policy();
         if (again) execv("/proc/self/exe", argv);
         /* exec failed: carry on with the library's own choices */
     }

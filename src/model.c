@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -414,6 +415,40 @@ fail:
     return -1;
 }
 
+int sd_model_open_table(sd_model *m, const char *label, int n_files, const char *const *paths,
+                        sd_model_rename_fn rename, void *user, sd_err *err)
+{
+    memset(m, 0, sizeof *m);
+    m->path = strdup(label);
+    if (!m->path) return sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", label);
+    int cap = 0;
+    if (n_files < 1 || n_files > (int)(sizeof m->files / sizeof m->files[0])) {
+        sd_errf(err, "%s: %d files (1..4)", label, n_files);
+        goto fail;
+    }
+    for (int f = 0; f < n_files; f++) {
+        if (sd_st_open(&m->files[f], paths[f], err)) goto fail;
+        m->n_files++;
+        const sd_safetensors *st = &m->files[f];
+        for (int i = 0; i < st->n_tensors; i++) {
+            char name[512];
+            if (!rename(user, f, st->tensors[i].name, name, sizeof name)) continue;
+            const sd_dtype dt = st->tensors[i].dtype;
+            if (dt != SD_DT_F32 && dt != SD_DT_F16 && dt != SD_DT_BF16) {
+                sd_errf(err, "%s: tensor \"%s\" has dtype %s; weights must be F32, F16 or BF16", st->path,
+                        st->tensors[i].name, sd_dtype_name(dt));
+                goto fail;
+            }
+            if (add_weight(m, name, f, i, &st->tensors[i], 0, &cap, err)) goto fail;
+        }
+    }
+    if (build_hash(m, err)) goto fail;
+    return 0;
+fail:
+    sd_model_close(m);
+    return -1;
+}
+
 void sd_model_close(sd_model *m)
 {
     for (int i = 0; i < m->n_weights; i++) {
@@ -558,6 +593,30 @@ void sd_model_release_pages(sd_model *m, const char *prefix)
         b = (b + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
         e &= ~((uintptr_t)pg - 1);
         if (e > b) madvise((void *)b, e - b, MADV_DONTNEED);
+    }
+}
+
+void sd_model_prefetch_pages(const sd_model *m, const char *prefix)
+{
+    const size_t np = strlen(prefix);
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0) pg = 4096;
+    for (int f = 0; f < m->n_files; f++) {
+        /* one range per file, from the first to the last byte of the prefix's tensors (in a checkpoint
+         * each network's tensors lie together, and one call lets the kernel read ahead in large blocks) */
+        uintptr_t lo = UINTPTR_MAX, hi = 0;
+        for (int i = 0; i < m->n_weights; i++) {
+            const sd_weight_ref *w = &m->weights[i];
+            if (w->file != f || strncmp(w->name, prefix, np)) continue;
+            const sd_safetensors *st = &m->files[f];
+            const sd_st_tensor *t = &st->tensors[w->index];
+            const uintptr_t b = (uintptr_t)sd_st_data(st, t), e = b + (t->end - t->begin);
+            if (b < lo) lo = b;
+            if (e > hi) hi = e;
+        }
+        if (hi <= lo) continue;
+        lo &= ~((uintptr_t)pg - 1);
+        madvise((void *)lo, hi - lo, MADV_WILLNEED); /* advice only: a failure changes nothing */
     }
 }
 

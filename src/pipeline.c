@@ -25,6 +25,7 @@
 #include "sdgen/ops.h"
 #include "sdgen/rng.h"
 #include "sdgen/unet.h"
+#include "sdgen/taesd.h"
 #include "sdgen/vae.h"
 
 void sd_gen_opts_default(sd_gen_opts *o)
@@ -88,10 +89,41 @@ fail:
 
 void sd_pipeline_close(sd_pipeline *p)
 {
+    if (p->taesd) {
+        sd_taesd_close(p->taesd);
+        free(p->taesd);
+    }
     sd_arena_free(&p->arena);
     sd_tokenizer_free(p->tok);
     sd_model_close(&p->model);
     memset(p, 0, sizeof *p);
+}
+
+int sd_pipeline_set_taesd(sd_pipeline *p, const char *path, sd_err *err)
+{
+    sd_taesd *t = calloc(1, sizeof *t);
+    if (!t) return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
+    if (sd_taesd_open(t, path, err)) {
+        free(t);
+        return -1;
+    }
+    const sd_model *m = &p->model;
+    /* TAESD (SD 1.x/2.x) and TAESDXL both have 4 latent channels, like their models; a tiny decoder for
+     * another latent space (16 channels: SD3, FLUX) would decode garbage, so a mismatch is refused. */
+    if (t->latent_channels != m->vae.z_channels || t->dec.factor != sd_vae_factor(&m->vae)) {
+        sd_errf(err, "%s: this tiny autoencoder works on %d-channel latents (%dx smaller than the image) but the %s "
+                "model's have %d (%dx); use TAESD for SD 1.x/2.x and TAESDXL for SDXL", path, t->latent_channels,
+                t->dec.factor, sd_family_name(m->family), m->vae.z_channels, sd_vae_factor(&m->vae));
+        sd_taesd_close(t);
+        free(t);
+        return -1;
+    }
+    if (p->taesd) {
+        sd_taesd_close(p->taesd);
+        free(p->taesd);
+    }
+    p->taesd = t;
+    return 0;
 }
 
 size_t sd_gen_memory_estimate(const sd_model *m, int width, int height, int batch, int vae_tile, int vae_tile_overlap)
@@ -170,6 +202,19 @@ static int check_schedule(const sd_pipeline *p, const sd_gen_opts *o, sd_err *er
     return rc;
 }
 
+/* The activation memory of a run: sd_gen_memory_estimate, with the tiny decoder's in place of the VAE's
+ * when one is set (the VAE then decodes nothing; it still encodes img2img without a tiny encoder). */
+static size_t gen_memory_need(const sd_pipeline *p, const sd_gen_opts *o)
+{
+    const sd_model *m = &p->model;
+    const int batch = o->cfg_scale <= 1.0f ? 1 : 2; /* guidance off: no negative pass */
+    if (!p->taesd) return sd_gen_memory_estimate(m, o->width, o->height, batch, o->vae_tile, o->vae_tile_overlap);
+    const int f = sd_vae_factor(&m->vae);
+    const size_t unet = sd_unet_memory_bytes(m, batch, o->height / f, o->width / f, SD_TOK_CONTEXT);
+    const size_t dec = sd_taesd_decode_bytes(p->taesd, 1, o->height / f, o->width / f);
+    return unet > dec ? unet : dec;
+}
+
 int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err)
 {
     if (o->steps < 1 || o->steps > SD_SCHED_MAX_STEPS)
@@ -182,7 +227,9 @@ int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err)
     }
     if (o->init_image && !(o->strength >= 0 && o->strength <= 1))
         return sd_errf(err, "strength must be between 0 and 1 (got %g)", o->strength);
-    if (o->init_image && !p->model.vae.has_encoder)
+    if (o->preview_path && (o->preview_every < 1 || o->preview_every > SD_SCHED_MAX_STEPS))
+        return sd_errf(err, "preview every N steps needs 1 <= N <= %d (got %d)", SD_SCHED_MAX_STEPS, o->preview_every);
+    if (o->init_image && !p->model.vae.has_encoder && !(p->taesd && p->taesd->enc.n))
         return sd_errf(err, "%s: image-to-image needs a VAE encoder, which this model lacks", p->model.path);
     if (o->clip_skip < 1 || o->clip_skip > p->model.text[0].layers_used)
         return sd_errf(err, "clip skip must be between 1 and %d for this model (got %d)", p->model.text[0].layers_used,
@@ -193,8 +240,7 @@ int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err)
     if (o->width > 0 && o->height > 0) {
         /* Memory first: a size that cannot fit is reported as out of memory (exit 3) with the estimate,
          * even when it is also beyond the U-Net's side limit below. */
-        size_t need = sd_gen_memory_estimate(&p->model, o->width, o->height, o->cfg_scale <= 1.0f ? 1 : 2, o->vae_tile,
-                                             o->vae_tile_overlap);
+        size_t need = gen_memory_need(p, o);
         size_t have = o->max_memory ? o->max_memory : sd_available_memory_bytes();
         if (have && need > have) {
             /* GB, or MB below 1 GB so that small limits (--max-memory 1M) do not read "0.0 GB" */
@@ -487,6 +533,8 @@ static int gen_init_image(gen_run *g, sd_err *err)
     return sd_gen_validate(g->p, &sized, err);
 }
 
+static int gen_dump_schedule(gen_run *g, sd_err *err);
+
 /* The schedule, the random stream and the start latent: noise (txt2img), or the init image's
  * posterior sample noised to the first kept step (img2img), drawn in diffusers' order. */
 static int gen_start(gen_run *g, sd_err *err)
@@ -514,6 +562,23 @@ static int gen_start(gen_run *g, sd_err *err)
         sd_tensor img = sd_tensor_4d(a, 1, 3, g->H, g->W);
         if (!img.data) return sd_errcf(err, SD_ERR_NOMEM, "out of memory for the init image (%dx%d)", g->W, g->H);
         sd_image_to_float(&g->init, img.data);
+        if (g->p->taesd && g->p->taesd->enc.n) {
+            /* AutoencoderTiny: latents = 1.0 · encode(image).latents, deterministic, so the random stream
+             * starts with the start noise (docs/SEMANTICS.md "TAESD") */
+            sd_tensor enc;
+            if (sd_taesd_encode(g->p->taesd, a, img, &enc, err)) return -1;
+            if (check_finite(enc.data, n, "the tiny encoder (init image)", err)) return -1;
+            memcpy(g->x, enc.data, (size_t)n * sizeof(float));
+            sd_arena_reset(a);
+            g->r->t_encode = sd_now() - te;
+            if (dump_f32(dump, "latents_encoded", g->x, 4, lat, err)) return -1;
+            if (sd_sched_set_strength(&g->s, o->strength, err)) return -1;
+            sd_rng_randn(&g->rng, g->noise, n);
+            sd_sched_add_noise(&g->s, g->x, g->noise, g->x, n);
+            if (dump_f32(dump, "noise", g->noise, 4, lat, err)) return -1;
+            if (dump_f32(dump, "latents_init", g->x, 4, lat, err)) return -1;
+            return gen_dump_schedule(g, err);
+        }
         sd_tensor moments;
         if (sd_vae_encode(m, a, img, &moments, err)) return -1;
         sd_rng_randn(&g->rng, g->noise, n); /* draw 1: the posterior sample's ε */
@@ -532,6 +597,14 @@ static int gen_start(gen_run *g, sd_err *err)
     }
     if (dump_f32(dump, "noise", g->noise, 4, lat, err)) return -1;
     if (dump_f32(dump, "latents_init", g->x, 4, lat, err)) return -1;
+    return gen_dump_schedule(g, err);
+}
+
+/* --dump-dir: the schedule (timesteps, sigmas) and room for every step's latent. */
+static int gen_dump_schedule(gen_run *g, sd_err *err)
+{
+    const char *dump = g->o->dump_dir;
+    const int64_t n = g->n;
     if (dump) {
         char path[4096];
         snprintf(path, sizeof path, "%s/timesteps.npy", dump);
@@ -572,6 +645,47 @@ static int dump_calls(gen_run *g, sd_err *err)
     return g->n_draws ? dump_f32(dir, "step_noise", g->noise_dump, 5, nshape, err) : 0;
 }
 
+/* --preview: the current latent (what --dump-dir's step_latents holds after this step) as an image, written
+ * over one file atomically (temporary file + rename, so a viewer never reads half a PNG). The current
+ * latent rather than the sampler's x0 prediction that AUTOMATIC1111's live preview shows: it is the same
+ * quantity for every sampler, needs no knowledge of their update rules, and is what the dumps record. With
+ * the tiny decoder it is its full-size decode; without, A1111's "Approx cheap" linear map at latent size. */
+static int gen_preview(gen_run *g, sd_err *err)
+{
+    sd_pipeline *p = g->p;
+    sd_arena *a = &p->arena;
+    const sd_tensor z = {.data = g->x, .ndim = 4, .ne = {1, g->zc, g->h, g->w}};
+    int w = g->w, h = g->h, rc = -1;
+    sd_tensor img = {0};
+    if (p->taesd) {
+        if (sd_taesd_decode(p->taesd, a, z, &img, err)) goto out;
+        w = g->W;
+        h = g->H;
+    } else if (g->zc == 4) {
+        img = sd_tensor_4d(a, 1, 3, h, w);
+        if (!img.data) {
+            sd_errcf(err, SD_ERR_NOMEM, "out of memory for the preview");
+            goto out;
+        }
+        sd_latent_preview_cheap(g->x, h, w, p->model.family == SD_FAMILY_SDXL, img.data);
+    } else {
+        sd_errf(err, "--preview without --vae-decoder needs 4 latent channels (this model has %d)", g->zc);
+        goto out;
+    }
+    uint8_t *rgb = malloc((size_t)w * h * 3);
+    if (!rgb) {
+        sd_errcf(err, SD_ERR_NOMEM, "out of memory for the preview");
+        goto out;
+    }
+    sd_image_float_to_rgb8(img.data, w, h, rgb);
+    rc = sd_png_write(g->o->preview_path, rgb, w, h, NULL, SD_WRITE_REPLACE, err);
+    free(rgb);
+    if (rc) sd_err_prefix(err, "preview");
+out:
+    sd_arena_reset(a);
+    return rc;
+}
+
 /* The sampler's steps: scale, one guided model output, the sampler's update (with its noise draw). */
 static int gen_denoise(gen_run *g, sd_err *err)
 {
@@ -610,11 +724,45 @@ static int gen_denoise(gen_run *g, sd_err *err)
             memcpy(g->g_dump + (size_t)i * n, g->g, (size_t)n * sizeof(float));
             g->call_t[i] = s->timesteps[i];
         }
+        if (o->preview_path && (i + 1) % o->preview_every == 0 && gen_preview(g, err)) return -1;
         g->r->steps_run = i + 1;
         if (o->progress) o->progress(o->progress_user, i + 1, s->n_calls, sd_now() - ts0);
     }
     if (g->steps_dump && dump_calls(g, err)) return -1;
     return dump_f32(o->dump_dir, "latents_final", g->x, 4, (const int64_t[]){1, g->zc, g->h, g->w}, err);
+}
+
+/* 8-bit pixels of the decoder's output img [1, 3, H, W] into the result; image_float dumped. */
+static int gen_pixels(gen_run *g, sd_tensor img, sd_err *err)
+{
+    const int W = g->W, H = g->H;
+    g->r->w = W;
+    g->r->h = H;
+    g->r->rgb = malloc((size_t)W * H * 3);
+    if (!g->r->rgb) return sd_errcf(err, SD_ERR_NOMEM, "out of memory for the image");
+    sd_image_float_to_rgb8(img.data, W, H, g->r->rgb);
+    return dump_f32(g->o->dump_dir, "image_float", img.data, 4, (const int64_t[]){1, 3, H, W}, err);
+}
+
+/* image = TAESD(latents) with AutoencoderTiny's scaling factor 1.0: the latents are not divided by the VAE's
+ * (golden README §11.2); the soft clamp's output and the layers' raw output are dumped under the golden
+ * cases' names taesd_clamped and taesd_raw. */
+static int gen_decode_taesd(gen_run *g, sd_err *err)
+{
+    sd_taesd *t = g->p->taesd;
+    sd_arena *a = &g->p->arena;
+    const char *dump = g->o->dump_dir;
+    const int64_t lat[4] = {1, g->zc, g->h, g->w};
+    sd_tensor zc = sd_tensor_new(a, 4, lat), raw;
+    if (!zc.data) return sd_errcf(err, SD_ERR_NOMEM, "out of memory for the decoder input");
+    sd_taesd_soft_clamp(g->x, zc.data, g->n);
+    if (dump_f32(dump, "taesd_clamped", zc.data, 4, lat, err)) return -1;
+    if (sd_taesd_decode_layers(t, a, zc, &raw, err)) return -1;
+    if (check_finite(raw.data, sd_numel(raw), "the tiny decoder", err)) return -1;
+    if (dump_f32(dump, "taesd_raw", raw.data, 4, raw.ne, err)) return -1;
+    sd_taesd_raw_to_image(raw.data, sd_numel(raw));
+    if (sd_model_check_unchanged(&t->m, err) || sd_model_check_unchanged(&g->p->model, err)) return -1;
+    return gen_pixels(g, raw, err);
 }
 
 /* image = VAE(latents / scale_factor), then 8-bit pixels into the result. */
@@ -625,6 +773,7 @@ static int gen_decode(gen_run *g, sd_err *err)
     const sd_gen_opts *o = g->o;
     const int W = g->W, H = g->H;
     sd_model_release_pages(m, SD_PREFIX_UNET); /* hold one network at a time */
+    if (g->p->taesd) return gen_decode_taesd(g, err);
     sd_tensor zt = sd_tensor_4d(a, 1, g->zc, g->h, g->w);
     if (!zt.data) return sd_errcf(err, SD_ERR_NOMEM, "out of memory for the decoder input");
     for (int64_t k = 0; k < g->n; k++) zt.data[k] = g->x[k] / m->vae.scale_factor;
@@ -678,6 +827,9 @@ int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *
     g.n = (int64_t)g.zc * g.h * g.w;
 
     sd_cond *uc = g.use_cfg ? &g.uncond : NULL;
+    /* a model not in the page cache streams from disk while the text encoder runs (model.h) */
+    sd_model_prefetch_pages(m, sd_family_get(m->family)->text_prefix);
+    sd_model_prefetch_pages(m, SD_PREFIX_UNET);
     const double t0 = sd_now();
     if (sd_pipeline_condition(p, o, &g.cond, uc, err)) goto out;
     r->chunks_cond = g.cond.n_chunks;

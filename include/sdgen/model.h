@@ -154,6 +154,13 @@ typedef struct sd_model {
 /* Open and validate (headers only; no weight is converted). Faults: exit code 2. */
 int sd_model_open(sd_model *m, const char *path, sd_err *err);
 void sd_model_close(sd_model *m);
+/* A bare weight table for a companion network that owns its architecture (taesd.c): the tensors of
+ * n_files safetensors files (at most 4), each kept under the name rename() writes into out (return 1),
+ * or left out (0); no family, no derive, no check. Names that clash are refused. Only F32, F16 and BF16
+ * tensors are accepted. label names the table in messages (m->path). Faults: exit code 2. */
+typedef int (*sd_model_rename_fn)(void *user, int file, const char *name, char *out, size_t n);
+int sd_model_open_table(sd_model *m, const char *label, int n_files, const char *const *paths,
+                        sd_model_rename_fn rename, void *user, sd_err *err);
 
 /* Choose how weights are held (default SD_WEIGHTS_F32); switching to F16 frees converted copies.
  * Returns 0. */
@@ -162,6 +169,11 @@ int sd_model_set_weights_mode(sd_model *m, sd_weights_mode mode, sd_err *err);
  * from the page cache when next touched): the pipeline drops the text encoder's while the
  * U-Net runs and the U-Net's while the VAE decodes, so peak memory holds one network at a time. */
 void sd_model_release_pages(sd_model *m, const char *prefix);
+/* Ask the kernel to start reading the file pages of the weights under an LDM prefix now
+ * (MADV_WILLNEED, asynchronous): the pipeline announces the text encoder and the U-Net before the
+ * text stage, so that a model that is not in the page cache streams from disk while the text
+ * encoder computes instead of being read a fault at a time as each layer first touches it. */
+void sd_model_prefetch_pages(const sd_model *m, const char *prefix);
 
 /* f32 view of a weight by LDM name. Its lifetime:
  *  - F32 in the file: a view into the read-only mapping, valid until sd_model_close;

@@ -33,6 +33,7 @@ typedef struct sd_pipeline {
     sd_tokenizer *tok;
     sd_arena arena;
     int blas_warm;      /* OpenBLAS's per-thread buffers are mapped (sd_blas_warm ran) */
+    struct sd_taesd *taesd; /* --vae-decoder: the tiny autoencoder used instead of the VAE, or NULL */
 } sd_pipeline;
 
 /* Progress callback: called after each model call (i from 1 to n; n = steps, or 2·steps − 1 for the
@@ -68,6 +69,8 @@ typedef struct sd_gen_opts {
     sd_progress_fn progress;
     void *progress_user;
     volatile sig_atomic_t *interrupted; /* checked between steps; non-zero stops with code 130 */
+    const char *preview_path;      /* live preview PNG, replaced atomically every preview_every steps (NULL: none) */
+    int preview_every;             /* >= 1 when preview_path is set */
 } sd_gen_opts;
 
 typedef struct sd_gen_result {
@@ -84,6 +87,10 @@ void sd_gen_opts_default(sd_gen_opts *o);
 /* Open the model, then find its vocabulary (vocab_path: --vocab or NULL). */
 int sd_pipeline_open(sd_pipeline *p, const char *model_path, const char *vocab_path, sd_err *err);
 void sd_pipeline_close(sd_pipeline *p);
+/* Decode with madebyollin's tiny autoencoder (sdgen/taesd.h) instead of the model's VAE: latents as they
+ * are (scaling factor 1.0), and image-to-image through its encoder when it has one (no posterior draw);
+ * without an encoder the VAE encodes. Its latent channels must be the model's. Faults: exit code 2. */
+int sd_pipeline_set_taesd(sd_pipeline *p, const char *path, sd_err *err);
 /* Check options against the model before any work (steps, sizes, strength, the schedule's
  * timesteps, memory: available memory or --max-memory, and the address-space limit). */
 int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err);
