@@ -146,6 +146,8 @@ typedef struct bench_opts {
     const char *model, *vocab, *vae_decoder;
     int W, H, steps, threads, json, no_vae, profile;
     float cfg;
+    sd_sampler sampler;     /* of the whole-image runs (the timed U-Net steps are single model calls) */
+    sd_schedule schedule;
     sd_weights_mode wmode;
 } bench_opts;
 
@@ -167,6 +169,10 @@ static int parse_bench_args(int argc, char **argv, bench_opts *o)
     o->W = o->H = 512;
     o->steps = 3;
     o->cfg = 7.5f;
+    sd_gen_opts def;
+    sd_gen_opts_default(&def); /* the generator's sampler unless --sampler names another */
+    o->sampler = def.sampler;
+    o->schedule = def.schedule;
     o->wmode = SD_WEIGHTS_F16;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -183,6 +189,12 @@ static int parse_bench_args(int argc, char **argv, bench_opts *o)
             o->vocab = argv[++i];
         } else if ((!strcmp(a, "--vae-decoder") || !strcmp(a, "--taesd")) && v) {
             o->vae_decoder = argv[++i];
+        } else if (!strcmp(a, "--sampler") && v) {
+            const char *sv = argv[++i];
+            if (sd_sampler_parse(sv, &o->sampler, &o->schedule)) {
+                sd_cli_say("sdgen bench", "--sampler: unknown sampler \"%s\" (%s)", sv, sd_sampler_list());
+                return SD_EXIT_INPUT;
+            }
         } else if (!strcmp(a, "--cfg-scale") && v) {
             double cfg;
             const char *cv = argv[++i];
@@ -215,8 +227,9 @@ static int parse_bench_args(int argc, char **argv, bench_opts *o)
             o->no_vae = 1;
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             printf("usage: sdgen bench -m MODEL [-W 512] [-H 512] [--steps 3] [--cfg-scale 7.5] [--vae-decoder TAESD] [--threads N]\n"
-                   "                   [--weights f16|f32] [--no-vae] [--winograd on|off] [--profile] [--json]\n"
-                   "Times whole images (--steps steps; the first of the process, then one more), the text encoder,\n"
+                   "                   [--sampler NAME] [--weights f16|f32] [--no-vae] [--winograd on|off] [--profile] [--json]\n"
+                   "Times whole images (--steps steps of --sampler, counted in model calls too: heun, dpm2 and dpm2_a\n"
+                   "call the model twice a step; the first image of the process, then one more), the text encoder,\n"
                    "U-Net steps (CFG: batch 2; --cfg-scale 1 or less: batch 1, no negative prompt), after one warm-up\n"
                    "step, and the decoder (the VAE, or the tiny autoencoder given with --vae-decoder / --taesd);\n"
                    "reports s/step, achieved GFLOP/s, that as a share of OpenBLAS sgemm measured in the same process,\n"
@@ -348,6 +361,9 @@ static void report_json(const bench_opts *o, const bench_result *r, int nthreads
     cJSON_AddNumberToObject(j, "text_encode_first_s", r->t_text_first);
     if (o->vae_decoder) cJSON_AddStringToObject(j, "vae_decoder", o->vae_decoder);
     if (!o->no_vae) {
+        cJSON_AddStringToObject(j, "sampler", sd_sampler_name(o->sampler));
+        cJSON_AddNumberToObject(j, "image_steps", o->steps);
+        cJSON_AddNumberToObject(j, "image_model_calls", sd_sampler_model_calls(o->sampler, o->steps));
         cJSON_AddNumberToObject(j, "image_first_s", r->img_wall[0]);
         cJSON_AddNumberToObject(j, "image_again_s", r->img_wall[1]);
         cJSON_AddNumberToObject(j, "image_again_text_s", r->img_text[1]);
@@ -405,9 +421,11 @@ static void report_text(const bench_opts *o, const bench_result *r, int nthreads
         printf("  %-28s %10.3f %12.1f %9.0f%%\n", o->vae_decoder ? "TAESD decode" : "VAE decode", r->t_vae, g_vae,
                100 * g_vae / peak);
     for (int k = 0; k < 2 && !o->no_vae; k++)
-        printf("  %-28s %10.3f   = text %.3f + U-Net %.3f (%d step%s) + decode %.3f + other %.3f\n",
+        printf("  %-28s %10.3f   = text %.3f + U-Net %.3f (%s, %d step%s = %d model calls) + decode %.3f + "
+               "other %.3f\n",
                k ? "whole image (again)" : "whole image (first)", r->img_wall[k], r->img_text[k], r->img_unet[k],
-               o->steps, o->steps > 1 ? "s" : "", r->img_dec[k],
+               sd_sampler_name(o->sampler), o->steps, o->steps > 1 ? "s" : "",
+               sd_sampler_model_calls(o->sampler, o->steps), r->img_dec[k],
                r->img_wall[k] - r->img_text[k] - r->img_unet[k] - r->img_dec[k]);
     printf("  U-Net: %.3f TFLOP per %s step, %.3f steps/s (%d timed after a %.2f s warm-up; fastest %.3f s)\n",
            r->f_unet / 1e12, o->cfg > 1.0f ? "CFG" : "no-CFG", 1 / r->med, o->steps, r->t_warm, r->t_min);
@@ -472,6 +490,8 @@ int sd_cmd_bench(int argc, char **argv)
     go.height = o.H;
     go.cfg_scale = o.cfg;
     go.steps = o.steps;
+    go.sampler = o.sampler;
+    go.schedule = o.schedule;
     go.seed = 1;
     sd_cond *uc = o.cfg > 1.0f ? &u : NULL; /* diffusers: guidance <= 1 runs no unconditional pass */
     if (!o.no_vae && measure_image(&p, &go, 0, r, &err)) goto fail;

@@ -341,7 +341,7 @@ static void cli_bench(const char *sdgen, const char *tmp)
     snprintf(outf, sizeof outf, "%s/taesd-bench.json", tmp);
     snprintf(errf, sizeof errf, "%s/taesd-bench.err", tmp);
     char *argv[] = {(char *)sdgen, "bench", "-m", model, "--vocab", (char *)sd_test_path("clip"), "-W", "64", "-H", "64",
-                    "--steps", "1", "--cfg-scale", "1", "--vae-decoder", tz, "--json", NULL};
+                    "--steps", "2", "--sampler", "heun", "--cfg-scale", "1", "--vae-decoder", tz, "--json", NULL};
     pid_t pid = fork();
     if (pid == 0) {
         int fo = open(outf, O_WRONLY | O_CREAT | O_TRUNC, 0644), fe = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -365,6 +365,11 @@ static void cli_bench(const char *sdgen, const char *tmp)
         CHECK(cJSON_IsNumber(img) && img->valuedouble > 0, "bench image_again_s");
         CHECK(cJSON_IsNumber(first) && first->valuedouble > 0, "bench text_encode_first_s");
         CHECK(cJSON_IsString(dec) && !strcmp(dec->valuestring, tz), "bench vae_decoder");
+        /* heun calls the model twice a step but not after the last: 2 steps = 3 model calls */
+        const cJSON *smp = cJSON_GetObjectItem(j, "sampler"), *calls = cJSON_GetObjectItem(j, "image_model_calls");
+        CHECK(cJSON_IsString(smp) && !strcmp(smp->valuestring, "heun"), "bench sampler");
+        CHECK(cJSON_IsNumber(calls) && calls->valueint == 3, "bench image_model_calls %d, want 3",
+              cJSON_IsNumber(calls) ? calls->valueint : -1);
         /* the TAESD's work at 64x64 (8x8 latent), not the VAE's: 2.2 GFLOP for the golden TAESD's layers */
         sd_taesd t;
         sd_err e = {0};
@@ -381,6 +386,11 @@ static void cli_bench(const char *sdgen, const char *tmp)
     CHECK(run_err(bad, errf) == 2, "bench --cfg-scale x: not exit 2");
     char *msg = read_text_file(errf);
     CHECK(msg && strstr(msg, "--cfg-scale"), "bench --cfg-scale x: \"%s\"", msg ? msg : "");
+    free(msg);
+    char *bad_sampler[] = {(char *)sdgen, "bench", "-m", model, "--sampler", "plms", NULL};
+    CHECK(run_err(bad_sampler, errf) == 2, "bench --sampler plms: not exit 2");
+    msg = read_text_file(errf);
+    CHECK(msg && strstr(msg, "--sampler: unknown sampler \"plms\""), "bench --sampler plms: \"%s\"", msg ? msg : "");
     free(msg);
 }
 
