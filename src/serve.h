@@ -62,6 +62,7 @@ typedef struct sv_spec {
     double cfg_requested;          /* as given, for the echo */
     int width, height;             /* 0 with init image: the image's own size */
     int sampler, schedule;         /* sd_sampler, sd_schedule */
+    double eta;                    /* A1111's "eta": ddim's η when the sampler is DDIM; -1 = not given */
     int batch_size, n_iter;
     double strength;               /* img2img */
     double denoising_echo;         /* txt2img: echoed only (A1111 uses it for hires fix) */

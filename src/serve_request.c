@@ -655,6 +655,13 @@ int sv_parse_request(const char *body, size_t n, sv_kind kind, const sv_parse_ct
         }
     }
 
+    /* A1111's "eta" is DDIM's η there and the ancestral samplers' noise multiplier (eta_ancestral) for the
+     * others; clients such as webuiapi send 1.0 by default. sdgen has η for ddim only: it is applied to ddim
+     * and accepted but has no effect with any other sampler (docs/SERVER.md). */
+    s->eta = -1;
+    if ((r = get_num(o, "eta", "eta", &x, err)) < 0) goto out;
+    if (r) s->eta = x.d;
+
     /* how many images */
     if (openai) {
         const cJSON *v = field(o, "n");
@@ -785,7 +792,8 @@ struct cJSON *sv_spec_echo(const sv_spec *s)
     cJSON_AddFalseToObject(o, "tiling");
     cJSON_AddFalseToObject(o, "do_not_save_samples");
     cJSON_AddFalseToObject(o, "do_not_save_grid");
-    cJSON_AddNullToObject(o, "eta");
+    if (s->eta >= 0) cJSON_AddNumberToObject(o, "eta", s->eta);
+    else cJSON_AddNullToObject(o, "eta");
     cJSON_AddNumberToObject(o, "denoising_strength", s->denoising_echo);
     cJSON *ov = cJSON_AddObjectToObject(o, "override_settings");
     if (ov) {

@@ -275,6 +275,7 @@ static void run_job(sv_server *s, sv_job *j)
     o.steps = sp->steps;
     o.cfg_scale = sp->cfg_scale;
     o.sampler = (sd_sampler)sp->sampler;
+    if (o.sampler == SD_SAMPLER_DDIM && sp->eta >= 0) o.eta = sp->eta;
     o.schedule = (sd_schedule)sp->schedule;
     o.rng_kind = sp->rng_kind;
     o.clip_skip = sp->clip_skip;

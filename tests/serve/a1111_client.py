@@ -228,6 +228,18 @@ def functional(url, sdgen, model, tmp):
     check("infotext says Karras and Clip skip 2", ("Schedule type: Karras" in json.loads(r2["info"])["infotexts"][0],
           "Clip skip: 2" in json.loads(r2["info"])["infotexts"][0]), (True, True))
 
+    # eta: DDIM's eta as the CLI's --eta (variance noise drawn), echoed; it changes the image
+    st, _, re, _ = api.txt2img(prompt=prompt, seed=8, steps=4, cfg_scale=7, width=64, height=64, sampler_name="DDIM",
+                               eta=0.5)
+    want = cli_png(sdgen, model, os.path.join(tmp, "cli-eta.png"), prompt, 8, 64, 64, 4, 7, "ddim", ["--eta", "0.5"])
+    want0 = cli_png(sdgen, model, os.path.join(tmp, "cli-eta0.png"), prompt, 8, 64, 64, 4, 7, "ddim")
+    check("txt2img DDIM eta 0.5: 200, the CLI's --eta 0.5 bytes, not eta 0's, echoed, Eta DDIM in the infotext",
+          (st, b64png(re["images"][0]) == want, want != want0, re["parameters"]["eta"],
+           "Eta DDIM: 0.5" in json.loads(re["info"])["infotexts"][0]), (200, True, True, 0.5, True))
+    st, _, re, _ = api.txt2img(prompt=prompt, seed=8, steps=4, cfg_scale=7, width=64, height=64, sampler_name="DDIM",
+                               eta=2)
+    check("txt2img eta 2: 422 naming eta", (st, '"eta"' in re.get("detail", "")), (422, True))
+
     # defaults: A1111's steps 50 / sampler Euler / cfg 7 are echoed; seed -1 draws one that info reports
     st, _, r3, _ = api.txt2img(prompt=prompt, steps=3)
     i3 = json.loads(r3["info"])
