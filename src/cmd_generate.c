@@ -46,6 +46,7 @@ typedef struct cli_opts {
     int weights_f32;
     int have_seed, have_width, have_height;
     int check_weights;
+    sd_lora_list loras;        /* --lora PATH[:W], in order */
 } cli_opts;
 
 static void usage(FILE *f)
@@ -68,6 +69,11 @@ static void usage(FILE *f)
             "      --vocab PATH           CLIP vocabulary: bpe_simple_vocab_16e6.txt.gz, vocab.json, merges.txt or\n"
             "                             a folder (default: $SDGEN_VOCAB, the model's tokenizer, the install dir)\n"
             "      --clip-skip N          stop N-1 text layers early, as A1111 counts it (default 1)\n"
+            "LoRA (docs/LORA.md)\n"
+            "      <lora:NAME:W>          in a prompt: apply DIR/NAME.safetensors at weight W (default 1); the tag\n"
+            "                             is removed from the text\n"
+            "      --lora PATH[:W]        apply a LoRA file at weight W (default 1); repeatable, LoRAs add up\n"
+            "      --lora-dir DIR         where <lora:NAME> tags are looked up (default: loras/ beside the model)\n"
             "      --original-size WxH    SDXL size conditioning (default: the image size)\n"
             "      --crop-top-left T,L    SDXL crop conditioning (default 0,0)\n"
             "      --target-size WxH      SDXL target-size conditioning (default: the image size)\n"
@@ -295,6 +301,17 @@ static int parse_args(int argc, char **argv, cli_opts *c)
         } else if (!strcmp(a, "--vocab")) {
             NEEDV();
             c->vocab = v;
+        } else if (!strcmp(a, "--lora")) {
+            NEEDV();
+            sd_err e = {0};
+            if (sd_lora_parse_arg(v, &c->loras, &e)) {
+                say("--lora: %s", e.msg);
+                return -1;
+            }
+            c->gen.loras = &c->loras;
+        } else if (!strcmp(a, "--lora-dir")) {
+            NEEDV();
+            c->gen.lora_dir = v;
         } else if (!strcmp(a, "--batch-count")) {
             NEEDV();
             if (parse_int(a, "--batch-count", v, &c->batch_count)) return -1;
@@ -592,6 +609,7 @@ static int one_image(run_ctx *r, sd_gen_opts *o, const char *out_tmpl, const cha
     r->prog.start = sd_now();
     sd_gen_result res;
     if (sd_generate(r->p, o, &res, err)) return -1;
+    if (res.lora_warning) say("warning: %s", res.lora_warning);
     if (!r->c->quiet) {
         if (res.chunks_cond > 1 || res.chunks_uncond > 1)
             fprintf(stderr, "sdgen: the prompt is longer than 75 tokens: encoded as %d chunks of 75 (negative: %d)\n",
@@ -602,7 +620,9 @@ static int one_image(run_ctx *r, sd_gen_opts *o, const char *out_tmpl, const cha
         sd_gen_result_free(&res);
         return -1;
     }
+    o->lora_hashes = res.lora_hashes;
     char *text = infotext(r, o, &res, err);
+    o->lora_hashes = NULL;
     if (!text) {
         sd_gen_result_free(&res);
         return -1;
@@ -1236,6 +1256,7 @@ int sd_cmd_generate(int argc, char **argv)
     sd_manifest_close(&g->mw);
     free(r->img_text);
     sd_batch_free(&g->batch);
+    sd_lora_list_free(&c->loras);
     free(g->item_bc);
     free(r->item_bad);
     free(r->img_bad);

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "sdgen/common.h"
+#include "sdgen/lora.h"
 #include "sdgen/model.h"
 #include "sdgen/sched.h"
 #include "sdgen/tokenizer.h"
@@ -33,6 +34,8 @@ typedef struct sd_pipeline {
     sd_tokenizer *tok;
     sd_arena arena;
     int blas_warm;      /* OpenBLAS's per-thread buffers are mapped (sd_blas_warm ran) */
+    sd_lora_state lora; /* the LoRAs merged into the model's weights now (lora.h) */
+    char lora_hashes[SD_LORA_MAX][13]; /* their short hashes, in the applied order */
 } sd_pipeline;
 
 /* Progress callback: called after each denoising step (i from 1 to n). */
@@ -66,6 +69,12 @@ typedef struct sd_gen_opts {
     sd_progress_fn progress;
     void *progress_user;
     volatile sig_atomic_t *interrupted; /* checked between steps; non-zero stops with code 130 */
+    /* LoRAs (docs/LORA.md): `<lora:NAME:W>` tags in the prompts are removed before tokenizing and looked
+     * up in lora_dir (NULL: "loras" beside the model); `loras` adds more (--lora, a batch line's "loras").
+     * lora_hashes: the infotext's "Lora hashes" value (sd_gen_result.lora_hashes), NULL: none. */
+    const char *lora_dir;
+    const sd_lora_list *loras;
+    const char *lora_hashes;
 } sd_gen_opts;
 
 typedef struct sd_gen_result {
@@ -76,6 +85,9 @@ typedef struct sd_gen_result {
     int init_resized;              /* img2img: the init image was resized to multiples of 8 */
     int steps_run;
     double t_text, t_denoise, t_decode, t_encode;
+    char *lora_hashes;             /* A1111 "Lora hashes" value ("name: hash, …"), malloc'd; NULL: no LoRA */
+    char *lora_warning;            /* keys of a LoRA loaded for this image that were not applied; NULL: none */
+    double t_lora;                 /* seconds spent loading and merging LoRAs for this image */
 } sd_gen_result;
 
 void sd_gen_opts_default(sd_gen_opts *o);
