@@ -1157,6 +1157,30 @@ static int gen_load(gen_cmd *g)
 
 /* Every image of this shard, in order; a failed image is reported (and recorded) and the run goes on.
  * Returns the exit code the images alone call for (0 unless the only image failed). */
+/* The LoRAs of one item into l: --lora's, then the batch line's (it may be NULL). */
+static int item_loras(const cli_opts *c, const sd_batch_item *it, sd_lora_list *l, sd_err *err)
+{
+    memset(l, 0, sizeof *l);
+    for (int i = 0; i < c->loras.n; i++)
+        if (sd_lora_list_add(l, c->loras.items[i].name, c->loras.items[i].path, c->loras.items[i].scale, err)) goto fail;
+    for (const char *s = it ? it->loras : NULL; s && *s;) {
+        const char *nl = strchr(s, '\n');
+        char *one = strndup(s, nl ? (size_t)(nl - s) : strlen(s));
+        if (!one) {
+            sd_errcf(err, SD_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        int rc = sd_lora_parse_arg(one, l, err);
+        free(one);
+        if (rc) goto fail;
+        s = nl ? nl + 1 : NULL;
+    }
+    return 0;
+fail:
+    sd_lora_list_free(l);
+    return -1;
+}
+
 static int gen_images(gen_cmd *g)
 {
     cli_opts *c = &g->c;
@@ -1183,6 +1207,14 @@ static int gen_images(gen_cmd *g)
             snprintf(wbuf, sizeof wbuf, "%s:%d: ", c->prompts_file, g->batch.items[k].line);
             where = wbuf;
         }
+        /* the item's LoRAs: the command line's, then the batch line's "loras" */
+        sd_lora_list il;
+        if (item_loras(c, c->prompts_file ? &g->batch.items[k] : NULL, &il, &ie)) {
+            say("%s%s", where, ie.msg);
+            r->failed++;
+            continue;
+        }
+        o.loras = &il;
         const uint64_t seed0 = o.seed;
         for (int b = 0; b < bc && !g_interrupted; b++) {
             o.seed = seed0 + (uint64_t)b;
@@ -1205,6 +1237,7 @@ static int gen_images(gen_cmd *g)
                 manifest_add(r, k, b, r->index, &o, r->img_skipped ? SD_MREC_SKIPPED : SD_MREC_OK, NULL, sd_now() - t0);
             }
         }
+        sd_lora_list_free(&il);
     }
     return exit_code;
 }

@@ -424,22 +424,29 @@ int sd_lora_strip_tags(const char *text, char **out, sd_lora_list *l, sd_err *er
 int sd_lora_parse_arg(const char *arg, sd_lora_list *l, sd_err *err)
 {
     const size_t n = strlen(arg);
-    if (n == 0 || n > 4000) return sd_errf(err, "--lora: expected PATH or PATH:WEIGHT");
+    if (n == 0 || n > 4000) return sd_errf(err, "expected PATH or PATH:WEIGHT");
     double scale = 1.0;
     size_t plen = n;
     const char *colon = strrchr(arg, ':');
     if (colon && parse_scale(colon + 1, strlen(colon + 1), &scale) == 0) plen = (size_t)(colon - arg);
     else scale = 1.0;
-    if (plen == 0) return sd_errf(err, "--lora \"%s\": no file named", arg);
+    if (plen == 0) return sd_errf(err, "\"%s\": no file named", arg);
     char *path = strndup(arg, plen);
     if (!path) return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     char name[256];
     snprintf(name, sizeof name, "%s", base);
+    size_t stem;
+    /* a bare name (no folder, no .safetensors) means a file of the LoRA folder, as a prompt tag does */
+    const int bare = !strchr(path, '/') && !ends_with(path, ".safetensors", &stem);
     char *dot = strrchr(name, '.');
-    if (dot && dot != name) *dot = 0;
-    int rc = sd_lora_list_add(l, name, path, scale, err);
+    if (dot && dot != name && !bare) *dot = 0;
+    if (bare && !name_ok(name, strlen(name))) {
+        free(path);
+        return sd_errf(err, "\"%s\": not a usable LoRA name", arg);
+    }
+    int rc = sd_lora_list_add(l, name, bare ? NULL : path, scale, err);
     free(path);
     return rc;
 }

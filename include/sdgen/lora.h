@@ -85,7 +85,8 @@ int sd_lora_list_add(sd_lora_list *l, const char *name, const char *path, double
  * the tags (malloc'd). An unclosed tag, an empty name or a bad weight is an error naming the tag. */
 int sd_lora_strip_tags(const char *text, char **out, sd_lora_list *l, sd_err *err);
 
-/* "PATH" or "PATH:W" of --lora (and of a batch line) → a use named after the file. */
+/* "PATH" or "PATH:W" of --lora (and of a batch line) → a use named after the file; a bare NAME (no '/',
+ * not ending in .safetensors) is looked up in the LoRA folder like a tag. */
 int sd_lora_parse_arg(const char *arg, sd_lora_list *l, sd_err *err);
 
 /* Resolve every use without a path: DIR/NAME.safetensors (dir: the LoRA folder). */
