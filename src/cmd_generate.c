@@ -74,6 +74,8 @@ static void usage(FILE *f)
             "                             is removed from the text\n"
             "      --lora PATH[:W]        apply a LoRA file at weight W (default 1); repeatable, LoRAs add up\n"
             "      --lora-dir DIR         where <lora:NAME> tags are looked up (default: loras/ beside the model)\n"
+            "      --embeddings-dir DIR   textual-inversion embeddings (.safetensors): a prompt word equal to a file\n"
+            "                             name becomes its vectors (default: embeddings/ beside the model)\n"
             "      --original-size WxH    SDXL size conditioning (default: the image size)\n"
             "      --crop-top-left T,L    SDXL crop conditioning (default 0,0)\n"
             "      --target-size WxH      SDXL target-size conditioning (default: the image size)\n"
@@ -312,6 +314,9 @@ static int parse_args(int argc, char **argv, cli_opts *c)
         } else if (!strcmp(a, "--lora-dir")) {
             NEEDV();
             c->gen.lora_dir = v;
+        } else if (!strcmp(a, "--embeddings-dir")) {
+            NEEDV();
+            c->gen.embeddings_dir = v;
         } else if (!strcmp(a, "--batch-count")) {
             NEEDV();
             if (parse_int(a, "--batch-count", v, &c->batch_count)) return -1;

@@ -89,6 +89,9 @@ fail:
 void sd_pipeline_close(sd_pipeline *p)
 {
     sd_lora_state_free(&p->lora, &p->model);
+    p->model.embeddings = NULL;
+    sd_embeddings_free(&p->emb);
+    free(p->emb_dir);
     sd_arena_free(&p->arena);
     sd_tokenizer_free(p->tok);
     sd_model_close(&p->model);
@@ -667,19 +670,19 @@ out:
     return rc;
 }
 
-/* The LoRA folder beside the model ("DIR/loras" for DIR/model.safetensors or the folder DIR/model/). */
-static void default_lora_dir(const char *model_path, char *out, size_t n)
+/* A folder beside the model ("DIR/<what>" for DIR/model.safetensors or the folder DIR/model/). */
+static void dir_beside_model(const char *model_path, const char *what, char *out, size_t n)
 {
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", model_path);
     size_t len = strlen(dir);
     while (len > 1 && dir[len - 1] == '/') dir[--len] = 0;
     char *slash = strrchr(dir, '/');
-    if (slash == dir) snprintf(out, n, "/loras");
+    if (slash == dir) snprintf(out, n, "/%s", what);
     else if (slash) {
         *slash = 0;
-        snprintf(out, n, "%s/loras", dir);
-    } else snprintf(out, n, "loras");
+        snprintf(out, n, "%s/%s", dir, what);
+    } else snprintf(out, n, "%s", what);
 }
 
 /* The LoRAs of one image: the prompts' tags (removed from the texts in *pos / *neg) and o->loras, resolved
@@ -699,7 +702,7 @@ static int gen_loras(sd_pipeline *p, const sd_gen_opts *o, char **pos, char **ne
             goto out;
     char dir[4200];
     if (o->lora_dir) snprintf(dir, sizeof dir, "%s", o->lora_dir);
-    else default_lora_dir(p->model.path, dir, sizeof dir);
+    else dir_beside_model(p->model.path, "loras", dir, sizeof dir);
     if (sd_lora_resolve(&l, dir, err)) goto out;
     const double t0 = sd_now();
     if (sd_lora_apply(&p->lora, &p->model, &l, err)) goto out;
@@ -735,11 +738,32 @@ out:
     return rc;
 }
 
+/* The textual-inversion words of the embeddings folder, read once per folder. */
+static int gen_embeddings(sd_pipeline *p, const sd_gen_opts *o, sd_err *err)
+{
+    char dir[4200];
+    if (o->embeddings_dir) snprintf(dir, sizeof dir, "%s", o->embeddings_dir);
+    else dir_beside_model(p->model.path, "embeddings", dir, sizeof dir);
+    if (p->emb_dir && !strcmp(p->emb_dir, dir)) {
+        p->model.embeddings = &p->emb;
+        return 0;
+    }
+    p->model.embeddings = NULL;
+    sd_embeddings_free(&p->emb);
+    free(p->emb_dir);
+    p->emb_dir = NULL;
+    if (sd_embeddings_load(&p->emb, &p->model, p->tok, dir, err)) return -1;
+    p->emb_dir = strdup(dir);
+    if (!p->emb_dir) return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
+    p->model.embeddings = &p->emb;
+    return 0;
+}
+
 int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *err)
 {
     memset(r, 0, sizeof *r);
     char *pos = NULL, *neg = NULL;
-    if (gen_loras(p, o, &pos, &neg, r, err)) {
+    if (gen_embeddings(p, o, err) || gen_loras(p, o, &pos, &neg, r, err)) {
         free(pos);
         free(neg);
         sd_gen_result_free(r);

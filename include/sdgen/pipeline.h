@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "sdgen/common.h"
+#include "sdgen/embeddings.h"
 #include "sdgen/lora.h"
 #include "sdgen/model.h"
 #include "sdgen/sched.h"
@@ -36,6 +37,8 @@ typedef struct sd_pipeline {
     int blas_warm;      /* OpenBLAS's per-thread buffers are mapped (sd_blas_warm ran) */
     sd_lora_state lora; /* the LoRAs merged into the model's weights now (lora.h) */
     char lora_hashes[SD_LORA_MAX][13]; /* their short hashes, in the applied order */
+    sd_embeddings emb;  /* the textual-inversion words of emb_dir (embeddings.h) */
+    char *emb_dir;      /* the folder emb was read from (NULL: not read yet) */
 } sd_pipeline;
 
 /* Progress callback: called after each denoising step (i from 1 to n). */
@@ -75,6 +78,7 @@ typedef struct sd_gen_opts {
     const char *lora_dir;
     const sd_lora_list *loras;
     const char *lora_hashes;
+    const char *embeddings_dir;    /* textual-inversion embeddings (NULL: "embeddings" beside the model) */
 } sd_gen_opts;
 
 typedef struct sd_gen_result {
