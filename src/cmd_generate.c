@@ -615,6 +615,8 @@ static int one_image(run_ctx *r, sd_gen_opts *o, const char *out_tmpl, const cha
     sd_gen_result res;
     if (sd_generate(r->p, o, &res, err)) return -1;
     if (res.lora_warning) say("warning: %s", res.lora_warning);
+    if (r->c->verbose && res.lora_hashes && res.t_lora > 0)
+        say("LoRA %s: loaded and merged in %.2f s", res.lora_hashes, res.t_lora);
     if (!r->c->quiet) {
         if (res.chunks_cond > 1 || res.chunks_uncond > 1)
             fprintf(stderr, "sdgen: the prompt is longer than 75 tokens: encoded as %d chunks of 75 (negative: %d)\n",

@@ -363,8 +363,22 @@ static int name_ok(const char *s, size_t n)
     return 1;
 }
 
+/* At most `max` bytes of s for a one-line message: control characters become '?', and "…" marks a cut. */
+static const char *excerpt(const char *s, size_t n, size_t max, char *buf, size_t cap)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < n && i < max && w + 1 < cap; i++) {
+        const unsigned char c = (unsigned char)s[i];
+        buf[w++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    buf[w] = 0;
+    if (n > max && w + 4 < cap) memcpy(buf + w, "…", 4);
+    return buf;
+}
+
 int sd_lora_strip_tags(const char *text, char **out, sd_lora_list *l, sd_err *err)
 {
+    char ex[256], ex2[128];
     *out = NULL;
     const size_t n = strlen(text);
     char *o = malloc(n + 1);
@@ -380,10 +394,9 @@ int sd_lora_strip_tags(const char *text, char **out, sd_lora_list *l, sd_err *er
         /* a '<' before the '>' means this tag was never closed */
         const char *lt = memchr(body, '<', gt ? (size_t)(gt - body) : strlen(body));
         if (!gt || lt) {
-            size_t show = strlen(text + i) > 40 ? 40 : strlen(text + i);
+            const size_t rest = lt ? (size_t)(lt - (text + i)) : strlen(text + i);
             free(o);
-            return sd_errf(err, "LoRA tag \"%.*s%s\" has no closing '>'", (int)show, text + i,
-                           show < strlen(text + i) ? "…" : "");
+            return sd_errf(err, "LoRA tag \"%s\" has no closing '>'", excerpt(text + i, rest, 40, ex, sizeof ex));
         }
         const size_t len = (size_t)(gt - body);
         const char *c1 = memchr(body, ':', len);
@@ -394,19 +407,19 @@ int sd_lora_strip_tags(const char *text, char **out, sd_lora_list *l, sd_err *er
             const size_t wl = len - nlen - 1;
             if (memchr(ws, ':', wl)) {
                 free(o);
-                return sd_errf(err, "LoRA tag \"<lora:%.*s>\": only <lora:NAME> and <lora:NAME:WEIGHT> are supported "
-                               "(no separate text-encoder/U-Net weights)", (int)(len > 200 ? 200 : len), body);
+                return sd_errf(err, "LoRA tag \"<lora:%s>\": only <lora:NAME> and <lora:NAME:WEIGHT> are supported "
+                               "(no separate text-encoder/U-Net weights)", excerpt(body, len, 200, ex, sizeof ex));
             }
             if (parse_scale(ws, wl, &scale)) {
                 free(o);
-                return sd_errf(err, "LoRA tag \"<lora:%.*s>\": the weight \"%.*s\" is not a number between -100 and 100",
-                               (int)(len > 200 ? 200 : len), body, (int)(wl > 60 ? 60 : wl), ws);
+                return sd_errf(err, "LoRA tag \"<lora:%s>\": the weight \"%s\" is not a number between -100 and 100",
+                               excerpt(body, len, 200, ex, sizeof ex), excerpt(ws, wl, 60, ex2, sizeof ex2));
             }
         }
         if (!name_ok(body, nlen)) {
             free(o);
-            return sd_errf(err, "LoRA tag \"<lora:%.*s>\": the name must be a file name in the LoRA folder (no '/', "
-                           "not empty)", (int)(len > 200 ? 200 : len), body);
+            return sd_errf(err, "LoRA tag \"<lora:%s>\": the name must be a file name in the LoRA folder (no '/', "
+                           "not empty)", excerpt(body, len, 200, ex, sizeof ex));
         }
         char name[256];
         snprintf(name, sizeof name, "%.*s", (int)nlen, body);
@@ -430,7 +443,8 @@ int sd_lora_parse_arg(const char *arg, sd_lora_list *l, sd_err *err)
     const char *colon = strrchr(arg, ':');
     if (colon && parse_scale(colon + 1, strlen(colon + 1), &scale) == 0) plen = (size_t)(colon - arg);
     else scale = 1.0;
-    if (plen == 0) return sd_errf(err, "\"%s\": no file named", arg);
+    char ex[300];
+    if (plen == 0) return sd_errf(err, "\"%s\": no file named", excerpt(arg, n, 200, ex, sizeof ex));
     char *path = strndup(arg, plen);
     if (!path) return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
     const char *base = strrchr(path, '/');
@@ -444,7 +458,7 @@ int sd_lora_parse_arg(const char *arg, sd_lora_list *l, sd_err *err)
     if (dot && dot != name && !bare) *dot = 0;
     if (bare && !name_ok(name, strlen(name))) {
         free(path);
-        return sd_errf(err, "\"%s\": not a usable LoRA name", arg);
+        return sd_errf(err, "\"%s\": not a usable LoRA name", excerpt(arg, n, 200, ex, sizeof ex));
     }
     int rc = sd_lora_list_add(l, name, bare ? NULL : path, scale, err);
     free(path);
