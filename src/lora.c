@@ -641,12 +641,19 @@ static int lora_file_open(lora_file *f, const sd_model *m, const sd_lora_map *ma
     }
     /* every module: both matrices, a target, consistent shapes, finite values */
     int used = 0;
+    /* which weights (and which of OpenCLIP's q/k/v row blocks) a module of this file patches already */
+    unsigned char *hit = calloc((size_t)(m->n_weights > 0 ? m->n_weights : 1), 1);
+    if (!hit) {
+        sd_errcf(err, SD_ERR_NOMEM, "%s: out of memory", path);
+        goto fail;
+    }
     for (int k = 0; k < f->n; k++) {
         lora_module *lm = &f->mods[k];
         if (lm->down < 0 || lm->up < 0) {
             const int have = lm->down >= 0 ? lm->down : lm->up >= 0 ? lm->up : lm->alpha;
             sd_errf(err, "%s: \"%s\" has no matching %s weight", path, st->tensors[have].name,
                     lm->down < 0 ? "down" : "up");
+            free(hit);
             goto fail;
         }
         lm->target = sd_lora_map_find(map, lm->name);
@@ -659,6 +666,19 @@ static int lora_file_open(lora_file *f, const sd_model *m, const sd_lora_map *ma
         const sd_lora_target *tg = &map->targets[lm->target];
         const sd_weight_ref *w = &m->weights[tg->weight];
         const sd_st_tensor *D = &st->tensors[lm->down], *U = &st->tensors[lm->up];
+        const unsigned bit = 1u << (tg->rows > 0 ? (unsigned)(tg->row0 / tg->rows) & 7u : 0u);
+        if (hit[tg->weight] & bit) {
+            int other = -1;
+            for (int q = 0; q < k && other < 0; q++)
+                if (f->mods[q].target >= 0 && map->targets[f->mods[q].target].weight == tg->weight &&
+                    map->targets[f->mods[q].target].row0 == tg->row0)
+                    other = q;
+            sd_errf(err, "%s: duplicate keys: \"%s\" and \"%s\" patch the same weight \"%s\"", path,
+                    other >= 0 ? st->tensors[f->mods[other].down].name : "?", D->name, w->name);
+            free(hit);
+            goto fail;
+        }
+        hit[tg->weight] |= (unsigned char)bit;
         char ws[96], ds[96], us[96], want[96];
         int64_t wshape[SD_ST_MAX_DIMS];
         for (int d = 0; d < w->ndim; d++) wshape[d] = w->shape[d];
@@ -669,16 +689,19 @@ static int lora_file_open(lora_file *f, const sd_model *m, const sd_lora_map *ma
         if (!is_float(D->dtype) || !is_float(U->dtype)) {
             sd_errf(err, "%s: \"%s\" has dtype %s; LoRA weights must be F32, F16, BF16 or F64", path,
                     (is_float(D->dtype) ? U : D)->name, sd_dtype_name((is_float(D->dtype) ? U : D)->dtype));
+            free(hit);
             goto fail;
         }
         const int64_t r = D->ndim >= 1 ? D->shape[0] : 0;
         if (D->ndim < 2 || r == 0) {
             sd_errf(err, "%s: \"%s\" has shape [%s]: rank 0 or no matrix", path, D->name, ds);
+            free(hit);
             goto fail;
         }
         if (r > SD_LORA_MAX_RANK || r > tg->rows + tg->cols) {
             sd_errf(err, "%s: \"%s\" has rank %lld, more than the layer it patches (\"%s\" [%s]) can use", path, D->name,
                     (long long)r, w->name, ws);
+            free(hit);
             goto fail;
         }
         /* D: [r, in(, kh, kw)] with W's trailing dims; U: [out, r] or [out, r, 1, 1] */
@@ -691,6 +714,7 @@ static int lora_file_open(lora_file *f, const sd_model *m, const sd_lora_map *ma
             shape_str(s, w->ndim, want, sizeof want);
             sd_errf(err, "%s: shape mismatch: \"%s\" has shape [%s], expected [%s] for \"%s\" [%s]", path, D->name, ds,
                     want, w->name, ws);
+            free(hit);
             goto fail;
         }
         int uok = (U->ndim == 2 || (U->ndim == 4 && U->shape[2] == 1 && U->shape[3] == 1)) && U->shape[0] == tg->rows &&
@@ -700,6 +724,7 @@ static int lora_file_open(lora_file *f, const sd_model *m, const sd_lora_map *ma
             shape_str(s, w->ndim == 4 ? 4 : 2, want, sizeof want);
             sd_errf(err, "%s: shape mismatch: \"%s\" has shape [%s], expected [%s] for \"%s\" [%s]", path, U->name, us,
                     want, w->name, ws);
+            free(hit);
             goto fail;
         }
         if (lm->alpha >= 0) {
@@ -707,11 +732,13 @@ static int lora_file_open(lora_file *f, const sd_model *m, const sd_lora_map *ma
             if (A->numel != 1 || !is_float(A->dtype)) {
                 sd_errf(err, "%s: \"%s\" must be one float number (it has %lld values of %s)", path, A->name,
                         (long long)A->numel, sd_dtype_name(A->dtype));
+                free(hit);
                 goto fail;
             }
         }
         used++;
     }
+    free(hit);
     if (!used) {
         sd_errf(err, "%s: the LoRA patches nothing in this %s model (%d tensors, none names a layer of it)", path,
                 sd_family_name(m->family), st->n_tensors);

@@ -161,6 +161,9 @@ write(b + "rank0.safetensors", [(Q + ".lora_down.weight", [0, 64], []), (Q + ".l
 write(b + "hugerank.safetensors", mod(Q, r=200))
 dupmods = mod(Q) + [("lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight", [4, 64], vals(256))]
 write(b + "dup.safetensors", dupmods)
+P1, P2 = "lora_unet_down_blocks_0_attentions_0_proj_in", "lora_unet_input_blocks_1_1_proj_in"
+conv = lambda n: [(n + ".lora_down.weight", [4, 32, 1, 1], vals(128)), (n + ".lora_up.weight", [32, 4, 1, 1], vals(128))]
+write(b + "dupweight.safetensors", conv(P1) + conv(P2))
 write(b + "nothing.safetensors", [("lora_unet_no_such_module.lora_down.weight", [4, 64], vals(256)),
                                    ("lora_unet_no_such_module.lora_up.weight", [64, 4], vals(256))])
 write(b + "noup.safetensors", [(Q + ".lora_down.weight", [4, 64], vals(256))])
@@ -240,6 +243,9 @@ expect "rank 0" 2 "rank 0" -p x --lora "$L/rank0.safetensors"
 expect "huge rank" 2 "has rank 200, more than the layer it patches" -p x --lora "$L/hugerank.safetensors"
 expect "duplicate keys" 2 "duplicate keys: \"$Q.lora_down.weight\" and \"lora_te1_${Q#lora_te_}.lora_down.weight\"" \
   -p x --lora "$L/dup.safetensors"
+expect "two spellings of one module" 2 \
+  "duplicate keys: \"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight\" and \"lora_unet_input_blocks_1_1_proj_in.lora_down.weight\" patch the same weight \"model.diffusion_model.input_blocks.1.1.proj_in.weight\"" \
+  -p x --lora "$L/dupweight.safetensors"
 expect "patches nothing" 2 "the LoRA patches nothing in this sd1 model" -p x --lora "$L/nothing.safetensors"
 expect "down without up" 2 "\"$Q.lora_down.weight\" has no matching up weight" -p x --lora "$L/noup.safetensors"
 expect "unknown keys: one warning line" 0 "1 key not applied (not a LoRA tensor of this sd1 model): \"lora_unet_foo.hada_w1_a\"" \
