@@ -715,7 +715,11 @@ static int gen_loras(sd_pipeline *p, const sd_gen_opts *o, char **pos, char **ne
     }
     if (changed)
         for (int i = 0; i < l.n; i++)
-            if (sd_lora_short_hash(l.items[i].path, p->lora_hashes[i], err)) goto out;
+            if (sd_lora_short_hash(l.items[i].path, p->lora_hashes[i], err)) {
+                sd_err ignore = {0};
+                (void)sd_lora_restore(&p->lora, &p->model, &ignore); /* so the next image hashes them again */
+                goto out;
+            }
     size_t cap = 1;
     for (int i = 0; i < l.n; i++) cap += strlen(l.items[i].name) + 16;
     char *h = malloc(cap);

@@ -275,8 +275,54 @@ static void test_reference(void)
     sd_model_close(&m);
 }
 
+/* SDXL (tiny): diffusers-style and LDM-style U-Net names, both text towers, OpenCLIP q/k/v row blocks. */
+static void test_sdxl_map(void)
+{
+    if (sd_test_skip_shared("tiny SDXL model")) return;
+    sd_model m;
+    sd_err e = {0};
+    if (sd_model_open(&m, sd_test_path("golden/models/tiny-sdxl.safetensors"), &e)) {
+        CHECK(0, "%s", e.msg);
+        return;
+    }
+    sd_lora_map map;
+    CHECK(sd_lora_map_build(&m, &map, &e) == 0, "%s", e.msg);
+    static const struct {
+        const char *module, *weight;
+        int64_t row0, rows;
+    } want[] = {
+        {"unet/down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k",
+         "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight", 0, 64},
+        {"unet/input_blocks_4_1_transformer_blocks_0_attn2_to_k",
+         "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight", 0, 64},
+        {"unet/up_blocks_0_upsamplers_0_conv", "model.diffusion_model.output_blocks.2.2.conv.weight", 0, 128},
+        {"te1/text_model_encoder_layers_1_self_attn_q_proj",
+         "conditioner.embedders.0.transformer.text_model.encoder.layers.1.self_attn.q_proj.weight", 0, 64},
+        {"te2/text_model_encoder_layers_1_self_attn_q_proj",
+         "conditioner.embedders.1.model.transformer.resblocks.1.attn.in_proj_weight", 0, 128},
+        {"te2/text_model_encoder_layers_1_self_attn_k_proj",
+         "conditioner.embedders.1.model.transformer.resblocks.1.attn.in_proj_weight", 128, 128},
+        {"te2/text_model_encoder_layers_1_self_attn_v_proj",
+         "conditioner.embedders.1.model.transformer.resblocks.1.attn.in_proj_weight", 256, 128},
+        {"te2/text_model_encoder_layers_1_mlp_fc2", "conditioner.embedders.1.model.transformer.resblocks.1.mlp.c_proj.weight",
+         0, 128},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        int k = sd_lora_map_find(&map, want[i].module);
+        const char *got = k >= 0 ? m.weights[map.targets[k].weight].name : "(none)";
+        CHECK(k >= 0 && !strcmp(got, want[i].weight) && map.targets[k].row0 == want[i].row0 &&
+                  map.targets[k].rows == want[i].rows,
+              "SDXL %s -> %s rows %lld+%lld, want %s rows %lld+%lld", want[i].module, got,
+              k >= 0 ? (long long)map.targets[k].row0 : -1LL, k >= 0 ? (long long)map.targets[k].rows : -1LL,
+              want[i].weight, (long long)want[i].row0, (long long)want[i].rows);
+    }
+    sd_lora_map_free(&map);
+    sd_model_close(&m);
+}
+
 int main(void)
 {
+    test_sdxl_map();
     test_keys();
     test_tags();
     test_reference();
