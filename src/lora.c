@@ -17,6 +17,7 @@
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -920,19 +921,20 @@ int sd_lora_apply(sd_lora_state *s, sd_model *m, const sd_lora_list *l, sd_err *
         return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
     }
     for (int i = 0; i < m->n_weights; i++) slot_of[i] = -1;
-    int rc = 0;
-    for (int i = 0; !rc && i < l->n; i++) {
+    int rc = 0, n_open = 0;
+    lora_file files[SD_LORA_MAX];
+    for (int i = 0; !rc && i < l->n && i < SD_LORA_MAX; i++) {
         const sd_lora_use *u = &l->items[i];
         if (!u->path) {
             rc = sd_errf(err, "<lora:%s>: not resolved to a file (internal error)", u->name);
             break;
         }
         unknown_list unk = {0};
-        lora_file f;
-        if (lora_file_open(&f, m, &s->map, u->path, &unk, err)) {
+        if (lora_file_open(&files[i], m, &s->map, u->path, &unk, err)) {
             rc = -1;
             break;
         }
+        n_open++;
         if (unk.n) {
             char line[900];
             snprintf(line, sizeof line, "%s: %d key%s not applied (not a LoRA tensor of this %s model): %s%s", u->path,
@@ -940,10 +942,33 @@ int sd_lora_apply(sd_lora_state *s, sd_model *m, const sd_lora_list *l, sd_err *
             free(s->warning);
             s->warning = strdup(line);
         }
-        for (int k = 0; !rc && k < f.n; k++)
-            if (f.mods[k].target >= 0 && merge_module(s, m, slot_of, &f, &f.mods[k], u->scale, err)) rc = -1;
-        lora_file_close(&f);
     }
+    /* the float32 copies the merge will make (weights the model does not hold as its own copy yet), against
+     * the memory the caller allows: refused before any is made rather than found out by the OOM killer */
+    const size_t avail = s->copy_limit == SIZE_MAX ? sd_available_memory_bytes() : s->copy_limit; /* after the restore */
+    if (!rc && avail) {
+        double need = 0;
+        for (int i = 0; i < n_open; i++)
+            for (int k = 0; k < files[i].n; k++) {
+                const int t = files[i].mods[k].target;
+                if (t < 0) continue;
+                const int wi = s->map.targets[t].weight;
+                if (slot_of[wi] == -2 || m->weights[wi].f32_owned) continue;
+                slot_of[wi] = -2;
+                need += (double)m->files[m->weights[wi].file].tensors[m->weights[wi].index].numel * sizeof(float);
+            }
+        for (int i = 0; i < m->n_weights; i++) slot_of[i] = -1;
+        if (need > (double)avail)
+            rc = sd_errcf(err, SD_ERR_NOMEM, "the LoRA%s %.2f GB for float32 copies of the weights they patch, but "
+                          "only %.2f GB of memory is available (--weights f32 patches the model's own copies instead, "
+                          "which it then holds for every weight)", l->n > 1 ? "s need" : " needs", need / 1e9,
+                          (double)avail / 1e9);
+    }
+    for (int i = 0; !rc && i < n_open; i++)
+        for (int k = 0; !rc && k < files[i].n; k++)
+            if (files[i].mods[k].target >= 0 && merge_module(s, m, slot_of, &files[i], &files[i].mods[k], l->items[i].scale, err))
+                rc = -1;
+    for (int i = 0; i < n_open; i++) lora_file_close(&files[i]);
     free(slot_of);
     if (rc) {
         sd_err ignore = {0};

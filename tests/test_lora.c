@@ -260,6 +260,17 @@ static void test_reference(void)
     }
     CHECK(differ == 0, "after restoring, %d weights differ from the file", differ);
 
+    /* refused before any copy is made: copies larger than the memory allowed (exit code 3) */
+    sd_lora_list_add(&l, "kohya", kohya, 0.8, &e);
+    s.copy_limit = 100000;
+    e = (sd_err){0};
+    CHECK(sd_lora_apply(&s, &m, &l, &e) != 0 && e.code == SD_ERR_NOMEM &&
+              strstr(e.msg, "GB for float32 copies of the weights they patch, but only 0.00 GB of memory is available"),
+          "copy limit: code %d \"%s\"", e.code, e.msg);
+    CHECK(s.n_patched == 0, "a refused apply left %d weights patched", s.n_patched);
+    s.copy_limit = 0;
+    sd_lora_list_free(&l);
+
     /* refused: an SDXL key set on SD 1.x; a file of keys that patch nothing */
     sd_lora_list_add(&l, "x", sd_test_path("golden/models/tiny-sd1.safetensors"), 1.0, &e);
     e = (sd_err){0};

@@ -113,6 +113,8 @@ typedef struct sd_lora_state {
     char *warning;     /* unknown keys of the last apply (one line), or NULL */
     double seconds;    /* time of the last apply (load + merge) */
     int changed;       /* the last sd_lora_apply changed the weights (else the set was already applied) */
+    size_t copy_limit; /* refuse (SD_ERR_NOMEM) a merge whose float32 copies need more bytes than this; 0: no
+                        * limit; SIZE_MAX: the machine's available memory, read after the previous set is restored */
 } sd_lora_state;
 
 /* Make m's weights base + Σ uses (in order). No-op when the same set is applied already; an empty
