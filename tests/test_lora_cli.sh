@@ -8,8 +8,9 @@
 #   2. JSONL batch: items with and without LoRAs and one with a missing LoRA: that item fails (exit 1), the
 #      others are written, and the item without a LoRA after one with a LoRA equals a run without any LoRA.
 #   3. Textual inversion: an embedding whose vectors are the token-embedding rows of "cat" (1 vector) or of
-#      "red apple" (2) gives exactly the text embedding of those words; a 2-vector word that does not fit
-#      in the chunk's last position starts the next chunk (A1111's count); a .pt embedding is refused.
+#      "red apple" (2) gives exactly the text embedding of those words (SDXL: clip_l + clip_g rows give the
+#      same context and pooled vector); a 2-vector word that does not fit in the chunk's last position
+#      starts the next chunk (A1111's count); a .pt embedding is refused.
 #   4. Bad LoRA files and tags: exit 2, no PNG, a message naming the file/tag and the problem.
 #   5. SDXL: a generated kohya LoRA (real key names, mkckpt values) changes both text encoders and the U-Net;
 #      te2-only and U-Net-only files change exactly their part; an SDXL LoRA on SD 1.x is refused.
@@ -193,6 +194,28 @@ with open(model, "rb") as f:
     write(e + "wide.safetensors", [("emb_params", [2, D + 1], vals(2 * (D + 1)))])
     with open(e + "oldemb.pt", "wb") as g:
         g.write(b"\x80\x02pickle")
+
+# SDXL: clip_l / clip_g rows of "cat" from the tiny SDXL model's two token embeddings (F16, copied as stored)
+import os
+xl = os.path.join(os.path.dirname(model), "tiny-sdxl.safetensors")
+with open(xl, "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    h = json.loads(f.read(n))
+    def raw_row(name, i):
+        t = h[name]
+        assert t["dtype"] == "F16"
+        D = t["shape"][1]
+        f.seek(8 + n + t["data_offsets"][0] + 2 * D * i)
+        return D, f.read(2 * D)
+    dl, rl = raw_row("conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight", 2368)
+    dg, rg = raw_row("conditioner.embedders.1.model.token_embedding.weight", 2368)
+hdr = {"clip_g": {"dtype": "F16", "shape": [1, dg], "data_offsets": [0, len(rg)]},
+       "clip_l": {"dtype": "F16", "shape": [1, dl], "data_offsets": [len(rg), len(rg) + len(rl)]}}
+hs = json.dumps(hdr)
+hs += " " * ((8 - len(hs) % 8) % 8)
+os.makedirs(tmp + "/xlemb", exist_ok=True)
+with open(tmp + "/xlemb/mycat.safetensors", "wb") as g:
+    g.write(struct.pack("<Q", len(hs)) + hs.encode() + rg + rl)
 PYEOF
 [ -f "$TMP/bad/good.safetensors" ] && [ -f "$TMP/m/embeddings/mycat.safetensors" ] || bad "helper files not written"
 
@@ -318,6 +341,16 @@ PYEOF
   check_cols "pooled vector" differ pooled_cond 0 100000 te2
   check_cols "text embedding" same text_emb_cond 0 192 unet
   check_cols "U-Net output" differ unet0_out 0 100000 unet
+  # SDXL textual inversion: clip_l / clip_g copies of "cat" give that word's context and pooled vector
+  for w in mycat cat; do
+    "$SDGEN" "${XB[@]}" -p "a photo of $w" --embeddings-dir "$TMP/xlemb" -o "$TMP/xlti-$w.png" --dump-dir "$TMP/xlti-$w" \
+      >/dev/null 2>"$TMP/xlti-$w.err" || bad "SDXL TI $w: $(cat "$TMP/xlti-$w.err")"
+  done
+  same "SDXL embedding (clip_l + clip_g) = the token it copies (context)" "$TMP/xlti-cat/text_emb_cond.npy" \
+    "$TMP/xlti-mycat/text_emb_cond.npy"
+  same "SDXL embedding = the token it copies (pooled vector)" "$TMP/xlti-cat/pooled_cond.npy" "$TMP/xlti-mycat/pooled_cond.npy"
+  expect "SD 1.x embedding on SDXL" 2 "an SDXL model needs an embedding with \"clip_l\" and \"clip_g\" tensors" \
+    -m "$G/tiny-sdxl.safetensors" --embeddings-dir "$TMP/m/embeddings" -p "a photo of mycat"
   expect "SDXL LoRA on SD 1.x" 2 "an SDXL LoRA (it patches a second text encoder" -p x --lora "$TMP/xl-all.safetensors"
 fi
 
