@@ -13,7 +13,9 @@
 #      starts the next chunk (A1111's count); a .pt embedding is refused.
 #   4. Bad LoRA files and tags: exit 2, no PNG, a message naming the file/tag and the problem.
 #   5. SDXL: a generated kohya LoRA (real key names, mkckpt values) changes both text encoders and the U-Net;
-#      te2-only and U-Net-only files change exactly their part; an SDXL LoRA on SD 1.x is refused.
+#      te2-only and U-Net-only files change exactly their part; an SDXL LoRA on SD 1.x is refused. SD 2.x
+#      (F16 file, OpenCLIP text encoder): after a LoRA item, a plain item equals a run without any LoRA,
+#      with --weights f16 and f32.
 set -u
 export LC_ALL=C
 SDGEN=${SDGEN:?SDGEN must name the sdgen binary}
@@ -341,6 +343,27 @@ PYEOF
   check_cols "pooled vector" differ pooled_cond 0 100000 te2
   check_cols "text embedding" same text_emb_cond 0 192 unet
   check_cols "U-Net output" differ unet0_out 0 100000 unet
+  # SD 2.x (F16 file, OpenCLIP text encoder: q/k/v are row blocks of in_proj_weight, linear proj_in/out):
+  # in both weights modes, a LoRA item then a plain item; the plain one equals a run without any LoRA
+  # (--weights f32 patches the model's own converted copies in place and reads them back from the file).
+  S2="$G/tiny-sd2.safetensors"
+  python3 "$SRC/scripts/make-lora.py" "$S2" "$TMP/sd2.json" 2>/dev/null && "$MK" "$TMP/sd2.json" "$TMP/sd2.safetensors" 0 >/dev/null ||
+    bad "SD 2.x LoRA not generated"
+  printf '{"prompt": "a lighthouse", "seed": 5, "loras": "%s:0.7"}\n{"prompt": "a lighthouse", "seed": 5}\n' \
+    "$TMP/sd2.safetensors" >"$TMP/sd2.jsonl"
+  for w in f16 f32; do
+    S2B=(-q --overwrite -m "$S2" --vocab "$VOCAB" -W 64 -H 64 --steps 2 --weights "$w")
+    mkdir -p "$TMP/sd2b-$w"
+    "$SDGEN" "${S2B[@]}" --prompts "$TMP/sd2.jsonl" -o "$TMP/sd2b-$w/{index}.png" --dump-dir "$TMP/sd2b-$w" \
+      >/dev/null 2>"$TMP/sd2b-$w.err" || bad "SD 2.x batch ($w): $(cat "$TMP/sd2b-$w.err")"
+    "$SDGEN" "${S2B[@]}" --seed 5 -p "a lighthouse" -o "$TMP/sd2n-$w.png" --dump-dir "$TMP/sd2n-$w" \
+      >/dev/null 2>"$TMP/sd2n-$w.err" || bad "SD 2.x plain ($w): $(cat "$TMP/sd2n-$w.err")"
+    for f in text_emb_cond unet0_out image_float; do
+      differ "SD 2.x LoRA item changes $f ($w)" "$TMP/sd2n-$w/$f.npy" "$TMP/sd2b-$w/1/$f.npy"
+      same "SD 2.x item after a LoRA item = run without LoRA: $f ($w)" "$TMP/sd2n-$w/$f.npy" "$TMP/sd2b-$w/2/$f.npy"
+    done
+  done
+
   # SDXL textual inversion: clip_l / clip_g copies of "cat" give that word's context and pooled vector
   for w in mycat cat; do
     "$SDGEN" "${XB[@]}" -p "a photo of $w" --embeddings-dir "$TMP/xlemb" -o "$TMP/xlti-$w.png" --dump-dir "$TMP/xlti-$w" \
