@@ -1162,8 +1162,6 @@ static int gen_load(gen_cmd *g)
     return -1;
 }
 
-/* Every image of this shard, in order; a failed image is reported (and recorded) and the run goes on.
- * Returns the exit code the images alone call for (0 unless the only image failed). */
 /* The LoRAs of one item into l: --lora's, then the batch line's (it may be NULL). */
 static int item_loras(const cli_opts *c, const sd_batch_item *it, sd_lora_list *l, sd_err *err)
 {
@@ -1188,6 +1186,8 @@ fail:
     return -1;
 }
 
+/* Every image of this shard, in order; a failed image is reported (and recorded) and the run goes on.
+ * Returns the exit code the images alone call for (0 unless the only image failed). */
 static int gen_images(gen_cmd *g)
 {
     cli_opts *c = &g->c;
