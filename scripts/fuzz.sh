@@ -7,7 +7,7 @@
 #                                             (tests/fuzz/corpus/NAME, tests/fuzz/crashes/NAME) once
 #   scripts/fuzz.sh triage TARGET [DIR]       group the crashes in DIR (default build-fuzz/fuzz-crashes/
 #                                             NAME) by sanitizer report + first sdgen frame
-# TARGET: safetensors diffusers tokenizer prompt batch image manifest serve (or fuzz_NAME).
+# TARGET: safetensors diffusers tokenizer prompt batch image manifest serve lora (or fuzz_NAME).
 # Build: clang with -fsanitize=fuzzer,address,undefined into $FUZZ_BUILD (default build-fuzz/fuzz).
 # Each target runs alone (one core, nice -n 10) on its seed corpus tests/fuzz/corpus/NAME plus a
 # working corpus build-fuzz/fuzz-corpus/NAME that keeps what it learns between runs (the committed
@@ -23,7 +23,7 @@
 set -uo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
-all_targets=(safetensors diffusers tokenizer prompt batch image manifest serve)
+all_targets=(safetensors diffusers tokenizer prompt batch image manifest serve lora)
 mode=run
 case "${1:-}" in
     replay) mode=replay; set -- "${2:-all}" 1 ;;

@@ -5,6 +5,7 @@
 
 #include "sdgen/hash.h"
 #include "sdgen/json.h"
+#include "sdgen/lora.h"
 #include "sdgen/options.h"
 #include "sdgen/utf8.h"
 
@@ -162,7 +163,7 @@ static int jskip(jp *j, int depth)
 
 /* ---- keys ---- */
 
-enum { K_STR, K_INT, K_U64, K_NUM, K_PAIR, K_IGNORE };
+enum { K_STR, K_INT, K_U64, K_NUM, K_PAIR, K_IGNORE, K_LORAS };
 
 typedef struct {
     const char *name;
@@ -182,6 +183,7 @@ static const keydef KEYS[] = {
     {"output", K_STR, NULL},
     {"init_image", K_STR, NULL},
     {"model", K_STR, NULL},
+    {"loras", K_LORAS, NULL},
     {"seed", K_U64, NULL},
     {"steps", K_INT, NULL},
     {"width", K_INT, NULL},
@@ -251,6 +253,7 @@ static void item_clear(sd_batch_item *it)
     free(it->error);
     free(it->prompt); free(it->negative_prompt); free(it->sampler); free(it->schedule); free(it->rng);
     free(it->prediction); free(it->timestep_spacing); free(it->output); free(it->init_image); free(it->model);
+    free(it->loras);
     for (int i = 0; i < it->n_set; i++) {
         free(it->set_key[i]);
         free(it->set_value[i]);
@@ -323,6 +326,67 @@ static int parse_pair(jp *j, const char *key, sd_batch_item *it)
     return add_set(it, j, key, text, strlen(text));
 }
 
+/* "loras": one "PATH[:W]" / "NAME[:W]" string or an array of them (sd_lora_parse_arg), each checked now
+ * and kept one a line in it->loras. */
+static int parse_loras(jp *j, sd_batch_item *it)
+{
+    sd_lora_list l;
+    memset(&l, 0, sizeof l);
+    char *joined = NULL;
+    size_t jn = 0;
+    const int array = j->s[j->i] == '[';
+    if (array) {
+        j->i++;
+        jws(j);
+    }
+    int rc = 0;
+    while (!rc) {
+        if (array && j->i < j->n && j->s[j->i] == ']' && l.n == 0) break;
+        if (j->i >= j->n || j->s[j->i] != '"') {
+            rc = jfail(j, "\"loras\" must be a string \"PATH[:WEIGHT]\" or an array of them");
+            break;
+        }
+        char *v;
+        if (jstring(j, &v)) {
+            rc = -1;
+            break;
+        }
+        sd_err e = {0};
+        if (strchr(v, '\n') || sd_lora_parse_arg(v, &l, &e)) {
+            rc = jfail(j, "\"loras\": %s", e.msg[0] ? e.msg : "a line break in a LoRA name");
+            free(v);
+            break;
+        }
+        char *nj = realloc(joined, jn + strlen(v) + 2);
+        if (!nj) {
+            free(v);
+            rc = jfail(j, "out of memory");
+            break;
+        }
+        joined = nj;
+        jn += (size_t)sprintf(joined + jn, "%s%s", jn ? "\n" : "", v);
+        free(v);
+        if (!array) break;
+        jws(j);
+        if (j->i < j->n && j->s[j->i] == ',') {
+            j->i++;
+            jws(j);
+            continue;
+        }
+        if (j->i < j->n && j->s[j->i] == ']') break;
+        rc = jfail(j, "\"loras\": ',' or ']' expected (column %zu)", j->i + 1);
+    }
+    if (!rc && array) j->i++; /* the ']' */
+    sd_lora_list_free(&l);
+    if (rc) {
+        free(joined);
+        return -1;
+    }
+    free(it->loras);
+    it->loras = joined;
+    return joined ? add_set(it, j, "loras", joined, jn) : 0;
+}
+
 /* Parse one JSON line into it. Returns 0 or -1 with j->msg. */
 static int parse_object(jp *j, sd_batch_item *it)
 {
@@ -362,6 +426,8 @@ static int parse_object(jp *j, sd_batch_item *it)
         char c = j->s[j->i];
         if (kd->type == K_IGNORE) {
             if (jskip(j, 0)) return -1;
+        } else if (kd->type == K_LORAS && c != 'n') {
+            if (parse_loras(j, it)) return -1;
         } else if (c == 'n') {
             if (jliteral(j, "null")) return -1; /* null: not set */
         } else if (kd->type == K_PAIR) {

@@ -27,8 +27,10 @@
  * (FrozenOpenCLIPEmbedderWithCustomWords) the setting is not used: always the penultimate block.
  */
 #include "sdgen/clip.h"
+#include "sdgen/embeddings.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -375,15 +377,35 @@ int sd_text_encode(sd_model *m, const sd_text_config *t, sd_arena *a, const int3
     int64_t n_tok = 0;
     if (clip_matrix_shape(&c, tok_name, D, &n_tok)) return -1;
     const int64_t vocab = n_tok < t->vocab ? n_tok : t->vocab;
-    for (int64_t i = 0; i < (int64_t)n_seq * CLIP_SEQ; i++)
+    /* textual-inversion vectors (embeddings.h): pseudo-ids SD_EMB_ID_BASE + row of this tower's table */
+    const sd_embeddings *E = m->embeddings;
+    const int tower = (int)(t - m->text);
+    const int have_emb = E && tower >= 0 && tower < SD_MAX_TEXT && E->rows[tower] && E->width[tower] == D;
+    int any_emb = 0;
+    for (int64_t i = 0; i < (int64_t)n_seq * CLIP_SEQ; i++) {
+        if (have_emb && tokens[i] >= SD_EMB_ID_BASE && tokens[i] - SD_EMB_ID_BASE < E->n_rows) {
+            any_emb = 1;
+            continue;
+        }
         if (tokens[i] < 0 || tokens[i] >= vocab)
             return sd_errf(err, "text encoder: token id %d at sequence %lld position %lld is outside the vocabulary (0..%lld)",
                            (int)tokens[i], (long long)(i / CLIP_SEQ), (long long)(i % CLIP_SEQ), (long long)vocab - 1);
+    }
+    /* A1111 puts token 0 where an embedding's vectors go (its EOS search for the pooled vector sees 0 there
+     * too), then overwrites those rows with the vectors. */
+    int32_t *plain = NULL;
+    if (any_emb) {
+        plain = malloc((size_t)n_seq * CLIP_SEQ * sizeof *plain);
+        if (!plain) return sd_errcf(err, SD_ERR_NOMEM, "text encoder: out of memory");
+        for (int64_t i = 0; i < (int64_t)n_seq * CLIP_SEQ; i++) plain[i] = tokens[i] >= SD_EMB_ID_BASE ? 0 : tokens[i];
+    }
+    const int32_t *ids = plain ? plain : tokens;
 
     jmp_buf jb;
     jmp_buf *prev = a->guard;
     if (setjmp(jb)) {
         a->guard = prev;
+        free(plain);
         return sd_errcf(err, SD_ERR_NOMEM, "text encoder: out of memory");
     }
     a->guard = &jb;
@@ -394,7 +416,11 @@ int sd_text_encode(sd_model *m, const sd_text_config *t, sd_arena *a, const int3
     sd_tensor x = sd_tensor_3d(a, n_seq, CLIP_SEQ, D);
     char name[512];
     snprintf(name, sizeof name, "%s%s", c.pfx, tok_name);
-    if (sd_model_weight_rows(m, name, tokens, (int64_t)n_seq * CLIP_SEQ, x.data, err)) goto done;
+    if (sd_model_weight_rows(m, name, ids, (int64_t)n_seq * CLIP_SEQ, x.data, err)) goto done;
+    for (int64_t i = 0; any_emb && i < (int64_t)n_seq * CLIP_SEQ; i++)
+        if (tokens[i] >= SD_EMB_ID_BASE)
+            memcpy(x.data + i * D, E->rows[tower] + (size_t)(tokens[i] - SD_EMB_ID_BASE) * (size_t)D,
+                   (size_t)D * sizeof(float));
     {
         sd_scope s = sd_scope_open(a);
         sd_tensor pos;
@@ -431,10 +457,11 @@ int sd_text_encode(sd_model *m, const sd_text_config *t, sd_arena *a, const int3
             clip_w(&c, &lnf_b, 1, D, 0, hf ? "final_layer_norm.bias" : "ln_final.bias"))
             goto done;
         *out = t->final_norm ? sd_layernorm(a, ctx, &lnf_g, &lnf_b, CLIP_LN_EPS) : ctx;
-        if (pooled && clip_pooled(&c, t, x, tokens, n_seq, &lnf_g, &lnf_b, pooled)) goto done;
+        if (pooled && clip_pooled(&c, t, x, ids, n_seq, &lnf_g, &lnf_b, pooled)) goto done;
     }
     rc = 0;
 done:
     a->guard = prev;
+    free(plain);
     return rc;
 }

@@ -51,6 +51,7 @@ typedef struct cli_opts {
     unsigned set;       /* SD_SET_* bits: settings given on the command line (a preset leaves them alone) */
     int have_preset;    /* --preset given (also "none": then the model's metadata picks none) */
     sd_preset preset;
+    sd_lora_list loras;        /* --lora PATH[:W], in order */
 } cli_opts;
 
 static void usage(FILE *f)
@@ -73,6 +74,13 @@ static void usage(FILE *f)
             "      --vocab PATH           CLIP vocabulary: bpe_simple_vocab_16e6.txt.gz, vocab.json, merges.txt or\n"
             "                             a folder (default: $SDGEN_VOCAB, the model's tokenizer, the install dir)\n"
             "      --clip-skip N          stop N-1 text layers early, as A1111 counts it (default 1)\n"
+            "LoRA (docs/LORA.md)\n"
+            "      <lora:NAME:W>          in a prompt: apply DIR/NAME.safetensors at weight W (default 1); the tag\n"
+            "                             is removed from the text\n"
+            "      --lora PATH[:W]        apply a LoRA file at weight W (default 1); repeatable, LoRAs add up\n"
+            "      --lora-dir DIR         where <lora:NAME> tags are looked up (default: loras/ beside the model)\n"
+            "      --embeddings-dir DIR   textual-inversion embeddings (.safetensors): a prompt word equal to a file\n"
+            "                             name becomes its vectors (default: embeddings/ beside the model)\n"
             "      --original-size WxH    SDXL size conditioning (default: the image size)\n"
             "      --crop-top-left T,L    SDXL crop conditioning (default 0,0)\n"
             "      --target-size WxH      SDXL target-size conditioning (default: the image size)\n"
@@ -333,6 +341,20 @@ static int parse_args(int argc, char **argv, cli_opts *c)
         } else if (!strcmp(a, "--vocab")) {
             NEEDV();
             c->vocab = v;
+        } else if (!strcmp(a, "--lora")) {
+            NEEDV();
+            sd_err e = {0};
+            if (sd_lora_parse_arg(v, &c->loras, &e)) {
+                say("--lora: %s", e.msg);
+                return -1;
+            }
+            c->gen.loras = &c->loras;
+        } else if (!strcmp(a, "--lora-dir")) {
+            NEEDV();
+            c->gen.lora_dir = v;
+        } else if (!strcmp(a, "--embeddings-dir")) {
+            NEEDV();
+            c->gen.embeddings_dir = v;
         } else if (!strcmp(a, "--batch-count")) {
             NEEDV();
             if (parse_int(a, "--batch-count", v, &c->batch_count)) return -1;
@@ -656,6 +678,9 @@ static int one_image(run_ctx *r, sd_gen_opts *o, const char *out_tmpl, const cha
     r->prog.order = sd_sampler_order(o->sampler);
     sd_gen_result res;
     if (sd_generate(r->p, o, &res, err)) return -1;
+    if (res.lora_warning) say("warning: %s", res.lora_warning);
+    if (r->c->verbose && res.lora_hashes && res.t_lora > 0)
+        say("LoRA %s: loaded and merged in %.2f s", res.lora_hashes, res.t_lora);
     if (!r->c->quiet) {
         if (res.chunks_cond > 1 || res.chunks_uncond > 1)
             fprintf(stderr, "sdgen: the prompt is longer than 75 tokens: encoded as %d chunks of 75 (negative: %d)\n",
@@ -666,7 +691,9 @@ static int one_image(run_ctx *r, sd_gen_opts *o, const char *out_tmpl, const cha
         sd_gen_result_free(&res);
         return -1;
     }
+    o->lora_hashes = res.lora_hashes;
     char *text = infotext(r, o, &res, err);
+    o->lora_hashes = NULL;
     if (!text) {
         sd_gen_result_free(&res);
         return -1;
@@ -1224,6 +1251,30 @@ static int gen_load(gen_cmd *g)
     return -1;
 }
 
+/* The LoRAs of one item into l: --lora's, then the batch line's (it may be NULL). */
+static int item_loras(const cli_opts *c, const sd_batch_item *it, sd_lora_list *l, sd_err *err)
+{
+    memset(l, 0, sizeof *l);
+    for (int i = 0; i < c->loras.n; i++)
+        if (sd_lora_list_add(l, c->loras.items[i].name, c->loras.items[i].path, c->loras.items[i].scale, err)) goto fail;
+    for (const char *s = it ? it->loras : NULL; s && *s;) {
+        const char *nl = strchr(s, '\n');
+        char *one = strndup(s, nl ? (size_t)(nl - s) : strlen(s));
+        if (!one) {
+            sd_errcf(err, SD_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        int rc = sd_lora_parse_arg(one, l, err);
+        free(one);
+        if (rc) goto fail;
+        s = nl ? nl + 1 : NULL;
+    }
+    return 0;
+fail:
+    sd_lora_list_free(l);
+    return -1;
+}
+
 /* Every image of this shard, in order; a failed image is reported (and recorded) and the run goes on.
  * Returns the exit code the images alone call for (0 unless the only image failed). */
 static int gen_images(gen_cmd *g)
@@ -1252,6 +1303,14 @@ static int gen_images(gen_cmd *g)
             snprintf(wbuf, sizeof wbuf, "%s:%d: ", c->prompts_file, g->batch.items[k].line);
             where = wbuf;
         }
+        /* the item's LoRAs: the command line's, then the batch line's "loras" */
+        sd_lora_list il;
+        if (item_loras(c, c->prompts_file ? &g->batch.items[k] : NULL, &il, &ie)) {
+            say("%s%s", where, ie.msg);
+            r->failed++;
+            continue;
+        }
+        o.loras = &il;
         const uint64_t seed0 = o.seed;
         for (int b = 0; b < bc && !g_interrupted; b++) {
             o.seed = seed0 + (uint64_t)b;
@@ -1274,6 +1333,7 @@ static int gen_images(gen_cmd *g)
                 manifest_add(r, k, b, r->index, &o, r->img_skipped ? SD_MREC_SKIPPED : SD_MREC_OK, NULL, sd_now() - t0);
             }
         }
+        sd_lora_list_free(&il);
     }
     return exit_code;
 }
@@ -1325,6 +1385,7 @@ int sd_cmd_generate(int argc, char **argv)
     sd_manifest_close(&g->mw);
     free(r->img_text);
     sd_batch_free(&g->batch);
+    sd_lora_list_free(&c->loras);
     free(g->item_bc);
     free(r->item_bad);
     free(r->img_bad);

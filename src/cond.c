@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "sdgen/clip.h"
+#include "sdgen/embeddings.h"
 #include "sdgen/prompt.h"
 
 int sd_tokenizer_for_model(sd_tokenizer **out, const sd_model *m, const char *cli_vocab, sd_err *err)
@@ -90,7 +91,9 @@ int sd_text_condition_tower(sd_model *m, int tower, sd_arena *a, sd_tokenizer *t
     if (tower < 0 || tower >= m->n_text) return sd_errf(err, "the model has no text encoder %d", tower + 1);
     const sd_text_config *tc = &m->text[tower];
     sd_prompt_chunks ch;
-    if (sd_prompt_chunk(t, prompt, tc->pad_id, weighting, &ch, err)) return -1;
+    const sd_embeddings *E = m->embeddings;
+    if (sd_prompt_chunk_words(t, prompt, tc->pad_id, weighting, E ? E->words : NULL, E ? E->n : 0, &ch, err))
+        return -1;
     if (ch.n_chunks > 64) {
         int n = ch.n_chunks;
         sd_prompt_chunks_free(&ch);

@@ -93,6 +93,10 @@ void sd_pipeline_close(sd_pipeline *p)
         sd_taesd_close(p->taesd);
         free(p->taesd);
     }
+    sd_lora_state_free(&p->lora, &p->model);
+    p->model.embeddings = NULL;
+    sd_embeddings_free(&p->emb);
+    free(p->emb_dir);
     sd_arena_free(&p->arena);
     sd_tokenizer_free(p->tok);
     sd_model_close(&p->model);
@@ -797,9 +801,8 @@ static int gen_decode(gen_run *g, sd_err *err)
     return dump_f32(o->dump_dir, "image_float", img.data, 4, (const int64_t[]){1, 3, H, W}, err);
 }
 
-int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *err)
+static int generate_run(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *err)
 {
-    memset(r, 0, sizeof *r);
     sd_model *m = &p->model;
     gen_run g;
     memset(&g, 0, sizeof g);
@@ -866,10 +869,135 @@ out:
     return rc;
 }
 
+/* A folder beside the model ("DIR/<what>" for DIR/model.safetensors or the folder DIR/model/). */
+static void dir_beside_model(const char *model_path, const char *what, char *out, size_t n)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", model_path);
+    size_t len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/') dir[--len] = 0;
+    char *slash = strrchr(dir, '/');
+    if (slash == dir) snprintf(out, n, "/%s", what);
+    else if (slash) {
+        *slash = 0;
+        snprintf(out, n, "%s/%s", dir, what);
+    } else snprintf(out, n, "%s", what);
+}
+
+/* The LoRAs of one image: the prompts' tags (removed from the texts in *pos / *neg) and o->loras, resolved
+ * and merged into the model (a no-op when the previous image used the same set); r gets the infotext's
+ * "Lora hashes" (A1111 extra_networks_lora: "name: shorthash" joined by ", ", ':' and ',' dropped from
+ * the name). */
+static int gen_loras(sd_pipeline *p, const sd_gen_opts *o, char **pos, char **neg, sd_gen_result *r, sd_err *err)
+{
+    sd_lora_list l;
+    memset(&l, 0, sizeof l);
+    int rc = -1;
+    if (sd_lora_strip_tags(o->prompt ? o->prompt : "", pos, &l, err) ||
+        sd_lora_strip_tags(o->negative_prompt ? o->negative_prompt : "", neg, &l, err))
+        goto out;
+    for (int i = 0; o->loras && i < o->loras->n; i++)
+        if (sd_lora_list_add(&l, o->loras->items[i].name, o->loras->items[i].path, o->loras->items[i].scale, err))
+            goto out;
+    char dir[4200];
+    if (o->lora_dir) snprintf(dir, sizeof dir, "%s", o->lora_dir);
+    else dir_beside_model(p->model.path, "loras", dir, sizeof dir);
+    if (sd_lora_resolve(&l, dir, err)) goto out;
+    const double t0 = sd_now();
+    p->lora.copy_limit = SIZE_MAX; /* the merge's float32 copies must fit in the machine's available memory */
+    if (sd_lora_apply(&p->lora, &p->model, &l, err)) goto out;
+    const int changed = p->lora.changed;
+    r->t_lora = sd_now() - t0;
+    if (changed && l.n && p->lora.warning) r->lora_warning = strdup(p->lora.warning);
+    if (!l.n) {
+        rc = 0;
+        goto out;
+    }
+    if (changed)
+        for (int i = 0; i < l.n; i++)
+            if (sd_lora_short_hash(l.items[i].path, p->lora_hashes[i], err)) {
+                sd_err ignore = {0};
+                (void)sd_lora_restore(&p->lora, &p->model, &ignore); /* so the next image hashes them again */
+                goto out;
+            }
+    size_t cap = 1;
+    for (int i = 0; i < l.n; i++) cap += strlen(l.items[i].name) + 16;
+    char *h = malloc(cap);
+    if (!h) {
+        sd_errcf(err, SD_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    size_t w = 0;
+    for (int i = 0; i < l.n; i++) {
+        if (i) w += (size_t)snprintf(h + w, cap - w, ", ");
+        for (const char *c = l.items[i].name; *c; c++)
+            if (*c != ':' && *c != ',') h[w++] = *c;
+        w += (size_t)snprintf(h + w, cap - w, ": %s", p->lora_hashes[i]);
+    }
+    h[w] = 0;
+    r->lora_hashes = h;
+    rc = 0;
+out:
+    sd_lora_list_free(&l);
+    return rc;
+}
+
+/* The textual-inversion words of the embeddings folder, read once per folder. */
+static int gen_embeddings(sd_pipeline *p, const sd_gen_opts *o, sd_err *err)
+{
+    char dir[4200];
+    if (o->embeddings_dir) snprintf(dir, sizeof dir, "%s", o->embeddings_dir);
+    else dir_beside_model(p->model.path, "embeddings", dir, sizeof dir);
+    if (p->emb_dir && !strcmp(p->emb_dir, dir)) {
+        p->model.embeddings = &p->emb;
+        return 0;
+    }
+    p->model.embeddings = NULL;
+    sd_embeddings_free(&p->emb);
+    free(p->emb_dir);
+    p->emb_dir = NULL;
+    if (sd_embeddings_load(&p->emb, &p->model, p->tok, dir, err)) return -1;
+    p->emb_dir = strdup(dir);
+    if (!p->emb_dir) return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
+    p->model.embeddings = &p->emb;
+    return 0;
+}
+
+int sd_generate(sd_pipeline *p, const sd_gen_opts *o, sd_gen_result *r, sd_err *err)
+{
+    memset(r, 0, sizeof *r);
+    char *pos = NULL, *neg = NULL;
+    if (gen_embeddings(p, o, err) || gen_loras(p, o, &pos, &neg, r, err)) {
+        free(pos);
+        free(neg);
+        sd_gen_result_free(r);
+        return -1;
+    }
+    sd_gen_opts run = *o;
+    run.prompt = pos;
+    run.negative_prompt = neg;
+    sd_gen_result keep = *r;
+    int rc = generate_run(p, &run, r, err);
+    r->lora_hashes = keep.lora_hashes;
+    r->lora_warning = keep.lora_warning;
+    r->t_lora = keep.t_lora;
+    if (rc) {
+        free(r->lora_hashes);
+        free(r->lora_warning);
+        r->lora_hashes = r->lora_warning = NULL;
+    }
+    free(pos);
+    free(neg);
+    return rc;
+}
+
 void sd_gen_result_free(sd_gen_result *r)
 {
     free(r->rgb);
     r->rgb = NULL;
+    free(r->lora_hashes);
+    free(r->lora_warning);
+    r->lora_hashes = r->lora_warning = NULL;
 }
 
 int sd_default_model_path(char *out, size_t n, sd_err *err)
@@ -916,6 +1044,10 @@ int sd_gen_infotext(const sd_gen_opts *o, int width, int height, const char *mod
         sd_params_fmt_number(o->eta, eta, sizeof eta);
         gp.extra_key[gp.n_extra] = "Eta DDIM";
         gp.extra_value[gp.n_extra++] = eta;
+    }
+    if (o->lora_hashes && *o->lora_hashes && gp.n_extra < SD_PARAMS_MAX_EXTRA) {
+        gp.extra_key[gp.n_extra] = "Lora hashes";
+        gp.extra_value[gp.n_extra++] = o->lora_hashes;
     }
     return sd_params_format(&gp, out, err);
 }

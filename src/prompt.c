@@ -270,6 +270,24 @@ void sd_prompt_chunks_free(sd_prompt_chunks *c)
 int sd_prompt_chunk(sd_tokenizer *t, const char *prompt, int pad_id, int weighting,
                     sd_prompt_chunks *out, sd_err *err)
 {
+    return sd_prompt_chunk_words(t, prompt, pad_id, weighting, NULL, 0, out, err);
+}
+
+/* The longest word whose tokens start at ids[k] (n tokens left), or NULL. */
+static const sd_prompt_word *word_at(const sd_prompt_word *words, int n_words, const int32_t *ids, int k, int n)
+{
+    const sd_prompt_word *best = NULL;
+    for (int i = 0; i < n_words; i++) {
+        const sd_prompt_word *w = &words[i];
+        if (w->n_ids < 1 || w->n_ids > n - k || (best && w->n_ids <= best->n_ids)) continue;
+        if (!memcmp(ids + k, w->ids, (size_t)w->n_ids * sizeof *ids)) best = w;
+    }
+    return best;
+}
+
+int sd_prompt_chunk_words(sd_tokenizer *t, const char *prompt, int pad_id, int weighting, const sd_prompt_word *words,
+                          int n_words, sd_prompt_chunks *out, sd_err *err)
+{
     memset(out, 0, sizeof *out);
     sd_prompt_pieces pieces = {0};
     if (weighting) {
@@ -318,6 +336,30 @@ int sd_prompt_chunk(sd_tokenizer *t, const char *prompt, int pad_id, int weighti
             if (b.n == SD_TOK_CHUNK) {
                 if (emit_chunk(&c, &b, 0)) goto oom;
                 last_comma = -1;
+            }
+            const sd_prompt_word *word = n_words ? word_at(words, n_words, tk.ids, k, tk.n) : NULL;
+            if (word) {
+                if (word->refuse) {
+                    sd_errf(err, "%s", word->refuse);
+                    goto done;
+                }
+                if (word->n_vectors < 1 || word->n_vectors > SD_TOK_CHUNK) {
+                    sd_errf(err, "an embedding of %d vectors does not fit in a chunk of %d tokens", word->n_vectors,
+                            SD_TOK_CHUNK);
+                    goto done;
+                }
+                if (b.n + word->n_vectors > SD_TOK_CHUNK) {
+                    if (emit_chunk(&c, &b, 0)) goto oom;
+                    last_comma = -1;
+                }
+                for (int v = 0; v < word->n_vectors; v++) {
+                    b.tok[b.n] = word->first_id + v;
+                    b.mult[b.n++] = w;
+                }
+                if (w != 1.0f) out->weighted = 1;
+                out->n_text_tokens += word->n_vectors;
+                k += word->n_ids - 1;
+                continue;
             }
             b.tok[b.n] = id;
             b.mult[b.n] = w;

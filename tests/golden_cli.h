@@ -200,6 +200,17 @@ static inline void run_golden_case_in(const char *sdgen, const char *set, const 
     pair_option(c, "original_size", "--original-size", 'x', argv, &n, vals[nv++], sizeof vals[0]);
     pair_option(c, "target_size", "--target-size", 'x', argv, &n, vals[nv++], sizeof vals[0]);
     pair_option(c, "crops_coords_top_left", "--crop-top-left", ',', argv, &n, vals[nv++], sizeof vals[0]);
+    /* golden README §12: "lora": [{"file", "scale", ...}] in application order -> --lora FILE:SCALE */
+    char lora_args[4][4400];
+    const cJSON *loras = cJSON_GetObjectItemCaseSensitive(c, "lora");
+    for (int k = 0; cJSON_IsArray(loras) && k < cJSON_GetArraySize(loras) && k < 4; k++) {
+        const cJSON *l = cJSON_GetArrayItem(loras, k);
+        const cJSON *sc = cJSON_GetObjectItemCaseSensitive(l, "scale");
+        snprintf(lora_args[k], sizeof lora_args[k], "%s/%s:%.17g", sd_test_path("golden"), jstr(l, "file"),
+                 cJSON_IsNumber(sc) ? sc->valuedouble : 1.0);
+        argv[n++] = "--lora";
+        argv[n++] = lora_args[k];
+    }
     argv[n] = NULL;
     int rc = run_argv(argv);
     CHECK(rc == 0, "%s: sdgen exited with %d", case_name, rc);

@@ -10,6 +10,8 @@
  *             which knows their aliases)
  *   integers: seed (0 … 2^64−1), steps, width, height, clip_skip, batch_count
  *   numbers : cfg_scale, strength, eta
+ *   loras   : "PATH[:W]" or an array of such strings (as --lora; a bare NAME is looked up in the LoRA
+ *             folder), added to the command line's
  *   ignored : the informational case.json keys (name, family, model_sha256, latent_shape, timesteps,
  *             timesteps_all, init_timestep, t_start, init_noise_sigma, vae_scaling_factor,
  *             tokenizer_pad_id, stats, reference), any JSON value
@@ -48,6 +50,7 @@ typedef struct sd_batch_item {
     /* Settings; NULL / has_* == 0 means "not given: use the command line's value". */
     char *prompt, *negative_prompt, *sampler, *schedule, *rng, *prediction, *timestep_spacing;
     char *output, *init_image, *model;
+    char *loras;         /* "loras": one "PATH[:W]" or "NAME[:W]" a line (sdgen/lora.h), or NULL */
     int has_seed;        uint64_t seed;
     int has_steps;       int steps;
     int has_width;       int width;

@@ -149,6 +149,8 @@ typedef struct sd_model {
 
     size_t converted_bytes;           /* f32 copies made so far */
     sd_weights_mode weights_mode;
+    /* Textual-inversion vectors the prompts may use (sdgen/embeddings.h; owned by the caller, NULL: none). */
+    const struct sd_embeddings *embeddings;
 } sd_model;
 
 /* Open and validate (headers only; no weight is converted). Faults: exit code 2. */

@@ -18,6 +18,8 @@
 #include <stdint.h>
 
 #include "sdgen/common.h"
+#include "sdgen/embeddings.h"
+#include "sdgen/lora.h"
 #include "sdgen/model.h"
 #include "sdgen/sched.h"
 #include "sdgen/tokenizer.h"
@@ -34,6 +36,10 @@ typedef struct sd_pipeline {
     sd_arena arena;
     int blas_warm;      /* OpenBLAS's per-thread buffers are mapped (sd_blas_warm ran) */
     struct sd_taesd *taesd; /* --vae-decoder: the tiny autoencoder used instead of the VAE, or NULL */
+    sd_lora_state lora; /* the LoRAs merged into the model's weights now (lora.h) */
+    char lora_hashes[SD_LORA_MAX][13]; /* their short hashes, in the applied order */
+    sd_embeddings emb;  /* the textual-inversion words of emb_dir (embeddings.h) */
+    char *emb_dir;      /* the folder emb was read from (NULL: not read yet) */
 } sd_pipeline;
 
 /* Progress callback: called after each model call (i from 1 to n; n = steps, or 2·steps − 1 for the
@@ -71,6 +77,13 @@ typedef struct sd_gen_opts {
     volatile sig_atomic_t *interrupted; /* checked between steps; non-zero stops with code 130 */
     const char *preview_path;      /* live preview PNG, replaced atomically every preview_every steps (NULL: none) */
     int preview_every;             /* >= 1 when preview_path is set */
+    /* LoRAs (docs/LORA.md): `<lora:NAME:W>` tags in the prompts are removed before tokenizing and looked
+     * up in lora_dir (NULL: "loras" beside the model); `loras` adds more (--lora, a batch line's "loras").
+     * lora_hashes: the infotext's "Lora hashes" value (sd_gen_result.lora_hashes), NULL: none. */
+    const char *lora_dir;
+    const sd_lora_list *loras;
+    const char *lora_hashes;
+    const char *embeddings_dir;    /* textual-inversion embeddings (NULL: "embeddings" beside the model) */
 } sd_gen_opts;
 
 typedef struct sd_gen_result {
@@ -81,6 +94,9 @@ typedef struct sd_gen_result {
     int init_resized;              /* img2img: the init image was resized to multiples of 8 */
     int steps_run;
     double t_text, t_denoise, t_decode, t_encode;
+    char *lora_hashes;             /* A1111 "Lora hashes" value ("name: hash, …"), malloc'd; NULL: no LoRA */
+    char *lora_warning;            /* keys of a LoRA loaded for this image that were not applied; NULL: none */
+    double t_lora;                 /* seconds spent loading and merging LoRAs for this image */
 } sd_gen_result;
 
 void sd_gen_opts_default(sd_gen_opts *o);

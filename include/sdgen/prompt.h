@@ -59,6 +59,22 @@ int sd_prompt_chunk(sd_tokenizer *t, const char *prompt, int pad_id, int weighti
                     sd_prompt_chunks *out, sd_err *err);
 void sd_prompt_chunks_free(sd_prompt_chunks *c);
 
+/* A textual-inversion word (sdgen/embeddings.h): wherever a piece's tokens contain `ids`, they become
+ * n_vectors pseudo-token ids first_id, first_id + 1, … (A1111 sd_hijack_clip tokenize_line with
+ * EmbeddingDatabase.find_embedding_at_position: the longest match wins; a multi-vector embedding that
+ * does not fit in the current chunk starts the next one). refuse: a message (the file cannot be used);
+ * a prompt that uses the word fails with it. */
+typedef struct sd_prompt_word {
+    const int32_t *ids;
+    int n_ids;
+    int n_vectors;
+    int32_t first_id;
+    const char *refuse;
+} sd_prompt_word;
+/* sd_prompt_chunk with textual-inversion words (words may be NULL when n_words is 0). */
+int sd_prompt_chunk_words(sd_tokenizer *t, const char *prompt, int pad_id, int weighting, const sd_prompt_word *words,
+                          int n_words, sd_prompt_chunks *out, sd_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,341 @@
+/* test_lora.c — the LoRA key mapper, prompt tags and weight merging (sdgen/lora.h, docs/LORA.md).
+ *   1. key parsing: kohya (lora_unet_/lora_te_/lora_te1_/lora_te2_, down/up/alpha) and diffusers/PEFT
+ *      spellings (lora.down, lora_A, lora_linear_layer, processor to_q_lora, text_encoder_2) → canonical
+ *      modules; non-LoRA keys refused;
+ *   2. tags: <lora:NAME>, <lora:NAME:W> removed from the text, weights, and every malformed tag refused
+ *      with a message naming it; --lora PATH[:W] and bare names;
+ *   3. (reference data) every module of the two reference LoRA files resolves to exactly the LDM tensor
+ *      its .map.json names (golden README §10.2), with its shape;
+ *   4. merging kohya @ 0.8: per module Σ(W' − W) = 0.8 · delta_sum of the map (alpha factors, no-alpha
+ *      modules, LoCon 3×3 and 1×1 convs); two LoRAs add up; restoring gives back the file's exact bytes;
+ *      an SDXL-only key set on SD 1.x and a LoRA that patches nothing are refused. */
+#include <cjson/cJSON.h>
+
+#include "sdgen/lora.h"
+#include "sdgen/safetensors.h"
+#include "testutil.h"
+
+static void key_case(const char *key, int ok, const char *module, sd_lora_part part)
+{
+    char mod[640];
+    sd_lora_part p = (sd_lora_part)-1;
+    int rc = sd_lora_parse_key(key, mod, sizeof mod, &p);
+    if (!ok) {
+        CHECK(rc != 0, "\"%s\" parsed as a LoRA key (module %s)", key, mod);
+        return;
+    }
+    CHECK(rc == 0 && !strcmp(mod, module) && p == part, "\"%s\": rc %d module \"%s\" part %d, want \"%s\" part %d", key,
+          rc, rc ? "" : mod, (int)p, module, (int)part);
+}
+
+static void test_keys(void)
+{
+    key_case("lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", 1, "unet/down_blocks_0_attentions_0_proj_in",
+             SD_LORA_PART_DOWN);
+    key_case("lora_unet_mid_block_resnets_1_conv2.lora_up.weight", 1, "unet/mid_block_resnets_1_conv2", SD_LORA_PART_UP);
+    key_case("lora_unet_input_blocks_4_1_proj_in.alpha", 1, "unet/input_blocks_4_1_proj_in", SD_LORA_PART_ALPHA);
+    key_case("lora_te_text_model_encoder_layers_3_mlp_fc1.alpha", 1, "te1/text_model_encoder_layers_3_mlp_fc1",
+             SD_LORA_PART_ALPHA);
+    key_case("lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight", 1,
+             "te1/text_model_encoder_layers_0_self_attn_q_proj", SD_LORA_PART_DOWN);
+    key_case("lora_te2_text_model_encoder_layers_9_self_attn_out_proj.lora_up.weight", 1,
+             "te2/text_model_encoder_layers_9_self_attn_out_proj", SD_LORA_PART_UP);
+    key_case("unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_out.0.lora.down.weight", 1,
+             "unet/down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_out_0", SD_LORA_PART_DOWN);
+    key_case("unet.up_blocks.1.attentions.2.transformer_blocks.0.attn1.to_k.lora_B.weight", 1,
+             "unet/up_blocks_1_attentions_2_transformer_blocks_0_attn1_to_k", SD_LORA_PART_UP);
+    key_case("unet.mid_block.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora.up.weight", 1,
+             "unet/mid_block_attentions_0_transformer_blocks_0_attn1_to_out_0", SD_LORA_PART_UP);
+    key_case("text_encoder.text_model.encoder.layers.2.self_attn.v_proj.lora_linear_layer.down.weight", 1,
+             "te1/text_model_encoder_layers_2_self_attn_v_proj", SD_LORA_PART_DOWN);
+    key_case("text_encoder_2.text_model.encoder.layers.2.mlp.fc2.lora_A.weight", 1,
+             "te2/text_model_encoder_layers_2_mlp_fc2", SD_LORA_PART_DOWN);
+    key_case("lora_unet_down_blocks_0_attentions_0_proj_in.dora_scale", 0, NULL, 0);
+    key_case("lora_unet_x.hada_w1_a", 0, NULL, 0);
+    key_case("lora_unet_a.b.lora_down.weight", 0, NULL, 0);
+    key_case("lora_unet_.lora_down.weight", 0, NULL, 0);
+    key_case("model.diffusion_model.input_blocks.0.0.weight", 0, NULL, 0);
+    key_case("unet.down_blocks.0.attentions.0.proj_in.weight", 0, NULL, 0);
+    key_case("", 0, NULL, 0);
+}
+
+static void tag_case(const char *text, int ok, const char *want_text, int n, const char *name0, double scale0,
+                     const char *msg_part)
+{
+    sd_lora_list l;
+    memset(&l, 0, sizeof l);
+    char *out = NULL;
+    sd_err e = {0};
+    int rc = sd_lora_strip_tags(text, &out, &l, &e);
+    if (ok) {
+        CHECK(rc == 0, "\"%s\": %s", text, e.msg);
+        if (rc == 0) {
+            CHECK(!strcmp(out, want_text), "\"%s\" -> \"%s\", want \"%s\"", text, out, want_text);
+            CHECK(l.n == n, "\"%s\": %d LoRAs, want %d", text, l.n, n);
+            if (n && l.n)
+                CHECK(!strcmp(l.items[0].name, name0) && l.items[0].scale == scale0 && !l.items[0].path,
+                      "\"%s\": first LoRA \"%s\" %g, want \"%s\" %g", text, l.items[0].name, l.items[0].scale, name0,
+                      scale0);
+        }
+    } else {
+        CHECK(rc != 0 && strstr(e.msg, msg_part), "\"%s\": rc %d message \"%s\", want one containing \"%s\"", text, rc,
+              e.msg, msg_part);
+    }
+    free(out);
+    sd_lora_list_free(&l);
+}
+
+static void test_tags(void)
+{
+    tag_case("a castle <lora:watercolor:0.8>", 1, "a castle ", 1, "watercolor", 0.8, NULL);
+    tag_case("<lora:w>a castle", 1, "a castle", 1, "w", 1.0, NULL);
+    tag_case("x <lora:a:-0.5>, y <lora:b:1.25> z", 1, "x , y  z", 2, "a", -0.5, NULL);
+    tag_case("no tags (at:1.2) <hypernet:x:1>", 1, "no tags (at:1.2) <hypernet:x:1>", 0, NULL, 0, NULL);
+    tag_case("a <lora:watercolor:0.8", 0, NULL, 0, NULL, 0, "<lora:watercolor:0.8\" has no closing '>'");
+    tag_case("a <lora:x <lora:y:1>", 0, NULL, 0, NULL, 0, "has no closing '>'");
+    tag_case("<lora::1>", 0, NULL, 0, NULL, 0, "<lora::1>");
+    tag_case("<lora:a:b>", 0, NULL, 0, NULL, 0, "the weight \"b\" is not a number");
+    tag_case("<lora:a:1:0.5>", 0, NULL, 0, NULL, 0, "only <lora:NAME> and <lora:NAME:WEIGHT>");
+    tag_case("<lora:../etc/x:1>", 0, NULL, 0, NULL, 0, "<lora:../etc/x:1>");
+    tag_case("<lora:a:1e9>", 0, NULL, 0, NULL, 0, "between -100 and 100");
+    tag_case("<lora:a:nan>", 0, NULL, 0, NULL, 0, "not a number");
+
+    sd_lora_list l;
+    memset(&l, 0, sizeof l);
+    sd_err e = {0};
+    CHECK(sd_lora_parse_arg("/d/style.v2.safetensors:0.5", &l, &e) == 0, "%s", e.msg);
+    CHECK(sd_lora_parse_arg("/d/x:y/plain.safetensors", &l, &e) == 0, "%s", e.msg);
+    CHECK(sd_lora_parse_arg("watercolor:2", &l, &e) == 0, "%s", e.msg);
+    CHECK(l.n == 3, "%d uses", l.n);
+    if (l.n == 3) {
+        CHECK(!strcmp(l.items[0].name, "style.v2") && !strcmp(l.items[0].path, "/d/style.v2.safetensors") &&
+                  l.items[0].scale == 0.5,
+              "--lora path:0.5 -> %s %s %g", l.items[0].name, l.items[0].path, l.items[0].scale);
+        CHECK(!strcmp(l.items[1].path, "/d/x:y/plain.safetensors") && l.items[1].scale == 1.0, "path with ':' -> %s %g",
+              l.items[1].path, l.items[1].scale);
+        CHECK(!strcmp(l.items[2].name, "watercolor") && !l.items[2].path && l.items[2].scale == 2.0,
+              "bare name -> %s %p %g", l.items[2].name, (void *)l.items[2].path, l.items[2].scale);
+    }
+    sd_lora_list_free(&l);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    if (b) b[n] = 0;
+    fclose(f);
+    return b;
+}
+
+/* Every module of a .map.json resolves to its ldm_tensor; with `m` patched at `scale` (after the base
+ * values `base`), Σ(W' − W) over the module's tensor equals scale · delta_sum. */
+static void check_map(sd_model *m, const sd_lora_map *map, const char *map_json, double scale, float **base, int check_sums)
+{
+    char *txt = slurp(sd_test_path(map_json));
+    CHECK(txt != NULL, "cannot read %s", map_json);
+    if (!txt) return;
+    cJSON *root = cJSON_Parse(txt);
+    free(txt);
+    const cJSON *mods = cJSON_GetObjectItem(root, "modules");
+    int n = 0, bad = 0;
+    for (const cJSON *md = mods ? mods->child : NULL; md; md = md->next) {
+        const char *ldm = cJSON_GetObjectItem(md, "ldm_tensor")->valuestring;
+        const cJSON *keys = cJSON_GetObjectItem(md, "keys");
+        for (const cJSON *k = keys->child; k; k = k->next) {
+            char mod[640];
+            sd_lora_part part;
+            if (sd_lora_parse_key(k->valuestring, mod, sizeof mod, &part)) {
+                CHECK(0, "%s: key \"%s\" not parsed", map_json, k->valuestring);
+                bad++;
+                continue;
+            }
+            int e = sd_lora_map_find(map, mod);
+            const char *got = e >= 0 ? m->weights[map->targets[e].weight].name : "(none)";
+            if (e < 0 || strcmp(got, ldm)) {
+                CHECK(0, "%s: \"%s\" -> %s, the map says %s", map_json, k->valuestring, got, ldm);
+                bad++;
+            }
+        }
+        n++;
+        if (!check_sums) continue;
+        const sd_weight_ref *w = sd_model_find(m, ldm);
+        const int wi = (int)(w - m->weights);
+        const sd_st_tensor *t = &m->files[w->file].tensors[w->index];
+        double s = 0;
+        for (int64_t i = 0; i < t->numel; i++) s += (double)w->f32[i] - (double)base[wi][i];
+        const double want = scale * cJSON_GetObjectItem(md, "delta_sum")->valuedouble;
+        const double tol = 1e-4 * sqrt(cJSON_GetObjectItem(md, "delta_sumsq")->valuedouble) * scale + 1e-4;
+        if (fabs(s - want) > tol) {
+            CHECK(0, "%s: %s: sum of the patch %.9g, want %.9g (tol %.2g)", map_json, ldm, s, want, tol);
+            bad++;
+        }
+    }
+    printf("%s: %d modules checked%s, %d wrong\n", map_json, n, check_sums ? " (mapping and patch sums)" : "", bad);
+    CHECK(n > 50, "%s: only %d modules", map_json, n);
+    cJSON_Delete(root);
+}
+
+static void test_reference(void)
+{
+    if (sd_test_skip_shared("reference LoRA files")) return;
+    sd_model m;
+    sd_err e = {0};
+    if (sd_model_open(&m, sd_test_path("golden/models/tiny-sd1.safetensors"), &e)) {
+        CHECK(0, "%s", e.msg);
+        return;
+    }
+    sd_lora_map map;
+    CHECK(sd_lora_map_build(&m, &map, &e) == 0, "%s", e.msg);
+    check_map(&m, &map, "golden/models/lora-kohya-tiny-sd1.map.json", 0, NULL, 0);
+    check_map(&m, &map, "golden/models/lora-diffusers-tiny-sd1.map.json", 0, NULL, 0);
+
+    /* base values of every weight (the file's) */
+    float **base = calloc((size_t)m.n_weights, sizeof *base);
+    for (int i = 0; i < m.n_weights; i++) {
+        const sd_safetensors *st = &m.files[m.weights[i].file];
+        const sd_st_tensor *t = &st->tensors[m.weights[i].index];
+        base[i] = malloc((size_t)(t->numel ? t->numel : 1) * sizeof(float));
+        sd_st_read_f32(st, t, base[i], &e);
+    }
+    char kohya[4096], diff[4096];
+    snprintf(kohya, sizeof kohya, "%s", sd_test_path("golden/models/lora-kohya-tiny-sd1.safetensors"));
+    snprintf(diff, sizeof diff, "%s", sd_test_path("golden/models/lora-diffusers-tiny-sd1.safetensors"));
+    sd_lora_state s;
+    memset(&s, 0, sizeof s);
+    sd_lora_list l;
+    memset(&l, 0, sizeof l);
+    sd_lora_list_add(&l, "kohya", kohya, 0.8, &e);
+    CHECK(sd_lora_apply(&s, &m, &l, &e) == 0, "apply kohya: %s", e.msg);
+    CHECK(s.n_patched == 129, "kohya patched %d weights, want 129", s.n_patched);
+    CHECK(s.warning == NULL, "unexpected warning: %s", s.warning ? s.warning : "");
+    check_map(&m, &s.map, "golden/models/lora-kohya-tiny-sd1.map.json", 0.8, base, 1);
+    /* the same set again: nothing to do */
+    CHECK(sd_lora_apply(&s, &m, &l, &e) == 0 && !s.changed, "re-applying the same set changed the weights");
+
+    /* kohya @ 0.8 then diffusers @ 1.0: on a weight both patch, the patch is the sum */
+    sd_lora_list_add(&l, "diff", diff, 1.0, &e);
+    CHECK(sd_lora_apply(&s, &m, &l, &e) == 0 && s.changed, "apply both: %s", e.msg);
+    {
+        const char *both = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight";
+        const sd_weight_ref *w = sd_model_find(&m, both);
+        const int wi = (int)(w - m.weights);
+        double sum = 0;
+        for (int64_t i = 0; i < w->shape[0] * w->shape[1]; i++) sum += (double)w->f32[i] - base[wi][i];
+        /* delta sums of that module in the two maps (scale 1) */
+        double dk = 0, dd = 0;
+        const char *maps[2] = {"golden/models/lora-kohya-tiny-sd1.map.json", "golden/models/lora-diffusers-tiny-sd1.map.json"};
+        for (int k = 0; k < 2; k++) {
+            char *txt = slurp(sd_test_path(maps[k]));
+            cJSON *root = txt ? cJSON_Parse(txt) : NULL;
+            free(txt);
+            for (const cJSON *md = root ? cJSON_GetObjectItem(root, "modules")->child : NULL; md; md = md->next)
+                if (!strcmp(cJSON_GetObjectItem(md, "ldm_tensor")->valuestring, both))
+                    *(k ? &dd : &dk) = cJSON_GetObjectItem(md, "delta_sum")->valuedouble;
+            cJSON_Delete(root);
+        }
+        CHECK(dk != 0 && dd != 0, "the module is in both maps (%g, %g)", dk, dd);
+        CHECK(fabs(sum - (0.8 * dk + dd)) < 1e-3, "two LoRAs: patch sum %.9g, want 0.8·%.9g + %.9g = %.9g", sum, dk, dd,
+              0.8 * dk + dd);
+    }
+    /* no LoRA: every weight has the file's exact values again */
+    sd_lora_list_free(&l);
+    CHECK(sd_lora_apply(&s, &m, &l, &e) == 0 && s.n_patched == 0, "restore: %s", e.msg);
+    int differ = 0;
+    for (int i = 0; i < m.n_weights; i++) {
+        sd_tensor t;
+        sd_arena a = {0};
+        if (sd_model_weight(&m, &a, m.weights[i].name, &t, &e)) continue;
+        const sd_st_tensor *st = &m.files[m.weights[i].file].tensors[m.weights[i].index];
+        if (memcmp(t.data, base[i], (size_t)st->numel * sizeof(float))) differ++;
+        sd_arena_free(&a);
+    }
+    CHECK(differ == 0, "after restoring, %d weights differ from the file", differ);
+
+    /* refused before any copy is made: copies larger than the memory allowed (exit code 3) */
+    sd_lora_list_add(&l, "kohya", kohya, 0.8, &e);
+    s.copy_limit = 100000;
+    e = (sd_err){0};
+    CHECK(sd_lora_apply(&s, &m, &l, &e) != 0 && e.code == SD_ERR_NOMEM &&
+              strstr(e.msg, "GB for float32 copies of the weights they patch, but only 0.00 GB of memory is available"),
+          "copy limit: code %d \"%s\"", e.code, e.msg);
+    CHECK(s.n_patched == 0, "a refused apply left %d weights patched", s.n_patched);
+    s.copy_limit = 0;
+    sd_lora_list_free(&l);
+
+    /* refused: an SDXL key set on SD 1.x; a file of keys that patch nothing */
+    sd_lora_list_add(&l, "x", sd_test_path("golden/models/tiny-sd1.safetensors"), 1.0, &e);
+    e = (sd_err){0};
+    CHECK(sd_lora_apply(&s, &m, &l, &e) != 0 && strstr(e.msg, "patches nothing"), "a checkpoint as a LoRA: \"%s\"",
+          e.msg);
+    CHECK(s.n_patched == 0, "a failed apply left %d weights patched", s.n_patched);
+    sd_lora_list_free(&l);
+
+    for (int i = 0; i < m.n_weights; i++) free(base[i]);
+    free(base);
+    sd_lora_state_free(&s, &m);
+    sd_lora_map_free(&map);
+    sd_model_close(&m);
+}
+
+/* SDXL (tiny): diffusers-style and LDM-style U-Net names, both text towers, OpenCLIP q/k/v row blocks. */
+static void test_sdxl_map(void)
+{
+    if (sd_test_skip_shared("tiny SDXL model")) return;
+    sd_model m;
+    sd_err e = {0};
+    if (sd_model_open(&m, sd_test_path("golden/models/tiny-sdxl.safetensors"), &e)) {
+        CHECK(0, "%s", e.msg);
+        return;
+    }
+    sd_lora_map map;
+    CHECK(sd_lora_map_build(&m, &map, &e) == 0, "%s", e.msg);
+    static const struct {
+        const char *module, *weight;
+        int64_t row0, rows;
+    } want[] = {
+        {"unet/down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k",
+         "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight", 0, 64},
+        {"unet/input_blocks_4_1_transformer_blocks_0_attn2_to_k",
+         "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight", 0, 64},
+        {"unet/up_blocks_0_upsamplers_0_conv", "model.diffusion_model.output_blocks.2.2.conv.weight", 0, 128},
+        {"te1/text_model_encoder_layers_1_self_attn_q_proj",
+         "conditioner.embedders.0.transformer.text_model.encoder.layers.1.self_attn.q_proj.weight", 0, 64},
+        {"te2/text_model_encoder_layers_1_self_attn_q_proj",
+         "conditioner.embedders.1.model.transformer.resblocks.1.attn.in_proj_weight", 0, 128},
+        {"te2/text_model_encoder_layers_1_self_attn_k_proj",
+         "conditioner.embedders.1.model.transformer.resblocks.1.attn.in_proj_weight", 128, 128},
+        {"te2/text_model_encoder_layers_1_self_attn_v_proj",
+         "conditioner.embedders.1.model.transformer.resblocks.1.attn.in_proj_weight", 256, 128},
+        {"te2/text_model_encoder_layers_1_mlp_fc2", "conditioner.embedders.1.model.transformer.resblocks.1.mlp.c_proj.weight",
+         0, 128},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        int k = sd_lora_map_find(&map, want[i].module);
+        const char *got = k >= 0 ? m.weights[map.targets[k].weight].name : "(none)";
+        CHECK(k >= 0 && !strcmp(got, want[i].weight) && map.targets[k].row0 == want[i].row0 &&
+                  map.targets[k].rows == want[i].rows,
+              "SDXL %s -> %s rows %lld+%lld, want %s rows %lld+%lld", want[i].module, got,
+              k >= 0 ? (long long)map.targets[k].row0 : -1LL, k >= 0 ? (long long)map.targets[k].rows : -1LL,
+              want[i].weight, (long long)want[i].row0, (long long)want[i].rows);
+    }
+    sd_lora_map_free(&map);
+    sd_model_close(&m);
+}
+
+int main(void)
+{
+    test_sdxl_map();
+    test_keys();
+    test_tags();
+    test_reference();
+    TEST_MAIN_END();
+}
