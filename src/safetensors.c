@@ -7,6 +7,7 @@
  * come from strangers.
  */
 #include "sdgen/safetensors.h"
+#include "sdgen/options.h"
 
 #include "ops_internal.h"
 
@@ -168,7 +169,9 @@ static int parse_header(sd_safetensors *st, const char *json, size_t len, sd_err
             goto out;
         }
         if (parse_dtype(jd->valuestring, &t->dtype)) {
-            sd_errf(err, "%s: tensor \"%s\": unknown dtype \"%.32s\"", path, name, jd->valuestring);
+            char dt[100]; /* the file's text, escaped: a line break in it must not break the one-line message */
+            sd_escape_text(jd->valuestring, dt, 40);
+            sd_errf(err, "%s: tensor \"%s\": unknown dtype \"%s\"", path, name, dt);
             goto out;
         }
         if (!cJSON_IsArray(js) || cJSON_GetArraySize(js) > SD_ST_MAX_DIMS) {

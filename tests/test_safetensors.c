@@ -311,6 +311,9 @@ static void test_malformed(void)
     bad_st("not_object.safetensors", "[1, 2, 3]", 0, "not a JSON object");
     bad_st("dtype.safetensors", "{\"w\":{\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2,
            "unknown dtype \"F8_E4M3\"");
+    /* the file's dtype text escaped in the message: a line break in it must not make a second line */
+    bad_st("dtype_newline.safetensors", "{\"w\":{\"dtype\":\"F3\\n2\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2,
+           "unknown dtype \"F3\\n2\"");
     bad_st("outside.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 8,
            "outside the data area");
     bad_st("reversed.safetensors", "{\"w\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,0]}}", 8,
