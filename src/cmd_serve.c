@@ -240,6 +240,87 @@ static void on_stop_signal(int sig)
     }
 }
 
+/* ---- start-up ---- */
+
+/* What can be refused before anything is loaded: the address, a reachable one without credentials, the
+ * save folder. */
+static int check_startup(const serve_opts *o, listen_addr *la, sd_err *err)
+{
+    if (parse_listen(o->listen, la, err)) return -1;
+    if (!la->loopback && !o->auth && !o->insecure_no_auth)
+        return sd_errf(err, "--listen %s is reachable from other machines: set --api-auth USER:PASS (or "
+                            "--insecure-no-auth to serve it without credentials)",
+                       o->listen);
+    if (o->save_dir) {
+        char probe[4096];
+        snprintf(probe, sizeof probe, "%s/probe.png", o->save_dir);
+        if (sd_check_output_dir(probe, err)) return sd_err_prefix(err, "--save-dir");
+    }
+    return 0;
+}
+
+/* The names A1111 gives a checkpoint (modules/sd_models.py CheckpointInfo): model_name without the
+ * extension, title "file.safetensors [shorthash]"; the hash as the CLI writes it into its PNGs.
+ * -1 only when a stop signal came while hashing. */
+static int set_identity(sv_server *s, const char *model)
+{
+    sd_params_model_name(model, s->model_name, sizeof s->model_name);
+    const char *b = strrchr(model, '/');
+    snprintf(s->model_file, sizeof s->model_file, "%s", b && b[1] ? b + 1 : model);
+    char hex[65], h10[16];
+    sd_err he = {0};
+    if (sd_model_hash_stop(model, hex, h10, &g_stop_signal, &he) == 0) {
+        snprintf(s->model_hash, sizeof s->model_hash, "%s", h10);
+        snprintf(s->model_sha256, sizeof s->model_sha256, "%s", hex);
+    } else if (g_stop_signal) {
+        return -1;
+    }
+    if (s->model_hash[0]) snprintf(s->model_title, sizeof s->model_title, "%s [%s]", s->model_file, s->model_hash);
+    else snprintf(s->model_title, sizeof s->model_title, "%s", s->model_file);
+    return 0;
+}
+
+/* The server's settings and the request parser's defaults, from the options and the loaded model. */
+static void configure(sv_server *s, const serve_opts *o, const listen_addr *la)
+{
+    s->threads = o->threads;
+    s->queue_cap = o->queue;
+    s->timeout_s = o->timeout_s;
+    s->max_body = (size_t)o->max_body;
+    s->body_budget = 2 * s->max_body;
+    s->max_connections = o->max_connections;
+    s->cors_origin = o->cors;
+    s->save_dir = o->save_dir;
+    s->loopback = la->loopback;
+    if (o->auth) {
+        s->auth = 1;
+        sd_sha256_buf(o->auth, strlen(o->auth), s->auth_digest); /* "user:pass", as the header decodes to */
+    }
+    sd_family_default_size(&s->pipe.model, s->pipe.model.prediction, &s->pc.def_width, &s->pc.def_height);
+    s->pc.max_clip_skip = s->pipe.model.text[0].layers_used;
+    s->pc.can_img2img = s->pipe.model.vae.has_encoder;
+    s->pc.max_images = o->max_images;
+    s->pc.def_clip_skip = 1;
+    s->pc.def_rng = SD_RNG_CPU; /* the CLI's default, so that the same request gives the CLI's image */
+    s->pc.save_enabled = o->save_dir != NULL;
+    s->pc.model_names[0] = s->model_title;
+    s->pc.model_names[1] = s->model_name;
+    s->pc.model_names[2] = s->model_file;
+
+}
+
+/* The listening address as a URL's host: "[v6]" or the IPv4 dotted quad. */
+static void listen_host(const listen_addr *la, char *host, size_t n)
+{
+    if (la->ipv6) {
+        char h[INET6_ADDRSTRLEN];
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&la->sa)->sin6_addr, h, sizeof h);
+        snprintf(host, n, "[%s]", h);
+    } else {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)&la->sa)->sin_addr, host, (socklen_t)n);
+    }
+}
+
 /* ---- the command ---- */
 
 int sd_cmd_serve(int argc, char **argv)
@@ -250,24 +331,9 @@ int sd_cmd_serve(int argc, char **argv)
     if (pr < 0) return SD_EXIT_INPUT;
     sd_err err = {0};
     listen_addr la;
-    if (parse_listen(o.listen, &la, &err)) {
+    if (check_startup(&o, &la, &err)) {
         sd_cli_say("sdgen serve", "%s", err.msg);
         return SD_EXIT_INPUT;
-    }
-    if (!la.loopback && !o.auth && !o.insecure_no_auth) {
-        sd_cli_say("sdgen serve",
-                   "--listen %s is reachable from other machines: set --api-auth USER:PASS (or --insecure-no-auth to "
-                   "serve it without credentials)",
-                   o.listen);
-        return SD_EXIT_INPUT;
-    }
-    if (o.save_dir) {
-        char probe[4096];
-        snprintf(probe, sizeof probe, "%s/probe.png", o.save_dir);
-        if (sd_check_output_dir(probe, &err)) {
-            sd_cli_say("sdgen serve", "--save-dir: %s", err.msg);
-            return SD_EXIT_INPUT;
-        }
     }
 
     int wake[2];
@@ -317,47 +383,11 @@ int sd_cmd_serve(int argc, char **argv)
         exit_code = sd_cli_exit_code(err.code);
         goto done;
     }
-    /* The names A1111 gives a checkpoint (modules/sd_models.py CheckpointInfo): model_name without the
-     * extension, title "file.safetensors [shorthash]"; the hash as the CLI writes it into its PNGs. */
-    sd_params_model_name(o.model, s->model_name, sizeof s->model_name);
-    {
-        const char *b = strrchr(o.model, '/');
-        snprintf(s->model_file, sizeof s->model_file, "%s", b && b[1] ? b + 1 : o.model);
-        char hex[65], h10[16];
-        sd_err he = {0};
-        if (sd_model_hash_stop(o.model, hex, h10, &g_stop_signal, &he) == 0) {
-            snprintf(s->model_hash, sizeof s->model_hash, "%s", h10);
-            snprintf(s->model_sha256, sizeof s->model_sha256, "%s", hex);
-        } else if (g_stop_signal) {
-            exit_code = 128 + g_stop_signal; /* stopped while hashing: as the CLI */
-            goto done;
-        }
-        if (s->model_hash[0]) snprintf(s->model_title, sizeof s->model_title, "%s [%s]", s->model_file, s->model_hash);
-        else snprintf(s->model_title, sizeof s->model_title, "%s", s->model_file);
+    if (set_identity(s, o.model)) {
+        exit_code = 128 + g_stop_signal; /* stopped while hashing: as the CLI */
+        goto done;
     }
-    s->threads = o.threads;
-    s->queue_cap = o.queue;
-    s->timeout_s = o.timeout_s;
-    s->max_body = (size_t)o.max_body;
-    s->body_budget = 2 * s->max_body;
-    s->max_connections = o.max_connections;
-    s->cors_origin = o.cors;
-    s->save_dir = o.save_dir;
-    s->loopback = la.loopback;
-    if (o.auth) {
-        s->auth = 1;
-        sd_sha256_buf(o.auth, strlen(o.auth), s->auth_digest); /* "user:pass", as the header decodes to */
-    }
-    sd_family_default_size(&s->pipe.model, s->pipe.model.prediction, &s->pc.def_width, &s->pc.def_height);
-    s->pc.max_clip_skip = s->pipe.model.text[0].layers_used;
-    s->pc.can_img2img = s->pipe.model.vae.has_encoder;
-    s->pc.max_images = o.max_images;
-    s->pc.def_clip_skip = 1;
-    s->pc.def_rng = SD_RNG_CPU; /* the CLI's default, so that the same request gives the CLI's image */
-    s->pc.save_enabled = o.save_dir != NULL;
-    s->pc.model_names[0] = s->model_title;
-    s->pc.model_names[1] = s->model_name;
-    s->pc.model_names[2] = s->model_file;
+    configure(s, &o, &la);
 
     int port = 0;
     if ((fd = open_listener(o.listen, &la, &port, &err)) < 0 || sv_worker_start(s, &err) ||
@@ -368,13 +398,7 @@ int sd_cmd_serve(int argc, char **argv)
     }
     mhd_owns_fd = 1;
     char host[INET6_ADDRSTRLEN + 2];
-    if (la.ipv6) {
-        char h[INET6_ADDRSTRLEN];
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&la.sa)->sin6_addr, h, sizeof h);
-        snprintf(host, sizeof host, "[%s]", h);
-    } else {
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&la.sa)->sin_addr, host, sizeof host);
-    }
+    listen_host(&la, host, sizeof host);
     sv_log("sdgen serve: model %s (%s) loaded in %.2f s; listening on http://%s:%d/ (queue %d, %s%s)", o.model,
            s->model_title, sd_now() - t0, host, port, s->queue_cap, s->auth ? "credentials required" : "no credentials",
            o.cors ? ", CORS" : "");

@@ -248,6 +248,30 @@ static void job_fail(sv_job *j, int status, const char *msg)
     j->body_len = j->body ? strlen(j->body) : 0;
 }
 
+/* The generator's options for a request (what the CLI's options would set for the same image). */
+static void job_options(const sv_spec *sp, sd_gen_opts *o)
+{
+    sd_gen_opts_default(o);
+    o->prompt = sp->prompt;
+    o->negative_prompt = sp->negative_prompt;
+    o->width = sp->width;
+    o->height = sp->height;
+    o->steps = sp->steps;
+    o->cfg_scale = sp->cfg_scale;
+    o->sampler = (sd_sampler)sp->sampler;
+    if (o->sampler == SD_SAMPLER_DDIM && sp->eta >= 0) o->eta = sp->eta;
+    o->schedule = (sd_schedule)sp->schedule;
+    o->rng_kind = sp->rng_kind;
+    o->clip_skip = sp->clip_skip;
+    o->strength = sp->strength;
+    o->original_h = sp->original_size[0];
+    o->original_w = sp->original_size[1];
+    o->crop_top = sp->crop_top_left[0];
+    o->crop_left = sp->crop_top_left[1];
+    o->target_h = sp->target_size[0];
+    o->target_w = sp->target_size[1];
+}
+
 static void run_job(sv_server *s, sv_job *j)
 {
     sv_spec *sp = &j->spec;
@@ -267,25 +291,7 @@ static void run_job(sv_server *s, sv_job *j)
     for (int k = 0; k < total; k++) seeds[k] = seed0 + (uint64_t)k; /* wraps at 2^64 as the CLI's batch */
 
     sd_gen_opts o;
-    sd_gen_opts_default(&o);
-    o.prompt = sp->prompt;
-    o.negative_prompt = sp->negative_prompt;
-    o.width = sp->width;
-    o.height = sp->height;
-    o.steps = sp->steps;
-    o.cfg_scale = sp->cfg_scale;
-    o.sampler = (sd_sampler)sp->sampler;
-    if (o.sampler == SD_SAMPLER_DDIM && sp->eta >= 0) o.eta = sp->eta;
-    o.schedule = (sd_schedule)sp->schedule;
-    o.rng_kind = sp->rng_kind;
-    o.clip_skip = sp->clip_skip;
-    o.strength = sp->strength;
-    o.original_h = sp->original_size[0];
-    o.original_w = sp->original_size[1];
-    o.crop_top = sp->crop_top_left[0];
-    o.crop_left = sp->crop_top_left[1];
-    o.target_h = sp->target_size[0];
-    o.target_w = sp->target_size[1];
+    job_options(sp, &o);
     o.interrupted = &j->stop;
     run_ctx rc = {s, j};
     o.progress = on_step;
