@@ -14,23 +14,6 @@
 #include "sdgen/params.h"
 #include "testutil.h"
 
-static inline char *read_text_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    if (b) b[n] = 0;
-    fclose(f);
-    return b;
-}
-
 static inline int run_argv(char **argv)
 {
     pid_t pid = fork();
@@ -136,7 +119,7 @@ static inline void run_golden_case_in(const char *sdgen, const char *set, const 
     snprintf(case_dir, sizeof case_dir, "%s", sd_test_path(set_path));
     snprintf(case_dir + strlen(case_dir), sizeof case_dir - strlen(case_dir), "/%s", case_name);
     snprintf(json_path, sizeof json_path, "%s/case.json", case_dir);
-    char *txt = read_text_file(json_path);
+    char *txt = sd_test_read_text(json_path);
     CHECK(txt != NULL, "cannot read %s", json_path);
     if (!txt) return;
     cJSON *c = cJSON_Parse(txt);

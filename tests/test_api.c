@@ -395,7 +395,7 @@ static void golden_case(const char *name)
     snprintf(json, sizeof json, "%s/case.json", case_dir);
     snprintf(ref, sizeof ref, "%s/image.png", case_dir);
     snprintf(vocab, sizeof vocab, "%s", sd_test_path("clip"));
-    char *txt = read_text_file(json);
+    char *txt = sd_test_read_text(json);
     CHECK(txt != NULL, "cannot read %s", json);
     if (!txt) return;
     cJSON *c = cJSON_Parse(txt);

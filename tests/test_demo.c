@@ -64,7 +64,7 @@ int main(void)
     snprintf(dir, sizeof dir, "%s/tests/fixtures/demo", src);
     snprintf(list, sizeof list, "%s/cases.txt", dir);
     snprintf(model, sizeof model, "%s/models/demo.safetensors", src);
-    char *text = read_text_file(list);
+    char *text = sd_test_read_text(list);
     CHECK(text != NULL, "cannot read %s", list);
     if (!text) TEST_MAIN_END();
     /* the fixtures belong to this model file */

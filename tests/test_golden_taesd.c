@@ -354,7 +354,7 @@ static void cli_bench(const char *sdgen, const char *tmp)
     waitpid(pid, &st, 0);
     const int rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
     CHECK(rc == 0, "bench --vae-decoder --cfg-scale 1 exited %d", rc);
-    char *txt = read_text_file(outf);
+    char *txt = sd_test_read_text(outf);
     cJSON *j = txt ? cJSON_Parse(txt) : NULL;
     CHECK(j != NULL, "bench --json printed no JSON: %s", txt ? txt : "(nothing)");
     if (j) {
@@ -384,12 +384,12 @@ static void cli_bench(const char *sdgen, const char *tmp)
     free(txt);
     char *bad[] = {(char *)sdgen, "bench", "-m", model, "--cfg-scale", "x", NULL};
     CHECK(run_err(bad, errf) == 2, "bench --cfg-scale x: not exit 2");
-    char *msg = read_text_file(errf);
+    char *msg = sd_test_read_text(errf);
     CHECK(msg && strstr(msg, "--cfg-scale"), "bench --cfg-scale x: \"%s\"", msg ? msg : "");
     free(msg);
     char *bad_sampler[] = {(char *)sdgen, "bench", "-m", model, "--sampler", "plms", NULL};
     CHECK(run_err(bad_sampler, errf) == 2, "bench --sampler plms: not exit 2");
-    msg = read_text_file(errf);
+    msg = sd_test_read_text(errf);
     CHECK(msg && strstr(msg, "--sampler: unknown sampler \"plms\""), "bench --sampler plms: \"%s\"", msg ? msg : "");
     free(msg);
 }
@@ -404,7 +404,7 @@ static void cli_bad_input(const char *sdgen, const char *tmp, const char *taesd_
     char *argv[] = {(char *)sdgen, "-q", "-m", model, "--vocab", (char *)sd_test_path("clip"), "-p", "x", "-W", "64", "-H",
                     "64", "--steps", "1", "--seed", "1", "--taesd", (char *)taesd_path, "-o", out, NULL};
     int rc = run_err(argv, errf);
-    char *msg = read_text_file(errf);
+    char *msg = sd_test_read_text(errf);
     CHECK(rc == 2 && msg && strstr(msg, want), "--taesd %s: exit %d (want 2), stderr \"%s\" lacks \"%s\"", taesd_path, rc,
           msg ? msg : "", want);
     struct stat sb;

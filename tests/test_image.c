@@ -23,19 +23,6 @@ static const char *fix(const char *name)
     return p;
 }
 
-static uint8_t *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long l = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *d = malloc((size_t)l + 1);
-    *n = fread(d, 1, (size_t)l, f);
-    fclose(f);
-    return d;
-}
-
 static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
 
 /* Walk the chunks with zlib's crc32 (an implementation independent of sd_crc32); return the number of
@@ -108,7 +95,7 @@ static void test_png_roundtrip(const char *tmp)
         if (rc == 0) CHECK(!memcmp(im.rgb, px, (size_t)w * h * 3), "%s: pixels differ after PNG round trip", cases[c][0]);
         sd_image_free(&im);
         size_t n;
-        uint8_t *d = slurp(path, &n);
+        uint8_t *d = (uint8_t *)sd_test_read_file(path, &n);
         char tt[5];
         int nch = d ? check_chunks(d, n, tt) : -1;
         CHECK(nch >= 4, "%s: chunk walk / zlib CRC check failed (%d)", cases[c][0], nch);
@@ -151,7 +138,7 @@ static void test_png_roundtrip(const char *tmp)
         char path2[4200];
         snprintf(path2, sizeof path2, "%s/keep_utf8.png", tmp);
         size_t n2;
-        uint8_t *d2 = slurp(path2, &n2);
+        uint8_t *d2 = (uint8_t *)sd_test_read_file(path2, &n2);
         sd_err err = {0};
         CHECK(d2 && sd_png_verify(path2, &err) == 0, "verify a good PNG: %s", err.msg);
         CHECK(d2 && sd_png_verify_mem(d2, n2 - 1, "cut.png", &err) != 0 && strstr(err.msg, "truncated"), "verify cut PNG: %s", err.msg);
@@ -166,7 +153,7 @@ static void test_png_roundtrip(const char *tmp)
     char path[4200];
     snprintf(path, sizeof path, "%s/rt_ascii.png", tmp);
     size_t n;
-    uint8_t *d = slurp(path, &n);
+    uint8_t *d = (uint8_t *)sd_test_read_file(path, &n);
     if (d) {
         d[33 + 8 + 3] ^= 1;
         char *text = NULL;
@@ -390,7 +377,7 @@ static void test_bad_images(const char *tmp)
     }
     /* truncated PNG */
     size_t n;
-    uint8_t *d = slurp(fix("src.png"), &n);
+    uint8_t *d = (uint8_t *)sd_test_read_file(fix("src.png"), &n);
     rc = sd_image_load_mem(&im, d, n / 2, "trunc.png", &err);
     CHECK(rc != 0 && strstr(err.msg, "trunc.png") && strstr(err.msg, "corrupt"), "truncated: '%s'", err.msg);
     free(d);

@@ -119,28 +119,11 @@ static void test_tags(void)
     sd_lora_list_free(&l);
 }
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    if (b) b[n] = 0;
-    fclose(f);
-    return b;
-}
-
 /* Every module of a .map.json resolves to its ldm_tensor; with `m` patched at `scale` (after the base
  * values `base`), Σ(W' − W) over the module's tensor equals scale · delta_sum. */
 static void check_map(sd_model *m, const sd_lora_map *map, const char *map_json, double scale, float **base, int check_sums)
 {
-    char *txt = slurp(sd_test_path(map_json));
+    char *txt = sd_test_read_text(sd_test_path(map_json));
     CHECK(txt != NULL, "cannot read %s", map_json);
     if (!txt) return;
     cJSON *root = cJSON_Parse(txt);
@@ -234,7 +217,7 @@ static void test_reference(void)
         double dk = 0, dd = 0;
         const char *maps[2] = {"golden/models/lora-kohya-tiny-sd1.map.json", "golden/models/lora-diffusers-tiny-sd1.map.json"};
         for (int k = 0; k < 2; k++) {
-            char *txt = slurp(sd_test_path(maps[k]));
+            char *txt = sd_test_read_text(sd_test_path(maps[k]));
             cJSON *root = txt ? cJSON_Parse(txt) : NULL;
             free(txt);
             for (const cJSON *md = root ? cJSON_GetObjectItem(root, "modules")->child : NULL; md; md = md->next)

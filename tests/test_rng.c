@@ -14,20 +14,6 @@
 #include "sdgen/rng.h"
 #include "testutil.h"
 
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    if (b) b[n] = 0;
-    fclose(f);
-    return b;
-}
-
 /* Seeds are JSON numbers; cJSON keeps them as doubles, exact below 2^53 (the largest seed in
  * randn.json is 2^32 + 1). */
 static uint64_t seed_of(const cJSON *entry)
@@ -78,7 +64,7 @@ static void check_group(const cJSON *root, const char *group, int kind, long *n_
 
 static void test_randn_json(void)
 {
-    char *txt = read_text(sd_test_path("golden/rng/randn.json"));
+    char *txt = sd_test_read_text(sd_test_path("golden/rng/randn.json"));
     CHECK(txt != NULL, "cannot read randn.json");
     if (!txt) return;
     cJSON *root = cJSON_Parse(txt);
@@ -180,7 +166,7 @@ static void test_case_noise(const char *dir)
 {
     char rel[512];
     snprintf(rel, sizeof rel, "golden/cases/%s/case.json", dir);
-    char *txt = read_text(sd_test_path(rel));
+    char *txt = sd_test_read_text(sd_test_path(rel));
     CHECK(txt != NULL, "cannot read %s", rel);
     if (!txt) return;
     cJSON *c = cJSON_Parse(txt);

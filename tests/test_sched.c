@@ -18,20 +18,6 @@
 #include "sdgen/sched.h"
 #include "testutil.h"
 
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    if (b) b[n] = 0;
-    fclose(f);
-    return b;
-}
-
 static int bits_equal(float a, float b) { return memcmp(&a, &b, 4) == 0; }
 
 static int64_t count_diff(const float *a, const float *b, int64_t n)
@@ -74,7 +60,7 @@ static void test_case(const char *dir)
 {
     char rel[512];
     snprintf(rel, sizeof rel, "golden/cases/%s/case.json", dir);
-    char *txt = read_text(sd_test_path(rel));
+    char *txt = sd_test_read_text(sd_test_path(rel));
     CHECK(txt != NULL, "cannot read %s", rel);
     if (!txt) return;
     cJSON *c = cJSON_Parse(txt);
@@ -373,7 +359,7 @@ static void test_fixture(void)
     char path[4096];
     const char *src = getenv("SDGEN_SOURCE_DIR");
     snprintf(path, sizeof path, "%s/tests/fixtures/sched/sched_ref.json", src && *src ? src : "..");
-    char *txt = read_text(path);
+    char *txt = sd_test_read_text(path);
     CHECK(txt != NULL, "cannot read %s", path);
     if (!txt) return;
     cJSON *root = cJSON_Parse(txt);
@@ -515,7 +501,7 @@ static void test_sampler_case(const char *dir)
 {
     char rel[512];
     snprintf(rel, sizeof rel, "golden/cases-samplers/%s/case.json", dir);
-    char *txt = read_text(sd_test_path(rel));
+    char *txt = sd_test_read_text(sd_test_path(rel));
     CHECK(txt != NULL, "cannot read %s", rel);
     cJSON *c = txt ? cJSON_Parse(txt) : NULL;
     free(txt);

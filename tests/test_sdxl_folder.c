@@ -13,23 +13,6 @@
 #include "golden_cli.h"
 #include "sdxl_folder.h"
 
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = sz >= 0 ? malloc((size_t)sz + 1) : NULL;
-    if (b && fread(b, 1, (size_t)sz, f) != (size_t)sz) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    *n = b ? (size_t)sz : 0;
-    return b;
-}
-
 /* The infotext without its "Model hash: XXXXXXXXXX, " entry. */
 static void drop_model_hash(char *t)
 {
@@ -55,7 +38,7 @@ static void compare_runs(const char *name, const char *a, const char *b)
         snprintf(pa, sizeof pa, "%s/%s", a, e->d_name);
         snprintf(pb, sizeof pb, "%s/%s", b, e->d_name);
         size_t na = 0, nb = 0;
-        unsigned char *xa = slurp(pa, &na), *xb = slurp(pb, &nb);
+        unsigned char *xa = (unsigned char *)sd_test_read_file(pa, &na), *xb = (unsigned char *)sd_test_read_file(pb, &nb);
         size_t at = 0;
         while (xa && xb && at < na && at < nb && xa[at] == xb[at]) at++;
         CHECK(xa && xb && na == nb && at == na, "%s %s: folder and single file differ (%zu vs %zu bytes, first difference at byte %zu)",
@@ -111,10 +94,10 @@ static void test_info(const char *sdgen, const char *file, const char *folder, c
     CHECK(run_sh(cmd, oa, ea) == 0, "sdgen info on the single file failed");
     snprintf(cmd, sizeof cmd, "'%s' info '%s'", sdgen, folder);
     int rc = run_sh(cmd, ob, ea);
-    char *err = read_text_file(ea);
+    char *err = sd_test_read_text(ea);
     CHECK(rc == 0, "sdgen info on the folder: exit %d: %s", rc, err ? err : "");
     free(err);
-    char *ta = read_text_file(oa), *tb = read_text_file(ob);
+    char *ta = sd_test_read_text(oa), *tb = sd_test_read_text(ob);
     if (!ta || !tb) {
         CHECK(0, "no info output");
     } else {
@@ -197,7 +180,7 @@ static void test_bad_configs(const char *sdgen, const char *folder, const char *
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char path[4200], out[4200], errf[4200], cmd[8192];
         snprintf(path, sizeof path, "%s/%s", folder, cases[c].file);
-        char *orig = read_text_file(path);
+        char *orig = sd_test_read_text(path);
         CHECK(orig && strstr(orig, cases[c].from), "%s: \"%s\" not found", path, cases[c].from);
         if (!orig) continue;
         char bad[8192];
@@ -207,7 +190,7 @@ static void test_bad_configs(const char *sdgen, const char *folder, const char *
         snprintf(errf, sizeof errf, "%s/bad.err", tmp);
         snprintf(cmd, sizeof cmd, "'%s' info '%s'", sdgen, folder);
         int rc = run_sh(cmd, out, errf);
-        char *msg = read_text_file(errf);
+        char *msg = sd_test_read_text(errf);
         CHECK(rc == 2 && msg && strstr(msg, cases[c].want) && strchr(msg, '\n') == msg + strlen(msg) - 1,
               "%s with %s: exit %d, message \"%s\", want exit 2 and one line with \"%s\"", cases[c].file, cases[c].to, rc,
               msg ? msg : "", cases[c].want);
@@ -224,7 +207,7 @@ static void test_bad_configs(const char *sdgen, const char *folder, const char *
     snprintf(errf, sizeof errf, "%s/bad.err", tmp);
     snprintf(cmd, sizeof cmd, "'%s' info '%s'", sdgen, folder);
     int rc = run_sh(cmd, out, errf);
-    char *msg = read_text_file(errf);
+    char *msg = sd_test_read_text(errf);
     CHECK(rc == 2 && msg && strstr(msg, "text_encoder_2/config.json: missing (an SDXL folder"),
           "folder without text_encoder_2: exit %d, message \"%s\"", rc, msg ? msg : "");
     free(msg);

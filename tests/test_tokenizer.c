@@ -18,20 +18,6 @@
 #include "sdgen/tokenizer.h"
 #include "testutil.h"
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    fclose(f);
-    if (b) { b[n] = 0; if (len) *len = (size_t)n; }
-    return b;
-}
-
 static int ids_equal(const int32_t *got, int ng, const cJSON *want, char *why, size_t whysz)
 {
     int nw = cJSON_GetArraySize(want);
@@ -110,7 +96,7 @@ static void check_golden_cases(sd_tokenizer *t)
         char dir[4096], p[4200];
         snprintf(dir, sizeof dir, "%s/%s", root, e->d_name);
         snprintf(p, sizeof p, "%s/case.json", dir);
-        char *js = slurp(p, NULL);
+        char *js = sd_test_read_file(p, NULL);
         if (!js) continue;
         cJSON *j = cJSON_Parse(js);
         free(js);
@@ -236,7 +222,7 @@ static void check_small_and_errors(void)
     /* a truncated .gz is refused, not read as a shorter merges list */
     {
         size_t glen;
-        char *gzb = slurp(sd_test_path("clip/bpe_simple_vocab_16e6.txt.gz"), &glen);
+        char *gzb = sd_test_read_file(sd_test_path("clip/bpe_simple_vocab_16e6.txt.gz"), &glen);
         snprintf(p, sizeof p, "%s/trunc.txt.gz", d);
         FILE *f = fopen(p, "wb");
         if (f && gzb) { fwrite(gzb, 1, glen / 2, f); }
@@ -296,7 +282,7 @@ int main(void)
 {
     sd_test_require_shared();
     size_t len;
-    char *js = slurp(sd_test_path("golden/tokenizer/cases.json"), &len);
+    char *js = sd_test_read_file(sd_test_path("golden/tokenizer/cases.json"), &len);
     CHECK(js != NULL, "cannot read golden/tokenizer/cases.json");
     if (!js) TEST_MAIN_END();
     cJSON *root = cJSON_Parse(js);
@@ -317,7 +303,7 @@ int main(void)
         if (f == 1) gz = t; else sd_tokenizer_free(t);
     }
     /* merges text in memory (the demo model's form), here the full CLIP list */
-    char *mt = slurp(sd_test_path("clip/merges.txt"), &len);
+    char *mt = sd_test_read_file(sd_test_path("clip/merges.txt"), &len);
     sd_tokenizer *mem = NULL;
     sd_err err;
     CHECK(mt && sd_tokenizer_from_merges(&mem, mt, len, "merges in memory", &err) == 0, "from_merges: %s", mt ? err.msg : "no file");

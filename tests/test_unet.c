@@ -11,20 +11,6 @@
 #include "sdgen/unet.h"
 #include "testutil.h"
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) { free(s); s = NULL; }
-    if (s) s[n] = 0;
-    fclose(f);
-    return s;
-}
-
 static sd_tensor view(const sd_npy *a)
 {
     sd_tensor t = {0};
@@ -47,7 +33,7 @@ static void run_case(const char *name)
 {
     char path[4096];
     snprintf(path, sizeof path, "golden/cases/%s/case.json", name);
-    char *js = slurp(sd_test_path(path));
+    char *js = sd_test_read_text(sd_test_path(path));
     CHECK(js != NULL, "%s: cannot read case.json", name);
     if (!js) return;
     cJSON *cj = cJSON_Parse(js);

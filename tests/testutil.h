@@ -20,6 +20,29 @@
 
 static int t_pass, t_fail, t_skip;
 
+/* The whole file at path, NUL-terminated (so text can be used as a string), its size in *len (may be
+ * NULL); NULL when it cannot be read. The caller frees it. */
+static inline char *sd_test_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *b = NULL;
+    long n = -1;
+    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0)
+        b = malloc((size_t)n + 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    if (b) {
+        b[n] = 0;
+        if (len) *len = (size_t)n;
+    }
+    return b;
+}
+static inline char *sd_test_read_text(const char *path) { return sd_test_read_file(path, NULL); }
+
 #define CHECK(cond, ...)                                                          \
     do {                                                                          \
         if (cond) {                                                               \

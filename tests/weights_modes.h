@@ -47,7 +47,7 @@ static inline void compare_weight_modes(const char *sdgen, const char *model, co
     static const char *const stages[] = {"text_emb_cond", "text_emb_uncond", "unet0_out", "latents_final",
                                          "image_float"};
     for (size_t i = 0; i < sizeof stages / sizeof stages[0]; i++) compare_npy_rel(dir[0], dir[1], stages[i], rel);
-    char *a = read_text_file(png[0]), *b = read_text_file(png[1]);
+    char *a = sd_test_read_text(png[0]), *b = sd_test_read_text(png[1]);
     struct stat sa, sb;
     int same = a && b && stat(png[0], &sa) == 0 && stat(png[1], &sb) == 0 && sa.st_size == sb.st_size &&
                memcmp(a, b, (size_t)sa.st_size) == 0;
