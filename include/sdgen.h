@@ -104,6 +104,9 @@ typedef struct sdgen_model_opts {
                              * folder holding them. NULL (default): $SDGEN_VOCAB, the model's own
                              * (embedded or a diffusers tokenizer/ folder), beside the checkpoint, then
                              * the install folder <prefix>/share/sdgen[/clip] */
+    const char *vae_decoder; /* the tiny autoencoder (TAESD / TAESDXL) to decode with instead of the model's
+                             * VAE, and to encode init images when its encoder is there: a diffusers
+                             * AutoencoderTiny folder or taesd_decoder.safetensors. NULL (default): the VAE */
 } sdgen_model_opts;
 
 sdgen_model_opts sdgen_model_opts_default(void);
@@ -176,6 +179,8 @@ typedef struct sdgen_params {
     void *cancel_user;
     const volatile sig_atomic_t *cancel_flag; /* non-zero stops the run (may be set from a signal
                                    * handler or another thread). NULL */
+    double eta;                   /* DDIM's eta, 0..1 (> 0 draws variance noise each step); other samplers
+                                   * take only 0. 0 */
 } sdgen_params;
 
 /* The defaults listed above. */

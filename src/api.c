@@ -114,7 +114,8 @@ int sdgen_open(const char *model_path, const sdgen_model_opts *opts, sdgen_ctx *
         return status_of(&ctx->err);
     }
     ctx->opened = 1;
-    if (o.weights == SDGEN_WEIGHTS_F32 && sd_model_set_weights_mode(&ctx->pipe.model, SD_WEIGHTS_F32, &ctx->err)) {
+    if ((o.weights == SDGEN_WEIGHTS_F32 && sd_model_set_weights_mode(&ctx->pipe.model, SD_WEIGHTS_F32, &ctx->err)) ||
+        (o.vae_decoder && sd_pipeline_set_taesd(&ctx->pipe, o.vae_decoder, &ctx->err))) {
         int st = status_of(&ctx->err);
         sd_pipeline_close(&ctx->pipe);
         ctx->opened = 0;
@@ -194,6 +195,9 @@ static int to_gen_opts(sdgen_ctx *ctx, const sdgen_params *p, sd_gen_opts *o, sd
     if (p->schedule && sd_schedule_parse(p->schedule, &o->schedule))
         return fail(ctx, SDGEN_ERR_INPUT, "schedule: unknown schedule \"%s\" (default, karras)", p->schedule);
     if (implied == SD_SCHEDULE_KARRAS) o->schedule = implied; /* "dpmpp_2m_karras"-style names, as the CLI */
+    sd_err eta_err = {0};
+    if (sd_sampler_check_eta(o->sampler, p->eta, &eta_err)) return fail(ctx, SDGEN_ERR_INPUT, "%s", eta_err.msg);
+    o->eta = p->eta;
     if (p->timestep_spacing && sd_spacing_parse(p->timestep_spacing, &o->spacing))
         return fail(ctx, SDGEN_ERR_INPUT,
                     "timestep_spacing: unknown spacing \"%s\" (leading, linspace, trailing)", p->timestep_spacing);

@@ -117,6 +117,15 @@ static void test_bad_open(void)
     CHECK(sdgen_default_size(ctx, &w, &h) == SDGEN_ERR_INPUT, "default size on a failed handle");
     sdgen_close(ctx);
 
+    /* a tiny autoencoder that is not there: the open fails naming it, and the handle has no model */
+    sdgen_model_opts mo = sdgen_model_opts_default();
+    mo.vae_decoder = "/nonexistent-dir/taesd";
+    rc = sdgen_open(g_demo, &mo, &ctx);
+    CHECK(rc == SDGEN_ERR_INPUT && contains(sdgen_errmsg(ctx), "/nonexistent-dir/taesd"),
+          "missing vae_decoder: status %d \"%s\"", rc, sdgen_errmsg(ctx));
+    CHECK(!strcmp(sdgen_model_path(ctx), ""), "model path after a failed vae_decoder: \"%s\"", sdgen_model_path(ctx));
+    sdgen_close(ctx);
+
     /* a file that is not a model */
     char junk[4200];
     snprintf(junk, sizeof junk, "%s/api-junk.safetensors", sd_test_tmp());
@@ -131,7 +140,7 @@ static void test_bad_open(void)
         sdgen_close(ctx);
     }
 
-    sdgen_model_opts mo = sdgen_model_opts_default();
+    mo = sdgen_model_opts_default();
     mo.threads = -1;
     rc = sdgen_open(g_demo, &mo, &ctx);
     CHECK(rc == SDGEN_ERR_INPUT && contains(sdgen_errmsg(ctx), "threads"), "threads -1: %d \"%s\"", rc,
@@ -196,6 +205,10 @@ static void test_bad_params(sdgen_ctx *ctx)
     expect_refused(ctx, "schedule", p, SDGEN_ERR_INPUT, "unknown schedule \"weekly\"");
     p = demo_params(2), p.rng = "gpu2";
     expect_refused(ctx, "rng", p, SDGEN_ERR_INPUT, "\"gpu2\"");
+    p = demo_params(2), p.sampler = "euler", p.eta = 0.3;
+    expect_refused(ctx, "eta with euler", p, SDGEN_ERR_INPUT, "only the ddim sampler has an eta");
+    p = demo_params(2), p.sampler = "ddim", p.eta = 1.5;
+    expect_refused(ctx, "eta 1.5", p, SDGEN_ERR_INPUT, "1.5");
     p = demo_params(2), p.prediction = "x0";
     expect_refused(ctx, "prediction", p, SDGEN_ERR_INPUT, "\"x0\"");
     p = demo_params(2), p.clip_skip = 99;
@@ -384,14 +397,16 @@ static void params_from_case(const cJSON *c, sdgen_params *p)
     if ((v = cJSON_GetObjectItemCaseSensitive(c, "seed"))) p->seed = (uint64_t)v->valuedouble;
     if ((v = cJSON_GetObjectItemCaseSensitive(c, "clip_skip"))) p->clip_skip = v->valueint;
     if ((v = cJSON_GetObjectItemCaseSensitive(c, "strength"))) p->strength = v->valuedouble;
+    if ((v = cJSON_GetObjectItemCaseSensitive(c, "eta"))) p->eta = v->valuedouble;
 }
 
-/* One golden case through the API; img2img cases also run from a pixel buffer, which must give the
- * same pixels as the file. */
-static void golden_case(const char *name)
+/* One golden case of a set ("cases", "cases-samplers", ...) through the API; a case with a tiny
+ * autoencoder ("vae": {"kind": "taesd"}) opens the model with it; img2img cases also run from a pixel
+ * buffer, which must give the same pixels as the file. */
+static void golden_case(const char *set, const char *name)
 {
-    char case_dir[4096], json[4200], model[4200], vocab[4096], init[4200], ref[4200];
-    snprintf(case_dir, sizeof case_dir, "%s/%s", sd_test_path("golden/cases"), name);
+    char case_dir[4096], json[4200], model[4200], vocab[4096], init[4200], ref[4200], taesd[4200];
+    snprintf(case_dir, sizeof case_dir, "%s/%s/%s", sd_test_path("golden"), set, name);
     snprintf(json, sizeof json, "%s/case.json", case_dir);
     snprintf(ref, sizeof ref, "%s/image.png", case_dir);
     snprintf(vocab, sizeof vocab, "%s", sd_test_path("clip"));
@@ -408,6 +423,11 @@ static void golden_case(const char *name)
     snprintf(model, sizeof model, "%s/%s", sd_test_path("golden"), jstr(c, "model"));
     sdgen_model_opts mo = sdgen_model_opts_default();
     mo.vocab_path = vocab;
+    const cJSON *vae = cJSON_GetObjectItemCaseSensitive(c, "vae");
+    if (vae && jstr(vae, "kind") && !strcmp(jstr(vae, "kind"), "taesd") && jstr(vae, "model")) {
+        snprintf(taesd, sizeof taesd, "%s/%s", sd_test_path("golden"), jstr(vae, "model"));
+        mo.vae_decoder = taesd;
+    }
     sdgen_ctx *ctx = NULL;
     int rc = sdgen_open(model, &mo, &ctx);
     CHECK(rc == SDGEN_OK, "%s: open: %s", name, sdgen_errmsg(ctx));
@@ -485,7 +505,9 @@ int main(void)
         printf("%d passed, %d failed\n", t_pass, t_fail);
         return t_fail ? 1 : SKIP_CODE;
     }
-    golden_case("p1-tiny-sd1-ddim");
-    golden_case("p7-tiny-sd1-img2img-ddim");
+    golden_case("cases", "p1-tiny-sd1-ddim");
+    golden_case("cases", "p7-tiny-sd1-img2img-ddim");
+    golden_case("cases-samplers", "p23-tiny-sd1-ddim-eta"); /* sdgen_params.eta */
+    golden_case("cases-taesd", "pt3-tiny-sd1-taesd-ddim");  /* sdgen_model_opts.vae_decoder */
     TEST_MAIN_END();
 }
