@@ -21,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "diffusers.h"
 #include "sdgen/hash.h"
@@ -892,21 +894,22 @@ static int merge_module(const sd_lora_map *map, const lora_file *f, const lora_m
     return 0;
 }
 
-/* The file's values of weight w as a float32 scratch (malloc'd) for an F16 merge. */
-static float *f16_scratch(const sd_model *m, const sd_weight_ref *w, sd_err *err)
+/* The file's values of weight w into the float32 scratch buf (room for the largest F16-merged weight). */
+static float *f16_scratch(const sd_model *m, const sd_weight_ref *w, float *buf, sd_err *err)
 {
     const sd_safetensors *st = &m->files[w->file];
     const sd_st_tensor *t = &st->tensors[w->index];
-    float *buf = malloc((size_t)(t->numel > 0 ? t->numel : 1) * sizeof *buf);
-    if (!buf) {
-        sd_errcf(err, SD_ERR_NOMEM, "out of memory: a float32 scratch of \"%s\" (%lld values) for the LoRA", w->name,
-                 (long long)t->numel);
-        return NULL;
-    }
-    if (sd_st_read_f32(st, t, buf, err)) {
-        free(buf);
-        return NULL;
-    }
+    if (sd_st_read_f32(st, t, buf, err)) return NULL;
+    /* From now on the networks read the F16 copy, not the file: give the mapping's pages of this tensor back
+     * (whole pages inside it; MADV_DONTNEED on a read-only file mapping only drops them from this process, and a
+     * restore reads them from the page cache or the disk again), so the merge does not hold the touched weights
+     * twice — the copies and the file pages read to make them. */
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0) pg = 4096;
+    uintptr_t b = (uintptr_t)sd_st_data(st, t), e = b + (t->end - t->begin);
+    b = (b + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+    e &= ~((uintptr_t)pg - 1);
+    if (e > b) (void)madvise((void *)b, e - b, MADV_DONTNEED); /* advice: a failure only keeps the pages */
     return buf;
 }
 
@@ -925,10 +928,27 @@ static int keep_f16(sd_lora_state *s, sd_model *m, int wi, const float *W, sd_er
         return sd_errcf(err, SD_ERR_NOMEM, "out of memory: a float16 copy of \"%s\" (%lld values) for the LoRA",
                         w->name, (long long)n);
     int64_t overflow = 0;
-#pragma omp parallel for schedule(static) reduction(+ : overflow) if (n > (1 << 16))
-    for (int64_t i = 0; i < n; i++) {
-        h[i] = sd_f32_to_f16_1(W[i]);
-        overflow += (h[i] & 0x7c00u) == 0x7c00u;
+    const int64_t chunk = 1 << 16, nchunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) reduction(+ : overflow) if (nchunks > 1)
+    for (int64_t c = 0; c < nchunks; c++) {
+        const int64_t i0 = c * chunk, i1 = n - i0 < chunk ? n : i0 + chunk;
+        /* values whose half is a normal number: round to nearest even by adding 0xfff plus the kept lowest bit
+         * before dropping the 13 low mantissa bits (the rule of sd_f32_to_f16_1, written without branches so
+         * the loop vectorizes) */
+        for (int64_t i = i0; i < i1; i++) {
+            uint32_t x;
+            memcpy(&x, &W[i], 4);
+            const uint32_t r = (x & 0x7fffffffu) - 0x38000000u;
+            h[i] = (uint16_t)(((x >> 16) & 0x8000u) | ((r + 0x0fffu + ((r >> 13) & 1u)) >> 13));
+        }
+        /* the rest (zero, subnormal halves, past the largest half) exactly as sd_f32_to_f16_1 rounds them */
+        for (int64_t i = i0; i < i1; i++) {
+            uint32_t x;
+            memcpy(&x, &W[i], 4);
+            const uint32_t ax = x & 0x7fffffffu;
+            if (ax < 0x38800000u || ax >= 0x477ff000u) h[i] = sd_f32_to_f16_1(W[i]);
+            overflow += (h[i] & 0x7c00u) == 0x7c00u;
+        }
     }
     if (overflow) {
         int64_t k = 0;
@@ -944,27 +964,25 @@ static int keep_f16(sd_lora_state *s, sd_model *m, int wi, const float *W, sd_er
 }
 
 /* One target weight: every module that patches it (chain `first` of `ent`, in the order of the LoRAs and of
- * their keys) added to its float32 values. An F16-merged weight is done whole before the next one starts,
- * so at most one float32 scratch is alive at a time. */
+ * their keys) added to its float32 values. An F16-merged weight is done whole (scratch filled from the file,
+ * every module added, rounded to its F16 copy) before the next one starts, so all share one float32 scratch
+ * the size of the largest. */
 typedef struct merge_entry {
     int file, mod, next;
 } merge_entry;
 
 static int merge_weight(sd_lora_state *s, sd_model *m, int *slot_of, int wi, const lora_file *files,
-                        const sd_lora_list *l, const merge_entry *ent, int first, sd_err *err)
+                        const sd_lora_list *l, const merge_entry *ent, int first, float *scratch, sd_err *err)
 {
     const int as_f16 = merge_as_f16(m, &m->weights[wi]);
-    float *W = as_f16 ? f16_scratch(m, &m->weights[wi], err) : patch_buffer(s, m, slot_of, wi, err);
+    float *W = as_f16 ? f16_scratch(m, &m->weights[wi], scratch, err) : patch_buffer(s, m, slot_of, wi, err);
     if (!W) return -1;
     int rc = 0;
     for (int e = first; !rc && e >= 0; e = ent[e].next) {
         const lora_file *f = &files[ent[e].file];
         rc = merge_module(&s->map, f, &f->mods[ent[e].mod], l->items[ent[e].file].scale, W, err);
     }
-    if (as_f16) {
-        if (!rc) rc = keep_f16(s, m, wi, W, err);
-        free(W);
-    }
+    if (as_f16 && !rc) rc = keep_f16(s, m, wi, W, err);
     return rc;
 }
 
@@ -984,6 +1002,7 @@ static int merge_all(sd_lora_state *s, sd_model *m, int *slot_of, const lora_fil
     int *tail = head + m->n_weights;
     for (int i = 0; i < m->n_weights; i++) head[i] = tail[i] = -1;
     int ne = 0;
+    int64_t most = 0; /* values of the largest F16-merged weight: one float32 scratch serves them all */
     for (int i = 0; i < n_open; i++)
         for (int k = 0; k < files[i].n; k++) {
             const int t = files[i].mods[k].target;
@@ -993,12 +1012,17 @@ static int merge_all(sd_lora_state *s, sd_model *m, int *slot_of, const lora_fil
             if (tail[wi] >= 0) ent[tail[wi]].next = ne;
             else head[wi] = ne;
             tail[wi] = ne++;
+            const int64_t numel = m->files[m->weights[wi].file].tensors[m->weights[wi].index].numel;
+            if (merge_as_f16(m, &m->weights[wi]) && numel > most) most = numel;
         }
-    int rc = 0;
+    float *scratch = most ? malloc((size_t)most * sizeof *scratch) : NULL;
+    int rc = most && !scratch ? sd_errcf(err, SD_ERR_NOMEM, "out of memory: a float32 scratch of %lld values for the "
+                                         "LoRA merge", (long long)most) : 0;
     for (int e = 0; !rc && e < ne; e++) {
         const int wi = s->map.targets[files[ent[e].file].mods[ent[e].mod].target].weight;
-        if (head[wi] == e) rc = merge_weight(s, m, slot_of, wi, files, l, ent, e, err);
+        if (head[wi] == e) rc = merge_weight(s, m, slot_of, wi, files, l, ent, e, scratch, err);
     }
+    free(scratch);
     free(ent);
     free(head);
     return rc;
