@@ -1092,7 +1092,7 @@ int sd_lora_apply(sd_lora_state *s, sd_model *m, const sd_lora_list *l, sd_err *
             s->warning = strdup(line);
         }
     }
-    /* the float32 copies the merge will make (weights the model does not hold as its own copy yet), against
+    /* the copies the merge will make (weights the model does not hold as its own copy yet), against
      * the memory the caller allows: refused before any is made rather than found out by the OOM killer */
     const size_t avail = s->copy_limit == SIZE_MAX ? sd_available_memory_bytes() : s->copy_limit; /* after the restore */
     if (!rc && avail) {
