@@ -963,14 +963,15 @@ static int keep_f16(sd_lora_state *s, sd_model *m, int wi, const float *W, sd_er
     return 0;
 }
 
-/* One target weight: every module that patches it (chain `first` of `ent`, in the order of the LoRAs and of
- * their keys) added to its float32 values. An F16-merged weight is done whole (scratch filled from the file,
- * every module added, rounded to its F16 copy) before the next one starts, so all share one float32 scratch
- * the size of the largest. */
+/* A module to merge: file, module in it, next entry with the same target weight (-1: none). */
 typedef struct merge_entry {
     int file, mod, next;
 } merge_entry;
 
+/* One target weight: every module that patches it (chain `first` of `ent`, in the order of the LoRAs and of
+ * their keys) added to its float32 values. An F16-merged weight is done whole (scratch filled from the file,
+ * every module added, rounded to its F16 copy) before the next one starts, so all share one float32 scratch
+ * the size of the largest. */
 static int merge_weight(sd_lora_state *s, sd_model *m, int *slot_of, int wi, const lora_file *files,
                         const sd_lora_list *l, const merge_entry *ent, int first, float *scratch, sd_err *err)
 {
