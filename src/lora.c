@@ -21,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "diffusers.h"
 #include "sdgen/hash.h"
@@ -778,6 +780,12 @@ static float *read_checked(const sd_safetensors *st, const sd_st_tensor *t, sd_e
 static int restore_one(sd_model *m, const sd_lora_patch *p, sd_err *err)
 {
     sd_weight_ref *w = &m->weights[p->weight];
+    if (p->f16) {
+        /* the merged F16 copy goes: the weight is read from the file's mapping again */
+        free(w->f16);
+        w->f16 = NULL;
+        return 0;
+    }
     if (p->saved_owned) {
         /* the model's own converted copy: its values come back from the file */
         const sd_safetensors *st = &m->files[w->file];
@@ -823,7 +831,7 @@ static float *patch_buffer(sd_lora_state *s, sd_model *m, int *slot_of, int wi, 
     s->patched = np;
     const sd_safetensors *st = &m->files[w->file];
     const sd_st_tensor *t = &st->tensors[w->index];
-    sd_lora_patch p = {wi, w->f32, w->f32_owned};
+    sd_lora_patch p = {wi, w->f32, w->f32_owned, 0};
     if (!w->f32_owned) {
         float *buf = malloc((size_t)(t->numel > 0 ? t->numel : 1) * sizeof *buf);
         if (!buf) {
@@ -843,11 +851,20 @@ static float *patch_buffer(sd_lora_state *s, sd_model *m, int *slot_of, int wi, 
     return w->f32;
 }
 
-/* W[rows of the target] += scale·f·U·D for one module. */
-static int merge_module(sd_lora_state *s, sd_model *m, int *slot_of, const lora_file *f, const lora_module *lm,
-                        double scale, sd_err *err)
+/* Whether weight w is merged into an F16 copy rather than a float32 one: stored as F16 and converted at
+ * each use (SD_WEIGHTS_F16), so the merged weight costs what the stored one does. diffusers does the
+ * same for a float16 model: models/lora.py LoRACompatibleLinear/Conv._fuse_lora compute
+ * weight.float() + scale·(up @ down) and store the result with .to(dtype) of the original weight. */
+static int merge_as_f16(const sd_model *m, const sd_weight_ref *w)
 {
-    const sd_lora_target *tg = &s->map.targets[lm->target];
+    return m->weights_mode == SD_WEIGHTS_F16 && !w->f32 && m->files[w->file].tensors[w->index].dtype == SD_DT_F16;
+}
+
+/* W[rows of the target] += scale·f·U·D for one module; W holds the target weight's float32 values. */
+static int merge_module(const sd_lora_map *map, const lora_file *f, const lora_module *lm, double scale, float *W,
+                        sd_err *err)
+{
+    const sd_lora_target *tg = &map->targets[lm->target];
     const sd_safetensors *st = &f->st;
     const sd_st_tensor *Dt = &st->tensors[lm->down], *Ut = &st->tensors[lm->up];
     const int64_t r = Dt->shape[0];
@@ -870,13 +887,146 @@ static int merge_module(sd_lora_state *s, sd_model *m, int *slot_of, const lora_
     const float ff = (float)factor;
     if (lm->alpha >= 0)
         for (int64_t i = 0; i < Ut->numel; i++) U[i] *= ff;
-    float *W = patch_buffer(s, m, slot_of, tg->weight, err);
-    if (W)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)tg->rows, (int)tg->cols, (int)r, (float)scale, U,
-                    (int)r, D, (int)tg->cols, 1.0f, W + tg->row0 * tg->cols, (int)tg->cols);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)tg->rows, (int)tg->cols, (int)r, (float)scale, U,
+                (int)r, D, (int)tg->cols, 1.0f, W + tg->row0 * tg->cols, (int)tg->cols);
     free(D);
     free(U);
-    return W ? 0 : -1;
+    return 0;
+}
+
+/* The file's values of weight w into the float32 scratch buf (room for the largest F16-merged weight). */
+static float *f16_scratch(const sd_model *m, const sd_weight_ref *w, float *buf, sd_err *err)
+{
+    const sd_safetensors *st = &m->files[w->file];
+    const sd_st_tensor *t = &st->tensors[w->index];
+    if (sd_st_read_f32(st, t, buf, err)) return NULL;
+    /* From now on the networks read the F16 copy, not the file: give the mapping's pages of this tensor back
+     * (whole pages inside it; MADV_DONTNEED on a read-only file mapping only drops them from this process, and a
+     * restore reads them from the page cache or the disk again), so the merge does not hold the touched weights
+     * twice — the copies and the file pages read to make them. */
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0) pg = 4096;
+    uintptr_t b = (uintptr_t)sd_st_data(st, t), e = b + (t->end - t->begin);
+    b = (b + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+    e &= ~((uintptr_t)pg - 1);
+    if (e > b) (void)madvise((void *)b, e - b, MADV_DONTNEED); /* advice: a failure only keeps the pages */
+    return buf;
+}
+
+/* Round the merged float32 values W of weight wi to an F16 copy the model reads instead of the file (round
+ * to nearest even, as torch's float→half conversion), and record it for the restore. A value past F16's
+ * range would become an infinity: refused, naming the weight. */
+static int keep_f16(sd_lora_state *s, sd_model *m, int wi, const float *W, sd_err *err)
+{
+    sd_weight_ref *w = &m->weights[wi];
+    const int64_t n = m->files[w->file].tensors[w->index].numel;
+    sd_lora_patch *np = realloc(s->patched, (size_t)(s->n_patched + 1) * sizeof *np);
+    if (!np) return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
+    s->patched = np;
+    uint16_t *h = malloc((size_t)(n > 0 ? n : 1) * sizeof *h);
+    if (!h)
+        return sd_errcf(err, SD_ERR_NOMEM, "out of memory: a float16 copy of \"%s\" (%lld values) for the LoRA",
+                        w->name, (long long)n);
+    int64_t overflow = 0;
+    const int64_t chunk = 1 << 16, nchunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) reduction(+ : overflow) if (nchunks > 1)
+    for (int64_t c = 0; c < nchunks; c++) {
+        const int64_t i0 = c * chunk, i1 = n - i0 < chunk ? n : i0 + chunk;
+        /* values whose half is a normal number: round to nearest even by adding 0xfff plus the kept lowest bit
+         * before dropping the 13 low mantissa bits (the rule of sd_f32_to_f16_1, written without branches so
+         * the loop vectorizes) */
+        for (int64_t i = i0; i < i1; i++) {
+            uint32_t x;
+            memcpy(&x, &W[i], 4);
+            const uint32_t r = (x & 0x7fffffffu) - 0x38000000u;
+            h[i] = (uint16_t)(((x >> 16) & 0x8000u) | ((r + 0x0fffu + ((r >> 13) & 1u)) >> 13));
+        }
+        /* the rest (zero, subnormal halves, past the largest half) exactly as sd_f32_to_f16_1 rounds them */
+        for (int64_t i = i0; i < i1; i++) {
+            uint32_t x;
+            memcpy(&x, &W[i], 4);
+            const uint32_t ax = x & 0x7fffffffu;
+            if (ax < 0x38800000u || ax >= 0x477ff000u) h[i] = sd_f32_to_f16_1(W[i]);
+            overflow += (h[i] & 0x7c00u) == 0x7c00u;
+        }
+    }
+    if (overflow) {
+        int64_t k = 0;
+        while (k < n && (h[k] & 0x7c00u) != 0x7c00u) k++;
+        free(h);
+        return sd_errf(err, "the LoRA gives \"%s\" the value %g at element %lld, beyond float16's range of ±65504 "
+                       "(%lld such values); --weights f32 merges in float32", w->name, (double)W[k], (long long)k,
+                       (long long)overflow);
+    }
+    w->f16 = h;
+    s->patched[s->n_patched++] = (sd_lora_patch){wi, NULL, 0, 1};
+    return 0;
+}
+
+/* A module to merge: file, module in it, next entry with the same target weight (-1: none). */
+typedef struct merge_entry {
+    int file, mod, next;
+} merge_entry;
+
+/* One target weight: every module that patches it (chain `first` of `ent`, in the order of the LoRAs and of
+ * their keys) added to its float32 values. An F16-merged weight is done whole (scratch filled from the file,
+ * every module added, rounded to its F16 copy) before the next one starts, so all share one float32 scratch
+ * the size of the largest. */
+static int merge_weight(sd_lora_state *s, sd_model *m, int *slot_of, int wi, const lora_file *files,
+                        const sd_lora_list *l, const merge_entry *ent, int first, float *scratch, sd_err *err)
+{
+    const int as_f16 = merge_as_f16(m, &m->weights[wi]);
+    float *W = as_f16 ? f16_scratch(m, &m->weights[wi], scratch, err) : patch_buffer(s, m, slot_of, wi, err);
+    if (!W) return -1;
+    int rc = 0;
+    for (int e = first; !rc && e >= 0; e = ent[e].next) {
+        const lora_file *f = &files[ent[e].file];
+        rc = merge_module(&s->map, f, &f->mods[ent[e].mod], l->items[ent[e].file].scale, W, err);
+    }
+    if (as_f16 && !rc) rc = keep_f16(s, m, wi, W, err);
+    return rc;
+}
+
+/* Every module of the open files, grouped by target weight (in the order each weight is first patched). */
+static int merge_all(sd_lora_state *s, sd_model *m, int *slot_of, const lora_file *files, int n_open,
+                     const sd_lora_list *l, sd_err *err)
+{
+    int n = 0;
+    for (int i = 0; i < n_open; i++) n += files[i].n;
+    merge_entry *ent = malloc((size_t)(n > 0 ? n : 1) * sizeof *ent);
+    int *head = malloc((size_t)(m->n_weights > 0 ? m->n_weights : 1) * 2 * sizeof *head);
+    if (!ent || !head) {
+        free(ent);
+        free(head);
+        return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
+    }
+    int *tail = head + m->n_weights;
+    for (int i = 0; i < m->n_weights; i++) head[i] = tail[i] = -1;
+    int ne = 0;
+    int64_t most = 0; /* values of the largest F16-merged weight: one float32 scratch serves them all */
+    for (int i = 0; i < n_open; i++)
+        for (int k = 0; k < files[i].n; k++) {
+            const int t = files[i].mods[k].target;
+            if (t < 0) continue;
+            const int wi = s->map.targets[t].weight;
+            ent[ne] = (merge_entry){i, k, -1};
+            if (tail[wi] >= 0) ent[tail[wi]].next = ne;
+            else head[wi] = ne;
+            tail[wi] = ne++;
+            const int64_t numel = m->files[m->weights[wi].file].tensors[m->weights[wi].index].numel;
+            if (merge_as_f16(m, &m->weights[wi]) && numel > most) most = numel;
+        }
+    float *scratch = most ? malloc((size_t)most * sizeof *scratch) : NULL;
+    int rc = most && !scratch ? sd_errcf(err, SD_ERR_NOMEM, "out of memory: a float32 scratch of %lld values for the "
+                                         "LoRA merge", (long long)most) : 0;
+    for (int e = 0; !rc && e < ne; e++) {
+        const int wi = s->map.targets[files[ent[e].file].mods[ent[e].mod].target].weight;
+        if (head[wi] == e) rc = merge_weight(s, m, slot_of, wi, files, l, ent, e, scratch, err);
+    }
+    free(scratch);
+    free(ent);
+    free(head);
+    return rc;
 }
 
 int sd_lora_apply(sd_lora_state *s, sd_model *m, const sd_lora_list *l, sd_err *err)
@@ -943,11 +1093,13 @@ int sd_lora_apply(sd_lora_state *s, sd_model *m, const sd_lora_list *l, sd_err *
             s->warning = strdup(line);
         }
     }
-    /* the float32 copies the merge will make (weights the model does not hold as its own copy yet), against
+    /* the copies the merge will make (weights the model does not hold as its own copy yet), against
      * the memory the caller allows: refused before any is made rather than found out by the OOM killer */
     const size_t avail = s->copy_limit == SIZE_MAX ? sd_available_memory_bytes() : s->copy_limit; /* after the restore */
     if (!rc && avail) {
-        double need = 0;
+        /* F16-merged weights: their F16 copies and one float32 scratch (the largest); others: float32 copies */
+        double need = 0, scratch = 0;
+        int n16 = 0, n32 = 0;
         for (int i = 0; i < n_open; i++)
             for (int k = 0; k < files[i].n; k++) {
                 const int t = files[i].mods[k].target;
@@ -955,19 +1107,26 @@ int sd_lora_apply(sd_lora_state *s, sd_model *m, const sd_lora_list *l, sd_err *
                 const int wi = s->map.targets[t].weight;
                 if (slot_of[wi] == -2 || m->weights[wi].f32_owned) continue;
                 slot_of[wi] = -2;
-                need += (double)m->files[m->weights[wi].file].tensors[m->weights[wi].index].numel * sizeof(float);
+                const double numel = (double)m->files[m->weights[wi].file].tensors[m->weights[wi].index].numel;
+                if (merge_as_f16(m, &m->weights[wi])) {
+                    need += numel * sizeof(uint16_t);
+                    if (numel * sizeof(float) > scratch) scratch = numel * sizeof(float);
+                    n16++;
+                } else {
+                    need += numel * sizeof(float);
+                    n32++;
+                }
             }
+        need += scratch;
         for (int i = 0; i < m->n_weights; i++) slot_of[i] = -1;
         if (need > (double)avail)
-            rc = sd_errcf(err, SD_ERR_NOMEM, "the LoRA%s %.2f GB for float32 copies of the weights they patch, but "
-                          "only %.2f GB of memory is available (--weights f32 patches the model's own copies instead, "
-                          "which it then holds for every weight)", l->n > 1 ? "s need" : " needs", need / 1e9,
-                          (double)avail / 1e9);
+            rc = sd_errcf(err, SD_ERR_NOMEM, "the LoRA%s %.2f GB for %s copies of the weights they patch, but "
+                          "only %.2f GB of memory is available%s", l->n > 1 ? "s need" : " needs", need / 1e9,
+                          n16 && n32 ? "float16 and float32" : n16 ? "float16" : "float32", (double)avail / 1e9,
+                          n32 ? " (--weights f32 patches the model's own copies instead, which it then holds for "
+                                "every weight)" : "");
     }
-    for (int i = 0; !rc && i < n_open; i++)
-        for (int k = 0; !rc && k < files[i].n; k++)
-            if (files[i].mods[k].target >= 0 && merge_module(s, m, slot_of, &files[i], &files[i].mods[k], l->items[i].scale, err))
-                rc = -1;
+    if (!rc && merge_all(s, m, slot_of, files, n_open, l, err)) rc = -1;
     for (int i = 0; i < n_open; i++) lora_file_close(&files[i]);
     free(slot_of);
     if (rc) {

@@ -453,6 +453,7 @@ void sd_model_close(sd_model *m)
 {
     for (int i = 0; i < m->n_weights; i++) {
         if (m->weights[i].f32_owned) free(m->weights[i].f32);
+        free(m->weights[i].f16);
         free(m->weights[i].name);
     }
     free(m->weights);
@@ -492,7 +493,9 @@ int sd_model_weight(sd_model *m, sd_arena *a, const char *name, sd_tensor *out, 
                                 "(internal error)", m->path, name, sd_dtype_name(t->dtype));
         data = sd_arena_alloc(a, (size_t)(t->numel ? t->numel : 1) * sizeof(float));
         const void *src = sd_st_data(st, t);
-        if (t->dtype == SD_DT_F16 && ((uintptr_t)src & 1) == 0)
+        if (w->f16 && t->dtype == SD_DT_F16)
+            convert_f16_parallel(w->f16, data, (size_t)t->numel); /* the LoRA-merged halves (lora.c) */
+        else if (t->dtype == SD_DT_F16 && ((uintptr_t)src & 1) == 0)
             convert_f16_parallel(src, data, (size_t)t->numel);
         else if (sd_st_read_f32(st, t, data, err))
             return -1;
@@ -550,6 +553,10 @@ int sd_model_weight_rows(sd_model *m, const char *name, const int32_t *rows, int
                            (long long)R);
         if (w->f32) {
             memcpy(dst + i * C, w->f32 + (int64_t)rows[i] * C, (size_t)C * sizeof(float));
+            continue;
+        }
+        if (w->f16 && t->dtype == SD_DT_F16) {
+            sd_f16_to_f32(w->f16 + (int64_t)rows[i] * C, dst + i * C, (size_t)C);
             continue;
         }
         row.begin = t->begin + (uint64_t)rows[i] * row_bytes;

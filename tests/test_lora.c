@@ -8,7 +8,12 @@
  *      its .map.json names (golden README §10.2), with its shape;
  *   4. merging kohya @ 0.8: per module Σ(W' − W) = 0.8 · delta_sum of the map (alpha factors, no-alpha
  *      modules, LoCon 3×3 and 1×1 convs); two LoRAs add up; restoring gives back the file's exact bytes;
- *      an SDXL-only key set on SD 1.x and a LoRA that patches nothing are refused. */
+ *      an SDXL-only key set on SD 1.x and a LoRA that patches nothing are refused.
+ *   5. F16 merging (tiny SD 2.x, all F16, SD_WEIGHTS_F16): two LoRAs (linear, LoCon 3×3, OpenCLIP q/k row blocks)
+ *      give F16 copies equal bit for bit to round_to_f16(f32(W) + Σ s·f·U·D) computed here; sd_model_weight
+ *      and sd_model_weight_rows read the copies; the F32-mode merge rounds to them; restoring gives every
+ *      weight the file's bytes; the memory check counts F16 copies plus one float32 scratch; a merge past
+ *      F16's range is refused. */
 #include <cjson/cJSON.h>
 
 #include "sdgen/lora.h"
@@ -314,8 +319,299 @@ static void test_sdxl_map(void)
     sd_model_close(&m);
 }
 
+/* ---- F16 merging (SD_WEIGHTS_F16 on an F16 model) ---- */
+
+typedef struct st_entry {
+    const char *name;
+    int ndim;
+    int64_t shape[4];
+    const float *v; /* numel values, written as F32 */
+} st_entry;
+
+static int64_t entry_numel(const st_entry *e)
+{
+    int64_t n = 1;
+    for (int d = 0; d < e->ndim; d++) n *= e->shape[d];
+    return n;
+}
+
+/* A safetensors file of F32 tensors. */
+static int write_st(const char *path, const st_entry *e, int n)
+{
+    cJSON *h = cJSON_CreateObject();
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        cJSON *t = cJSON_AddObjectToObject(h, e[i].name);
+        cJSON_AddStringToObject(t, "dtype", "F32");
+        cJSON *shape = cJSON_AddArrayToObject(t, "shape");
+        for (int d = 0; d < e[i].ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)e[i].shape[d]));
+        const size_t bytes = (size_t)entry_numel(&e[i]) * sizeof(float);
+        cJSON *off = cJSON_AddArrayToObject(t, "data_offsets");
+        cJSON_AddItemToArray(off, cJSON_CreateNumber((double)total));
+        cJSON_AddItemToArray(off, cJSON_CreateNumber((double)(total + bytes)));
+        total += bytes;
+    }
+    char *js = cJSON_PrintUnformatted(h);
+    cJSON_Delete(h);
+    const size_t hl = strlen(js), pad = (8 - hl % 8) % 8;
+    FILE *f = fopen(path, "wb");
+    int rc = f ? 0 : -1;
+    if (f) {
+        uint64_t le = hl + pad;
+        fwrite(&le, 8, 1, f);
+        fwrite(js, 1, hl, f);
+        for (size_t k = 0; k < pad; k++) fputc(' ', f);
+        for (int i = 0; i < n; i++) fwrite(e[i].v, sizeof(float), (size_t)entry_numel(&e[i]), f);
+        rc = fclose(f) ? -1 : 0;
+    }
+    free(js);
+    return rc;
+}
+
+/* Small multiples of 1/64: every product and sum of the merge (rank ≤ 4, factors and scales that are powers of
+ * two times 3) is exact in float32 whatever order sgemm adds in, so the expected weights can be computed here
+ * with plain loops and compared bit for bit. */
+static float *dyadic(int64_t n, int seed)
+{
+    float *v = malloc((size_t)n * sizeof *v);
+    for (int64_t i = 0; i < n; i++) v[i] = (float)((int)((i * 7 + seed * 13) % 17) - 8) / 64.0f;
+    return v;
+}
+
+/* W (float32, rows×cols) += scale·f·U·D, U [rows, r], D [r, cols]: the product in double (exact for dyadic
+ * values), then one float32 addition per element, the rounding sgemm's C += alpha·AB makes. */
+static void ref_merge(float *W, int64_t rows, int64_t cols, int64_t r, const float *U, const float *D, double f,
+                      double scale)
+{
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) {
+            double acc = 0;
+            for (int64_t k = 0; k < r; k++) acc += (double)(float)(U[i * r + k] * (float)f) * (double)D[k * cols + j];
+            W[i * cols + j] += (float)(scale * acc);
+        }
+}
+
+static float *file_f32(const sd_model *m, const char *name)
+{
+    const sd_weight_ref *w = sd_model_find(m, name);
+    const sd_safetensors *st = &m->files[w->file];
+    const sd_st_tensor *t = &st->tensors[w->index];
+    float *v = malloc((size_t)t->numel * sizeof *v);
+    sd_err e = {0};
+    if (sd_st_read_f32(st, t, v, &e)) CHECK(0, "%s", e.msg);
+    return v;
+}
+
+/* Every weight as sd_model_weight serves it equals the file's values, and no merged copy is left. */
+static int weights_equal_file(sd_model *m)
+{
+    int differ = 0;
+    for (int i = 0; i < m->n_weights; i++) {
+        sd_tensor t;
+        sd_arena a = {0};
+        sd_err e = {0};
+        if (m->weights[i].f16) differ++;
+        if (sd_model_weight(m, &a, m->weights[i].name, &t, &e) == 0) {
+            float *want = file_f32(m, m->weights[i].name);
+            const sd_st_tensor *st = &m->files[m->weights[i].file].tensors[m->weights[i].index];
+            if (memcmp(t.data, want, (size_t)st->numel * sizeof(float))) differ++;
+            free(want);
+        } else {
+            differ++;
+        }
+        sd_arena_free(&a);
+    }
+    return differ;
+}
+
+static void test_f16_merge(void)
+{
+    if (sd_test_skip_shared("tiny SD 2.x model")) return;
+    sd_model m;
+    sd_err e = {0};
+    char model[4096];
+    snprintf(model, sizeof model, "%s", sd_test_path("golden/models/tiny-sd2.safetensors"));
+    if (sd_model_open(&m, model, &e)) {
+        CHECK(0, "%s", e.msg);
+        return;
+    }
+    sd_model_set_weights_mode(&m, SD_WEIGHTS_F16, &e);
+    const char *PROJ = "model.diffusion_model.input_blocks.1.1.proj_in.weight";          /* [64, 64] */
+    const char *CONV = "model.diffusion_model.input_blocks.1.0.in_layers.2.weight";      /* [64, 64, 3, 3] */
+    const char *QKV = "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight"; /* [384, 128] */
+    const sd_weight_ref *wp = sd_model_find(&m, PROJ), *wc = sd_model_find(&m, CONV), *wq = sd_model_find(&m, QKV);
+    CHECK(wp && wc && wq && wq->shape[0] == 384 && wq->shape[1] == 128, "tiny-sd2 lacks the weights the test patches");
+    if (!wp || !wc || !wq || wq->shape[0] != 384) {
+        sd_model_close(&m);
+        return;
+    }
+    /* LoRA A @ 0.75: proj_in (r 4, alpha 2), a 3×3 LoCon conv (r 4, no alpha), OpenCLIP k rows (r 4, alpha 8);
+     * LoRA B @ -0.5: proj_in again (r 2, alpha 1), OpenCLIP q rows (r 2, no alpha) */
+    float *a_pd = dyadic(4 * 64, 1), *a_pu = dyadic(64 * 4, 2), *a_cd = dyadic(4 * 64 * 9, 3), *a_cu = dyadic(64 * 4, 4);
+    float *a_kd = dyadic(4 * 128, 5), *a_ku = dyadic(128 * 4, 6), *b_pd = dyadic(2 * 64, 7), *b_pu = dyadic(64 * 2, 8);
+    float *b_qd = dyadic(2 * 128, 9), *b_qu = dyadic(128 * 2, 10);
+    const float two = 2, eight = 8, one = 1;
+    const st_entry la[] = {
+        {"lora_unet_input_blocks_1_1_proj_in.lora_down.weight", 2, {4, 64}, a_pd},
+        {"lora_unet_input_blocks_1_1_proj_in.lora_up.weight", 2, {64, 4}, a_pu},
+        {"lora_unet_input_blocks_1_1_proj_in.alpha", 0, {0}, &two},
+        {"lora_unet_input_blocks_1_0_in_layers_2.lora_down.weight", 4, {4, 64, 3, 3}, a_cd},
+        {"lora_unet_input_blocks_1_0_in_layers_2.lora_up.weight", 4, {64, 4, 1, 1}, a_cu},
+        {"lora_te_text_model_encoder_layers_0_self_attn_k_proj.lora_down.weight", 2, {4, 128}, a_kd},
+        {"lora_te_text_model_encoder_layers_0_self_attn_k_proj.lora_up.weight", 2, {128, 4}, a_ku},
+        {"lora_te_text_model_encoder_layers_0_self_attn_k_proj.alpha", 0, {0}, &eight},
+    };
+    const st_entry lb[] = {
+        {"lora_unet_input_blocks_1_1_proj_in.lora_down.weight", 2, {2, 64}, b_pd},
+        {"lora_unet_input_blocks_1_1_proj_in.lora_up.weight", 2, {64, 2}, b_pu},
+        {"lora_unet_input_blocks_1_1_proj_in.alpha", 0, {0}, &one},
+        {"lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight", 2, {2, 128}, b_qd},
+        {"lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight", 2, {128, 2}, b_qu},
+    };
+    char pa[4200], pb[4200], pbig[4200];
+    snprintf(pa, sizeof pa, "%s/lora16-a.safetensors", sd_test_tmp());
+    snprintf(pb, sizeof pb, "%s/lora16-b.safetensors", sd_test_tmp());
+    snprintf(pbig, sizeof pbig, "%s/lora16-big.safetensors", sd_test_tmp());
+    CHECK(write_st(pa, la, 8) == 0 && write_st(pb, lb, 5) == 0, "cannot write the test LoRAs");
+
+    /* expected: float32 of the file's halves, the modules in order, one rounding to F16 at the end */
+    float *xp = file_f32(&m, PROJ), *xc = file_f32(&m, CONV), *xq = file_f32(&m, QKV);
+    ref_merge(xp, 64, 64, 4, a_pu, a_pd, 0.5, 0.75);
+    ref_merge(xp, 64, 64, 2, b_pu, b_pd, 0.5, -0.5);
+    ref_merge(xc, 64, 64 * 9, 4, a_cu, a_cd, 1.0, 0.75);
+    ref_merge(xq + 128 * 128, 128, 128, 4, a_ku, a_kd, 2.0, 0.75);
+    ref_merge(xq, 128, 128, 2, b_qu, b_qd, 1.0, -0.5);
+
+    sd_lora_state s;
+    memset(&s, 0, sizeof s);
+    sd_lora_list l;
+    memset(&l, 0, sizeof l);
+    sd_lora_list_add(&l, "a", pa, 0.75, &e);
+    sd_lora_list_add(&l, "b", pb, -0.5, &e);
+    /* the memory check counts F16 copies and one float32 scratch: 2·(4096 + 36864 + 49152) + 4·49152 bytes */
+    const size_t need = 2 * (4096 + 36864 + 49152) + 4 * 49152;
+    s.copy_limit = need - 1;
+    e = (sd_err){0};
+    CHECK(sd_lora_apply(&s, &m, &l, &e) != 0 && e.code == SD_ERR_NOMEM &&
+              strstr(e.msg, "the LoRAs need 0.00 GB for float16 copies of the weights they patch, but only 0.00 GB") &&
+              !strstr(e.msg, "--weights f32"),
+          "F16 copy limit %zu: code %d \"%s\"", need - 1, e.code, e.msg);
+    CHECK(s.n_patched == 0, "a refused apply left %d weights patched", s.n_patched);
+    s.copy_limit = need;
+    e = (sd_err){0};
+    CHECK(sd_lora_apply(&s, &m, &l, &e) == 0, "apply A + B in F16 mode (limit %zu bytes): %s", need, e.msg);
+    CHECK(s.n_patched == 3, "%d weights patched, want 3", s.n_patched);
+    struct {
+        const char *name;
+        const float *want;
+    } cases[] = {{PROJ, xp}, {CONV, xc}, {QKV, xq}};
+    int64_t small = 0;
+    for (int c = 0; c < 3; c++) {
+        const sd_weight_ref *w = sd_model_find(&m, cases[c].name);
+        const int64_t n = m.files[w->file].tensors[w->index].numel;
+        CHECK(w->f16 != NULL && w->f32 == NULL, "%s: merged as f16 %p, f32 %p", cases[c].name, (void *)w->f16,
+              (void *)w->f32);
+        if (!w->f16) continue;
+        int64_t bad = 0, first = -1, rounded = 0;
+        for (int64_t i = 0; i < n; i++) {
+            const uint16_t want = sd_f32_to_f16_1(cases[c].want[i]);
+            rounded += sd_f16_to_f32_1(want) != cases[c].want[i];
+            small += (want & 0x7c00u) == 0; /* zero or subnormal: lora.c's exact fallback path */
+            if (w->f16[i] != want && bad++ == 0) first = i;
+        }
+        CHECK(bad == 0, "%s: %lld of %lld halves differ from round_to_f16(W + Σ s·f·U·D) (first at %lld: 0x%04x, want "
+              "0x%04x)", cases[c].name, (long long)bad, (long long)n, (long long)first,
+              first >= 0 ? w->f16[first] : 0, first >= 0 ? sd_f32_to_f16_1(cases[c].want[first]) : 0);
+        CHECK(rounded > 0, "%s: no value needed rounding to F16 (the test would not see the rounding)", cases[c].name);
+        printf("f16 merge %s: %lld halves bit-identical, %lld of them rounded from float32\n", cases[c].name,
+               (long long)(n - bad), (long long)rounded);
+        /* what the networks read: sd_model_weight's scoped conversion of the copy, and its rows */
+        sd_arena a = {0};
+        sd_tensor t;
+        if (sd_model_weight(&m, &a, cases[c].name, &t, &e) == 0) {
+            int64_t d = 0;
+            for (int64_t i = 0; i < n; i++) d += t.data[i] != sd_f16_to_f32_1(w->f16[i]);
+            CHECK(d == 0 && t.mem == SD_MEM_HOST, "%s: sd_model_weight: %lld values differ from the F16 copy (mem %d)",
+                  cases[c].name, (long long)d, (int)t.mem);
+        } else {
+            CHECK(0, "%s", e.msg);
+        }
+        sd_arena_free(&a);
+    }
+    CHECK(small > 0, "no merged value is zero or subnormal in F16 (the exact fallback of the rounding is not seen)");
+    printf("f16 merge: %lld merged values are zero or subnormal halves\n", (long long)small);
+    {
+        /* the v rows of in_proj_weight are not patched: still the file's halves; rows come from the copy */
+        const sd_weight_ref *w = sd_model_find(&m, QKV);
+        const sd_safetensors *st = &m.files[w->file];
+        const uint16_t *raw = sd_st_data(st, &st->tensors[w->index]);
+        CHECK(w->f16 && !memcmp(w->f16 + 256 * 128, raw + 256 * 128, 128 * 128 * 2), "unpatched v rows changed");
+        const int32_t rows[2] = {5, 200};
+        float got[2 * 128];
+        CHECK(sd_model_weight_rows(&m, QKV, rows, 2, got, &e) == 0, "%s", e.msg);
+        int d = 0;
+        for (int j = 0; w->f16 && j < 128; j++)
+            d += got[j] != sd_f16_to_f32_1(w->f16[5 * 128 + j]) || got[128 + j] != sd_f16_to_f32_1(w->f16[200 * 128 + j]);
+        CHECK(d == 0, "sd_model_weight_rows: %d values differ from the F16 copy", d);
+    }
+
+    /* restore: every weight is the file's again, byte for byte, read from the mapping */
+    sd_lora_list empty;
+    memset(&empty, 0, sizeof empty);
+    CHECK(sd_lora_apply(&s, &m, &empty, &e) == 0 && s.n_patched == 0, "restore: %s", e.msg);
+    int differ = weights_equal_file(&m);
+    CHECK(differ == 0, "after restoring the F16 merge, %d weights differ from the file", differ);
+
+    /* --weights f32 merges the same set in float32: those values, rounded, are the F16 merge */
+    sd_model_set_weights_mode(&m, SD_WEIGHTS_F32, &e);
+    s.copy_limit = 0;
+    CHECK(sd_lora_apply(&s, &m, &l, &e) == 0, "apply in F32 mode: %s", e.msg);
+    for (int c = 0; c < 3; c++) {
+        const sd_weight_ref *w = sd_model_find(&m, cases[c].name);
+        const int64_t n = m.files[w->file].tensors[w->index].numel;
+        CHECK(w->f32 && !w->f16 && !memcmp(w->f32, cases[c].want, (size_t)n * sizeof(float)),
+              "%s: the float32 merge differs from W + Σ s·f·U·D", cases[c].name);
+    }
+    CHECK(sd_lora_apply(&s, &m, &empty, &e) == 0 && s.n_patched == 0, "restore (f32): %s", e.msg);
+    differ = weights_equal_file(&m);
+    CHECK(differ == 0, "after restoring the F32 merge, %d weights differ from the file", differ);
+    sd_model_set_weights_mode(&m, SD_WEIGHTS_F16, &e);
+
+    /* a merge past F16's range is refused, naming the weight, and what was merged before it is restored */
+    float *huge = malloc(64 * 64 * sizeof *huge);
+    for (int i = 0; i < 64 * 64; i++) huge[i] = 100.0f;
+    const st_entry lbig[] = {
+        {"lora_unet_input_blocks_1_1_proj_in.lora_down.weight", 2, {4, 64}, a_pd},
+        {"lora_unet_input_blocks_1_1_proj_in.lora_up.weight", 2, {64, 4}, a_pu},
+        {"lora_unet_input_blocks_1_1_proj_out.lora_down.weight", 2, {4, 64}, huge},
+        {"lora_unet_input_blocks_1_1_proj_out.lora_up.weight", 2, {64, 4}, huge},
+    };
+    CHECK(write_st(pbig, lbig, 4) == 0, "cannot write %s", pbig);
+    sd_lora_list lbad;
+    memset(&lbad, 0, sizeof lbad);
+    sd_lora_list_add(&lbad, "big", pbig, 2.0, &e); /* 2 · 4 · 100 · 100 = 80000 on every element */
+    e = (sd_err){0};
+    CHECK(sd_lora_apply(&s, &m, &lbad, &e) != 0 && e.code == SD_ERR_INPUT &&
+              strstr(e.msg, "the LoRA gives \"model.diffusion_model.input_blocks.1.1.proj_out.weight\" the value 800") &&
+              strstr(e.msg, " at element 0, beyond float16's range of ±65504 (4096 such values); --weights f32 merges "
+                            "in float32"),
+          "F16 overflow: code %d \"%s\"", e.code, e.msg);
+    CHECK(s.n_patched == 0, "a failed apply left %d weights patched", s.n_patched);
+    differ = weights_equal_file(&m);
+    CHECK(differ == 0, "after a refused F16 merge, %d weights differ from the file", differ);
+    sd_lora_list_free(&lbad);
+    free(huge);
+
+    sd_lora_list_free(&l);
+    sd_lora_state_free(&s, &m);
+    float *all[] = {a_pd, a_pu, a_cd, a_cu, a_kd, a_ku, b_pd, b_pu, b_qd, b_qu, xp, xc, xq};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
+    sd_model_close(&m);
+}
+
 int main(void)
 {
+    test_f16_merge();
     test_sdxl_map();
     test_keys();
     test_tags();

@@ -15,7 +15,8 @@
 #   5. SDXL: a generated kohya LoRA (real key names, mkckpt values) changes both text encoders and the U-Net;
 #      te2-only and U-Net-only files change exactly their part; an SDXL LoRA on SD 1.x is refused. SD 2.x
 #      (F16 file, OpenCLIP text encoder): after a LoRA item, a plain item equals a run without any LoRA,
-#      with --weights f16 and f32.
+#      with --weights f16 and f32; the LoRA item in f16 mode (F16 merged copies) is within 0.02 of f32 mode, and
+#      without a LoRA the two modes are identical.
 set -u
 export LC_ALL=C
 SDGEN=${SDGEN:?SDGEN must name the sdgen binary}
@@ -362,6 +363,29 @@ PYEOF
       differ "SD 2.x LoRA item changes $f ($w)" "$TMP/sd2n-$w/$f.npy" "$TMP/sd2b-$w/1/$f.npy"
       same "SD 2.x item after a LoRA item = run without LoRA: $f ($w)" "$TMP/sd2n-$w/$f.npy" "$TMP/sd2b-$w/2/$f.npy"
     done
+  done
+  # --weights f16 merges into F16 copies (rounded to nearest even), f32 into float32 ones: without a LoRA the two
+  # modes agree exactly, with it they differ by the F16 rounding of the merged weights only (bound 0.02: the
+  # LoRA itself moves these tensors by 2-5; measured 0.002-0.006)
+  for f in text_emb_cond unet0_out image_float; do
+    same "SD 2.x without LoRA: f16 = f32 ($f)" "$TMP/sd2n-f16/$f.npy" "$TMP/sd2n-f32/$f.npy"
+    got=$(python3 - "$TMP/sd2b-f16/1/$f.npy" "$TMP/sd2b-f32/1/$f.npy" <<'PYEOF'
+import struct, sys
+def load(p):
+    with open(p, "rb") as f:
+        d = f.read()
+    hl = struct.unpack("<H", d[8:10])[0]
+    return struct.unpack("<%df" % ((len(d) - 10 - hl) // 4), d[10 + hl:])
+a, b = load(sys.argv[1]), load(sys.argv[2])
+print("%.6g" % max(abs(x - y) for x, y in zip(a, b)) if len(a) == len(b) and a else "size")
+PYEOF
+)
+    echo "     SD 2.x LoRA item, --weights f16 vs f32: max |difference| of $f = $got"
+    if awk -v d="$got" 'BEGIN { exit !(d + 0 > 0 && d + 0 <= 0.02) }' && [ "$got" != size ]; then
+      ok "SD 2.x LoRA: f16 merge within 0.02 of the f32 merge, not equal ($f: $got)"
+    else
+      bad "SD 2.x LoRA: f16 vs f32 merge, $f differs by $got (want 0 < d <= 0.02)"
+    fi
   done
 
   # SDXL textual inversion: clip_l / clip_g copies of "cat" give that word's context and pooled vector

@@ -14,9 +14,13 @@
  * from the model's own weights (sd_lora_map): the module's canonical name "unet/<m>", "te1/<m>" or
  * "te2/<m>" (m with '_' for '.') → the LDM weight and the rows of it the module patches.
  *
- * Application (sd_lora_apply): only the touched weights get float32 copies, base values read from the
- * model file and the deltas added; restoring frees the copies or reads the base values from the file
- * again — never subtracts — so a run after a LoRA run is bit-identical to a run without one.
+ * Application (sd_lora_apply): only the touched weights get copies, base values read from the model
+ * file and the deltas added in float32. A weight stored as F16 in a model run with SD_WEIGHTS_F16 is
+ * merged one weight at a time in a float32 scratch and kept as an F16 copy (sd_weight_ref.f16, rounded
+ * to nearest even), as diffusers' _fuse_lora casts the fused weight back to the weight's dtype; other
+ * weights (BF16, F32 files, SD_WEIGHTS_F32) keep float32 copies. Restoring frees the copies or reads the
+ * base values from the file again — never subtracts — so a run after a LoRA run is bit-identical to a
+ * run without one.
  */
 #ifndef SDGEN_LORA_H
 #define SDGEN_LORA_H
@@ -102,6 +106,7 @@ typedef struct sd_lora_patch {
     int weight;        /* index into m->weights */
     float *saved;      /* the weight's f32 pointer before (NULL, a view of the mapping, or the model's own copy) */
     int saved_owned;   /* saved is the model's converted copy, patched in place and re-read on restore */
+    int f16;           /* the merged weight is an F16 copy (sd_weight_ref.f16), freed on restore */
 } sd_lora_patch;
 
 typedef struct sd_lora_state {
@@ -113,7 +118,8 @@ typedef struct sd_lora_state {
     char *warning;     /* unknown keys of the last apply (one line), or NULL */
     double seconds;    /* time of the last apply (load + merge) */
     int changed;       /* the last sd_lora_apply changed the weights (else the set was already applied) */
-    size_t copy_limit; /* refuse (SD_ERR_NOMEM) a merge whose float32 copies need more bytes than this; 0: no
+    size_t copy_limit; /* refuse (SD_ERR_NOMEM) a merge whose copies (F16 or float32, plus the float32 scratch of
+                        * the largest F16 one) need more bytes than this; 0: no
                         * limit; SIZE_MAX: the machine's available memory, read after the previous set is restored */
 } sd_lora_state;
 

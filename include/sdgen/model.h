@@ -114,6 +114,8 @@ typedef struct sd_weight_ref {
     int ndim;
     float *f32;        /* converted data (owned) or NULL; may also point into an F32 mapping */
     int f32_owned;
+    uint16_t *f16;     /* owned F16 values that replace the stored F16 tensor, or NULL (a LoRA merged into an
+                        * F16 weight in SD_WEIGHTS_F16 mode, sdgen/lora.h): read instead of the mapping */
 } sd_weight_ref;
 
 /* How F16/BF16 weights are held (F32 files are always zero-copy views of the mapping):
