@@ -163,20 +163,6 @@ expect 2 'unknown dtype "F31"' -m "$FX/f31.safetensors" "${BASE[@]}" -p x -o out
 rm -f "$FX"/missing.safetensors "$FX"/shape.safetensors "$FX"/i64.safetensors "$FX"/f31.safetensors "$FX/data.bin"
 
 # ================= diffusers folders =================
-# A copy of the tiny diffusers folder made of symlinks, so single files can be replaced.
-linkfolder() {
-  local d sub f
-  mkdir -p "$1"
-  for d in "$CFG"/*; do
-    sub=$(basename "$d")
-    if [ -d "$d" ]; then
-      mkdir -p "$1/$sub"
-      for f in "$d"/*; do ln -s "$f" "$1/$sub/"; done
-    else
-      ln -s "$d" "$1/"
-    fi
-  done
-}
 cs folder-empty
 mkdir -p "$FX/emptydir"
 expect 2 "not a diffusers folder (no unet/config.json)" -m "$FX/emptydir" "${BASE[@]}" -p x -o out.png

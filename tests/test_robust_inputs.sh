@@ -43,20 +43,6 @@ mkpng_header() { # mkpng_header FILE W H: signature, IHDR (RGB), IEND
 }
 # patch FILE OFFSET BYTES(printf format): overwrite bytes in place
 patch() { printf "$3" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none; }
-# A copy of the tiny diffusers folder made of symlinks, so single files can be replaced.
-linkfolder() {
-  local d sub f
-  mkdir -p "$1"
-  for d in "$CFG"/*; do
-    sub=$(basename "$d")
-    if [ -d "$d" ]; then
-      mkdir -p "$1/$sub"
-      for f in "$d"/*; do ln -s "$f" "$1/$sub/"; done
-    else
-      ln -s "$d" "$1/"
-    fi
-  done
-}
 
 HLEN=$(od -An -tu8 -N8 "$MODEL" | tr -d ' ')
 tail -c +9 "$MODEL" | head -c "$HLEN" >"$FX/hdr.json"

@@ -7,6 +7,8 @@
 #   crc32be                CRC-32 (the PNG/zlib one) of stdin as 4 big-endian bytes (gzip's trailer
 #                          holds it little-endian)
 #   png_chunk TYPE FILE    a PNG chunk: length, type, the file's bytes as data, CRC over type + data
+#   linkfolder DIR         a copy of the diffusers folder $CFG made of symlinks, so single files can be
+#                          replaced
 le64() {
   local s="" i
   for i in 0 1 2 3 4 5 6 7; do s="$s\\$(printf '%03o' $((($1 >> (8 * i)) & 255)))"; done
@@ -29,4 +31,17 @@ png_chunk() {
   { printf '%s' "$1"; cat "$2"; } >"$FX/.chunk"
   cat "$FX/.chunk"
   crc32be <"$FX/.chunk"
+}
+linkfolder() {
+  local d sub f
+  mkdir -p "$1"
+  for d in "$CFG"/*; do
+    sub=$(basename "$d")
+    if [ -d "$d" ]; then
+      mkdir -p "$1/$sub"
+      for f in "$d"/*; do ln -s "$f" "$1/$sub/"; done
+    else
+      ln -s "$d" "$1/"
+    fi
+  done
 }
