@@ -166,7 +166,10 @@ static int clip_w(clip_ctx *c, sd_tensor *out, int ndim, int64_t d0, int64_t d1,
     va_end(ap);
     if (n < 0 || n0 + n >= (int)sizeof name) return sd_errf(c->err, "text encoder: weight name too long");
     const int64_t shape[2] = {d0, d1};
-    return sd_model_weight_shaped(c->m, c->a, name, ndim, shape, out, c->err);
+    const sd_op_timer pt = sd_op_begin(); /* F16 weights are converted here (bench --profile) */
+    const int rc = sd_model_weight_shaped(c->m, c->a, name, ndim, shape, out, c->err);
+    sd_op_end(SD_OP_WEIGHTS, pt, 0);
+    return rc;
 }
 
 /* A view of rows [r0, r0+nr) of a 2-D weight, or of elements [r0, r0+nr) of a 1-D bias. */

@@ -159,7 +159,7 @@ typedef struct bench_result {
     int sgemm_calls;
     size_t arena_unet, arena_vae;
     double f_unet, f_vae, f_text;
-    sd_op_profile prof_unet, prof_vae;
+    sd_op_profile prof_text, prof_unet, prof_vae;
 } bench_result;
 
 /* Returns -1 to go on, else the exit code (0 after --help). */
@@ -234,7 +234,7 @@ static int parse_bench_args(int argc, char **argv, bench_opts *o)
                    "step, and the decoder (the VAE, or the tiny autoencoder given with --vae-decoder / --taesd);\n"
                    "reports s/step, achieved GFLOP/s, that as a share of OpenBLAS sgemm measured in the same process,\n"
                    "and peak resident memory. --profile adds a per-op table (wall and CPU time, GFLOP) for the\n"
-                   "timed U-Net steps and the VAE decode. --winograd off: 3x3 convolutions as im2col products only.\n");
+                   "timed text encode, U-Net steps and VAE decode. --winograd off: 3x3 convolutions as im2col products only.\n");
             return 0;
         } else {
             sd_cli_say("sdgen bench", "unknown or incomplete option %s (see --help)", a);
@@ -254,16 +254,20 @@ static int parse_bench_args(int argc, char **argv, bench_opts *o)
 
 /* Text: cond (+ uncond with guidance) through the pipeline's conditioner: the first call, then one timed
  * after it. */
-static int measure_text(sd_pipeline *p, const sd_gen_opts *go, sd_cond *c, sd_cond *u, bench_result *r, sd_err *err)
+static int measure_text(sd_pipeline *p, const bench_opts *o, const sd_gen_opts *go, sd_cond *c, sd_cond *u,
+                        bench_result *r, sd_err *err)
 {
     const double t1 = sd_now();
     if (sd_pipeline_condition(p, go, c, u, err)) return -1;
     r->t_text_first = sd_now() - t1;
     sd_cond_free(c);
     if (u) sd_cond_free(u);
+    if (o->profile) sd_ops_set_profile(&r->prof_text);
     const double t0 = sd_now();
-    if (sd_pipeline_condition(p, go, c, u, err)) return -1;
+    const int rc = sd_pipeline_condition(p, go, c, u, err);
     r->t_text = sd_now() - t0;
+    sd_ops_set_profile(NULL);
+    if (rc) return -1;
     return sd_pipeline_vectors(p, go, go->width, go->height, c, u, err);
 }
 
@@ -392,6 +396,7 @@ static void report_json(const bench_opts *o, const bench_result *r, int nthreads
     cJSON_AddNumberToObject(j, "arena_peak_vae_bytes", (double)r->arena_vae);
     cJSON_AddNumberToObject(j, "peak_rss_bytes", rss);
     if (o->profile) {
+        cJSON_AddItemToObject(j, "profile_text", profile_json(&r->prof_text, 1));
         cJSON_AddItemToObject(j, "profile_unet_per_step", profile_json(&r->prof_unet, o->steps));
         if (!o->no_vae) cJSON_AddItemToObject(j, "profile_vae", profile_json(&r->prof_vae, 1));
     }
@@ -437,6 +442,7 @@ static void report_text(const bench_opts *o, const bench_result *r, int nthreads
     if (!o->no_vae) printf(", VAE %.3f CPU-s", r->cpu_vae);
     printf("\n");
     if (o->profile) {
+        print_profile("text encoder profile", &r->prof_text, 1, r->t_text);
         print_profile("U-Net step profile", &r->prof_unet, o->steps, r->wall_mean);
         if (!o->no_vae) print_profile("VAE decode profile", &r->prof_vae, 1, r->t_vae);
     }
@@ -497,7 +503,7 @@ int sd_cmd_bench(int argc, char **argv)
     if (!o.no_vae && measure_image(&p, &go, 0, r, &err)) goto fail;
 
     sgemm_measure(1536, 2.0, ref); /* the reference: 2 s of calls now and 2 s after the timed steps, pooled */
-    if (measure_text(&p, &go, &c, uc, r, &err) || measure_unet(&p, &o, &go, xt, &c, uc, r, &err)) goto fail;
+    if (measure_text(&p, &o, &go, &c, uc, r, &err) || measure_unet(&p, &o, &go, xt, &c, uc, r, &err)) goto fail;
     sgemm_measure(1536, 2.0, ref);
     for (int i = 0; i < ref->n; i++)
         if (ref->wall[i] > r->peak_best) r->peak_best = ref->wall[i];

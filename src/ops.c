@@ -259,8 +259,26 @@ static void im2col(const conv_geom *g, const float *xi, int64_t r0, int64_t rows
     }
 }
 
-sd_tensor sd_conv2d_pad(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b,
-                        int stride, int pad_t, int pad_b, int pad_l, int pad_r)
+void sd_conv_epilogue_apply(const sd_conv_epilogue *ep, float *p, const float *add, int64_t n)
+{
+    if (add)
+        for (int64_t j = 0; j < n; j++) p[j] += add[j];
+    if (ep->relu)
+        for (int64_t j = 0; j < n; j++)
+            if (p[j] < 0.0f) p[j] = 0.0f; /* NaN passes, as torch.relu lets it */
+}
+
+/* The epilogue over all of y [n, cout, ohw] (the paths that do not produce it band by band). */
+static void epilogue_all(const sd_conv_epilogue *ep, sd_tensor y)
+{
+    const int64_t rows = y.ne[0] * y.ne[1], len = y.ne[2] * y.ne[3];
+#pragma omp parallel for if (rows * len >= SD_PAR_MIN)
+    for (int64_t r = 0; r < rows; r++)
+        sd_conv_epilogue_apply(ep, y.data + r * len, ep->add ? ep->add + r * len : NULL, len);
+}
+
+static sd_tensor conv2d_impl(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b, int stride, int pad_t,
+                             int pad_b, int pad_l, int pad_r, const sd_conv_epilogue *ep)
 {
     assert(x.ndim == 4 && w->ndim == 4 && stride >= 1);
     const sd_op_timer pt = sd_op_begin();
@@ -287,7 +305,7 @@ sd_tensor sd_conv2d_pad(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_t
         size_t mark = sd_arena_mark(a);
         float *u = sd_arena_alloc(a, sd_winograd_u_floats(cout, cin) * sizeof(float));
         float *scr = sd_arena_alloc(a, sd_winograd_scratch_floats(n, cin, h, wd, cout, nt) * sizeof(float));
-        sd_conv3x3_winograd(x.data, n, cin, h, wd, w->data, b ? b->data : NULL, cout, y.data, u, scr, nt);
+        sd_conv3x3_winograd(x.data, n, cin, h, wd, w->data, b ? b->data : NULL, cout, y.data, u, scr, nt, ep);
         sd_arena_release(a, mark);
         sd_op_end(kind, pt, flops);
         return y;
@@ -334,6 +352,9 @@ sd_tensor sd_conv2d_pad(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_t
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)cout, (int)ncol, (int)K, 1.0f, wdat,
                         (int)K, bm, (int)ldb, beta, yo, (int)ohw);
+            if (ep)
+                for (int64_t c = 0; c < cout; c++)
+                    sd_conv_epilogue_apply(ep, yo + c * ohw, ep->add ? ep->add + (yo - yd) + c * ohw : NULL, ncol);
         }
         sd_arena_release(a, mark);
         sd_op_end(kind, pt, flops);
@@ -379,6 +400,7 @@ sd_tensor sd_conv2d_pad(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_t
                     memcpy(yd + (i * cout + c) * ohw, tmp + c * nc + i * ohw, (size_t)ohw * sizeof(float));
         }
         sd_arena_release(a, mark);
+        if (ep) epilogue_all(ep, y);
         sd_op_end(kind, pt, flops);
         return y;
     }
@@ -407,8 +429,21 @@ sd_tensor sd_conv2d_pad(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_t
         }
     }
     sd_arena_release(a, mark);
+    if (ep) epilogue_all(ep, y);
     sd_op_end(kind, pt, flops);
     return y;
+}
+
+sd_tensor sd_conv2d_pad(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b,
+                        int stride, int pad_t, int pad_b, int pad_l, int pad_r)
+{
+    return conv2d_impl(a, x, w, b, stride, pad_t, pad_b, pad_l, pad_r, NULL);
+}
+
+sd_tensor sd_conv2d_ep(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b, int stride, int pad,
+                       const sd_conv_epilogue *ep)
+{
+    return conv2d_impl(a, x, w, b, stride, pad, pad, pad, pad, ep);
 }
 
 sd_tensor sd_conv2d(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b, int stride,

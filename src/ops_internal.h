@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sdgen/ops.h"
+
 /* ---- the CPU backend: one table of kernels per instruction set ----
  *
  * The ops (ops.c, winograd.c) and the F16 reader (safetensors.c) do their inner loops through
@@ -81,6 +83,9 @@ void sd_attn_pv_avx512(const float *p, int64_t ldp, int64_t rows, int64_t kn, co
 size_t sd_winograd_u_floats(int64_t cout, int64_t cin);
 size_t sd_winograd_scratch_floats(int64_t n, int64_t cin, int64_t h, int64_t w, int64_t cout, int nt);
 void sd_conv3x3_winograd(const float *x, int64_t n, int64_t cin, int64_t h, int64_t w, const float *wt,
-                         const float *bias, int64_t cout, float *y, float *u, float *scratch, int nt);
+                         const float *bias, int64_t cout, float *y, float *u, float *scratch, int nt,
+                         const sd_conv_epilogue *ep);
+/* The epilogue (ops.h) on n values p of an output; add is the matching part of ep->add or NULL. */
+void sd_conv_epilogue_apply(const sd_conv_epilogue *ep, float *p, const float *add, int64_t n);
 
 #endif

@@ -361,27 +361,9 @@ typedef struct taesd_ctx {
     const char *coder;
 } taesd_ctx;
 
-/* h = ReLU(h + x): the Block's skip sum and its fuse ReLU in one pass (the same two float32 operations). */
-static void add_relu_(sd_tensor h, sd_tensor x)
-{
-    const int64_t n = sd_numel(h);
-    float *d = h.data;
-    const float *s = x.data;
-#pragma omp parallel for if (n >= (1 << 18))
-    for (int64_t i = 0; i < n; i++) {
-        const float v = d[i] + s[i];
-        d[i] = v < 0.0f ? 0.0f : v;
-    }
-}
-
-static void relu_(sd_tensor x)
-{
-    const int64_t n = sd_numel(x);
-    float *d = x.data;
-#pragma omp parallel for if (n >= (1 << 18))
-    for (int64_t i = 0; i < n; i++)
-        if (d[i] < 0.0f) d[i] = 0.0f; /* NaN passes, as torch.relu lets it */
-}
+/* The convolutions' ReLU and the Block's skip sum with its fuse ReLU run as the convolution's epilogue
+ * (sd_conv2d_ep): the same float32 operations, on each band of output rows while it is in cache. */
+static const sd_conv_epilogue relu_after = {NULL, 1};
 
 /* Weight [cout, cin, 3, 3] of "<coder>.layers.<k>.<part>weight" and, when b is non-NULL, its bias [cout]. */
 static int conv_w(taesd_ctx *c, int k, const char *part, int64_t cout, int64_t cin, sd_tensor *w, sd_tensor *b)
@@ -402,16 +384,14 @@ static int block(taesd_ctx *c, int k, sd_tensor x, sd_tensor *out)
     sd_tensor w, b;
     sd_scope s = sd_scope_open(c->a);
     if (conv_w(c, k, "conv.0.", C, C, &w, &b)) return -1;
-    sd_tensor h = sd_conv2d(c->a, x, &w, &b, 1, 1);
-    relu_(h);
+    sd_tensor h = sd_conv2d_ep(c->a, x, &w, &b, 1, 1, &relu_after);
     h = sd_scope_keep(c->a, s, h);
     if (conv_w(c, k, "conv.2.", C, C, &w, &b)) return -1;
-    h = sd_conv2d(c->a, h, &w, &b, 1, 1);
-    relu_(h);
+    h = sd_conv2d_ep(c->a, h, &w, &b, 1, 1, &relu_after);
     h = sd_scope_keep(c->a, s, h);
     if (conv_w(c, k, "conv.4.", C, C, &w, &b)) return -1;
-    h = sd_conv2d(c->a, h, &w, &b, 1, 1);
-    add_relu_(h, x); /* self.fuse(self.conv(x) + self.skip(x)) */
+    const sd_conv_epilogue fuse = {x.data, 1}; /* self.fuse(self.conv(x) + self.skip(x)) */
+    h = sd_conv2d_ep(c->a, h, &w, &b, 1, 1, &fuse);
     *out = sd_scope_keep(c->a, s, h);
     return 0;
 }
@@ -429,8 +409,7 @@ static int run_coder(taesd_ctx *c, const sd_taesd_coder *cd, int relu_first, sd_
             break;
         case SD_TAESD_CONV:
             if (conv_w(c, L->index, "", L->cout, L->cin, &w, &b)) return -1;
-            y = sd_conv2d(c->a, x, &w, &b, 1, 1);
-            if (i == 0 && relu_first) relu_(y);
+            y = sd_conv2d_ep(c->a, x, &w, &b, 1, 1, i == 0 && relu_first ? &relu_after : NULL);
             break;
         case SD_TAESD_UP_CONV: {
             if (conv_w(c, L->index, "", L->cout, L->cin, &w, NULL)) return -1;

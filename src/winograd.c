@@ -39,7 +39,8 @@ static int64_t task_rows(int64_t n, int64_t th, int64_t tw, int nt)
 }
 
 void sd_conv3x3_winograd(const float *x, int64_t n, int64_t cin, int64_t h, int64_t w, const float *wt,
-                         const float *bias, int64_t cout, float *y, float *u, float *scratch, int nt)
+                         const float *bias, int64_t cout, float *y, float *u, float *scratch, int nt,
+                         const sd_conv_epilogue *ep)
 {
     const int64_t th = (h + 1) / 2, tw = (w + 1) / 2;
     const int64_t rows = task_rows(n, th, tw, nt);
@@ -65,9 +66,14 @@ void sd_conv3x3_winograd(const float *x, int64_t n, int64_t cin, int64_t h, int6
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)cout, (int)T, (int)cin, 1.0f, u + k * cc,
                         (int)cin, V + k * cin * tcap, (int)tcap, 0.0f, M + k * cout * tcap, (int)tcap);
         float *yi = y + i * cout * h * w;
-        for (int64_t co = 0; co < cout; co++)
-            ck->wg_out_rows(M + co * tcap, cout * tcap, bias ? bias[co] : 0.0f, yi + co * h * w, h, w, ty0, ty1, tw,
-                            ws);
+        const int64_t oy0 = 2 * ty0, oy1 = 2 * ty1 < h ? 2 * ty1 : h; /* the output rows of this task */
+        for (int64_t co = 0; co < cout; co++) {
+            float *yc = yi + co * h * w;
+            ck->wg_out_rows(M + co * tcap, cout * tcap, bias ? bias[co] : 0.0f, yc, h, w, ty0, ty1, tw, ws);
+            if (ep)
+                sd_conv_epilogue_apply(ep, yc + oy0 * w, ep->add ? ep->add + (yc - y) + oy0 * w : NULL,
+                                       (oy1 - oy0) * w);
+        }
     }
 }
 

@@ -304,6 +304,30 @@ int main(void)
         EXPECT("conv 3x3 33x35 Winograd vs direct", sd_conv2d(a, x, &w, &b, 1, 1), want, 3e-6);
         sd_set_winograd(0);
         EXPECT("conv 3x3 33x35 im2col vs direct", sd_conv2d(a, x, &w, &b, 1, 1), want, 3e-6);
+        /* The epilogue (relu, or relu(y + add)) on every path — Winograd, im2col bands, the few-pixels
+         * products (6×5: one panel; batch 1 straight into y) — has the bits of the conv followed by
+         * sd_add_ and a separate ReLU pass. */
+        const struct { int64_t n, h, w; int wg; const char *what; } paths[] = {
+            {2, 33, 35, 1, "Winograd"}, {2, 33, 35, 0, "im2col bands"}, {2, 6, 5, 0, "few pixels"},
+            {1, 6, 5, 0, "few pixels, one image"}};
+        for (size_t p = 0; p < sizeof paths / sizeof paths[0]; p++) {
+            sd_tensor xp = sd_tensor_4d(a, paths[p].n, 24, paths[p].h, paths[p].w);
+            sd_tensor add = sd_tensor_4d(a, paths[p].n, 20, paths[p].h, paths[p].w);
+            fill(xp, 11); fill(add, 12);
+            sd_set_winograd(paths[p].wg);
+            sd_tensor ref = sd_conv2d(a, xp, &w, &b, 1, 1), ref2 = sd_conv2d(a, xp, &w, &b, 1, 1);
+            sd_add_(ref2, add);
+            for (int64_t i = 0; i < sd_numel(ref); i++) {
+                if (ref.data[i] < 0.0f) ref.data[i] = 0.0f;
+                if (ref2.data[i] < 0.0f) ref2.data[i] = 0.0f;
+            }
+            const sd_conv_epilogue relu = {NULL, 1}, add_relu = {add.data, 1};
+            char what[96];
+            snprintf(what, sizeof what, "conv 3x3 + relu epilogue, %s", paths[p].what);
+            check_bits(what, sd_conv2d_ep(a, xp, &w, &b, 1, 1, &relu).data, ref.data, sd_numel(ref));
+            snprintf(what, sizeof what, "conv 3x3 + add + relu epilogue, %s", paths[p].what);
+            check_bits(what, sd_conv2d_ep(a, xp, &w, &b, 1, 1, &add_relu).data, ref2.data, sd_numel(ref2));
+        }
         sd_set_winograd(prev);
     }
     {   /* per-op profile: ops add calls and FLOPs to the installed profile, nothing once removed */
