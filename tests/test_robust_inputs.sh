@@ -77,33 +77,6 @@ run() {
     exec env "${RUNENV[@]}" timeout -s KILL "$LIMIT" "$SDGEN" "$@"
   ) >"$TMP/log/$CASE.out" 2>"$TMP/log/$CASE.err"
 }
-sanitizer_report() { grep -qE "AddressSanitizer|LeakSanitizer|runtime error|Segmentation|Aborted" "$1"; }
-# expect RC SUBSTRING ARGS...: a refusal
-expect() {
-  local want=$1 pat=$2
-  shift 2
-  cases=$((cases + 1))
-  local before after err=$TMP/log/$CASE.err
-  before=$(cd "$O" && find . -type f -exec sha256sum {} + | sort)
-  run "$@"
-  local rc=$? f=0
-  after=$(cd "$O" && find . -type f -exec sha256sum {} + | sort)
-  [ "$rc" -lt 128 ] || { bad "$CASE: crashed or hung (exit $rc)"; f=1; }
-  [ "$rc" = "$want" ] || { bad "$CASE: exit $rc, want $want"; f=1; }
-  if sanitizer_report "$err"; then bad "$CASE: sanitizer report"; f=1; fi
-  grep -qF -- "$pat" "$err" || { bad "$CASE: stderr lacks \"$pat\""; f=1; }
-  local nl
-  nl=$(grep -c . "$err")
-  [ "$nl" -ge 1 ] && [ "$nl" -le "$MAXL" ] || { bad "$CASE: $nl stderr lines, want 1..$MAXL"; f=1; }
-  [ "$before" = "$after" ] || { bad "$CASE: files changed in the output folder: $(diff <(echo "$before") <(echo "$after") | grep '^[<>]' | tr '\n' ' ')"; f=1; }
-  if [ -n "$(find "$O" -name '*.tmp*' -o -name '*.png.*')" ]; then bad "$CASE: temporary file left"; f=1; fi
-  if [ $f = 0 ]; then
-    ok
-    echo "ok   $CASE (exit $rc): $(head -c 240 "$err" | head -n 1)"
-  else
-    sed 's/^/     | /' "$err" | head -n 5 >&2
-  fi
-}
 # expect_png ARGS...: a run that works: exit 0 and out.png a complete PNG
 expect_png() {
   cases=$((cases + 1))

@@ -9,6 +9,7 @@
 #   png_chunk TYPE FILE    a PNG chunk: length, type, the file's bytes as data, CRC over type + data
 #   linkfolder DIR         a copy of the diffusers folder $CFG made of symlinks, so single files can be
 #                          replaced
+# and the refusal checker both use (expect, sanitizer_report; at the end).
 le64() {
   local s="" i
   for i in 0 1 2 3 4 5 6 7; do s="$s\\$(printf '%03o' $((($1 >> (8 * i)) & 255)))"; done
@@ -44,4 +45,37 @@ linkfolder() {
       ln -s "$d" "$1/"
     fi
   done
+}
+
+# ---- the refusal checker shared by the bad-input scripts ----
+# sanitizer_report FILE: true when FILE holds a sanitizer report or a crash message
+sanitizer_report() { grep -qE "AddressSanitizer|LeakSanitizer|runtime error|Segmentation|Aborted" "$1"; }
+# expect RC SUBSTRING ARGS...: a refusal. Runs the script's `run ARGS` (sdgen in the case's output folder
+# $O, stderr in $TMP/log/$CASE.err) and asserts: not killed by a signal or the time limit, exit RC, no
+# sanitizer report, SUBSTRING in stderr, 1..$MAXL lines of it, no file in $O made or changed, no temporary
+# file left. Counts in the script's $cases and reports through its ok/bad.
+expect() {
+  local want=$1 pat=$2
+  shift 2
+  cases=$((cases + 1))
+  local before after err=$TMP/log/$CASE.err
+  before=$(cd "$O" && find . -type f -exec sha256sum {} + | sort)
+  run "$@"
+  local rc=$? f=0
+  after=$(cd "$O" && find . -type f -exec sha256sum {} + | sort)
+  [ "$rc" -lt 128 ] || { bad "$CASE: crashed or hung (exit $rc)"; f=1; }
+  [ "$rc" = "$want" ] || { bad "$CASE: exit $rc, want $want"; f=1; }
+  if sanitizer_report "$err"; then bad "$CASE: sanitizer report"; f=1; fi
+  grep -qF -- "$pat" "$err" || { bad "$CASE: stderr lacks \"$pat\""; f=1; }
+  local nl
+  nl=$(grep -c . "$err")
+  [ "$nl" -ge 1 ] && [ "$nl" -le "$MAXL" ] || { bad "$CASE: $nl stderr lines, want 1..$MAXL"; f=1; }
+  [ "$before" = "$after" ] || { bad "$CASE: files changed in the output folder: $(diff <(echo "$before") <(echo "$after") | grep '^[<>]' | tr '\n' ' ')"; f=1; }
+  if [ -n "$(find "$O" -name '*.tmp*' -o -name '*.png.*')" ]; then bad "$CASE: temporary file left"; f=1; fi
+  if [ $f = 0 ]; then
+    ok
+    echo "ok   $CASE (exit $rc): $(head -c 240 "$err" | head -n 1)"
+  else
+    sed 's/^/     | /' "$err" | head -n 5 >&2
+  fi
 }
