@@ -605,6 +605,25 @@ static void test_karras_fixture(void)
               s.init_noise_sigma, jnum(e, "init_noise_sigma", -1));
         sd_sched_free(&s);
     }
+    /* unipc's repeated last σ: the last predictor step has h = 0 and returns its input unchanged; with one
+     * step (no corrector) the run returns the start latent bit for bit; longer runs stay finite. */
+    for (int steps = 1; steps <= 4; steps += 3) {
+        static sd_sched u;
+        sd_err err = {0};
+        float x[16], x0[16], g[16];
+        for (int j = 0; j < 16; j++) {
+            x[j] = x0[j] = (float)(j - 8) * 0.37f;
+            g[j] = (float)((j * 7) % 5 - 2) * 0.21f;
+        }
+        int ok = sd_sched_init(&u, SD_SAMPLER_UNIPC, SD_SCHEDULE_KARRAS, SD_SPACING_DEFAULT, SD_PRED_EPS, steps, NULL, &err) == 0;
+        for (int i = 0; ok && i < u.n_calls; i++) ok = sd_sched_step(&u, i, x, g, NULL, 16, &err) == 0;
+        CHECK(ok, "unipc karras %d steps: %s", steps, err.msg);
+        int finite = 1;
+        for (int j = 0; j < 16; j++) finite = finite && isfinite(x[j]);
+        CHECK(finite, "unipc karras %d steps: non-finite latent", steps);
+        if (steps == 1) CHECK(count_diff(x, x0, 16) == 0, "unipc karras 1 step: the h = 0 step changed the latent");
+        sd_sched_free(&u);
+    }
     const sd_sampler need[] = {SD_SAMPLER_HEUN, SD_SAMPLER_LMS, SD_SAMPLER_DPM2, SD_SAMPLER_DPM2_A, SD_SAMPLER_UNIPC};
     for (size_t k = 0; k < sizeof need / sizeof *need; k++)
         CHECK(seen[need[k]] >= 5, "karras fixture: only %d schedules for %s", seen[need[k]], sd_sampler_name(need[k]));
