@@ -7,6 +7,7 @@
 #include "sdgen/json.h"
 #include "sdgen/lora.h"
 #include "sdgen/options.h"
+#include "sdgen/preset.h"
 #include "sdgen/utf8.h"
 
 #include <errno.h>
@@ -183,6 +184,7 @@ static const keydef KEYS[] = {
     {"output", K_STR, NULL},
     {"init_image", K_STR, NULL},
     {"model", K_STR, NULL},
+    {"preset", K_STR, NULL},
     {"loras", K_LORAS, NULL},
     {"seed", K_U64, NULL},
     {"steps", K_INT, NULL},
@@ -245,6 +247,7 @@ static char **str_field(sd_batch_item *it, const char *k)
     if (!strcmp(k, "timestep_spacing")) return &it->timestep_spacing;
     if (!strcmp(k, "output")) return &it->output;
     if (!strcmp(k, "init_image")) return &it->init_image;
+    if (!strcmp(k, "preset")) return &it->preset;
     return &it->model;
 }
 
@@ -253,7 +256,7 @@ static void item_clear(sd_batch_item *it)
     free(it->error);
     free(it->prompt); free(it->negative_prompt); free(it->sampler); free(it->schedule); free(it->rng);
     free(it->prediction); free(it->timestep_spacing); free(it->output); free(it->init_image); free(it->model);
-    free(it->loras);
+    free(it->loras); free(it->preset);
     for (int i = 0; i < it->n_set; i++) {
         free(it->set_key[i]);
         free(it->set_value[i]);
@@ -441,6 +444,12 @@ static int parse_object(jp *j, sd_batch_item *it)
             if (jstring(j, &v)) return -1;
             if (kd->choices && !in_choices(v, kd->choices)) {
                 jfail(j, "\"%s\": unknown value \"%.60s\" (expected %s)", kd->name, v, kd->choices);
+                free(v);
+                return -1;
+            }
+            sd_preset pr;
+            if (!strcmp(kd->name, "preset") && sd_preset_parse(v, &pr)) { /* the names --preset takes */
+                jfail(j, "\"preset\": unknown preset \"%.60s\" (turbo, lcm, lightning, none)", v);
                 free(v);
                 return -1;
             }

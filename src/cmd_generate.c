@@ -758,6 +758,7 @@ static int apply_item(const sd_batch_item *it, sd_gen_opts *o, int *batch_count,
     if (it->output) *output = it->output;
     if (it->model && c->model && strcmp(it->model, c->model) != 0)
         return sd_errf(err, "\"model\" differs from the loaded model (%s); a batch uses one model", c->model);
+    sd_preset_apply_item(it, c->set, o); /* the line's "preset" fills what neither it nor the command line sets */
     return 0;
 }
 

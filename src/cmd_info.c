@@ -25,6 +25,12 @@ static cJSON *int_array(const int *v, int n)
     return a;
 }
 
+/* What a text tower is, whatever its tensor names: towers trained by OpenCLIP (SD 2.x's ViT-H, SDXL's second
+ * tower, ViT-bigG) use GELU, OpenAI's CLIP ViT-L quick_gelu. A diffusers folder stores OpenCLIP towers under
+ * transformers names (CLIPTextModel, CLIPTextModelWithProjection with hidden_act "gelu" in
+ * text_encoder_2/config.json), so the name layout (t->kind) alone would call them CLIP. */
+static int text_is_openclip(const sd_text_config *t) { return t->kind == SD_TEXT_OPENCLIP || t->act == SD_ACT_GELU; }
+
 /* Build the JSON description; the text form is printed from it too, so both agree. */
 static cJSON *describe(const sd_model *m)
 {
@@ -107,7 +113,8 @@ static cJSON *describe(const sd_model *m)
     for (int i = 0; i < m->n_text; i++) {
         const sd_text_config *t = &m->text[i];
         cJSON *o = cJSON_AddObjectToObject(j, i ? "text_2" : "text");
-        cJSON_AddStringToObject(o, "kind", t->kind == SD_TEXT_OPENCLIP ? "openclip" : "clip");
+        cJSON_AddStringToObject(o, "kind", text_is_openclip(t) ? "openclip" : "clip");
+        cJSON_AddStringToObject(o, "names", t->kind == SD_TEXT_OPENCLIP ? "open_clip" : "transformers");
         cJSON_AddStringToObject(o, "prefix", t->prefix);
         cJSON_AddNumberToObject(o, "width", t->width);
         cJSON_AddNumberToObject(o, "layers", t->layers);
@@ -209,7 +216,7 @@ static void print_text(const sd_model *m, const cJSON *j)
     for (int i = 0; i < m->n_text; i++) {
         const sd_text_config *t = &m->text[i];
         printf("%s %s, width %d, %d layers (%d used%s), %d heads, MLP %d, %s, vocab %d, %d positions, pad %d",
-               i ? "text 2:     " : "text:       ", t->kind == SD_TEXT_OPENCLIP ? "OpenCLIP" : "CLIP", t->width, t->layers,
+               i ? "text 2:     " : "text:       ", text_is_openclip(t) ? "OpenCLIP" : "CLIP", t->width, t->layers,
                t->layers_used, t->final_norm ? ", final norm" : ", no final norm", t->heads, t->mlp,
                t->act == SD_ACT_GELU ? "gelu" : "quick_gelu", t->vocab, t->positions, t->pad_id);
         if (t->proj_dim > 0) printf(", projection %d", t->proj_dim);

@@ -6,6 +6,8 @@
  * its checkpoint was distilled for (2, 4 or 8; the 4-step one here). */
 #include "sdgen/preset.h"
 
+#include "sdgen/batch.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
@@ -49,6 +51,35 @@ void sd_preset_apply(sd_preset p, unsigned set, sd_gen_opts *o)
     if (!(set & SD_SET_CFG)) o->cfg_scale = k_presets[p].cfg;
     /* a sampler chosen on the command line that has its own timestep grid keeps it (lcm refuses a spacing) */
     if (!(set & SD_SET_SPACING) && o->sampler == SD_SAMPLER_LCM) o->spacing = SD_SPACING_DEFAULT;
+}
+
+void sd_preset_apply_item(const sd_batch_item *it, unsigned cli_set, sd_gen_opts *o)
+{
+    sd_preset p;
+    if (!it->preset || sd_preset_parse(it->preset, &p)) return; /* the batch parser refuses unknown names */
+    unsigned set = cli_set;
+    sd_schedule implied = SD_SCHEDULE_DEFAULT;
+    sd_sampler smp;
+    if (it->sampler) {
+        set |= SD_SET_SAMPLER;
+        if (sd_sampler_parse(it->sampler, &smp, &implied) == 0 && implied == SD_SCHEDULE_KARRAS) set |= SD_SET_SCHEDULE;
+    }
+    if (it->schedule) set |= SD_SET_SCHEDULE;
+    if (it->timestep_spacing) set |= SD_SET_SPACING;
+    if (it->has_steps) set |= SD_SET_STEPS;
+    if (it->has_cfg_scale) set |= SD_SET_CFG;
+    if (p != SD_PRESET_NONE) {
+        sd_preset_apply(p, set, o);
+        return;
+    }
+    /* none: what the command line would run without any preset */
+    sd_gen_opts d;
+    sd_gen_opts_default(&d);
+    if (!(set & SD_SET_SAMPLER)) o->sampler = d.sampler;
+    if (!(set & SD_SET_SPACING)) o->spacing = d.spacing;
+    if (!(set & SD_SET_SCHEDULE)) o->schedule = d.schedule;
+    if (!(set & SD_SET_STEPS)) o->steps = d.steps;
+    if (!(set & SD_SET_CFG)) o->cfg_scale = d.cfg_scale;
 }
 
 /* Whether `word` occurs in s as a whole word (delimited by non-alphanumerics), ignoring case. */

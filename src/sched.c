@@ -279,9 +279,11 @@ const char *sd_sampler_list(void)
     return "ddim, ddpm, euler, euler_a, dpmpp_2m, dpmpp_2m_sde, lcm, unipc, heun, lms, dpm2, dpm2_a";
 }
 
+/* Every σ sampler: their diffusers classes all take use_karras_sigmas (Euler, Euler a, Heun, LMS, KDPM2,
+ * KDPM2 a, UniPC in 0.25.1, DPMSolverMultistep in 0.27.0). DDIM, DDPM and LCM have no such option. */
 int sd_sampler_has_karras(sd_sampler s)
 {
-    return s == SD_SAMPLER_EULER || s == SD_SAMPLER_EULER_A || s == SD_SAMPLER_DPMPP_2M || s == SD_SAMPLER_DPMPP_2M_SDE;
+    return (unsigned)s < SD_SAMPLER_COUNT && s != SD_SAMPLER_DDIM && s != SD_SAMPLER_DDPM && s != SD_SAMPLER_LCM;
 }
 
 int sd_sampler_order(sd_sampler s)
@@ -482,15 +484,15 @@ int sd_sched_init(sd_sched *s, sd_sampler sampler, sd_schedule schedule, sd_spac
         return sd_errf(err, "scheduler: prediction type must be eps or v");
     if (schedule != SD_SCHEDULE_DEFAULT && schedule != SD_SCHEDULE_KARRAS)
         return sd_errf(err, "scheduler: unknown schedule %d", (int)schedule);
-    if (schedule == SD_SCHEDULE_KARRAS && (sampler == SD_SAMPLER_DDIM || sampler == SD_SAMPLER_DDPM))
-        return sd_errf(err, "--schedule karras is not available for the %s sampler (diffusers' %s has no "
-                       "Karras sigmas); use euler, euler_a or dpmpp_2m, or --schedule default",
-                       sd_sampler_name(sampler), sampler == SD_SAMPLER_DDIM ? "DDIMScheduler" : "DDPMScheduler");
-    const int vp_multistep = sampler == SD_SAMPLER_DPMPP_2M || sampler == SD_SAMPLER_DPMPP_2M_SDE;
     if (schedule == SD_SCHEDULE_KARRAS && !sd_sampler_has_karras(sampler))
-        return sd_errf(err, "--schedule karras is not available for the %s sampler in sdgen (only euler, euler_a, "
-                       "dpmpp_2m and dpmpp_2m_sde); use --schedule default",
-                       sd_sampler_name(sampler));
+        return sd_errf(err, "--schedule karras is not available for the %s sampler (diffusers' %s has no "
+                       "Karras sigmas); use a sigma sampler (euler, euler_a, dpmpp_2m, heun, lms, dpm2, unipc, …) "
+                       "or --schedule default",
+                       sd_sampler_name(sampler),
+                       sampler == SD_SAMPLER_DDIM   ? "DDIMScheduler"
+                       : sampler == SD_SAMPLER_DDPM ? "DDPMScheduler"
+                                                    : "LCMScheduler");
+    const int vp_multistep = sampler == SD_SAMPLER_DPMPP_2M || sampler == SD_SAMPLER_DPMPP_2M_SDE;
     s->sampler = sampler;
     s->schedule = schedule;
     s->prediction = prediction;
@@ -581,27 +583,38 @@ int sd_sched_init(sd_sched *s, sd_sampler sampler, sd_schedule schedule, sd_spac
         for (int k = 0; k < T; k++) log_sigmas[k] = np_logf(s->sigma_table[k]);
         if (schedule == SD_SCHEDULE_KARRAS) {
             double smin, smax;
-            if (vp_multistep) {
-                /* 0.27.0: Karras over the whole flipped σ table. */
+            if (vp_multistep || sampler == SD_SAMPLER_UNIPC) {
+                /* 0.27.0 DPMSolverMultistep, 0.25.1 UniPC: Karras over the whole flipped σ table
+                 * (the spacing's timesteps are discarded). */
                 smin = s->sigma_table[0];
                 smax = s->sigma_table[T - 1];
             } else {
-                /* 0.25.1 Euler classes: Karras between the first and last interpolated σ of
-                 * the spacing's timesteps (σ_999 and σ_0 for linspace). */
+                /* 0.25.1 Euler, Euler a, Heun, LMS, KDPM2, KDPM2 a: Karras between the first and last
+                 * interpolated σ of the spacing's timesteps (σ_999 and σ_0 for linspace). */
                 smax = np_interp_table(s->sigma_table, T, t[0]);
                 smin = np_interp_table(s->sigma_table, T, t[n - 1]);
             }
             sd_sched_karras_sigmas(smin, smax, n, sig);
+            /* _sigma_to_t gives each σ_i a timestep. DPMSolverMultistep, UniPC, KDPM2 and KDPM2 a
+             * round it (`.round()` after _sigma_to_t in their set_timesteps; KDPM2's interpolated
+             * midpoint timesteps stay fractional); Euler, Euler a, Heun and LMS keep the fraction,
+             * which the U-Net receives as float32. */
+            const int round_t = vp_multistep || sampler == SD_SAMPLER_UNIPC || sampler == SD_SAMPLER_DPM2 ||
+                                sampler == SD_SAMPLER_DPM2_A;
             for (int i = 0; i < n; i++) {
                 double tt = sigma_to_t(log_sigmas, T, sig[i]);
-                /* dpmpp_2m rounds to integers; the Euler classes keep the fractional t (float32). */
-                t[i] = vp_multistep ? round_half_even(tt) : (double)(float)tt;
+                t[i] = round_t ? round_half_even(tt) : (double)(float)tt;
             }
         } else {
             for (int i = 0; i < n; i++) sig[i] = np_interp_table(s->sigma_table, T, t[i]);
         }
-        /* The list ends at 0, except UniPC (0.25.1), which ends at σ_0 of the table. */
-        sig[n] = sampler == SD_SAMPLER_UNIPC ? (double)s->sigma_table[0] : 0.0;
+        /* The list ends at 0, except UniPC (0.25.1), which ends at σ_0 of the table, or with Karras
+         * σ at a repeat of its last σ (set_timesteps: concatenate([sigmas, sigmas[-1:]])), so that its
+         * last predictor step has h = 0 and returns the corrected sample unchanged. */
+        if (sampler == SD_SAMPLER_UNIPC)
+            sig[n] = schedule == SD_SCHEDULE_KARRAS ? sig[n - 1] : (double)s->sigma_table[0];
+        else
+            sig[n] = 0.0;
     }
 
     /* The per-call lists (docs/SEMANTICS.md): one call per step, or for the order-2 samplers the

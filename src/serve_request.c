@@ -389,8 +389,8 @@ static int resolve_sampler(const char *name, const char *sched_key, const char *
     *sampler = s;
     *schedule = explicit_s != SD_SCHEDULE_DEFAULT ? explicit_s : implied;
     if (*schedule == SD_SCHEDULE_KARRAS && !sd_sampler_has_karras(s))
-        return sd_errf(err, "the Karras schedule does not apply to %s in sdgen (use Euler, Euler a, DPM++ 2M or "
-                            "DPM++ 2M SDE)",
+        return sd_errf(err, "the Karras schedule does not apply to %s (its diffusers scheduler has no Karras "
+                            "sigmas; use a sigma sampler such as Euler, DPM++ 2M, Heun, LMS, DPM2 or UniPC)",
                        sd_sampler_a1111_name(s));
     return 0;
 }

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "sdgen/batch.h"
+#include "sdgen/preset.h"
 #include "testutil.h"
 
 static void write_text(const char *path, const char *s, size_t n)
@@ -98,6 +99,9 @@ static void test_jsonl_errors(void)
         {"{\"prompt\": \"a\", \"stats\": {\"x\": [1, 2, {\"y\": null}]}, \"bad\": 1}", "unknown key \"bad\""},
         {"[\"prompt\"]", "not a JSON object"},
         {"{\"prompt\": \"caf\xe9\"}", "not valid UTF-8"},
+        {"{\"prompt\": \"a\", \"preset\": \"turbo2\"}", "\"preset\": unknown preset \"turbo2\" (turbo, lcm, lightning, none)"},
+        {"{\"prompt\": \"a\", \"preset\": 1}", "\"preset\" must be a string"},
+        {"{\"prompt\": \"a\", \"preset\": \"lcm\", \"preset\": \"turbo\"}", "duplicate key \"preset\""},
     };
     for (size_t i = 0; i < sizeof E / sizeof *E; i++) {
         char buf[1024];
@@ -343,6 +347,84 @@ static void test_sdxl_keys(void)
     if (rc == 0) sd_batch_free(&b);
 }
 
+/* "preset" on a line fills what neither the line nor the command line sets (sd_preset_apply_item), as
+ * --preset does on the command line; "none" runs the line without the command line's preset. */
+static void test_preset_items(void)
+{
+    const char *text = "{\"prompt\": \"a\", \"preset\": \"turbo\"}\n"                                  /* 1 */
+                       "{\"prompt\": \"b\", \"preset\": \"Lightning\", \"steps\": 2}\n"                /* 2 */
+                       "{\"prompt\": \"c\", \"preset\": \"lcm\", \"sampler\": \"DPM++ 2M Karras\"}\n"   /* 3 */
+                       "{\"prompt\": \"d\", \"preset\": \"turbo\", \"timestep_spacing\": \"leading\", \"cfg_scale\": 3}\n"
+                       "{\"prompt\": \"e\", \"preset\": \"none\"}\n"                                   /* 5 */
+                       "{\"prompt\": \"f\", \"preset\": null}\n"                                       /* 6 */
+                       "{\"prompt\": \"g\", \"preset\": \"turbo\", \"sampler\": \"lcm\"}\n";            /* 7 */
+    sd_batch b;
+    sd_err err = {0};
+    int rc = sd_batch_parse_mem(text, strlen(text), "p.jsonl", &b, &err);
+    CHECK(rc == 0 && b.n == 7 && b.n_errors == 0, "preset lines: %s", rc ? err.msg : b.n_errors ? "errors" : "");
+    if (rc || b.n != 7 || b.n_errors) {
+        if (rc == 0) sd_batch_free(&b);
+        return;
+    }
+    CHECK(!strcmp(b.items[0].preset, "turbo") && !strcmp(b.items[1].preset, "Lightning") && b.items[5].preset == NULL,
+          "preset strings");
+    CHECK(b.items[0].n_set == 2 && !strcmp(b.items[0].set_key[1], "preset") && !strcmp(b.items[0].set_value[1], "turbo"),
+          "preset in the generic settings");
+    struct {
+        unsigned cli_set;
+        sd_sampler sampler;
+        sd_spacing spacing;
+        sd_schedule schedule;
+        int steps;
+        float cfg;
+    } want[7] = {
+        {0, SD_SAMPLER_EULER_A, SD_SPACING_TRAILING, SD_SCHEDULE_DEFAULT, 1, 1.0f},
+        {0, SD_SAMPLER_EULER, SD_SPACING_TRAILING, SD_SCHEDULE_DEFAULT, 2, 1.0f},
+        {0, SD_SAMPLER_DPMPP_2M, SD_SPACING_DEFAULT, SD_SCHEDULE_KARRAS, 4, 1.5f},
+        {0, SD_SAMPLER_EULER_A, SD_SPACING_LEADING, SD_SCHEDULE_DEFAULT, 1, 3.0f},
+        {0, SD_SAMPLER_EULER_A, SD_SPACING_DEFAULT, SD_SCHEDULE_DEFAULT, 20, 7.5f},
+        {0, SD_SAMPLER_DDIM, SD_SPACING_DEFAULT, SD_SCHEDULE_DEFAULT, 30, 5.0f},
+        {0, SD_SAMPLER_LCM, SD_SPACING_DEFAULT, SD_SCHEDULE_DEFAULT, 1, 1.0f},
+    };
+    for (int k = 0; k < 7; k++) {
+        /* the command line: --sampler ddim --steps 30 --cfg-scale 5 for line 6 (no preset: unchanged), nothing else */
+        sd_gen_opts o;
+        sd_gen_opts_default(&o);
+        if (k == 5) { o.sampler = SD_SAMPLER_DDIM; o.steps = 30; o.cfg_scale = 5.0f; }
+        const sd_batch_item *it = &b.items[k];
+        /* the line's own keys first, as the CLI applies them */
+        if (it->sampler) {
+            sd_schedule implied = SD_SCHEDULE_DEFAULT;
+            sd_sampler_parse(it->sampler, &o.sampler, &implied);
+            if (implied == SD_SCHEDULE_KARRAS) o.schedule = implied;
+        }
+        if (it->timestep_spacing) sd_spacing_parse(it->timestep_spacing, &o.spacing);
+        if (it->has_steps) o.steps = it->steps;
+        if (it->has_cfg_scale) o.cfg_scale = (float)it->cfg_scale;
+        sd_preset_apply_item(it, k == 5 ? SD_SET_SAMPLER | SD_SET_STEPS | SD_SET_CFG : 0, &o);
+        CHECK(o.sampler == want[k].sampler && o.spacing == want[k].spacing && o.schedule == want[k].schedule &&
+                  o.steps == want[k].steps && o.cfg_scale == want[k].cfg,
+              "line %d: got %s/%s/%s/%d steps/cfg %g, want %s/%s/%s/%d/%g", k + 1, sd_sampler_name(o.sampler),
+              sd_spacing_name(o.spacing), sd_schedule_name(o.schedule), o.steps, o.cfg_scale, sd_sampler_name(want[k].sampler),
+              sd_spacing_name(want[k].spacing), sd_schedule_name(want[k].schedule), want[k].steps, want[k].cfg);
+    }
+    /* explicit command-line settings win over the line's preset; "none" undoes the command line's preset */
+    sd_gen_opts o;
+    sd_gen_opts_default(&o);
+    o.cfg_scale = 4.0f;                              /* --cfg-scale 4 */
+    sd_preset_apply(SD_PRESET_LCM, SD_SET_CFG, &o);   /* --preset lcm */
+    sd_preset_apply_item(&b.items[0], SD_SET_CFG, &o); /* line 1: turbo */
+    CHECK(o.sampler == SD_SAMPLER_EULER_A && o.spacing == SD_SPACING_TRAILING && o.steps == 1 && o.cfg_scale == 4.0f,
+          "--preset lcm --cfg-scale 4, line preset turbo: %s/%d/%g", sd_sampler_name(o.sampler), o.steps, o.cfg_scale);
+    sd_gen_opts_default(&o);
+    sd_preset_apply(SD_PRESET_TURBO, 0, &o);           /* --preset turbo */
+    sd_preset_apply_item(&b.items[4], 0, &o);          /* line 5: none */
+    CHECK(o.sampler == SD_SAMPLER_EULER_A && o.spacing == SD_SPACING_DEFAULT && o.steps == 20 && o.cfg_scale == 7.5f,
+          "--preset turbo, line preset none: %s/%s/%d/%g", sd_sampler_name(o.sampler), sd_spacing_name(o.spacing), o.steps,
+          o.cfg_scale);
+    sd_batch_free(&b);
+}
+
 int main(void)
 {
     char tmp[4096];
@@ -350,6 +432,7 @@ int main(void)
     mkdir(tmp, 0755);
     test_jsonl_20(tmp);
     test_jsonl_errors();
+    test_preset_items();
     test_plain();
     test_golden_case_line();
     test_sdxl_keys();

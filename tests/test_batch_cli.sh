@@ -7,6 +7,8 @@
 #      seed (the item's, or run seed + item index − 1) and size.
 #   2. plain-text batch (one prompt per line) with a {index}-{prompt} template.
 #   3. --batch-count N with {index}/{seed}/{prompt} templates, and a fixed name numbered "-{index}".
+#   4. "preset" on a line: fills what the line and the command line leave open, as --preset does; an
+#      unknown name fails that line alone (FILE:LINE and the key).
 # Tiny model, 64×64, 1–2 steps: about 25 images of a few seconds each.
 set -u
 export LC_ALL=C
@@ -178,6 +180,53 @@ check_png "fixed name image 1" "$OUT/fixed-1.png" fixed "" 1 Euler Automatic 1 5
 check_png "fixed name image 2" "$OUT/fixed-2.png" fixed "" 1 Euler Automatic 1 6 64x64
 check "fixed name: no fixed.png" "$(test -e "$OUT/fixed.png" && echo yes || echo no)" no
 check "no temporary files anywhere" "$(find "$TMP" -name '*.tmp*' | wc -l)" 0
+
+# ================= 4. "preset" on a line =================
+# The line's preset fills what neither the line nor the command line sets, exactly as --preset does: the
+# turbo line gives the same PNG, bytes and infotext, as `--preset turbo`; a key on the line and an option
+# on the command line win over it; "none" runs the line without the command line's preset; an unknown
+# name fails that line alone, naming FILE:LINE and the key.
+OUT=$TMP/preset
+mkdir -p "$OUT"
+PR=(-m "$MODEL" --vocab "$VOCAB" -W 64 -H 64)
+"$SDGEN" "${PR[@]}" -p "a lighthouse" --seed 7 --preset turbo -o "$OUT/cli-turbo.png" >"$TMP/pc.out" 2>"$TMP/pc.err"
+check "preset: --preset turbo run: exit 0" $? 0
+"$SDGEN" "${PR[@]}" -p "a lighthouse" --seed 7 --preset lcm -o "$OUT/cli-lcm.png" >"$TMP/pc2.out" 2>"$TMP/pc2.err"
+check "preset: --preset lcm run: exit 0" $? 0
+PB=$TMP/preset.jsonl
+cat >"$PB" <<'EOF2'
+{"prompt": "a lighthouse", "seed": 7, "preset": "turbo", "output": "turbo.png"}
+{"prompt": "a lighthouse", "seed": 7, "preset": "lightning", "steps": 2, "output": "lightning.png"}
+{"prompt": "a lighthouse", "seed": 7, "preset": "fast", "output": "fast.png"}
+{"prompt": "a lighthouse", "seed": 7, "preset": "lcm", "sampler": "euler", "output": "lcm-euler.png"}
+{"prompt": "a lighthouse", "seed": 7, "preset": "none", "steps": 2, "output": "none.png"}
+{"prompt": "a lighthouse", "seed": 7, "output": "plain.png"}
+EOF2
+(cd "$OUT" && "$SDGEN" "${PR[@]}" --preset lcm --cfg-scale 2 --prompts "$PB") >"$TMP/pb.out" 2>"$TMP/pb.err"
+rc=$?
+no_crash "preset batch" $rc "$TMP/pb.err"
+check "preset batch: exit 1 (one line failed)" "$rc" 1
+check "preset batch: 5 PNGs (and the two CLI runs)" "$(find "$OUT" -name '*.png' | wc -l)" 7
+if grep -qF "$PB:3: \"preset\": unknown preset \"fast\" (turbo, lcm, lightning, none)" "$TMP/pb.err"; then
+  ok "preset batch: line 3's error names FILE:LINE, the key and the names"
+else bad "preset batch: no FILE:3 preset error in: $(cat "$TMP/pb.err")"; fi
+check "preset batch: no fast.png" "$(test -e "$OUT/fast.png" && echo yes || echo no)" no
+# --cfg-scale 2 on the command line wins over every preset; with it the turbo line equals --preset turbo --cfg-scale 2
+"$SDGEN" "${PR[@]}" -p "a lighthouse" --seed 7 --preset turbo --cfg-scale 2 -o "$OUT/cli-turbo-cfg2.png" \
+  >"$TMP/pc3.out" 2>"$TMP/pc3.err"
+if cmp -s "$OUT/turbo.png" "$OUT/cli-turbo-cfg2.png"; then ok "preset batch: the turbo line = --preset turbo --cfg-scale 2, byte for byte"
+else bad "preset batch: turbo.png differs from --preset turbo --cfg-scale 2"; fi
+check_png "preset batch: turbo line" "$OUT/turbo.png" "a lighthouse" "" 1 "Euler a" Automatic 2 7 64x64
+check_png "preset batch: lightning line, its steps win" "$OUT/lightning.png" "a lighthouse" "" 2 Euler Automatic 2 7 64x64
+check_png "preset batch: lcm line, its sampler wins" "$OUT/lcm-euler.png" "a lighthouse" "" 4 Euler Automatic 2 7 64x64
+check_png "preset batch: none line, no preset" "$OUT/none.png" "a lighthouse" "" 2 "Euler a" Automatic 2 7 64x64
+check_png "preset batch: line without a preset keeps --preset lcm" "$OUT/plain.png" "a lighthouse" "" 4 LCM Automatic 2 7 64x64
+# without the command line's --cfg-scale, the turbo line is exactly --preset turbo
+printf '%s\n' '{"prompt": "a lighthouse", "seed": 7, "preset": "turbo", "output": "turbo2.png"}' >"$TMP/preset2.jsonl"
+(cd "$OUT" && "$SDGEN" "${PR[@]}" --prompts "$TMP/preset2.jsonl") >"$TMP/pb2.out" 2>"$TMP/pb2.err"
+check "preset batch 2: exit 0" $? 0
+if cmp -s "$OUT/turbo2.png" "$OUT/cli-turbo.png"; then ok "preset batch 2: the turbo line = --preset turbo, byte for byte"
+else bad "preset batch 2: turbo2.png differs from --preset turbo"; fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -205,6 +205,19 @@ static void test_exact_and_roundtrip(void)
     CHECK(sd_params_cli_sampler("DPM++ 2M SDE Karras", NULL, &sampler, &schedule) == 0 &&
               !strcmp(sampler, "dpmpp_2m_sde") && !strcmp(schedule, "karras"),
           "DPM++ 2M SDE Karras");
+    /* Karras for heun, lms, dpm2, dpm2_a, unipc: A1111 1.9+ "Schedule type: Karras" and the pre-1.9 combined names */
+    static const char *const KARRAS[][2] = {{"Heun", "heun"}, {"LMS", "lms"}, {"DPM2", "dpm2"}, {"DPM2 a", "dpm2_a"},
+                                            {"UniPC", "unipc"}};
+    for (size_t i = 0; i < sizeof KARRAS / sizeof *KARRAS; i++) {
+        char old_name[64];
+        snprintf(old_name, sizeof old_name, "%s Karras", KARRAS[i][0]);
+        CHECK(sd_params_cli_sampler(KARRAS[i][0], "Karras", &sampler, &schedule) == 0 && !strcmp(sampler, KARRAS[i][1]) &&
+                  !strcmp(schedule, "karras"),
+              "%s + Schedule type Karras read back as %s/%s", KARRAS[i][0], sampler ? sampler : "(none)", schedule);
+        CHECK(sd_params_cli_sampler(old_name, NULL, &sampler, &schedule) == 0 && !strcmp(sampler, KARRAS[i][1]) &&
+                  !strcmp(schedule, "karras"),
+              "%s read back as %s/%s", old_name, sampler ? sampler : "(none)", schedule);
+    }
     CHECK(sd_params_cli_sampler("DPM++ 3M SDE", NULL, &sampler, &schedule) != 0, "DPM++ 3M SDE is not ours");
     CHECK(sd_params_cli_sampler("Euler", "Exponential", &sampler, &schedule) != 0, "Exponential schedule is not ours");
 }

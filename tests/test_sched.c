@@ -7,7 +7,9 @@
  * Unit checks: docs/SEMANTICS.md §5 examples (Karras n = 6, spacings), strength rounding (§9.2), names.
  * tests/fixtures/sched/sched_ref.json (scripts/make-sched-fixtures.py, torch float32 and numpy
  * re-derivation of the diffusers classes): ddpm eps/v steps, spacings and Karras lists that no
- * golden case covers.
+ * golden case covers. tests/fixtures/sched/karras_ref.json (scripts/make-karras-fixtures.py, numpy
+ * re-derivation of the 0.25.1 Heun, LMS, KDPM2, KDPM2 a and UniPC classes with use_karras_sigmas):
+ * their Karras σ lists, per-call timesteps and init_noise_sigma for 1, 2, 4, 20 and 25 steps.
  */
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -325,9 +327,24 @@ static void test_names(void)
     CHECK(sd_sampler_parse("DPM2 a b", &smp, NULL) != 0 && sd_sampler_parse("", &smp, NULL) != 0, "bad names");
     sd_sched st;
     sd_err e = {0};
-    CHECK(sd_sched_init(&st, SD_SAMPLER_HEUN, SD_SCHEDULE_KARRAS, SD_SPACING_DEFAULT, SD_PRED_EPS, 4, NULL, &e) != 0 &&
-              strstr(e.msg, "karras is not available for the heun sampler"),
-          "heun karras refused: %s", e.msg);
+    CHECK(sd_sched_init(&st, SD_SAMPLER_LCM, SD_SCHEDULE_KARRAS, SD_SPACING_DEFAULT, SD_PRED_EPS, 4, NULL, &e) != 0 &&
+              strstr(e.msg, "karras is not available for the lcm sampler") && strstr(e.msg, "LCMScheduler"),
+          "lcm karras refused: %s", e.msg);
+    /* every σ sampler takes Karras σ; ddim, ddpm and lcm do not */
+    for (int k = 0; k < SD_SAMPLER_COUNT; k++) {
+        int want = k != SD_SAMPLER_DDIM && k != SD_SAMPLER_DDPM && k != SD_SAMPLER_LCM;
+        CHECK(sd_sampler_has_karras((sd_sampler)k) == want, "has_karras(%s) = %d, want %d", sd_sampler_name((sd_sampler)k),
+              sd_sampler_has_karras((sd_sampler)k), want);
+    }
+    /* A1111's pre-1.9 combined names of the newly Karras-capable samplers */
+    static const struct { const char *a1111; sd_sampler s; } kn[] = {
+        {"LMS Karras", SD_SAMPLER_LMS}, {"DPM2 Karras", SD_SAMPLER_DPM2}, {"DPM2 a Karras", SD_SAMPLER_DPM2_A},
+        {"Heun Karras", SD_SAMPLER_HEUN}, {"UniPC Karras", SD_SAMPLER_UNIPC}};
+    for (size_t i = 0; i < sizeof kn / sizeof *kn; i++) {
+        sch = SD_SCHEDULE_DEFAULT;
+        CHECK(sd_sampler_parse(kn[i].a1111, &smp, &sch) == 0 && smp == kn[i].s && sch == SD_SCHEDULE_KARRAS,
+              "parse \"%s\" → %s + karras", kn[i].a1111, sd_sampler_name(kn[i].s));
+    }
     CHECK(sd_sched_init(&st, SD_SAMPLER_LCM, SD_SCHEDULE_DEFAULT, SD_SPACING_DEFAULT, SD_PRED_EPS, 51, NULL, &e) != 0 &&
               strstr(e.msg, "at most 50 steps"),
           "lcm 51 steps refused: %s", e.msg);
@@ -479,6 +496,143 @@ static void test_fixture(void)
     cJSON_Delete(root);
 }
 
+/* ---- fixture: Karras σ of heun, lms, dpm2, dpm2_a, unipc (scripts/make-karras-fixtures.py) ---- */
+
+/* JSON numbers, null read as NaN (the NaN ends of the KDPM2 classes' lists). */
+static int read_floats_nan(const cJSON *arr, float *out, int cap)
+{
+    int i = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, arr) if (i < cap) out[i++] = cJSON_IsNumber(v) ? (float)v->valuedouble : NAN;
+    return i;
+}
+
+/* Both NaN, or |a − b| ≤ tol·max(1, |b|) (tol 0: bit-exact). */
+static int same_or_close(float a, float b, double tol)
+{
+    if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);
+    if (tol == 0) return bits_equal(a, b);
+    return fabs((double)a - b) <= tol * fmax(1.0, fabs(b));
+}
+
+/* Compares n values; returns the count outside tol and the worst relative difference. */
+static int cmp_list(const float *got, const float *want, int n, double tol, double *worst)
+{
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        if (!same_or_close(got[i], want[i], tol)) bad++;
+        if (!isnan(got[i]) && !isnan(want[i])) {
+            double d = fabs((double)got[i] - want[i]) / fmax(1.0, fabs(want[i]));
+            if (d > *worst) *worst = d;
+        }
+    }
+    return bad;
+}
+
+/* The σ lists, per-call timesteps, σ_up/σ_down and init_noise_sigma come from float64 set-up and
+ * float32 IEEE arithmetic in diffusers: bit-exact. Only the KDPM2 classes' interpolated σ̂ (torch's
+ * float32 log/exp, which numpy's differ from by an ulp) and the timesteps derived from them get a
+ * tolerance: 2e-6 relative for σ̂, 1e-3 for its (fractional) timestep. */
+static void test_karras_fixture(void)
+{
+    char path[4096];
+    const char *src = getenv("SDGEN_SOURCE_DIR");
+    snprintf(path, sizeof path, "%s/tests/fixtures/sched/karras_ref.json", src && *src ? src : "..");
+    char *txt = sd_test_read_text(path);
+    CHECK(txt != NULL, "cannot read %s", path);
+    if (!txt) return;
+    cJSON *root = cJSON_Parse(txt);
+    free(txt);
+    if (!root) { CHECK(0, "karras fixture does not parse"); return; }
+    int count = 0, seen[SD_SAMPLER_COUNT] = {0};
+    double worst_interp = 0, worst_tinterp = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(root, "schedules")) {
+        sd_sampler smp;
+        sd_spacing sp;
+        const char *name = jstr(e, "sampler");
+        int steps = (int)jnum(e, "steps", 0);
+        if (sd_sampler_parse(name, &smp, NULL) || sd_spacing_parse(jstr(e, "spacing"), &sp)) {
+            CHECK(0, "karras fixture: names %s/%s", name, jstr(e, "spacing"));
+            continue;
+        }
+        char what[160];
+        snprintf(what, sizeof what, "karras %s/%s n=%d", name, jstr(e, "spacing"), steps);
+        static sd_sched s;
+        sd_err err = {0};
+        if (sd_sched_init(&s, smp, SD_SCHEDULE_KARRAS, sp, SD_PRED_EPS, steps, NULL, &err)) {
+            CHECK(0, "%s: %s", what, err.msg);
+            continue;
+        }
+        count++;
+        seen[smp]++;
+        static float want[SD_SCHED_MAX_SIGMAS];
+        const int dpm2 = smp == SD_SAMPLER_DPM2 || smp == SD_SAMPLER_DPM2_A;
+        /* per-call timesteps; the odd calls of dpm2/dpm2_a run at the interpolated σ̂ */
+        int nt = read_floats_nan(cJSON_GetObjectItemCaseSensitive(e, "timesteps"), want, SD_SCHED_MAX_SIGMAS);
+        CHECK(nt == s.n_calls_all, "%s: %d timesteps, sdgen has %d", what, nt, s.n_calls_all);
+        for (int i = 0; i < nt && nt == s.n_calls_all; i++) {
+            int interp = dpm2 && (i & 1);
+            double d = fabs((double)s.timesteps_all[i] - want[i]);
+            if (interp && d > worst_tinterp) worst_tinterp = d;
+            CHECK(interp ? d <= 1e-3 : bits_equal(s.timesteps_all[i], want[i]), "%s: timestep %d = %.9g, want %.9g", what,
+                  i, s.timesteps_all[i], want[i]);
+        }
+        double w = 0;
+        int ns = read_floats_nan(cJSON_GetObjectItemCaseSensitive(e, "sigmas"), want, SD_SCHED_MAX_SIGMAS);
+        CHECK(ns == s.n_sigmas_all, "%s: %d sigmas, sdgen has %d", what, ns, s.n_sigmas_all);
+        if (ns == s.n_sigmas_all) {
+            int bad = cmp_list(s.sigmas_all, want, ns, 0, &w);
+            CHECK(bad == 0, "%s: %d of %d sigmas not bit-exact (worst rel %.3g; first σ %.9g want %.9g)", what, bad, ns, w,
+                  s.sigmas_all[0], want[0]);
+        }
+        if (dpm2) {
+            int ni = read_floats_nan(cJSON_GetObjectItemCaseSensitive(e, "sigmas_interpol"), want, SD_SCHED_MAX_SIGMAS);
+            CHECK(ni == s.n_sigmas_all && cmp_list(s.interp_all, want, ni, 2e-6, &worst_interp) == 0,
+                  "%s: interpolated sigmas differ (%d values, worst rel %.3g)", what, ni, worst_interp);
+        }
+        if (smp == SD_SAMPLER_DPM2_A) {
+            const char *keys[2] = {"sigmas_up", "sigmas_down"};
+            const float *got[2] = {s.up_all, s.down_all};
+            for (int k = 0; k < 2; k++) {
+                int nu = read_floats_nan(cJSON_GetObjectItemCaseSensitive(e, keys[k]), want, SD_SCHED_MAX_SIGMAS);
+                double wu = 0;
+                CHECK(nu == s.n_sigmas_all && cmp_list(got[k], want, nu, 0, &wu) == 0, "%s: %s not bit-exact (worst rel %.3g)",
+                      what, keys[k], wu);
+            }
+        }
+        CHECK(s.init_noise_sigma == (float)jnum(e, "init_noise_sigma", -1), "%s: init_noise_sigma %.9g want %.9g", what,
+              s.init_noise_sigma, jnum(e, "init_noise_sigma", -1));
+        sd_sched_free(&s);
+    }
+    /* unipc's repeated last σ: the last predictor step has h = 0 and returns its input unchanged; with one
+     * step (no corrector) the run returns the start latent bit for bit; longer runs stay finite. */
+    for (int steps = 1; steps <= 4; steps += 3) {
+        static sd_sched u;
+        sd_err err = {0};
+        float x[16], x0[16], g[16];
+        for (int j = 0; j < 16; j++) {
+            x[j] = x0[j] = (float)(j - 8) * 0.37f;
+            g[j] = (float)((j * 7) % 5 - 2) * 0.21f;
+        }
+        int ok = sd_sched_init(&u, SD_SAMPLER_UNIPC, SD_SCHEDULE_KARRAS, SD_SPACING_DEFAULT, SD_PRED_EPS, steps, NULL, &err) == 0;
+        for (int i = 0; ok && i < u.n_calls; i++) ok = sd_sched_step(&u, i, x, g, NULL, 16, &err) == 0;
+        CHECK(ok, "unipc karras %d steps: %s", steps, err.msg);
+        int finite = 1;
+        for (int j = 0; j < 16; j++) finite = finite && isfinite(x[j]);
+        CHECK(finite, "unipc karras %d steps: non-finite latent", steps);
+        if (steps == 1) CHECK(count_diff(x, x0, 16) == 0, "unipc karras 1 step: the h = 0 step changed the latent");
+        sd_sched_free(&u);
+    }
+    const sd_sampler need[] = {SD_SAMPLER_HEUN, SD_SAMPLER_LMS, SD_SAMPLER_DPM2, SD_SAMPLER_DPM2_A, SD_SAMPLER_UNIPC};
+    for (size_t k = 0; k < sizeof need / sizeof *need; k++)
+        CHECK(seen[need[k]] >= 5, "karras fixture: only %d schedules for %s", seen[need[k]], sd_sampler_name(need[k]));
+    printf("karras fixture: %d schedules (heun, lms, dpm2, dpm2_a, unipc); interpolated σ worst rel %.3g, their "
+           "timesteps worst |dt| %.3g\n",
+           count, worst_interp, worst_tinterp);
+    cJSON_Delete(root);
+}
+
 /* A case of the sampler set (golden README §8): the schedule (per-call timesteps, σ list, start
  * latent, the first U-Net input) and every model call's update from the reference's own input latent,
  * guided output and noise draws to its step_latents entry. The reference re-derives each call to ≤ 1e-6
@@ -589,6 +743,7 @@ int main(void)
     test_strength_and_errors();
     test_names();
     test_fixture();
+    test_karras_fixture();
     if (sd_test_skip_shared("the golden cases' schedules and steps")) TEST_MAIN_END();
 
     DIR *d = opendir(sd_test_path("golden/cases"));

@@ -117,20 +117,36 @@ static void test_info(const char *sdgen, const char *file, const char *folder, c
                         break;
                     }
             }
-            /* Where the prediction type came from differs (the folder's scheduler config names it), and so
-             * does the second tower's layout word: OpenCLIP names in the file, transformers (CLIP) names in the
-             * folder. The rest of each line is the same. */
-            const char *xa = la, *xb = lb;
+            /* Where the prediction type came from differs (the folder's scheduler config names it). The rest
+             * of each line is the same: the second tower is OpenCLIP (ViT-bigG style) in both, although the
+             * folder stores it under transformers names (CLIPTextModelWithProjection). */
             if (!strcmp(keys[k], "prediction:")) {
                 la[strcspn(la, "(")] = 0;
                 lb[strcspn(lb, "(")] = 0;
             }
-            if (!strcmp(keys[k], "text 2:")) {
-                CHECK(strstr(la, ":      OpenCLIP,") && strstr(lb, ":      CLIP,"), "info text 2 kinds: %s / %s", la, lb);
-                xa = strchr(la, ',') ? strchr(la, ',') : la;
-                xb = strchr(lb, ',') ? strchr(lb, ',') : lb;
-            }
-            CHECK(la[0] && !strcmp(xa, xb), "info %s\n  file:   %s\n  folder: %s", keys[k], la, lb);
+            if (!strcmp(keys[k], "text 2:"))
+                CHECK(!strncmp(la, "text 2:      OpenCLIP, width 128,", 32) &&
+                          !strncmp(lb, "text 2:      OpenCLIP, width 128,", 32),
+                      "info text 2 is not OpenCLIP in both:\n  file:   %s\n  folder: %s", la, lb);
+            if (!strcmp(keys[k], "text:"))
+                CHECK(!strncmp(lb, "text:        CLIP, width 64,", 28), "info text (tower 1) of the folder: %s", lb);
+            CHECK(la[0] && !strcmp(la, lb), "info %s\n  file:   %s\n  folder: %s", keys[k], la, lb);
+        }
+        /* --json: the same "kind" for tower 2, and its tensor-name layout under "names" */
+        for (int w = 0; w < 2; w++) {
+            snprintf(cmd, sizeof cmd, "'%s' info --json '%s'", sdgen, w ? folder : file);
+            CHECK(run_sh(cmd, oa, ea) == 0, "sdgen info --json on the %s failed", w ? "folder" : "file");
+            char *js = sd_test_read_text(oa);
+            const char *t2 = js ? strstr(js, "\"text_2\":{\"kind\"") : NULL;
+            const char *t1 = js ? strstr(js, "\"text\":{\"kind\"") : NULL; /* (also a key of the dtype counts) */
+            const char *want2 = w ? "\"text_2\":{\"kind\":\"openclip\",\"names\":\"transformers\","
+                                  : "\"text_2\":{\"kind\":\"openclip\",\"names\":\"open_clip\",";
+            const char *want1 = "\"text\":{\"kind\":\"clip\",\"names\":\"transformers\",";
+            CHECK(t2 && !strncmp(t2, want2, strlen(want2)), "info --json text_2 of the %s: %.80s", w ? "folder" : "file",
+                  t2 ? t2 : "(none)");
+            CHECK(t1 && !strncmp(t1, want1, strlen(want1)), "info --json text of the %s: %.80s", w ? "folder" : "file",
+                  t1 ? t1 : "(none)");
+            free(js);
         }
         CHECK(strstr(tb, "family:      sdxl") && strstr(tb, "scale 0.13025") && strstr(tb, "pad 0, projection 96") &&
                   strstr(tb, "label_emb from 288 values") && strstr(tb, "depth 1 2 2"),

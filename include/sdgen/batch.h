@@ -7,7 +7,9 @@
  *
  *   strings : prompt, negative_prompt, sampler, schedule, rng, prediction, timestep_spacing, output,
  *             init_image, model (values of sampler/schedule/rng/... are checked by the generator,
- *             which knows their aliases)
+ *             which knows their aliases), preset (turbo, lcm, lightning or none, as --preset, checked
+ *             here: it fills the line's sampler, spacing, schedule, steps and CFG that neither the line
+ *             nor the command line sets; sd_preset_apply_item)
  *   integers: seed (0 … 2^64−1), steps, width, height, clip_skip, batch_count
  *   numbers : cfg_scale, strength, eta
  *   loras   : "PATH[:W]" or an array of such strings (as --lora; a bare NAME is looked up in the LoRA
@@ -51,6 +53,7 @@ typedef struct sd_batch_item {
     char *prompt, *negative_prompt, *sampler, *schedule, *rng, *prediction, *timestep_spacing;
     char *output, *init_image, *model;
     char *loras;         /* "loras": one "PATH[:W]" or "NAME[:W]" a line (sdgen/lora.h), or NULL */
+    char *preset;        /* "preset": a name sd_preset_parse accepts, or NULL */
     int has_seed;        uint64_t seed;
     int has_steps;       int steps;
     int has_width;       int width;

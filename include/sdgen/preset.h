@@ -19,6 +19,8 @@
 extern "C" {
 #endif
 
+struct sd_batch_item;
+
 typedef enum sd_preset { SD_PRESET_NONE = 0, SD_PRESET_TURBO, SD_PRESET_LCM, SD_PRESET_LIGHTNING } sd_preset;
 
 /* Bits of the settings a user gave explicitly. */
@@ -30,6 +32,12 @@ int sd_preset_parse(const char *name, sd_preset *out);
 const char *sd_preset_name(sd_preset p);
 /* Fill the preset's settings that are not in `set`. */
 void sd_preset_apply(sd_preset p, unsigned set, sd_gen_opts *o);
+/* A batch line's "preset" (sdgen/batch.h) on its options o, after the line's own keys are applied:
+ * fills the preset's settings that neither the line (its sampler, schedule, timestep_spacing, steps,
+ * cfg_scale keys; a "... Karras" sampler name sets the schedule) nor the command line (cli_set) gives.
+ * "none" puts those settings back to sdgen's defaults (sd_gen_opts_default), so the line runs without the
+ * command line's or the model's preset. No "preset" key: o is left as it is. */
+void sd_preset_apply_item(const struct sd_batch_item *it, unsigned cli_set, sd_gen_opts *o);
 /* The preset a model file names in its Stability "modelspec" metadata (modelspec.architecture, then
  * modelspec.title: the word turbo, lcm or lightning in it, as in "stable-diffusion-xl-v1-base/lcm"),
  * or SD_PRESET_NONE; why (may be NULL) gets "modelspec.KEY \"VALUE\"". */

@@ -123,7 +123,7 @@ typedef struct sd_sched {
 /* Build the schedule. cfg may be NULL (SD 1.x/2.x defaults: 1000 steps, scaled_linear
  * 0.00085…0.012, steps_offset 1); a non-empty cfg->timestep_spacing is used when spacing is
  * SD_SPACING_DEFAULT. Errors (exit code 2): steps out of 1..min(1000, num_train_timesteps),
- * karras with ddim/ddpm, trailing spacing where diffusers' arange yields steps + 1 timesteps,
+ * karras with ddim/ddpm/lcm, trailing spacing where diffusers' arange yields steps + 1 timesteps,
  * unknown beta schedule, prediction not eps/v. */
 int sd_sched_init(sd_sched *s, sd_sampler sampler, sd_schedule schedule, sd_spacing spacing,
                   sd_prediction prediction, int steps, const sd_sched_config *cfg, sd_err *err);
@@ -188,7 +188,7 @@ const char *sd_sampler_list(void);                /* "ddim, ddpm, euler, …" fo
 /* Model calls per step (2 for heun, dpm2, dpm2_a: k-diffusion's second-order samplers, else 1), and
  * the model calls of a whole run of `steps` (2·steps − 1 for those: the last step is first order). */
 int sd_sampler_order(sd_sampler s);
-/* Whether --schedule karras is implemented for the sampler (euler, euler_a, dpmpp_2m, dpmpp_2m_sde). */
+/* Whether --schedule karras applies to the sampler: every σ sampler (all but ddim, ddpm and lcm). */
 int sd_sampler_has_karras(sd_sampler s);
 int sd_sampler_model_calls(sd_sampler s, int steps);
 int sd_schedule_parse(const char *name, sd_schedule *out); /* "default"/"automatic", "karras" */
