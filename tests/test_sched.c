@@ -371,17 +371,25 @@ static void read_floats(const cJSON *arr, float *out, int cap, int *n)
     *n = i;
 }
 
-static void test_fixture(void)
+/* tests/fixtures/sched/NAME parsed (NULL, with a failed check, when it cannot be read or parsed). */
+static cJSON *load_fixture(const char *name)
 {
     char path[4096];
     const char *src = getenv("SDGEN_SOURCE_DIR");
-    snprintf(path, sizeof path, "%s/tests/fixtures/sched/sched_ref.json", src && *src ? src : "..");
+    snprintf(path, sizeof path, "%s/tests/fixtures/sched/%s", src && *src ? src : "..", name);
     char *txt = sd_test_read_text(path);
     CHECK(txt != NULL, "cannot read %s", path);
-    if (!txt) return;
+    if (!txt) return NULL;
     cJSON *root = cJSON_Parse(txt);
     free(txt);
-    if (!root) { CHECK(0, "fixture does not parse"); return; }
+    CHECK(root != NULL, "%s does not parse", path);
+    return root;
+}
+
+static void test_fixture(void)
+{
+    cJSON *root = load_fixture("sched_ref.json");
+    if (!root) return;
 
     /* schedules: timesteps / sigmas / init_noise_sigma for sampler × schedule × spacing × n */
     int n_sched = 0, n_sched_exact = 0;
@@ -535,15 +543,8 @@ static int cmp_list(const float *got, const float *want, int n, double tol, doub
  * tolerance: 2e-6 relative for σ̂, 1e-3 for its (fractional) timestep. */
 static void test_karras_fixture(void)
 {
-    char path[4096];
-    const char *src = getenv("SDGEN_SOURCE_DIR");
-    snprintf(path, sizeof path, "%s/tests/fixtures/sched/karras_ref.json", src && *src ? src : "..");
-    char *txt = sd_test_read_text(path);
-    CHECK(txt != NULL, "cannot read %s", path);
-    if (!txt) return;
-    cJSON *root = cJSON_Parse(txt);
-    free(txt);
-    if (!root) { CHECK(0, "karras fixture does not parse"); return; }
+    cJSON *root = load_fixture("karras_ref.json");
+    if (!root) return;
     int count = 0, seen[SD_SAMPLER_COUNT] = {0};
     double worst_interp = 0, worst_tinterp = 0;
     const cJSON *e;
