@@ -237,6 +237,13 @@ static int open_folder(sd_model *m, const char *dir, int *cap, sd_err *err)
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, parts[p].file);
         if (!path_present(path)) {
+            /* diffusers' variant naming (from_pretrained(variant="fp16"): "<name>.fp16.safetensors"), what a
+             * download of only the half-precision files leaves; the plain file wins when both are there */
+            char var[4096];
+            snprintf(var, sizeof var, "%.*s.fp16.safetensors", (int)(strlen(path) - strlen(".safetensors")), path);
+            if (path_present(var)) snprintf(path, sizeof path, "%s", var);
+        }
+        if (!path_present(path)) {
             char alt[4096];
             snprintf(alt, sizeof alt, "%s/%s/diffusion_pytorch_model.bin", dir, parts[p].comp);
             if (file_exists(alt))

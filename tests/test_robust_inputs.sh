@@ -348,5 +348,29 @@ MAXL=3
 printf '{red} apple\na cat\n' >"$FX/b-brace.txt"
 expect 1 "(the file is read as JSON Lines because its first prompt line starts with '{'" "${GEN[@]}" --prompts "$FX/b-brace.txt" -o 'img-{index}.png'
 
+# diffusers' fp16 variant names (what a download of only "*.fp16.safetensors" leaves): read when the plain
+# file is missing, and the same image as the folder with plain names
+cs folder-fp16-variant-names
+linkfolder "$FX/variant/tiny"
+linkfolder "$FX/plain/tiny" # same folder name: the infotext names the model by it
+mv "$FX/variant/tiny/unet/diffusion_pytorch_model.safetensors" "$FX/variant/tiny/unet/diffusion_pytorch_model.fp16.safetensors"
+mv "$FX/variant/tiny/text_encoder/model.safetensors" "$FX/variant/tiny/text_encoder/model.fp16.safetensors"
+cases=$((cases + 1))
+run -m "$FX/variant/tiny" "${BASE[@]}" -p "a red apple" -o variant.png
+rv=$?
+run -m "$FX/plain/tiny" "${BASE[@]}" -p "a red apple" -o plain.png
+rp=$?
+if [ "$rv" = 0 ] && [ "$rp" = 0 ] && cmp -s "$O/variant.png" "$O/plain.png"; then
+  ok
+  echo "ok   $CASE: unet and text_encoder under *.fp16.safetensors names give the plain folder's PNG byte for byte"
+else
+  bad "$CASE: exit $rv (variant) / $rp (plain), PNGs $(cmp "$O/variant.png" "$O/plain.png" 2>&1 | head -c 120)"
+fi
+# neither name: the message names the plain one
+cs folder-weights-missing-both-names
+linkfolder "$FX/cfg-novariant"
+rm "$FX/cfg-novariant/unet/diffusion_pytorch_model.safetensors"
+expect 2 "unet/diffusion_pytorch_model.safetensors: missing (the unet config is there but its weights are not)" -m "$FX/cfg-novariant" "${BASE[@]}" -p x -o out.png
+
 echo "$cases cases: $pass passed, $fail failed"
 [ "$fail" = 0 ]
