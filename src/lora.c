@@ -811,7 +811,8 @@ static void drop_fly(sd_lora_state *s, sd_model *m)
 
 int sd_lora_mode_parse(const char *str, sd_lora_mode *mode)
 {
-    if (!strcmp(str, "merge")) *mode = SD_LORA_MERGE;
+    if (!strcmp(str, "auto")) *mode = SD_LORA_AUTO;
+    else if (!strcmp(str, "merge")) *mode = SD_LORA_MERGE;
     else if (!strcmp(str, "fly")) *mode = SD_LORA_FLY;
     else return -1;
     return 0;
@@ -1140,6 +1141,25 @@ static double fly_bytes(const sd_lora_state *s, const lora_file *files, int n_op
     return need;
 }
 
+/* The multiply-adds per token the open files' low-rank products add, as a fraction of those of the layers (or
+ * OpenCLIP row blocks) they patch, each counted once: Σ r·(rows + cols) / Σ rows·cols. */
+static double fly_extra(const sd_lora_state *s, const lora_file *files, int n_open)
+{
+    unsigned char *seen = calloc((size_t)(s->map.n > 0 ? s->map.n : 1), 1);
+    double extra = 0, base = 0;
+    for (int i = 0; i < n_open; i++)
+        for (int k = 0; k < files[i].n; k++) {
+            const lora_module *lm = &files[i].mods[k];
+            if (lm->target < 0) continue;
+            const sd_lora_target *tg = &s->map.targets[lm->target];
+            extra += (double)files[i].st.tensors[lm->down].shape[0] * (double)(tg->rows + tg->cols);
+            if (seen && !seen[lm->target]) base += (double)tg->rows * (double)tg->cols;
+            if (seen) seen[lm->target] = 1;
+        }
+    free(seen);
+    return base > 0 ? extra / base : 0;
+}
+
 int sd_lora_apply(sd_lora_state *s, sd_model *m, const sd_lora_list *l, sd_err *err)
 {
     /* the set as text: the same set twice in a row is applied once */
@@ -1148,7 +1168,7 @@ int sd_lora_apply(sd_lora_state *s, sd_model *m, const sd_lora_list *l, sd_err *
     FILE *mf = open_memstream(&want, &wn);
     if (!mf) return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
     for (int i = 0; i < l->n; i++) fprintf(mf, "%s\t%.17g\n", l->items[i].path ? l->items[i].path : "", l->items[i].scale);
-    if (s->mode == SD_LORA_FLY) fputs("on the fly\n", mf);
+    if (s->mode != SD_LORA_AUTO) fputs(s->mode == SD_LORA_FLY ? "on the fly\n" : "merged\n", mf);
     if (fclose(mf)) {
         free(want);
         return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
@@ -1205,10 +1225,13 @@ int sd_lora_apply(sd_lora_state *s, sd_model *m, const sd_lora_list *l, sd_err *
             s->warning = strdup(line);
         }
     }
+    s->fly_extra = fly_extra(s, files, n_open);
+    const sd_lora_mode how = s->mode != SD_LORA_AUTO ? s->mode
+                             : s->fly_extra <= SD_LORA_FLY_MAX_EXTRA ? SD_LORA_FLY : SD_LORA_MERGE;
     /* the copies the merge will make (weights the model does not hold as its own copy yet), against
      * the memory the caller allows: refused before any is made rather than found out by the OOM killer */
     const size_t avail = s->copy_limit == SIZE_MAX ? sd_available_memory_bytes() : s->copy_limit; /* after the restore */
-    if (!rc && avail && s->mode == SD_LORA_FLY) {
+    if (!rc && avail && how == SD_LORA_FLY) {
         const double need = fly_bytes(s, files, n_open);
         if (need > (double)avail)
             rc = sd_errcf(err, SD_ERR_NOMEM, "the LoRA%s %.2f GB for their float32 matrices, but only %.2f GB of "
@@ -1243,7 +1266,7 @@ int sd_lora_apply(sd_lora_state *s, sd_model *m, const sd_lora_list *l, sd_err *
                           n32 ? " (--weights f32 patches the model's own copies instead, which it then holds for "
                                 "every weight)" : "");
     }
-    if (!rc && (s->mode == SD_LORA_FLY ? fly_all(s, m, files, n_open, l, err)
+    if (!rc && (how == SD_LORA_FLY ? fly_all(s, m, files, n_open, l, err)
                                        : merge_all(s, m, slot_of, files, n_open, l, err)))
         rc = -1;
     for (int i = 0; i < n_open; i++) lora_file_close(&files[i]);

@@ -493,6 +493,7 @@ static void test_f16_merge(void)
 
     sd_lora_state s;
     memset(&s, 0, sizeof s);
+    s.mode = SD_LORA_MERGE; /* this test is about the merge's copies */
     sd_lora_list l;
     memset(&l, 0, sizeof l);
     sd_lora_list_add(&l, "a", pa, 0.75, &e);
@@ -850,6 +851,49 @@ static void fly_case(const char *label, const char *model_file, const fly_mod *m
     sd_model_close(&m);
 }
 
+/* SD_LORA_AUTO: a set whose products add at most SD_LORA_FLY_MAX_EXTRA of the patched layers' work goes on the
+ * fly, a heavier one is merged */
+static void test_auto(void)
+{
+    if (sd_test_skip_shared("tiny SD 1.x model")) return;
+    sd_model m;
+    sd_err e = {0};
+    if (sd_model_open(&m, sd_test_path("golden/models/tiny-sd1.safetensors"), &e)) {
+        CHECK(0, "%s", e.msg);
+        return;
+    }
+    /* rank 1 on fc1 [256, 64]: 1·(256 + 64) / (256·64) = 1.95 %; rank 4 on a [32, 32] to_q: 4·64 / 1024 = 25 % */
+    static const fly_mod light[] = {{"lora_te_text_model_encoder_layers_0_mlp_fc1",
+                                     "cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.weight", -1, 1, 0, 0}};
+    static const fly_mod heavy[] = {{"lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q",
+                                     "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight", -1, 4, 0, 0}};
+    const struct {
+        const fly_mod *mod;
+        double want_extra;
+        int want_fly;
+    } cases[] = {{light, 320.0 / 16384.0, 1}, {heavy, 0.25, 0}};
+    sd_lora_state s;
+    memset(&s, 0, sizeof s);
+    CHECK(s.mode == SD_LORA_AUTO, "a zeroed state's mode is %d, not SD_LORA_AUTO", (int)s.mode);
+    for (int c = 0; c < 2; c++) {
+        char pa[4200], pb[4200];
+        snprintf(pa, sizeof pa, "%s/auto-%d-a.safetensors", sd_test_tmp(), c);
+        snprintf(pb, sizeof pb, "%s/auto-%d-b.safetensors", sd_test_tmp(), c);
+        if (write_fly_loras(&m, cases[c].mod, 1, pa, pb)) continue;
+        sd_lora_list l;
+        memset(&l, 0, sizeof l);
+        sd_lora_list_add(&l, "a", pa, 1.0, &e);
+        CHECK(sd_lora_apply(&s, &m, &l, &e) == 0, "auto %d: %s", c, e.msg);
+        CHECK(fabs(s.fly_extra - cases[c].want_extra) < 1e-12 && (s.n_fly > 0) == cases[c].want_fly &&
+                  (s.n_patched > 0) == !cases[c].want_fly,
+              "auto %d: extra work %.6f (want %.6f), %d modules on the fly, %d weights merged", c, s.fly_extra,
+              cases[c].want_extra, s.n_fly, s.n_patched);
+        sd_lora_list_free(&l);
+    }
+    sd_lora_state_free(&s, &m);
+    sd_model_close(&m);
+}
+
 static void test_fly(void)
 {
     if (sd_test_skip_shared("tiny models")) return;
@@ -896,6 +940,7 @@ static void test_fly(void)
 int main(void)
 {
     test_fly();
+    test_auto();
     test_f16_merge();
     test_sdxl_map();
     test_keys();

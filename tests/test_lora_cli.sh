@@ -334,7 +334,7 @@ expect "bad tag weight" 2 "the weight \"x\" is not a number" -p "a <lora:kohya:x
 expect "--lora without a file" 2 "--lora:" -p x --lora ":0.5"
 expect "pickle embedding" 2 "embedding \"oldemb\": $TMP/m/embeddings/oldemb.pt is a PyTorch pickle" -p "a oldemb"
 expect "embedding of the wrong width" 2 "expected [n, 64] float vectors" -p "a wide photo"
-expect "bad --lora-apply" 2 "--lora-apply: expected merge or fly, got \"fused\"" -p x --lora-apply fused
+expect "bad --lora-apply" 2 "--lora-apply: expected auto, merge or fly, got \"fused\"" -p x --lora-apply fused
 expect "shape mismatch on the fly names key and both shapes" 2 \
   "shape mismatch: \"$Q.lora_down.weight\" has shape [4,65], expected [4,64] for \"cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight\" [64,64]" \
   -p x --lora-apply fly --lora "$L/shape.safetensors"
@@ -404,7 +404,7 @@ PYEOF
     "$TMP/sd2.safetensors" >"$TMP/sd2.jsonl"
   for w in f16 f32 fly; do
     S2B=(-q --overwrite -m "$S2" --vocab "$VOCAB" -W 64 -H 64 --steps 2 --weights "${w/fly/f16}")
-    [ "$w" = fly ] && S2B+=(--lora-apply fly)
+    if [ "$w" = fly ]; then S2B+=(--lora-apply fly); else S2B+=(--lora-apply merge); fi
     mkdir -p "$TMP/sd2b-$w"
     "$SDGEN" "${S2B[@]}" --prompts "$TMP/sd2.jsonl" -o "$TMP/sd2b-$w/{index}.png" --dump-dir "$TMP/sd2b-$w" \
       >/dev/null 2>"$TMP/sd2b-$w.err" || bad "SD 2.x batch ($w): $(cat "$TMP/sd2b-$w.err")"
