@@ -649,7 +649,10 @@ static int write_fly_loras(const sd_model *m, const fly_mod *mods, int n, const 
     st_entry e[2][48];
     float *owned[96];
     char names[96][160];
+    memset(e, 0, sizeof e);
     int ne[2] = {0, 0}, no = 0, rc = 0;
+    CHECK(n <= 16, "write_fly_loras: %d modules, room for 16", n);
+    if (n > 16) return -1;
     for (int i = 0; i < n && !rc; i++) {
         const sd_weight_ref *w = sd_model_find(m, mods[i].weight);
         CHECK(w != NULL, "the test model lacks %s", mods[i].weight);
