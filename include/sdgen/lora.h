@@ -121,9 +121,9 @@ typedef enum sd_lora_mode {
 
 /* SD_LORA_AUTO applies a set on the fly when its low-rank products add at most this fraction to the
  * multiply-adds per token of the layers they patch (Σ r·(in + out) over Σ in·out), else merges it. Measured
- * (docs/LORA.md): a rank-32 SDXL LoRA (3.9 %) costs no measurable time per step on the fly, and merging it
- * takes 25–40 s and 1.4 GB more memory; a rank-128 SD 1.5 LoRA (21 %) costs 10–16 % more CPU time per step
- * on the fly, against a merge of 1.5–3.7 s. */
+ * (docs/LORA.md): a rank-32 SDXL LoRA (3.9 %) costs a few per cent of CPU time per step on the fly (under 1 %
+ * at 1024²), while merging it takes 16–39 s and 1.4–3.5 GB more peak memory; a rank-128 SD 1.5 LoRA (21 %)
+ * costs 12–20 % more CPU time per step on the fly, against a merge of 1.5–3.7 s. */
 #define SD_LORA_FLY_MAX_EXTRA 0.05
 
 /* "auto" / "merge" / "fly" → mode: 0, or -1 for another word. */
