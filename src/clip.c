@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "sdgen/lowrank.h"
 #include "sdgen/ops.h"
 
 #define CLIP_SEQ 77
@@ -185,7 +186,23 @@ static sd_tensor clip_rows(sd_tensor t, int64_t r0, int64_t nr)
 typedef struct clip_layer_w {
     sd_tensor ln1_g, ln1_b, wq, bq, wk, bk, wv, bv, wo, bo, ln2_g, ln2_b, w1, b1, w2, b2;
     sd_tensor wqkv, bqkv; /* OpenCLIP's packed in_proj [3D, D] and [3D]; .data NULL for the HF layout */
+    /* LoRA modules added on the fly (sdgen/lowrank.h; NULL: none): of wq, wk, wv, wo, w1, w2 and of the packed
+     * in_proj, whose q/k/v modules patch its row blocks */
+    const sd_lowrank *lq, *lk, *lv, *lo, *l1, *l2, *lqkv;
 } clip_layer_w;
+
+/* The LoRA modules of weight "<prefix><fmt…>", or NULL. */
+static const sd_lowrank *clip_lr(clip_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static const sd_lowrank *clip_lr(clip_ctx *c, const char *fmt, ...)
+{
+    char name[512];
+    int n0 = snprintf(name, sizeof name, "%s", c->pfx);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name + n0, sizeof name - (size_t)n0, fmt, ap);
+    va_end(ap);
+    return sd_model_lowrank(c->m, name);
+}
 
 static int clip_layer_weights(clip_ctx *c, const sd_text_config *t, int l, clip_layer_w *w)
 {
@@ -209,6 +226,12 @@ static int clip_layer_weights(clip_ctx *c, const sd_text_config *t, int l, clip_
             clip_w(c, &w->w2, 2, D, F, "%s%d.mlp.fc2.weight", L, l) ||
             clip_w(c, &w->b2, 1, D, 0, "%s%d.mlp.fc2.bias", L, l))
             return -1;
+        w->lq = clip_lr(c, "%s%d.self_attn.q_proj.weight", L, l);
+        w->lk = clip_lr(c, "%s%d.self_attn.k_proj.weight", L, l);
+        w->lv = clip_lr(c, "%s%d.self_attn.v_proj.weight", L, l);
+        w->lo = clip_lr(c, "%s%d.self_attn.out_proj.weight", L, l);
+        w->l1 = clip_lr(c, "%s%d.mlp.fc1.weight", L, l);
+        w->l2 = clip_lr(c, "%s%d.mlp.fc2.weight", L, l);
         return 0;
     }
     /* OpenCLIP: torch nn.MultiheadAttention's packed in_proj, q, k, v stacked along rows. */
@@ -229,6 +252,10 @@ static int clip_layer_weights(clip_ctx *c, const sd_text_config *t, int l, clip_
         return -1;
     w->wqkv = win;
     w->bqkv = bin;
+    w->lqkv = clip_lr(c, "%s%d.attn.in_proj_weight", R, l);
+    w->lo = clip_lr(c, "%s%d.attn.out_proj.weight", R, l);
+    w->l1 = clip_lr(c, "%s%d.mlp.c_fc.weight", R, l);
+    w->l2 = clip_lr(c, "%s%d.mlp.c_proj.weight", R, l);
     w->wq = clip_rows(win, 0, D);
     w->wk = clip_rows(win, D, D);
     w->wv = clip_rows(win, 2 * D, D);
@@ -271,7 +298,7 @@ static size_t clip_layer_bytes(const sd_model *m, const char *pfx, const sd_text
 static void clip_qkv_packed(sd_arena *a, sd_tensor h, const clip_layer_w *w, sd_tensor *q, sd_tensor *k, sd_tensor *v)
 {
     const int64_t D = h.ne[h.ndim - 1], rows = sd_numel(h) / D;
-    sd_tensor qkv = sd_linear(a, h, &w->wqkv, &w->bqkv);
+    sd_tensor qkv = sd_linear_lr(a, h, &w->wqkv, &w->bqkv, w->lqkv);
     sd_tensor *out[3] = {q, k, v};
     for (int j = 0; j < 3; j++) {
         *out[j] = sd_tensor_new(a, h.ndim, h.ne);
@@ -294,21 +321,21 @@ static int clip_layer(clip_ctx *c, const sd_text_config *t, int l, sd_tensor x)
     if (w.wqkv.data) {
         clip_qkv_packed(a, h, &w, &q, &k, &v);
     } else {
-        q = sd_linear(a, h, &w.wq, &w.bq);
-        k = sd_linear(a, h, &w.wk, &w.bk);
-        v = sd_linear(a, h, &w.wv, &w.bv);
+        q = sd_linear_lr(a, h, &w.wq, &w.bq, w.lq);
+        k = sd_linear_lr(a, h, &w.wk, &w.bk, w.lk);
+        v = sd_linear_lr(a, h, &w.wv, &w.bv, w.lv);
     }
     sd_tensor o = sd_attention(a, q, k, v, t->heads, 1);
-    o = sd_linear(a, o, &w.wo, &w.bo);
+    o = sd_linear_lr(a, o, &w.wo, &w.bo, w.lo);
     sd_add_(x, o);
 
     h = sd_layernorm(a, x, &w.ln2_g, &w.ln2_b, CLIP_LN_EPS);
-    h = sd_linear(a, h, &w.w1, &w.b1);
+    h = sd_linear_lr(a, h, &w.w1, &w.b1, w.l1);
     if (t->act == SD_ACT_QUICK_GELU)
         sd_quick_gelu_(h);
     else
         sd_gelu_(h);
-    h = sd_linear(a, h, &w.w2, &w.b2);
+    h = sd_linear_lr(a, h, &w.w2, &w.b2, w.l2);
     sd_add_(x, h);
     sd_scope_close(a, s);
     return 0;

@@ -79,6 +79,10 @@ static void usage(FILE *f)
             "                             is removed from the text\n"
             "      --lora PATH[:W]        apply a LoRA file at weight W (default 1); repeatable, LoRAs add up\n"
             "      --lora-dir DIR         where <lora:NAME> tags are looked up (default: loras/ beside the model)\n"
+            "      --lora-apply auto|merge|fly  merge LoRAs into copies of the weights they patch, or add them as\n"
+            "                             low-rank products at each use of a layer (no copies, more work per step);\n"
+            "                             auto (default): on the fly when that adds at most 5%% to the patched\n"
+            "                             layers' work, else merged\n"
             "      --embeddings-dir DIR   textual-inversion embeddings (.safetensors): a prompt word equal to a file\n"
             "                             name becomes its vectors (default: embeddings/ beside the model)\n"
             "      --original-size WxH    SDXL size conditioning (default: the image size)\n"
@@ -352,6 +356,12 @@ static int parse_args(int argc, char **argv, cli_opts *c)
         } else if (!strcmp(a, "--lora-dir")) {
             NEEDV();
             c->gen.lora_dir = v;
+        } else if (!strcmp(a, "--lora-apply")) {
+            NEEDV();
+            if (sd_lora_mode_parse(v, &c->gen.lora_mode)) {
+                say("--lora-apply: expected auto, merge or fly, got \"%s\"", v);
+                return -1;
+            }
         } else if (!strcmp(a, "--embeddings-dir")) {
             NEEDV();
             c->gen.embeddings_dir = v;
@@ -680,7 +690,8 @@ static int one_image(run_ctx *r, sd_gen_opts *o, const char *out_tmpl, const cha
     if (sd_generate(r->p, o, &res, err)) return -1;
     if (res.lora_warning) say("warning: %s", res.lora_warning);
     if (r->c->verbose && res.lora_hashes && res.t_lora > 0)
-        say("LoRA %s: loaded and merged in %.2f s", res.lora_hashes, res.t_lora);
+        say("LoRA %s: loaded and %s in %.2f s (its low-rank products: %.1f%% of the patched layers' work)",
+            res.lora_hashes, r->p->lora.n_fly ? "set up on the fly" : "merged", res.t_lora, 100 * r->p->lora.fly_extra);
     if (!r->c->quiet) {
         if (res.chunks_cond > 1 || res.chunks_uncond > 1)
             fprintf(stderr, "sdgen: the prompt is longer than 75 tokens: encoded as %d chunks of 75 (negative: %d)\n",

@@ -27,6 +27,7 @@
 
 #include "diffusers.h"
 #include "sdgen/hash.h"
+#include "sdgen/lowrank.h"
 #include "sdgen/safetensors.h"
 
 /* ---- canonical names ---- */
@@ -797,9 +798,30 @@ static int restore_one(sd_model *m, const sd_lora_patch *p, sd_err *err)
     return 0;
 }
 
+/* Detach the modules applied on the fly from the model's weights and free them. */
+static void drop_fly(sd_lora_state *s, sd_model *m)
+{
+    if (s->n_fly)
+        for (int i = 0; i < m->n_weights; i++) m->weights[i].lowrank = NULL;
+    for (int i = 0; i < s->n_fly; i++) free(s->fly[i]);
+    free(s->fly);
+    s->fly = NULL;
+    s->n_fly = 0;
+}
+
+int sd_lora_mode_parse(const char *str, sd_lora_mode *mode)
+{
+    if (!strcmp(str, "auto")) *mode = SD_LORA_AUTO;
+    else if (!strcmp(str, "merge")) *mode = SD_LORA_MERGE;
+    else if (!strcmp(str, "fly")) *mode = SD_LORA_FLY;
+    else return -1;
+    return 0;
+}
+
 int sd_lora_restore(sd_lora_state *s, sd_model *m, sd_err *err)
 {
     int rc = 0;
+    drop_fly(s, m);
     for (int i = 0; i < s->n_patched; i++)
         if (restore_one(m, &s->patched[i], err)) rc = -1;
     s->n_patched = 0;
@@ -811,6 +833,8 @@ int sd_lora_restore(sd_lora_state *s, sd_model *m, sd_err *err)
 void sd_lora_state_free(sd_lora_state *s, sd_model *m)
 {
     if (m) (void)sd_lora_restore(s, m, NULL);
+    for (int i = 0; i < s->n_fly; i++) free(s->fly[i]); /* without a model: nothing points at them any more */
+    free(s->fly);
     free(s->patched);
     free(s->applied);
     free(s->warning);
@@ -1029,6 +1053,113 @@ static int merge_all(sd_lora_state *s, sd_model *m, int *slot_of, const lora_fil
     return rc;
 }
 
+/* The float32 values of a module on the fly: one block holding the list node, D [r, cols] and
+ * U' = scale·f·U [rows, r] (f = alpha / r, applied to U in float32 first, as the merge does). */
+static sd_lowrank *fly_module(const sd_lora_map *map, const sd_model *m, const lora_file *f, const lora_module *lm,
+                              double scale, sd_err *err)
+{
+    const sd_lora_target *tg = &map->targets[lm->target];
+    const sd_weight_ref *w = &m->weights[tg->weight];
+    const sd_safetensors *st = &f->st;
+    const sd_st_tensor *Dt = &st->tensors[lm->down], *Ut = &st->tensors[lm->up];
+    const int64_t r = Dt->shape[0];
+    float alpha = 0;
+    if (lm->alpha >= 0) {
+        if (sd_st_read_f32(st, &st->tensors[lm->alpha], &alpha, err)) return NULL;
+        if (!isfinite(alpha))
+            return sd_errf(err, "%s: \"%s\" is not a finite number", st->path, st->tensors[lm->alpha].name), NULL;
+    }
+    float *D = read_checked(st, Dt, err);
+    if (!D) return NULL;
+    float *U = read_checked(st, Ut, err);
+    if (!U) {
+        free(D);
+        return NULL;
+    }
+    /* Dt and Ut were checked against the target's shape when the file was opened (lora_file_open) */
+    const size_t nd = (size_t)r * (size_t)tg->cols, nu = (size_t)tg->rows * (size_t)r;
+    sd_lowrank *lr = malloc(sizeof *lr + (nd + nu) * sizeof(float));
+    if (!lr) {
+        free(D);
+        free(U);
+        return sd_errcf(err, SD_ERR_NOMEM, "out of memory: the LoRA matrices of \"%s\"", w->name), NULL;
+    }
+    float *dd = (float *)(lr + 1), *ud = dd + nd;
+    memcpy(dd, D, nd * sizeof(float));
+    const float ff = lm->alpha >= 0 ? (float)((double)alpha / (double)r) : 1.0f, sc = (float)scale;
+    for (size_t i = 0; i < nu; i++) ud[i] = sc * (lm->alpha >= 0 ? U[i] * ff : U[i]);
+    free(D);
+    free(U);
+    *lr = (sd_lowrank){.down = dd, .up = ud, .r = r, .row0 = tg->row0, .rows = tg->rows, .cols = tg->cols,
+                       .kh = w->ndim == 4 ? (int)w->shape[2] : 1, .kw = w->ndim == 4 ? (int)w->shape[3] : 1};
+    return lr;
+}
+
+/* Every module of the open files attached to its weight's list, in the order of the LoRAs and their keys. */
+static int fly_all(sd_lora_state *s, sd_model *m, const lora_file *files, int n_open, const sd_lora_list *l,
+                   sd_err *err)
+{
+    int n = 0;
+    for (int i = 0; i < n_open; i++) n += files[i].n;
+    s->fly = calloc((size_t)(n > 0 ? n : 1), sizeof *s->fly);
+    sd_lowrank **tail = calloc((size_t)(m->n_weights > 0 ? m->n_weights : 1), sizeof *tail);
+    if (!s->fly || !tail) {
+        free(tail);
+        return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < n_open; i++)
+        for (int k = 0; k < files[i].n; k++) {
+            const lora_module *lm = &files[i].mods[k];
+            if (lm->target < 0) continue;
+            sd_lowrank *lr = fly_module(&s->map, m, &files[i], lm, l->items[i].scale, err);
+            if (!lr) {
+                free(tail);
+                return -1;
+            }
+            s->fly[s->n_fly++] = lr;
+            const int wi = s->map.targets[lm->target].weight;
+            if (tail[wi]) tail[wi]->next = lr;
+            else m->weights[wi].lowrank = lr;
+            tail[wi] = lr;
+        }
+    free(tail);
+    return 0;
+}
+
+/* Bytes of float32 matrices the open files' modules take on the fly. */
+static double fly_bytes(const sd_lora_state *s, const lora_file *files, int n_open)
+{
+    double need = 0;
+    for (int i = 0; i < n_open; i++)
+        for (int k = 0; k < files[i].n; k++) {
+            const lora_module *lm = &files[i].mods[k];
+            if (lm->target < 0) continue;
+            const sd_lora_target *tg = &s->map.targets[lm->target];
+            const double r = (double)files[i].st.tensors[lm->down].shape[0];
+            need += r * (double)(tg->cols + tg->rows) * sizeof(float) + sizeof(sd_lowrank);
+        }
+    return need;
+}
+
+/* The multiply-adds per token the open files' low-rank products add, as a fraction of those of the layers (or
+ * OpenCLIP row blocks) they patch, each counted once: Σ r·(rows + cols) / Σ rows·cols. */
+static double fly_extra(const sd_lora_state *s, const lora_file *files, int n_open)
+{
+    unsigned char *seen = calloc((size_t)(s->map.n > 0 ? s->map.n : 1), 1);
+    double extra = 0, base = 0;
+    for (int i = 0; i < n_open; i++)
+        for (int k = 0; k < files[i].n; k++) {
+            const lora_module *lm = &files[i].mods[k];
+            if (lm->target < 0) continue;
+            const sd_lora_target *tg = &s->map.targets[lm->target];
+            extra += (double)files[i].st.tensors[lm->down].shape[0] * (double)(tg->rows + tg->cols);
+            if (seen && !seen[lm->target]) base += (double)tg->rows * (double)tg->cols;
+            if (seen) seen[lm->target] = 1;
+        }
+    free(seen);
+    return base > 0 ? extra / base : 0;
+}
+
 int sd_lora_apply(sd_lora_state *s, sd_model *m, const sd_lora_list *l, sd_err *err)
 {
     /* the set as text: the same set twice in a row is applied once */
@@ -1037,6 +1168,7 @@ int sd_lora_apply(sd_lora_state *s, sd_model *m, const sd_lora_list *l, sd_err *
     FILE *mf = open_memstream(&want, &wn);
     if (!mf) return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
     for (int i = 0; i < l->n; i++) fprintf(mf, "%s\t%.17g\n", l->items[i].path ? l->items[i].path : "", l->items[i].scale);
+    if (s->mode != SD_LORA_AUTO) fputs(s->mode == SD_LORA_FLY ? "on the fly\n" : "merged\n", mf);
     if (fclose(mf)) {
         free(want);
         return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
@@ -1093,10 +1225,18 @@ int sd_lora_apply(sd_lora_state *s, sd_model *m, const sd_lora_list *l, sd_err *
             s->warning = strdup(line);
         }
     }
+    s->fly_extra = fly_extra(s, files, n_open);
+    const sd_lora_mode how = s->mode != SD_LORA_AUTO ? s->mode
+                             : s->fly_extra <= SD_LORA_FLY_MAX_EXTRA ? SD_LORA_FLY : SD_LORA_MERGE;
     /* the copies the merge will make (weights the model does not hold as its own copy yet), against
      * the memory the caller allows: refused before any is made rather than found out by the OOM killer */
     const size_t avail = s->copy_limit == SIZE_MAX ? sd_available_memory_bytes() : s->copy_limit; /* after the restore */
-    if (!rc && avail) {
+    if (!rc && avail && how == SD_LORA_FLY) {
+        const double need = fly_bytes(s, files, n_open);
+        if (need > (double)avail)
+            rc = sd_errcf(err, SD_ERR_NOMEM, "the LoRA%s %.2f GB for their float32 matrices, but only %.2f GB of "
+                          "memory is available", l->n > 1 ? "s need" : " needs", need / 1e9, (double)avail / 1e9);
+    } else if (!rc && avail) {
         /* F16-merged weights: their F16 copies and one float32 scratch (the largest); others: float32 copies */
         double need = 0, scratch = 0;
         int n16 = 0, n32 = 0;
@@ -1126,7 +1266,9 @@ int sd_lora_apply(sd_lora_state *s, sd_model *m, const sd_lora_list *l, sd_err *
                           n32 ? " (--weights f32 patches the model's own copies instead, which it then holds for "
                                 "every weight)" : "");
     }
-    if (!rc && merge_all(s, m, slot_of, files, n_open, l, err)) rc = -1;
+    if (!rc && (how == SD_LORA_FLY ? fly_all(s, m, files, n_open, l, err)
+                                       : merge_all(s, m, slot_of, files, n_open, l, err)))
+        rc = -1;
     for (int i = 0; i < n_open; i++) lora_file_close(&files[i]);
     free(slot_of);
     if (rc) {

@@ -50,6 +50,12 @@ const sd_weight_ref *sd_model_find(const sd_model *m, const char *name)
     return i >= 0 ? &m->weights[i] : NULL;
 }
 
+const struct sd_lowrank *sd_model_lowrank(const sd_model *m, const char *name)
+{
+    const sd_weight_ref *w = sd_model_find(m, name);
+    return w ? w->lowrank : NULL;
+}
+
 /* The stored tensor behind a reference, or NULL when the reference points nowhere valid. */
 static const sd_st_tensor *stored(const sd_model *m, const sd_weight_ref *r, const sd_safetensors **file)
 {

@@ -905,6 +905,7 @@ static int gen_loras(sd_pipeline *p, const sd_gen_opts *o, char **pos, char **ne
     if (sd_lora_resolve(&l, dir, err)) goto out;
     const double t0 = sd_now();
     p->lora.copy_limit = SIZE_MAX; /* the merge's copies must fit in the machine's available memory */
+    p->lora.mode = o->lora_mode;
     if (sd_lora_apply(&p->lora, &p->model, &l, err)) goto out;
     const int changed = p->lora.changed;
     r->t_lora = sd_now() - t0;

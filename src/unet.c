@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sdgen/lowrank.h"
 #include "sdgen/ops.h"
 #include "sdgen/safetensors.h"
 
@@ -61,6 +62,14 @@ static int weight(unet_ctx *u, sd_tensor *w, const char *pre, const char *suffix
     int rc = sd_model_weight(u->m, u->a, name, w, u->err);
     sd_op_end(SD_OP_WEIGHTS, pt, 0);
     return rc;
+}
+
+/* The LoRA modules added on the fly to the layer of weight "<pre>.<suffix>" (sdgen/lowrank.h), or NULL. */
+static const sd_lowrank *lowrank(unet_ctx *u, const char *pre, const char *suffix)
+{
+    char name[1200];
+    snprintf(name, sizeof name, SD_PREFIX_UNET "%s.%s", pre, suffix);
+    return sd_model_lowrank(u->m, name);
 }
 
 static int has_weight(unet_ctx *u, const char *pre, const char *suffix)
@@ -127,13 +136,13 @@ static int resblock(unet_ctx *u, const char *pre, sd_tensor x, sd_tensor *out)
                        pre, (long long)cin, (long long)cout);
     }
     sd_tensor h = sd_groupnorm_silu(a, x, G, &g1, &b1, 1e-5f);
-    h = sd_conv2d(a, h, &w1, &c1, 1, 1);
-    sd_tensor e = sd_linear(a, u->emb_silu, &ew, &eb);
+    h = sd_conv2d_lr(a, h, &w1, &c1, 1, 1, lowrank(u, pre, "in_layers.2.weight"));
+    sd_tensor e = sd_linear_lr(a, u->emb_silu, &ew, &eb, lowrank(u, pre, "emb_layers.1.weight"));
     sd_add_channel_bias_(h, e);
     h = sd_groupnorm_silu(a, h, G, &g2, &b2, 1e-5f);
-    h = sd_conv2d(a, h, &w2, &c2, 1, 1);
+    h = sd_conv2d_lr(a, h, &w2, &c2, 1, 1, lowrank(u, pre, "out_layers.3.weight"));
     if (skip) {
-        sd_tensor sk = sd_conv2d(a, x, &sw, &sb, 1, 0);
+        sd_tensor sk = sd_conv2d_lr(a, x, &sw, &sb, 1, 0, lowrank(u, pre, "skip_connection.weight"));
         sd_add_(h, sk);
     } else {
         sd_add_(h, x);
@@ -161,11 +170,11 @@ static int attention_block(unet_ctx *u, const char *pre, const char *attn, sd_te
         inner % heads)
         return sd_errf(u->err, "U-Net %s%s: inconsistent attention shapes (channels %lld, context %lld, heads %d)",
                        SD_PREFIX_UNET, p, (long long)C, (long long)kv.ne[2], heads);
-    sd_tensor q = sd_linear(a, xn, &wq, NULL);
-    sd_tensor k = sd_linear(a, kv, &wk, NULL);
-    sd_tensor v = sd_linear(a, kv, &wv, NULL);
+    sd_tensor q = sd_linear_lr(a, xn, &wq, NULL, lowrank(u, p, "to_q.weight"));
+    sd_tensor k = sd_linear_lr(a, kv, &wk, NULL, lowrank(u, p, "to_k.weight"));
+    sd_tensor v = sd_linear_lr(a, kv, &wv, NULL, lowrank(u, p, "to_v.weight"));
     sd_tensor o = sd_attention(a, q, k, v, heads, 0);
-    o = sd_linear(a, o, &wo, &bo);
+    o = sd_linear_lr(a, o, &wo, &bo, lowrank(u, p, "to_out.0.weight"));
     sd_add_(x, o);
     sd_scope_close(a, s);
     return 0;
@@ -208,9 +217,9 @@ static int transformer_block(unet_ctx *u, const char *pre, sd_tensor x, int head
     sd_scope_close(a, s);
 
     xn = sd_layernorm(a, x, &g3, &b3, 1e-5f);
-    sd_tensor f = sd_linear(a, xn, &wp, &bp);
+    sd_tensor f = sd_linear_lr(a, xn, &wp, &bp, lowrank(u, pre, "ff.net.0.proj.weight"));
     f = sd_geglu(a, f);
-    f = sd_linear(a, f, &wf, &bf);
+    f = sd_linear_lr(a, f, &wf, &bf, lowrank(u, pre, "ff.net.2.weight"));
     sd_add_(x, f);
     sd_scope_close(a, outer);
     return 0;
@@ -239,13 +248,13 @@ static int spatial_transformer(unet_ctx *u, const char *pre, int depth, sd_tenso
      * transpose followed by a Linear (SD 2.x use_linear_in_transformer); do the latter. */
     sd_tensor h = sd_groupnorm(a, x, u->c->groups, &gn, &bn, 1e-6f);
     sd_tensor t = sd_nchw_to_nlc(a, h);
-    t = sd_linear(a, t, &wi, &bi);
+    t = sd_linear_lr(a, t, &wi, &bi, lowrank(u, pre, "proj_in.weight"));
     for (int d = 0; d < depth; d++) {
         char bp[512];
         snprintf(bp, sizeof bp, "%s.transformer_blocks.%d", pre, d);
         if (transformer_block(u, bp, t, heads)) return -1;
     }
-    t = sd_linear(a, t, &wo, &bo);
+    t = sd_linear_lr(a, t, &wo, &bo, lowrank(u, pre, "proj_out.weight"));
     sd_tensor y = sd_nlc_to_nchw(a, t, H, W);
     sd_add_(y, x);
     *out = sd_scope_keep(a, s, y);
@@ -284,7 +293,7 @@ static int conv_layer(unet_ctx *u, const char *pre, sd_tensor x, int stride, sd_
         return -1;
     if (w.ne[2] != 3 || w.ne[3] != 3 || sd_numel(b) != w.ne[0])
         return sd_errf(u->err, "U-Net %s%s: expected a 3×3 convolution", SD_PREFIX_UNET, pre);
-    *out = sd_scope_keep(u->a, s, sd_conv2d(u->a, x, &w, &b, stride, 1));
+    *out = sd_scope_keep(u->a, s, sd_conv2d_lr(u->a, x, &w, &b, stride, 1, lowrank(u, pre, "weight")));
     return 0;
 }
 
@@ -678,9 +687,9 @@ static int embed_mlp(unet_ctx *u, const char *pre, sd_tensor x, sd_tensor *out)
         return -1;
     if (w0.ne[1] != x.ne[1] || w2.ne[1] != w0.ne[0] || sd_numel(b0) != w0.ne[0] || sd_numel(b2) != w2.ne[0])
         return sd_errf(u->err, "U-Net %s: inconsistent shapes", pre);
-    sd_tensor e = sd_linear(a, x, &w0, &b0);
+    sd_tensor e = sd_linear_lr(a, x, &w0, &b0, lowrank(u, pre, "0.weight"));
     sd_silu_(e);
-    *out = sd_linear(a, e, &w2, &b2);
+    *out = sd_linear_lr(a, e, &w2, &b2, lowrank(u, pre, "2.weight"));
     return 0;
 }
 

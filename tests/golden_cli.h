@@ -111,8 +111,10 @@ static inline void pair_option(const cJSON *c, const char *key, const char *opt,
 }
 
 /* Run case `case_name` of the golden set folder `set` ("cases", "cases-sdxl", ...). */
-static inline void run_golden_case_in(const char *sdgen, const char *set, const char *case_name,
-                                      const char *model_override)
+/* One case of a set, with extra options for sdgen (NULL-terminated list, or NULL) and its dumps in a folder
+ * named after the case and `tag` (NULL: none). */
+static inline void run_golden_case_opts(const char *sdgen, const char *set, const char *case_name,
+                                        const char *model_override, const char *const *extra, const char *tag)
 {
     char case_dir[4096], json_path[4200], set_path[256];
     snprintf(set_path, sizeof set_path, "golden/%s", set);
@@ -128,7 +130,7 @@ static inline void run_golden_case_in(const char *sdgen, const char *set, const 
     if (!c) return;
 
     char out_dir[4096], png[4200], model[4096], init[4200], vocab[4096], taesd[4200];
-    snprintf(out_dir, sizeof out_dir, "%s/golden-%s", sd_test_tmp(), case_name);
+    snprintf(out_dir, sizeof out_dir, "%s/golden-%s%s%s", sd_test_tmp(), case_name, tag ? "-" : "", tag ? tag : "");
     snprintf(png, sizeof png, "%s/image.png", out_dir);
     mkdir(out_dir, 0777);
     snprintf(vocab, sizeof vocab, "%s", sd_test_path("clip"));
@@ -194,6 +196,7 @@ static inline void run_golden_case_in(const char *sdgen, const char *set, const 
         argv[n++] = "--lora";
         argv[n++] = lora_args[k];
     }
+    for (int k = 0; extra && extra[k] && n < 62; k++) argv[n++] = (char *)extra[k];
     argv[n] = NULL;
     int rc = run_argv(argv);
     CHECK(rc == 0, "%s: sdgen exited with %d", case_name, rc);
@@ -279,6 +282,12 @@ static inline void run_golden_case_in(const char *sdgen, const char *set, const 
         }
     }
     cJSON_Delete(c);
+}
+
+static inline void run_golden_case_in(const char *sdgen, const char *set, const char *case_name,
+                                      const char *model_override)
+{
+    run_golden_case_opts(sdgen, set, case_name, model_override, NULL, NULL);
 }
 
 static inline void run_golden_case(const char *sdgen, const char *case_name, const char *model_override)

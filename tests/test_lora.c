@@ -13,11 +13,20 @@
  *      give F16 copies equal bit for bit to round_to_f16(f32(W) + Σ s·f·U·D) computed here; sd_model_weight
  *      and sd_model_weight_rows read the copies; the F32-mode merge rounds to them; restoring gives every
  *      weight the file's bytes; the memory check counts F16 copies plus one float32 scratch; a merge past
- *      F16's range is refused. */
+ *      F16's range is refused.
+ *   6. on the fly (SD_LORA_FLY) against the float32 merge, on the tiny SD 1.x, SD 2.x and SDXL models: every
+ *      text tower's output and the U-Net's output agree within 2e-5 of their largest value (float32 sums in
+ *      another order) while the LoRA moves them by far more; linear layers, LoCon 3×3 convolutions (stride 1
+ *      and the stride-2 downsample), 1×1 convolutions, OpenCLIP q/k/v row blocks and two LoRAs on one weight;
+ *      no weight is touched on the fly, and after the restore the outputs are bit-identical to the base run;
+ *      a shape mismatch is refused in both modes with the key and both shapes, leaving nothing applied. */
 #include <cjson/cJSON.h>
 
+#include "sdgen/clip.h"
 #include "sdgen/lora.h"
+#include "sdgen/lowrank.h"
 #include "sdgen/safetensors.h"
+#include "sdgen/unet.h"
 #include "testutil.h"
 
 static void key_case(const char *key, int ok, const char *module, sd_lora_part part)
@@ -484,6 +493,7 @@ static void test_f16_merge(void)
 
     sd_lora_state s;
     memset(&s, 0, sizeof s);
+    s.mode = SD_LORA_MERGE; /* this test is about the merge's copies */
     sd_lora_list l;
     memset(&l, 0, sizeof l);
     sd_lora_list_add(&l, "a", pa, 0.75, &e);
@@ -609,8 +619,331 @@ static void test_f16_merge(void)
     sd_model_close(&m);
 }
 
+
+/* ---- on the fly against the float32 merge ---- */
+
+typedef struct fly_mod {
+    const char *key;    /* kohya stem */
+    const char *weight; /* LDM name of the weight it patches */
+    int block;          /* OpenCLIP in_proj row block (0 q, 1 k, 2 v), -1: the whole weight */
+    int64_t r;
+    float alpha;        /* 0: none */
+    int lora;           /* 0: LoRA A, 1: LoRA B */
+} fly_mod;
+
+/* Values in [-0.25, 0.25) from a small linear congruential sequence. */
+static float *noise(int64_t n, uint32_t seed)
+{
+    float *v = malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
+    uint32_t x = seed * 2654435761u + 12345u;
+    for (int64_t i = 0; i < n; i++) {
+        x = x * 1664525u + 1013904223u;
+        v[i] = (float)((x >> 8) & 0xffff) / 131072.0f - 0.25f;
+    }
+    return v;
+}
+
+/* The two LoRA files of mods (D and U shaped after each target weight). 0, or -1. */
+static int write_fly_loras(const sd_model *m, const fly_mod *mods, int n, const char *pa, const char *pb)
+{
+    st_entry e[2][48];
+    float *owned[96];
+    char names[96][160];
+    memset(e, 0, sizeof e);
+    int ne[2] = {0, 0}, no = 0, rc = 0;
+    CHECK(n <= 16, "write_fly_loras: %d modules, room for 16", n);
+    if (n > 16) return -1;
+    for (int i = 0; i < n && !rc; i++) {
+        const sd_weight_ref *w = sd_model_find(m, mods[i].weight);
+        CHECK(w != NULL, "the test model lacks %s", mods[i].weight);
+        if (!w) return -1;
+        const int64_t rows = mods[i].block >= 0 ? w->shape[0] / 3 : w->shape[0];
+        int64_t cols = 1;
+        for (int d = 1; d < w->ndim; d++) cols *= w->shape[d];
+        st_entry *d = &e[mods[i].lora][ne[mods[i].lora]++], *u = &e[mods[i].lora][ne[mods[i].lora]++];
+        snprintf(names[no], sizeof names[no], "%s.lora_down.weight", mods[i].key);
+        *d = (st_entry){names[no], w->ndim, {mods[i].r, w->shape[1], w->ndim == 4 ? w->shape[2] : 0,
+                                             w->ndim == 4 ? w->shape[3] : 0}, NULL};
+        d->v = owned[no] = noise(mods[i].r * cols, (uint32_t)(2 * i + 1));
+        no++;
+        snprintf(names[no], sizeof names[no], "%s.lora_up.weight", mods[i].key);
+        *u = (st_entry){names[no], w->ndim, {rows, mods[i].r, 1, 1}, NULL};
+        u->v = owned[no] = noise(rows * mods[i].r, (uint32_t)(2 * i + 2));
+        no++;
+        if (mods[i].alpha != 0) {
+            st_entry *a = &e[mods[i].lora][ne[mods[i].lora]++];
+            snprintf(names[no], sizeof names[no], "%s.alpha", mods[i].key);
+            *a = (st_entry){names[no], 0, {0}, &mods[i].alpha};
+            owned[no++] = NULL;
+        }
+    }
+    if (write_st(pa, e[0], ne[0]) || write_st(pb, e[1], ne[1])) rc = -1;
+    for (int i = 0; i < no; i++) free(owned[i]);
+    return rc;
+}
+
+/* Every text tower's output (concatenated, [77·D…]) and the U-Net's on fixed inputs, malloc'd; *n values. */
+static float *fly_outputs(sd_model *m, int64_t *n)
+{
+    sd_arena a;
+    sd_arena_init(&a, 0, 0);
+    sd_err e = {0};
+    int64_t total = 0;
+    float *out = NULL;
+    for (int t = 0; t < m->n_text; t++) {
+        const sd_text_config *tc = &m->text[t];
+        int32_t tok[77];
+        for (int i = 0; i < 77; i++)
+            tok[i] = i == 0 ? tc->vocab - 2 : i < 9 ? (int32_t)((i * 7919) % (tc->vocab - 2)) : i == 9 ? tc->vocab - 1 : tc->pad_id;
+        sd_tensor emb;
+        if (sd_text_encode(m, tc, &a, tok, 1, 1, &emb, NULL, &e)) {
+            CHECK(0, "text encoder %d: %s", t, e.msg);
+            continue;
+        }
+        out = realloc(out, (size_t)(total + sd_numel(emb)) * sizeof *out);
+        memcpy(out + total, emb.data, (size_t)sd_numel(emb) * sizeof *out);
+        total += sd_numel(emb);
+    }
+    const sd_unet_config *c = &m->unet;
+    float *xv = noise(c->in_channels * 16 * 16, 77), *cv = noise(77 * c->context_dim, 78);
+    float *yv = noise(c->adm_in > 0 ? c->adm_in : 1, 79);
+    sd_tensor x = {.data = xv, .ndim = 4, .ne = {1, c->in_channels, 16, 16}};
+    sd_tensor ctx = {.data = cv, .ndim = 3, .ne = {1, 77, c->context_dim, 1}};
+    sd_tensor y = {0};
+    if (c->adm_in > 0) y = (sd_tensor){.data = yv, .ndim = 2, .ne = {1, c->adm_in, 1, 1}};
+    const float ts = 500;
+    sd_tensor uo;
+    if (sd_unet_forward(m, &a, x, &ts, ctx, y, &uo, &e) == 0) {
+        out = realloc(out, (size_t)(total + sd_numel(uo)) * sizeof *out);
+        memcpy(out + total, uo.data, (size_t)sd_numel(uo) * sizeof *out);
+        total += sd_numel(uo);
+    } else {
+        CHECK(0, "U-Net: %s", e.msg);
+    }
+    free(xv);
+    free(cv);
+    free(yv);
+    sd_arena_free(&a);
+    *n = total;
+    return out;
+}
+
+static double max_abs_diff(const float *a, const float *b, int64_t n, int64_t i0, int64_t i1)
+{
+    double d = 0;
+    for (int64_t i = i0; i < i1 && i < n; i++) d = fmax(d, fabs((double)a[i] - (double)b[i]));
+    return d;
+}
+
+static double max_abs(const float *a, int64_t i0, int64_t i1)
+{
+    double d = 0;
+    for (int64_t i = i0; i < i1; i++) d = fmax(d, fabs((double)a[i]));
+    return d;
+}
+
+static void fly_case(const char *label, const char *model_file, const fly_mod *mods, int n_mods)
+{
+    sd_model m;
+    sd_err e = {0};
+    if (sd_model_open(&m, sd_test_path(model_file), &e)) {
+        CHECK(0, "%s", e.msg);
+        return;
+    }
+    /* the float32 merge patches the model's own float32 copies (the exact merge of golden README §10) */
+    sd_model_set_weights_mode(&m, SD_WEIGHTS_F32, &e);
+    char pa[4200], pb[4200];
+    snprintf(pa, sizeof pa, "%s/fly-%s-a.safetensors", sd_test_tmp(), label);
+    snprintf(pb, sizeof pb, "%s/fly-%s-b.safetensors", sd_test_tmp(), label);
+    if (write_fly_loras(&m, mods, n_mods, pa, pb)) {
+        CHECK(0, "%s: cannot write the test LoRAs", label);
+        sd_model_close(&m);
+        return;
+    }
+    sd_lora_list l, empty;
+    memset(&l, 0, sizeof l);
+    memset(&empty, 0, sizeof empty);
+    sd_lora_list_add(&l, "a", pa, 0.75, &e);
+    sd_lora_list_add(&l, "b", pb, -0.5, &e);
+    sd_lora_state s;
+    memset(&s, 0, sizeof s);
+
+    int64_t nb = 0, nm = 0, nf = 0, na = 0;
+    float *base = fly_outputs(&m, &nb);
+    s.mode = SD_LORA_MERGE;
+    CHECK(sd_lora_apply(&s, &m, &l, &e) == 0 && s.n_patched > 0 && s.n_fly == 0, "%s merge: %s", label, e.msg);
+    float *merged = fly_outputs(&m, &nm);
+    CHECK(sd_lora_apply(&s, &m, &empty, &e) == 0 && s.n_patched == 0, "%s restore: %s", label, e.msg);
+    s.mode = SD_LORA_FLY;
+    CHECK(sd_lora_apply(&s, &m, &l, &e) == 0 && s.n_patched == 0 && s.n_fly == n_mods, "%s fly: %d modules, %s",
+          label, s.n_fly, e.msg);
+    int on = 0, copies = 0;
+    for (int i = 0; i < m.n_weights; i++) {
+        on += m.weights[i].lowrank != NULL;
+        copies += m.weights[i].f16 != NULL;
+    }
+    const int differ = weights_equal_file(&m);
+    CHECK(differ == 0 && copies == 0 && on > 0, "%s fly: %d weights differ from the file, %d F16 copies, %d with modules",
+          label, differ, copies, on);
+    float *fly = fly_outputs(&m, &nf);
+    CHECK(sd_lora_apply(&s, &m, &empty, &e) == 0 && s.n_fly == 0, "%s restore after fly: %s", label, e.msg);
+    on = 0;
+    for (int i = 0; i < m.n_weights; i++) on += m.weights[i].lowrank != NULL;
+    CHECK(on == 0, "%s: %d weights still carry modules after the restore", label, on);
+    float *after = fly_outputs(&m, &na);
+    CHECK(nb > 0 && nb == nm && nb == nf && nb == na, "%s: output sizes %lld %lld %lld %lld", label, (long long)nb,
+          (long long)nm, (long long)nf, (long long)na);
+    if (nb > 0 && nb == nm && nb == nf && nb == na) {
+        CHECK(!memcmp(base, after, (size_t)nb * sizeof(float)), "%s: outputs after the fly restore differ from the base run",
+              label);
+        /* per network: text towers in order, then the U-Net */
+        int64_t i0 = 0;
+        for (int t = 0; t <= m.n_text; t++) {
+            const int64_t len = t < m.n_text ? 77 * (int64_t)m.text[t].width : nb - i0;
+            const double moved = max_abs_diff(merged, base, nb, i0, i0 + len);
+            const double gap = max_abs_diff(fly, merged, nb, i0, i0 + len), scale = max_abs(merged, i0, i0 + len);
+            printf("fly %s %s%d: |fly - merge| %.3g, |merge - base| %.3g, max |merge| %.3g\n", label,
+                   t < m.n_text ? "text" : "unet", t < m.n_text ? t + 1 : 0, gap, moved, scale);
+            CHECK(gap <= 2e-5 * scale, "%s %s%d: fly and merge differ by %.3g (tolerance 2e-5 x %.3g)", label,
+                  t < m.n_text ? "text" : "unet", t < m.n_text ? t + 1 : 0, gap, scale);
+            CHECK(moved >= 1e-2 * scale, "%s %s%d: the LoRA moves the output by only %.3g (the test would not see it)",
+                  label, t < m.n_text ? "text" : "unet", t < m.n_text ? t + 1 : 0, moved);
+            i0 += len;
+        }
+    }
+
+    /* a down matrix of the wrong width: refused in both modes with the key and both shapes, nothing applied */
+    const sd_weight_ref *w = sd_model_find(&m, mods[0].weight);
+    float *bad = noise(4 * (w->shape[1] + 1), 5);
+    const st_entry lbad[] = {
+        {"x.lora_down.weight", 2, {4, w->shape[1] + 1}, bad},
+        {"x.lora_up.weight", 2, {mods[0].block >= 0 ? w->shape[0] / 3 : w->shape[0], 4}, bad},
+    };
+    char key[200], pbad[4200], want[600];
+    snprintf(key, sizeof key, "%s.lora_down.weight", mods[0].key);
+    st_entry named[2] = {lbad[0], lbad[1]};
+    char ukey[200];
+    snprintf(ukey, sizeof ukey, "%s.lora_up.weight", mods[0].key);
+    named[0].name = key;
+    named[1].name = ukey;
+    snprintf(pbad, sizeof pbad, "%s/fly-%s-bad.safetensors", sd_test_tmp(), label);
+    CHECK(write_st(pbad, named, 2) == 0, "cannot write %s", pbad);
+    snprintf(want, sizeof want, "shape mismatch: \"%s\" has shape [4,%lld], expected [4,%lld] for \"%s\"", key,
+             (long long)w->shape[1] + 1, (long long)w->shape[1], w->name);
+    sd_lora_list lb;
+    memset(&lb, 0, sizeof lb);
+    sd_lora_list_add(&lb, "bad", pbad, 1.0, &e);
+    for (int mode = 0; mode < 2; mode++) {
+        s.mode = mode ? SD_LORA_FLY : SD_LORA_MERGE;
+        e = (sd_err){0};
+        const int rc = sd_lora_apply(&s, &m, &lb, &e);
+        on = 0;
+        for (int i = 0; i < m.n_weights; i++) on += m.weights[i].lowrank != NULL;
+        CHECK(rc != 0 && e.code == SD_ERR_INPUT && strstr(e.msg, want) && s.n_fly == 0 && s.n_patched == 0 && on == 0,
+              "%s %s: bad shape gave rc %d code %d \"%s\" (want \"%s\"), %d modules left", label, mode ? "fly" : "merge", rc,
+              e.code, e.msg, want, on);
+    }
+    free(bad);
+    sd_lora_list_free(&lb);
+    free(base);
+    free(merged);
+    free(fly);
+    free(after);
+    sd_lora_list_free(&l);
+    sd_lora_state_free(&s, &m);
+    sd_model_close(&m);
+}
+
+/* SD_LORA_AUTO: a set whose products add at most SD_LORA_FLY_MAX_EXTRA of the patched layers' work goes on the
+ * fly, a heavier one is merged */
+static void test_auto(void)
+{
+    if (sd_test_skip_shared("tiny SD 1.x model")) return;
+    sd_model m;
+    sd_err e = {0};
+    if (sd_model_open(&m, sd_test_path("golden/models/tiny-sd1.safetensors"), &e)) {
+        CHECK(0, "%s", e.msg);
+        return;
+    }
+    /* rank 1 on fc1 [256, 64]: 1·(256 + 64) / (256·64) = 1.95 %; rank 4 on a [32, 32] to_q: 4·64 / 1024 = 25 % */
+    static const fly_mod light[] = {{"lora_te_text_model_encoder_layers_0_mlp_fc1",
+                                     "cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.weight", -1, 1, 0, 0}};
+    static const fly_mod heavy[] = {{"lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q",
+                                     "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight", -1, 4, 0, 0}};
+    const struct {
+        const fly_mod *mod;
+        double want_extra;
+        int want_fly;
+    } cases[] = {{light, 320.0 / 16384.0, 1}, {heavy, 0.25, 0}};
+    sd_lora_state s;
+    memset(&s, 0, sizeof s);
+    CHECK(s.mode == SD_LORA_AUTO, "a zeroed state's mode is %d, not SD_LORA_AUTO", (int)s.mode);
+    for (int c = 0; c < 2; c++) {
+        char pa[4200], pb[4200];
+        snprintf(pa, sizeof pa, "%s/auto-%d-a.safetensors", sd_test_tmp(), c);
+        snprintf(pb, sizeof pb, "%s/auto-%d-b.safetensors", sd_test_tmp(), c);
+        if (write_fly_loras(&m, cases[c].mod, 1, pa, pb)) continue;
+        sd_lora_list l;
+        memset(&l, 0, sizeof l);
+        sd_lora_list_add(&l, "a", pa, 1.0, &e);
+        CHECK(sd_lora_apply(&s, &m, &l, &e) == 0, "auto %d: %s", c, e.msg);
+        CHECK(fabs(s.fly_extra - cases[c].want_extra) < 1e-12 && (s.n_fly > 0) == cases[c].want_fly &&
+                  (s.n_patched > 0) == !cases[c].want_fly,
+              "auto %d: extra work %.6f (want %.6f), %d modules on the fly, %d weights merged", c, s.fly_extra,
+              cases[c].want_extra, s.n_fly, s.n_patched);
+        sd_lora_list_free(&l);
+    }
+    sd_lora_state_free(&s, &m);
+    sd_model_close(&m);
+}
+
+static void test_fly(void)
+{
+    if (sd_test_skip_shared("tiny models")) return;
+#define U_ "model.diffusion_model."
+    /* SD 1.x (F32 file): a linear layer and a LoCon 3×3 conv patched by both LoRAs, a 1×1 conv used as Linear
+     * (proj_in), a 1×1 skip conv, the stride-2 downsample, the time embedding, CLIP q and fc1 */
+    static const fly_mod sd1[] = {
+        {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q", U_ "input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight", -1, 4, 2, 0},
+        {"lora_unet_input_blocks_1_0_in_layers_2", U_ "input_blocks.1.0.in_layers.2.weight", -1, 4, 0, 0},
+        {"lora_unet_input_blocks_1_1_proj_in", U_ "input_blocks.1.1.proj_in.weight", -1, 8, 4, 0},
+        {"lora_unet_input_blocks_4_0_skip_connection", U_ "input_blocks.4.0.skip_connection.weight", -1, 4, 1, 0},
+        {"lora_unet_input_blocks_3_0_op", U_ "input_blocks.3.0.op.weight", -1, 2, 0, 0},
+        {"lora_unet_time_embed_0", U_ "time_embed.0.weight", -1, 4, 0, 0},
+        {"lora_te_text_model_encoder_layers_0_self_attn_q_proj", "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight", -1, 4, 8, 0},
+        {"lora_te_text_model_encoder_layers_0_mlp_fc1", "cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.weight", -1, 4, 0, 0},
+        {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q", U_ "input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight", -1, 2, 0, 1},
+        {"lora_unet_input_blocks_1_0_in_layers_2", U_ "input_blocks.1.0.in_layers.2.weight", -1, 2, 1, 1},
+    };
+    fly_case("sd1", "golden/models/tiny-sd1.safetensors", sd1, (int)(sizeof sd1 / sizeof sd1[0]));
+    /* SD 2.x (F16 file): OpenCLIP q and v row blocks of in_proj (q by both LoRAs), out_proj, attn2 to_k, LoCon */
+    static const fly_mod sd2[] = {
+        {"lora_te_text_model_encoder_layers_0_self_attn_q_proj", "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight", 0, 4, 2, 0},
+        {"lora_te_text_model_encoder_layers_0_self_attn_v_proj", "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight", 2, 4, 0, 0},
+        {"lora_te_text_model_encoder_layers_0_self_attn_out_proj", "cond_stage_model.model.transformer.resblocks.0.attn.out_proj.weight", -1, 4, 0, 0},
+        {"lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k", U_ "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", -1, 4, 0, 0},
+        {"lora_unet_input_blocks_1_0_in_layers_2", U_ "input_blocks.1.0.in_layers.2.weight", -1, 4, 2, 0},
+        {"lora_te_text_model_encoder_layers_0_self_attn_q_proj", "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight", 0, 2, 0, 1},
+        {"lora_unet_input_blocks_1_1_proj_in", U_ "input_blocks.1.1.proj_in.weight", -1, 4, 0, 1},
+    };
+    fly_case("sd2", "golden/models/tiny-sd2.safetensors", sd2, (int)(sizeof sd2 / sizeof sd2[0]));
+    /* SDXL (F16 file): both text towers (CLIP q, OpenCLIP k block and c_proj), attn2 to_k by both LoRAs, LoCon */
+    static const fly_mod xl[] = {
+        {"lora_te1_text_model_encoder_layers_0_self_attn_q_proj", "conditioner.embedders.0.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight", -1, 4, 0, 0},
+        {"lora_te2_text_model_encoder_layers_0_self_attn_k_proj", "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight", 1, 4, 2, 0},
+        {"lora_te2_text_model_encoder_layers_0_mlp_fc2", "conditioner.embedders.1.model.transformer.resblocks.0.mlp.c_proj.weight", -1, 4, 0, 0},
+        {"lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k", U_ "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight", -1, 4, 0, 0},
+        {"lora_unet_input_blocks_1_0_in_layers_2", U_ "input_blocks.1.0.in_layers.2.weight", -1, 4, 0, 0},
+        {"lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k", U_ "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight", -1, 2, 1, 1},
+    };
+    fly_case("sdxl", "golden/models/tiny-sdxl.safetensors", xl, (int)(sizeof xl / sizeof xl[0]));
+#undef U_
+}
+
 int main(void)
 {
+    test_fly();
+    test_auto();
     test_f16_merge();
     test_sdxl_map();
     test_keys();

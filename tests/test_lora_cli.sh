@@ -17,6 +17,10 @@
 #      (F16 file, OpenCLIP text encoder): after a LoRA item, a plain item equals a run without any LoRA,
 #      with --weights f16 and f32; the LoRA item in f16 mode (F16 merged copies) is within 0.02 of f32 mode, and
 #      without a LoRA the two modes are identical.
+#   6. --lora-apply fly (low-rank products at each use, no weight copies): the batch of section 2 again —
+#      items without a LoRA after LoRA items equal a run without any LoRA byte for byte, a LoRA item equals
+#      the same LoRA after a plain item, and is within 1e-4 of the merged run; the same on SD 2.x (F16 file,
+#      OpenCLIP q/k/v row blocks); a bad --lora-apply word and a shape mismatch in fly mode exit 2.
 set -u
 export LC_ALL=C
 SDGEN=${SDGEN:?SDGEN must name the sdgen binary}
@@ -126,6 +130,47 @@ for f in text_emb_cond unet0_out image_float; do
   same "batch \"loras\" name = tag ($f)" "$TMP/tag/$f.npy" "$TMP/bd/3/$f.npy"
   same "batch \"loras\" path = tag ($f)" "$TMP/tag/$f.npy" "$TMP/bd/5/$f.npy"
   same "batch item after a failed one = run without LoRA ($f)" "$TMP/none/$f.npy" "$TMP/bd/6/$f.npy"
+done
+
+# maxdiff A.npy B.npy: the largest |a - b| of two float32 .npy files ("size" when they do not match)
+maxdiff() {
+  python3 - "$1" "$2" <<'PYEOF'
+import struct, sys
+def load(p):
+    with open(p, "rb") as f:
+        d = f.read()
+    hl = struct.unpack("<H", d[8:10])[0]
+    return struct.unpack("<%df" % ((len(d) - 10 - hl) // 4), d[10 + hl:])
+a, b = load(sys.argv[1]), load(sys.argv[2])
+print("%.6g" % max(abs(x - y) for x, y in zip(a, b)) if len(a) == len(b) and a else "size")
+PYEOF
+}
+# within NAME A.npy B.npy BOUND: 0 < max |a - b| <= BOUND (the runs compute differently but agree)
+within() {
+  local got
+  got=$(maxdiff "$2" "$3")
+  if [ "$got" != size ] && awk -v d="$got" -v b="$4" 'BEGIN { exit !(d + 0 > 0 && d + 0 <= b + 0) }'; then
+    ok "$1 ($got)"
+  else
+    bad "$1: max |difference| $got, want 0 < d <= $4"
+  fi
+}
+
+# ---- 6. on the fly (the batch of section 2 with --lora-apply fly) ----
+mkdir -p "$TMP/bf"
+"$SDGEN" "${BASE[@]}" --lora-apply fly --prompts "$B" -o "$TMP/bf/{index}.png" --dump-dir "$TMP/bfd" >"$TMP/bf.out" \
+  2>"$TMP/bf.err"
+rc=$?
+[ "$rc" = 1 ] && ok "fly batch with failing items exits 1" || bad "fly batch exit $rc: $(cat "$TMP/bf.err")"
+n=$(find "$TMP/bf" -name '*.png' | wc -l)
+[ "$n" = 5 ] && ok "fly: 5 of 7 batch images written" || bad "fly: $n batch images"
+for f in text_emb_cond unet0_out image_float; do
+  differ "fly: the LoRA item changes $f" "$TMP/none/$f.npy" "$TMP/bfd/1/$f.npy"
+  same "fly: batch item after a LoRA item = run without LoRA ($f)" "$TMP/none/$f.npy" "$TMP/bfd/2/$f.npy"
+  same "fly: batch item after a failed one = run without LoRA ($f)" "$TMP/none/$f.npy" "$TMP/bfd/6/$f.npy"
+  same "fly: the LoRA again after a plain item = the first LoRA item ($f)" "$TMP/bfd/1/$f.npy" "$TMP/bfd/3/$f.npy"
+  # float32 sums in another order: a few ulps of values up to 3 (measured 2e-6 to 2e-5)
+  within "fly: LoRA item within 1e-4 of the merged one ($f)" "$TMP/tag/$f.npy" "$TMP/bfd/1/$f.npy" 1e-4
 done
 
 # ---- helper files (python3: header + raw little-endian floats) ----
@@ -289,6 +334,11 @@ expect "bad tag weight" 2 "the weight \"x\" is not a number" -p "a <lora:kohya:x
 expect "--lora without a file" 2 "--lora:" -p x --lora ":0.5"
 expect "pickle embedding" 2 "embedding \"oldemb\": $TMP/m/embeddings/oldemb.pt is a PyTorch pickle" -p "a oldemb"
 expect "embedding of the wrong width" 2 "expected [n, 64] float vectors" -p "a wide photo"
+expect "bad --lora-apply" 2 "--lora-apply: expected auto, merge or fly, got \"fused\"" -p x --lora-apply fused
+expect "shape mismatch on the fly names key and both shapes" 2 \
+  "shape mismatch: \"$Q.lora_down.weight\" has shape [4,65], expected [4,64] for \"cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight\" [64,64]" \
+  -p x --lora-apply fly --lora "$L/shape.safetensors"
+expect "good small LoRA on the fly" 0 "" -p x --lora-apply fly --lora "$L/good.safetensors"
 
 # ---- 5. SDXL ----
 CC=${CC:-cc}
@@ -352,8 +402,9 @@ PYEOF
     bad "SD 2.x LoRA not generated"
   printf '{"prompt": "a lighthouse", "seed": 5, "loras": "%s:0.7"}\n{"prompt": "a lighthouse", "seed": 5}\n' \
     "$TMP/sd2.safetensors" >"$TMP/sd2.jsonl"
-  for w in f16 f32; do
-    S2B=(-q --overwrite -m "$S2" --vocab "$VOCAB" -W 64 -H 64 --steps 2 --weights "$w")
+  for w in f16 f32 fly; do
+    S2B=(-q --overwrite -m "$S2" --vocab "$VOCAB" -W 64 -H 64 --steps 2 --weights "${w/fly/f16}")
+    if [ "$w" = fly ]; then S2B+=(--lora-apply fly); else S2B+=(--lora-apply merge); fi
     mkdir -p "$TMP/sd2b-$w"
     "$SDGEN" "${S2B[@]}" --prompts "$TMP/sd2.jsonl" -o "$TMP/sd2b-$w/{index}.png" --dump-dir "$TMP/sd2b-$w" \
       >/dev/null 2>"$TMP/sd2b-$w.err" || bad "SD 2.x batch ($w): $(cat "$TMP/sd2b-$w.err")"
@@ -368,6 +419,9 @@ PYEOF
   # modes agree exactly, with it they differ by the F16 rounding of the merged weights only (bound 0.02: the
   # LoRA itself moves these tensors by 2-5; measured 0.002-0.006)
   for f in text_emb_cond unet0_out image_float; do
+    # on the fly the file's F16 weights are used as they are, plus the float32 low-rank products: the float32
+    # merge's values within float32 rounding (the LoRA moves these tensors by 2-5)
+    within "SD 2.x LoRA on the fly within 1e-4 of the f32 merge ($f)" "$TMP/sd2b-f32/1/$f.npy" "$TMP/sd2b-fly/1/$f.npy" 1e-4
     same "SD 2.x without LoRA: f16 = f32 ($f)" "$TMP/sd2n-f16/$f.npy" "$TMP/sd2n-f32/$f.npy"
     got=$(python3 - "$TMP/sd2b-f16/1/$f.npy" "$TMP/sd2b-f32/1/$f.npy" <<'PYEOF'
 import struct, sys

@@ -116,6 +116,8 @@ typedef struct sd_weight_ref {
     int f32_owned;
     uint16_t *f16;     /* owned F16 values that replace the stored F16 tensor, or NULL (a LoRA merged into an
                         * F16 weight in SD_WEIGHTS_F16 mode, sdgen/lora.h): read instead of the mapping */
+    const struct sd_lowrank *lowrank; /* LoRA modules the layer adds as low-rank products at each use (a LoRA
+                                       * applied on the fly, sdgen/lowrank.h), or NULL; owned by the LoRA state */
 } sd_weight_ref;
 
 /* How F16/BF16 weights are held (F32 files are always zero-copy views of the mapping):
@@ -199,6 +201,9 @@ int sd_model_weight_rows(sd_model *m, const char *name, const int32_t *rows, int
                          sd_err *err);
 /* The reference (or NULL) without converting. */
 const sd_weight_ref *sd_model_find(const sd_model *m, const char *name);
+/* The low-rank modules a layer adds for weight `name` (sd_weight_ref.lowrank), or NULL: none (or no such
+ * weight). Valid while the LoRA state that made them keeps them applied (sdgen/lora.h). */
+const struct sd_lowrank *sd_model_lowrank(const sd_model *m, const char *name);
 /* Element count of the largest tensor under an LDM prefix that sd_model_weight would convert into
  * an arena scope in the current mode (0 if none): what a network reserves for its weights. */
 int64_t sd_model_scoped_numel(const sd_model *m, const char *prefix);

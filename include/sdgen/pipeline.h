@@ -83,6 +83,7 @@ typedef struct sd_gen_opts {
     const char *lora_dir;
     const sd_lora_list *loras;
     const char *lora_hashes;
+    sd_lora_mode lora_mode;        /* SD_LORA_AUTO (default), SD_LORA_MERGE or SD_LORA_FLY (sdgen/lora.h) */
     const char *embeddings_dir;    /* textual-inversion embeddings (NULL: "embeddings" beside the model) */
 } sd_gen_opts;
 
