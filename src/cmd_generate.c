@@ -1267,8 +1267,10 @@ static int gen_load(gen_cmd *g)
 static int item_loras(const cli_opts *c, const sd_batch_item *it, sd_lora_list *l, sd_err *err)
 {
     memset(l, 0, sizeof *l);
-    for (int i = 0; i < c->loras.n; i++)
+    for (int i = 0; i < c->loras.n; i++) {
         if (sd_lora_list_add(l, c->loras.items[i].name, c->loras.items[i].path, c->loras.items[i].scale, err)) goto fail;
+        l->items[l->n - 1].scale_unet = c->loras.items[i].scale_unet;
+    }
     for (const char *s = it ? it->loras : NULL; s && *s;) {
         const char *nl = strchr(s, '\n');
         char *one = strndup(s, nl ? (size_t)(nl - s) : strlen(s));

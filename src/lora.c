@@ -332,6 +332,7 @@ int sd_lora_list_add(sd_lora_list *l, const char *name, const char *path, double
     u->name = strdup(name);
     u->path = path ? strdup(path) : NULL;
     u->scale = scale;
+    u->scale_unet = scale;
     if (!u->name || (path && !u->path)) {
         free(u->name);
         free(u->path);
@@ -380,9 +381,50 @@ static const char *excerpt(const char *s, size_t n, size_t max, char *buf, size_
     return buf;
 }
 
-int sd_lora_strip_tags(const char *text, char **out, sd_lora_list *l, sd_err *err)
+/* The multipliers of a tag body "NAME[:FIELD]..." (len bytes, the name nlen): A1111's ExtraNetworkParams
+ * splits the fields at ':' into positional ones and "key=value" ones; ExtraNetworkLora.activate takes
+ * te = positional 1 (else 1.0), overridden by te=; unet = positional 2 (else te), overridden by unet=. */
+static int tag_multipliers(const char *body, size_t len, size_t nlen, double *te, double *unet, sd_err *err)
 {
     char ex[256], ex2[128];
+    double pos[2];
+    int npos = 0, has_te = 0, has_unet = 0;
+    double named_te = 0, named_unet = 0;
+    size_t at = nlen;
+    while (at < len) {
+        const char *f = body + at + 1;
+        const char *c = memchr(f, ':', len - at - 1);
+        const size_t fl = c ? (size_t)(c - f) : len - at - 1;
+        const char *eq = memchr(f, '=', fl);
+        double v;
+        const char *vs = eq ? eq + 1 : f;
+        const size_t vl = eq ? fl - (size_t)(eq + 1 - f) : fl;
+        const size_t kl = eq ? (size_t)(eq - f) : 0;
+        if (eq && !((kl == 2 && !strncmp(f, "te", 2)) || (kl == 4 && !strncmp(f, "unet", 4))))
+            return sd_errf(err, "LoRA tag \"<lora:%s>\": \"%s\" is not supported (named multipliers: te=, unet=; "
+                           "DyLoRA's dyn is not supported)", excerpt(body, len, 200, ex, sizeof ex),
+                           excerpt(f, fl, 60, ex2, sizeof ex2));
+        if (!eq && npos == 2)
+            return sd_errf(err, "LoRA tag \"<lora:%s>\": at most two multipliers (text encoder, U-Net); a third "
+                           "field is DyLoRA's dyn, which is not supported", excerpt(body, len, 200, ex, sizeof ex));
+        if (parse_scale(vs, vl, &v))
+            return sd_errf(err, "LoRA tag \"<lora:%s>\": the weight \"%s\" is not a number between -100 and 100",
+                           excerpt(body, len, 200, ex, sizeof ex), excerpt(vs, vl, 60, ex2, sizeof ex2));
+        if (!eq) pos[npos++] = v;
+        else if (kl == 2) has_te = 1, named_te = v;
+        else has_unet = 1, named_unet = v;
+        at += fl + 1;
+    }
+    *te = npos > 0 ? pos[0] : 1.0;
+    if (has_te) *te = named_te;
+    *unet = npos > 1 ? pos[1] : *te;
+    if (has_unet) *unet = named_unet;
+    return 0;
+}
+
+int sd_lora_strip_tags(const char *text, char **out, sd_lora_list *l, sd_err *err)
+{
+    char ex[256];
     *out = NULL;
     const size_t n = strlen(text);
     char *o = malloc(n + 1);
@@ -405,20 +447,10 @@ int sd_lora_strip_tags(const char *text, char **out, sd_lora_list *l, sd_err *er
         const size_t len = (size_t)(gt - body);
         const char *c1 = memchr(body, ':', len);
         const size_t nlen = c1 ? (size_t)(c1 - body) : len;
-        double scale = 1.0;
-        if (c1) {
-            const char *ws = c1 + 1;
-            const size_t wl = len - nlen - 1;
-            if (memchr(ws, ':', wl)) {
-                free(o);
-                return sd_errf(err, "LoRA tag \"<lora:%s>\": only <lora:NAME> and <lora:NAME:WEIGHT> are supported "
-                               "(no separate text-encoder/U-Net weights)", excerpt(body, len, 200, ex, sizeof ex));
-            }
-            if (parse_scale(ws, wl, &scale)) {
-                free(o);
-                return sd_errf(err, "LoRA tag \"<lora:%s>\": the weight \"%s\" is not a number between -100 and 100",
-                               excerpt(body, len, 200, ex, sizeof ex), excerpt(ws, wl, 60, ex2, sizeof ex2));
-            }
+        double te = 1.0, unet = 0.0;
+        if (tag_multipliers(body, len, nlen, &te, &unet, err)) {
+            free(o);
+            return -1;
         }
         if (!name_ok(body, nlen)) {
             free(o);
@@ -427,10 +459,11 @@ int sd_lora_strip_tags(const char *text, char **out, sd_lora_list *l, sd_err *er
         }
         char name[256];
         snprintf(name, sizeof name, "%.*s", (int)nlen, body);
-        if (sd_lora_list_add(l, name, NULL, scale, err)) {
+        if (sd_lora_list_add(l, name, NULL, te, err)) {
             free(o);
             return -1;
         }
+        l->items[l->n - 1].scale_unet = unet;
         i = (size_t)(gt - text) + 1;
     }
     o[w] = 0;
@@ -987,6 +1020,14 @@ static int keep_f16(sd_lora_state *s, sd_model *m, int wi, const float *W, sd_er
     return 0;
 }
 
+/* The multiplier of a use for one module: A1111's unet multiplier for the U-Net's weights, te for the text
+ * encoders' (networks.py: te_multiplier for modules of the text model, unet_multiplier for the rest). */
+static double module_scale(const sd_model *m, const sd_lora_map *map, const lora_module *lm, const sd_lora_use *u)
+{
+    const char *w = m->weights[map->targets[lm->target].weight].name;
+    return strncmp(w, SD_PREFIX_UNET, strlen(SD_PREFIX_UNET)) ? u->scale : u->scale_unet;
+}
+
 /* A module to merge: file, module in it, next entry with the same target weight (-1: none). */
 typedef struct merge_entry {
     int file, mod, next;
@@ -1005,7 +1046,8 @@ static int merge_weight(sd_lora_state *s, sd_model *m, int *slot_of, int wi, con
     int rc = 0;
     for (int e = first; !rc && e >= 0; e = ent[e].next) {
         const lora_file *f = &files[ent[e].file];
-        rc = merge_module(&s->map, f, &f->mods[ent[e].mod], l->items[ent[e].file].scale, W, err);
+        const lora_module *lm = &f->mods[ent[e].mod];
+        rc = merge_module(&s->map, f, lm, module_scale(m, &s->map, lm, &l->items[ent[e].file]), W, err);
     }
     if (as_f16 && !rc) rc = keep_f16(s, m, wi, W, err);
     return rc;
@@ -1111,7 +1153,7 @@ static int fly_all(sd_lora_state *s, sd_model *m, const lora_file *files, int n_
         for (int k = 0; k < files[i].n; k++) {
             const lora_module *lm = &files[i].mods[k];
             if (lm->target < 0) continue;
-            sd_lowrank *lr = fly_module(&s->map, m, &files[i], lm, l->items[i].scale, err);
+            sd_lowrank *lr = fly_module(&s->map, m, &files[i], lm, module_scale(m, &s->map, lm, &l->items[i]), err);
             if (!lr) {
                 free(tail);
                 return -1;
@@ -1167,7 +1209,8 @@ int sd_lora_apply(sd_lora_state *s, sd_model *m, const sd_lora_list *l, sd_err *
     size_t wn = 0;
     FILE *mf = open_memstream(&want, &wn);
     if (!mf) return sd_errcf(err, SD_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < l->n; i++) fprintf(mf, "%s\t%.17g\n", l->items[i].path ? l->items[i].path : "", l->items[i].scale);
+    for (int i = 0; i < l->n; i++) fprintf(mf, "%s\t%.17g\t%.17g\n", l->items[i].path ? l->items[i].path : "", l->items[i].scale,
+                l->items[i].scale_unet);
     if (s->mode != SD_LORA_AUTO) fputs(s->mode == SD_LORA_FLY ? "on the fly\n" : "merged\n", mf);
     if (fclose(mf)) {
         free(want);

@@ -896,9 +896,11 @@ static int gen_loras(sd_pipeline *p, const sd_gen_opts *o, char **pos, char **ne
     if (sd_lora_strip_tags(o->prompt ? o->prompt : "", pos, &l, err) ||
         sd_lora_strip_tags(o->negative_prompt ? o->negative_prompt : "", neg, &l, err))
         goto out;
-    for (int i = 0; o->loras && i < o->loras->n; i++)
+    for (int i = 0; o->loras && i < o->loras->n; i++) {
         if (sd_lora_list_add(&l, o->loras->items[i].name, o->loras->items[i].path, o->loras->items[i].scale, err))
             goto out;
+        l.items[l.n - 1].scale_unet = o->loras->items[i].scale_unet;
+    }
     char dir[4200];
     if (o->lora_dir) snprintf(dir, sizeof dir, "%s", o->lora_dir);
     else dir_beside_model(p->model.path, "loras", dir, sizeof dir);

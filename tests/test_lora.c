@@ -99,8 +99,37 @@ static void tag_case(const char *text, int ok, const char *want_text, int n, con
     sd_lora_list_free(&l);
 }
 
+/* A1111's two multipliers of one tag (ExtraNetworkLora.activate): text encoders, U-Net. */
+static void mult_case(const char *text, double te, double unet)
+{
+    sd_lora_list l;
+    memset(&l, 0, sizeof l);
+    char *out = NULL;
+    sd_err e = {0};
+    int rc = sd_lora_strip_tags(text, &out, &l, &e);
+    CHECK(rc == 0 && l.n == 1 && l.items[0].scale == te && l.items[0].scale_unet == unet,
+          "\"%s\": rc %d (%s), te %g unet %g, want te %g unet %g", text, rc, e.msg, l.n ? l.items[0].scale : -1,
+          l.n ? l.items[0].scale_unet : -1, te, unet);
+    free(out);
+    sd_lora_list_free(&l);
+}
+
 static void test_tags(void)
 {
+    mult_case("<lora:a>", 1, 1);
+    mult_case("<lora:a:0.8>", 0.8, 0.8);
+    mult_case("<lora:a:1:0.5>", 1, 0.5);
+    mult_case("<lora:a:0:0.75>", 0, 0.75);
+    mult_case("<lora:a:unet=0.3>", 1, 0.3);
+    mult_case("<lora:a:te=0.2>", 0.2, 0.2);          /* unet follows te after te= */
+    mult_case("<lora:a:0.7:te=0.2>", 0.2, 0.2);      /* te= wins over the positional one */
+    mult_case("<lora:a:te=0.2:0.7:0.4>", 0.2, 0.4);  /* te= wins; positionals count without it */
+    mult_case("<lora:a:0.6:unet=-1>", 0.6, -1);
+    tag_case("<lora:a:1:0.5:8>", 0, NULL, 0, NULL, 0, "DyLoRA's dyn, which is not supported");
+    tag_case("<lora:a:1:dyn=8>", 0, NULL, 0, NULL, 0, "\"dyn=8\" is not supported");
+    tag_case("<lora:a:unt=0.5>", 0, NULL, 0, NULL, 0, "\"unt=0.5\" is not supported (named multipliers: te=, unet=");
+    tag_case("<lora:a:1:x>", 0, NULL, 0, NULL, 0, "the weight \"x\" is not a number");
+    tag_case("<lora:a:unet=>", 0, NULL, 0, NULL, 0, "the weight \"\" is not a number");
     tag_case("a castle <lora:watercolor:0.8>", 1, "a castle ", 1, "watercolor", 0.8, NULL);
     tag_case("<lora:w>a castle", 1, "a castle", 1, "w", 1.0, NULL);
     tag_case("x <lora:a:-0.5>, y <lora:b:1.25> z", 1, "x , y  z", 2, "a", -0.5, NULL);
@@ -109,7 +138,6 @@ static void test_tags(void)
     tag_case("a <lora:x <lora:y:1>", 0, NULL, 0, NULL, 0, "has no closing '>'");
     tag_case("<lora::1>", 0, NULL, 0, NULL, 0, "<lora::1>");
     tag_case("<lora:a:b>", 0, NULL, 0, NULL, 0, "the weight \"b\" is not a number");
-    tag_case("<lora:a:1:0.5>", 0, NULL, 0, NULL, 0, "only <lora:NAME> and <lora:NAME:WEIGHT>");
     tag_case("<lora:../etc/x:1>", 0, NULL, 0, NULL, 0, "<lora:../etc/x:1>");
     tag_case("<lora:a:1e9>", 0, NULL, 0, NULL, 0, "between -100 and 100");
     tag_case("<lora:a:nan>", 0, NULL, 0, NULL, 0, "not a number");
@@ -133,10 +161,12 @@ static void test_tags(void)
     sd_lora_list_free(&l);
 }
 
-/* Every module of a .map.json resolves to its ldm_tensor; with `m` patched at `scale` (after the base
- * values `base`), Σ(W' − W) over the module's tensor equals scale · delta_sum. */
-static void check_map(sd_model *m, const sd_lora_map *map, const char *map_json, double scale, float **base, int check_sums)
+/* Every module of a .map.json resolves to its ldm_tensor; with `m` patched at `scale` (U-Net modules at
+ * `scale_unet`; after the base values `base`), Σ(W' − W) over the module's tensor equals scale · delta_sum. */
+static void check_map(sd_model *m, const sd_lora_map *map, const char *map_json, double scale_te, double scale_unet,
+                      float **base, int check_sums)
 {
+    int n_te = 0, n_unet = 0;
     char *txt = sd_test_read_text(sd_test_path(map_json));
     CHECK(txt != NULL, "cannot read %s", map_json);
     if (!txt) return;
@@ -169,6 +199,9 @@ static void check_map(sd_model *m, const sd_lora_map *map, const char *map_json,
         const sd_st_tensor *t = &m->files[w->file].tensors[w->index];
         double s = 0;
         for (int64_t i = 0; i < t->numel; i++) s += (double)w->f32[i] - (double)base[wi][i];
+        const int unet = !strncmp(ldm, "model.diffusion_model.", 22);
+        const double scale = unet ? scale_unet : scale_te;
+        *(unet ? &n_unet : &n_te) += 1;
         const double want = scale * cJSON_GetObjectItem(md, "delta_sum")->valuedouble;
         const double tol = 1e-4 * sqrt(cJSON_GetObjectItem(md, "delta_sumsq")->valuedouble) * scale + 1e-4;
         if (fabs(s - want) > tol) {
@@ -177,6 +210,9 @@ static void check_map(sd_model *m, const sd_lora_map *map, const char *map_json,
         }
     }
     printf("%s: %d modules checked%s, %d wrong\n", map_json, n, check_sums ? " (mapping and patch sums)" : "", bad);
+    if (check_sums && scale_te != scale_unet)
+        CHECK(n_te > 0 && n_unet > 0, "%s: %d text-encoder and %d U-Net modules: both multipliers need some", map_json,
+              n_te, n_unet);
     CHECK(n > 50, "%s: only %d modules", map_json, n);
     cJSON_Delete(root);
 }
@@ -192,8 +228,8 @@ static void test_reference(void)
     }
     sd_lora_map map;
     CHECK(sd_lora_map_build(&m, &map, &e) == 0, "%s", e.msg);
-    check_map(&m, &map, "golden/models/lora-kohya-tiny-sd1.map.json", 0, NULL, 0);
-    check_map(&m, &map, "golden/models/lora-diffusers-tiny-sd1.map.json", 0, NULL, 0);
+    check_map(&m, &map, "golden/models/lora-kohya-tiny-sd1.map.json", 0, 0, NULL, 0);
+    check_map(&m, &map, "golden/models/lora-diffusers-tiny-sd1.map.json", 0, 0, NULL, 0);
 
     /* base values of every weight (the file's) */
     float **base = calloc((size_t)m.n_weights, sizeof *base);
@@ -214,9 +250,16 @@ static void test_reference(void)
     CHECK(sd_lora_apply(&s, &m, &l, &e) == 0, "apply kohya: %s", e.msg);
     CHECK(s.n_patched == 129, "kohya patched %d weights, want 129", s.n_patched);
     CHECK(s.warning == NULL, "unexpected warning: %s", s.warning ? s.warning : "");
-    check_map(&m, &s.map, "golden/models/lora-kohya-tiny-sd1.map.json", 0.8, base, 1);
+    check_map(&m, &s.map, "golden/models/lora-kohya-tiny-sd1.map.json", 0.8, 0.8, base, 1);
     /* the same set again: nothing to do */
     CHECK(sd_lora_apply(&s, &m, &l, &e) == 0 && !s.changed, "re-applying the same set changed the weights");
+    /* A1111's separate multipliers (<lora:kohya:0.5:0.25>): another set, the text encoder's modules at 0.5,
+     * the U-Net's at 0.25 */
+    l.items[0].scale = 0.5;
+    l.items[0].scale_unet = 0.25;
+    CHECK(sd_lora_apply(&s, &m, &l, &e) == 0 && s.changed, "apply te 0.5 / unet 0.25: %s", e.msg);
+    check_map(&m, &s.map, "golden/models/lora-kohya-tiny-sd1.map.json", 0.5, 0.25, base, 1);
+    l.items[0].scale = l.items[0].scale_unet = 0.8;
 
     /* kohya @ 0.8 then diffusers @ 1.0: on a weight both patch, the patch is the sum */
     sd_lora_list_add(&l, "diff", diff, 1.0, &e);

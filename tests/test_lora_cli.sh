@@ -86,6 +86,17 @@ done
 differ "weight 1 differs from 0.8" "$TMP/tag/unet0_out.npy" "$TMP/w1tag/unet0_out.npy"
 differ "two LoRAs differ from one" "$TMP/tag/unet0_out.npy" "$TMP/two/unet0_out.npy"
 same "tags are removed before tokenizing" "$TMP/none/tokens_cond.npy" "$TMP/tag/tokens_cond.npy"
+# A1111's <lora:NAME:TE:UNET>: the text encoder at TE, the U-Net at UNET
+gen teonly -p "$P <lora:kohya:0.8:0>"
+gen unetonly -p "$P <lora:kohya:0:0.8>"
+gen named -p "$P <lora:kohya:unet=0.8:te=0>"
+same "<lora:kohya:0.8:0>: the text embedding of <lora:kohya:0.8>" "$TMP/tag/text_emb_cond.npy" "$TMP/teonly/text_emb_cond.npy"
+differ "<lora:kohya:0.8:0>: another first U-Net output than <lora:kohya:0.8>" "$TMP/tag/unet0_out.npy" "$TMP/teonly/unet0_out.npy"
+same "<lora:kohya:0:0.8>: the text embedding without a LoRA" "$TMP/none/text_emb_cond.npy" "$TMP/unetonly/text_emb_cond.npy"
+differ "<lora:kohya:0:0.8>: the U-Net is patched" "$TMP/none/unet0_out.npy" "$TMP/unetonly/unet0_out.npy"
+for f in text_emb_cond unet0_out image_float; do
+  same "unet=0.8:te=0 = 0:0.8 ($f)" "$TMP/unetonly/$f.npy" "$TMP/named/$f.npy"
+done
 
 # the infotext: prompt with its tag, and A1111's Lora hashes field
 hash12() { # sha256 of the safetensors data after the 8-byte length and the header, first 12 hex digits

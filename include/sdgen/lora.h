@@ -74,7 +74,8 @@ int sd_lora_map_find(const sd_lora_map *map, const char *module);
 typedef struct sd_lora_use {
     char *name;     /* as the user wrote it (tag NAME, or the file name without extension); owned */
     char *path;     /* resolved file; owned (NULL until resolved) */
-    double scale;
+    double scale;      /* the text encoders' multiplier (A1111's "te"; the only one of --lora PATH:W) */
+    double scale_unet; /* the U-Net's (A1111's "unet"): equal to scale unless a tag gives it */
 } sd_lora_use;
 
 typedef struct sd_lora_list {
@@ -86,10 +87,12 @@ void sd_lora_list_free(sd_lora_list *l);
 /* Append a use (name and path copied; path may be NULL). */
 int sd_lora_list_add(sd_lora_list *l, const char *name, const char *path, double scale, sd_err *err);
 
-/* Remove every `<lora:NAME>` / `<lora:NAME:W>` tag from text (A1111 extra_networks.parse_prompt: the
- * tag is `<lora:` up to the next `>`, fields split at ':'; W defaults to 1; further fields such as
- * A1111's separate text-encoder weight are refused) and append the uses to l. *out: the text without
- * the tags (malloc'd). An unclosed tag, an empty name or a bad weight is an error naming the tag. */
+/* Remove every `<lora:NAME>`, `<lora:NAME:W>`, `<lora:NAME:TE:UNET>` tag from text (A1111
+ * extra_networks.parse_prompt: the tag is `<lora:` up to the next `>`, fields split at ':', a field
+ * with '=' is a named one) and append the uses to l. Multipliers as A1111's ExtraNetworkLora.activate:
+ * te = the first number after the name (default 1), then `te=`; unet = the second number, else te, then
+ * `unet=`. DyLoRA's `dyn` and unknown names are refused. *out: the text without the tags (malloc'd).
+ * An unclosed tag, an empty name or a bad weight is an error naming the tag. */
 int sd_lora_strip_tags(const char *text, char **out, sd_lora_list *l, sd_err *err);
 
 /* "PATH" or "PATH:W" of --lora (and of a batch line) → a use named after the file; a bare NAME (no '/',
