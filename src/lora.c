@@ -917,33 +917,42 @@ static int merge_as_f16(const sd_model *m, const sd_weight_ref *w)
     return m->weights_mode == SD_WEIGHTS_F16 && !w->f32 && m->files[w->file].tensors[w->index].dtype == SD_DT_F16;
 }
 
+/* A module's D [r, cols] and U [rows, r] in float32 (both malloc'd), U already multiplied by f = alpha / r
+ * as diffusers' _fuse_lora does (w_up = w_up * alpha / rank: the ratio in double, the product in float32;
+ * no alpha: U as stored). The merge and the on-the-fly path both start here. */
+static int module_matrices(const lora_file *f, const lora_module *lm, float **D, float **U, sd_err *err)
+{
+    const sd_safetensors *st = &f->st;
+    const sd_st_tensor *Dt = &st->tensors[lm->down], *Ut = &st->tensors[lm->up];
+    float a = 0;
+    if (lm->alpha >= 0) {
+        if (sd_st_read_f32(st, &st->tensors[lm->alpha], &a, err)) return -1;
+        if (!isfinite(a))
+            return sd_errf(err, "%s: \"%s\" is not a finite number", st->path, st->tensors[lm->alpha].name);
+    }
+    *D = read_checked(st, Dt, err);
+    if (!*D) return -1;
+    *U = read_checked(st, Ut, err);
+    if (!*U) {
+        free(*D);
+        return -1;
+    }
+    if (lm->alpha >= 0) {
+        const float ff = (float)((double)a / (double)Dt->shape[0]);
+        for (int64_t i = 0; i < Ut->numel; i++) (*U)[i] *= ff;
+    }
+    return 0;
+}
+
 /* W[rows of the target] += scale·f·U·D for one module; W holds the target weight's float32 values. */
 static int merge_module(const sd_lora_map *map, const lora_file *f, const lora_module *lm, double scale, float *W,
                         sd_err *err)
 {
     const sd_lora_target *tg = &map->targets[lm->target];
-    const sd_safetensors *st = &f->st;
-    const sd_st_tensor *Dt = &st->tensors[lm->down], *Ut = &st->tensors[lm->up];
-    const int64_t r = Dt->shape[0];
-    double factor = 1.0;
-    if (lm->alpha >= 0) {
-        float a;
-        if (sd_st_read_f32(st, &st->tensors[lm->alpha], &a, err)) return -1;
-        if (!isfinite(a))
-            return sd_errf(err, "%s: \"%s\" is not a finite number", st->path, st->tensors[lm->alpha].name);
-        factor = (double)a / (double)r; /* diffusers: network_alpha / rank in double, applied in float32 */
-    }
-    float *D = read_checked(st, Dt, err);
-    if (!D) return -1;
-    float *U = read_checked(st, Ut, err);
-    if (!U) {
-        free(D);
-        return -1;
-    }
-    /* diffusers _fuse_lora: w_up = w_up * alpha / rank (float32), then weight += scale · (w_up @ w_down) */
-    const float ff = (float)factor;
-    if (lm->alpha >= 0)
-        for (int64_t i = 0; i < Ut->numel; i++) U[i] *= ff;
+    const int64_t r = f->st.tensors[lm->down].shape[0];
+    float *D, *U;
+    if (module_matrices(f, lm, &D, &U, err)) return -1;
+    /* diffusers _fuse_lora: weight += scale · (w_up @ w_down) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)tg->rows, (int)tg->cols, (int)r, (float)scale, U,
                 (int)r, D, (int)tg->cols, 1.0f, W + tg->row0 * tg->cols, (int)tg->cols);
     free(D);
@@ -1102,22 +1111,9 @@ static sd_lowrank *fly_module(const sd_lora_map *map, const sd_model *m, const l
 {
     const sd_lora_target *tg = &map->targets[lm->target];
     const sd_weight_ref *w = &m->weights[tg->weight];
-    const sd_safetensors *st = &f->st;
-    const sd_st_tensor *Dt = &st->tensors[lm->down], *Ut = &st->tensors[lm->up];
-    const int64_t r = Dt->shape[0];
-    float alpha = 0;
-    if (lm->alpha >= 0) {
-        if (sd_st_read_f32(st, &st->tensors[lm->alpha], &alpha, err)) return NULL;
-        if (!isfinite(alpha))
-            return sd_errf(err, "%s: \"%s\" is not a finite number", st->path, st->tensors[lm->alpha].name), NULL;
-    }
-    float *D = read_checked(st, Dt, err);
-    if (!D) return NULL;
-    float *U = read_checked(st, Ut, err);
-    if (!U) {
-        free(D);
-        return NULL;
-    }
+    const int64_t r = f->st.tensors[lm->down].shape[0];
+    float *D, *U;
+    if (module_matrices(f, lm, &D, &U, err)) return NULL;
     /* Dt and Ut were checked against the target's shape when the file was opened (lora_file_open) */
     const size_t nd = (size_t)r * (size_t)tg->cols, nu = (size_t)tg->rows * (size_t)r;
     sd_lowrank *lr = malloc(sizeof *lr + (nd + nu) * sizeof(float));
@@ -1128,8 +1124,8 @@ static sd_lowrank *fly_module(const sd_lora_map *map, const sd_model *m, const l
     }
     float *dd = (float *)(lr + 1), *ud = dd + nd;
     memcpy(dd, D, nd * sizeof(float));
-    const float ff = lm->alpha >= 0 ? (float)((double)alpha / (double)r) : 1.0f, sc = (float)scale;
-    for (size_t i = 0; i < nu; i++) ud[i] = sc * (lm->alpha >= 0 ? U[i] * ff : U[i]);
+    const float sc = (float)scale;
+    for (size_t i = 0; i < nu; i++) ud[i] = sc * U[i];
     free(D);
     free(U);
     *lr = (sd_lowrank){.down = dd, .up = ud, .r = r, .row0 = tg->row0, .rows = tg->rows, .cols = tg->cols,

@@ -434,17 +434,7 @@ PYEOF
     # merge's values within float32 rounding (the LoRA moves these tensors by 2-5)
     within "SD 2.x LoRA on the fly within 1e-4 of the f32 merge ($f)" "$TMP/sd2b-f32/1/$f.npy" "$TMP/sd2b-fly/1/$f.npy" 1e-4
     same "SD 2.x without LoRA: f16 = f32 ($f)" "$TMP/sd2n-f16/$f.npy" "$TMP/sd2n-f32/$f.npy"
-    got=$(python3 - "$TMP/sd2b-f16/1/$f.npy" "$TMP/sd2b-f32/1/$f.npy" <<'PYEOF'
-import struct, sys
-def load(p):
-    with open(p, "rb") as f:
-        d = f.read()
-    hl = struct.unpack("<H", d[8:10])[0]
-    return struct.unpack("<%df" % ((len(d) - 10 - hl) // 4), d[10 + hl:])
-a, b = load(sys.argv[1]), load(sys.argv[2])
-print("%.6g" % max(abs(x - y) for x, y in zip(a, b)) if len(a) == len(b) and a else "size")
-PYEOF
-)
+    got=$(maxdiff "$TMP/sd2b-f16/1/$f.npy" "$TMP/sd2b-f32/1/$f.npy")
     echo "     SD 2.x LoRA item, --weights f16 vs f32: max |difference| of $f = $got"
     if awk -v d="$got" 'BEGIN { exit !(d + 0 > 0 && d + 0 <= 0.02) }' && [ "$got" != size ]; then
       ok "SD 2.x LoRA: f16 merge within 0.02 of the f32 merge, not equal ($f: $got)"
