@@ -146,6 +146,18 @@ static void avx2_wg_out_rows(const float *mb, int64_t ms, float bias, float *yc,
     sd_loop_wg_out_rows(mb, ms, bias, yc, h, w, ty0, ty1, tw, ws);
 }
 
+static void avx2_wg4_in_rows(const float *xc, int64_t h, int64_t w, int64_t ty0, int64_t ty1, int64_t tw, float *vb,
+                            int64_t vs, float *ws)
+{
+    sd_loop_wg4_in_rows(xc, h, w, ty0, ty1, tw, vb, vs, ws);
+}
+
+static void avx2_wg4_out_rows(const float *mb, int64_t ms, float bias, float *yc, int64_t h, int64_t w, int64_t ty0,
+                             int64_t ty1, int64_t tw, float *ws)
+{
+    sd_loop_wg4_out_rows(mb, ms, bias, yc, h, w, ty0, ty1, tw, ws);
+}
+
 void sd_cpu_fill_avx2(sd_cpu_kernels *k)
 {
     k->name = "avx2";
@@ -159,4 +171,6 @@ void sd_cpu_fill_avx2(sd_cpu_kernels *k)
     k->wg_weights = avx2_wg_weights;
     k->wg_in_rows = avx2_wg_in_rows;
     k->wg_out_rows = avx2_wg_out_rows;
+    k->wg4_in_rows = avx2_wg4_in_rows;
+    k->wg4_out_rows = avx2_wg4_out_rows;
 }

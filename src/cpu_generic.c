@@ -44,6 +44,18 @@ static void generic_wg_out_rows(const float *mb, int64_t ms, float bias, float *
     sd_loop_wg_out_rows(mb, ms, bias, yc, h, w, ty0, ty1, tw, ws);
 }
 
+static void generic_wg4_in_rows(const float *xc, int64_t h, int64_t w, int64_t ty0, int64_t ty1, int64_t tw, float *vb,
+                            int64_t vs, float *ws)
+{
+    sd_loop_wg4_in_rows(xc, h, w, ty0, ty1, tw, vb, vs, ws);
+}
+
+static void generic_wg4_out_rows(const float *mb, int64_t ms, float bias, float *yc, int64_t h, int64_t w, int64_t ty0,
+                             int64_t ty1, int64_t tw, float *ws)
+{
+    sd_loop_wg4_out_rows(mb, ms, bias, yc, h, w, ty0, ty1, tw, ws);
+}
+
 void sd_cpu_fill_generic(sd_cpu_kernels *k)
 {
     *k = (sd_cpu_kernels){
@@ -58,6 +70,8 @@ void sd_cpu_fill_generic(sd_cpu_kernels *k)
         .wg_weights = generic_wg_weights,
         .wg_in_rows = generic_wg_in_rows,
         .wg_out_rows = generic_wg_out_rows,
+        .wg4_in_rows = generic_wg4_in_rows,
+        .wg4_out_rows = generic_wg4_out_rows,
         .attn_max_d = 0, /* sd_attention's sgemm path */
     };
 }

@@ -272,4 +272,140 @@ static inline void sd_loop_wg_out_rows(const float *mb0, int64_t ms, float bv, f
     }
 }
 
+/* ---- Winograd F(4×4, 3×3) transforms (winograd.c has the algorithm and the matrices) ----
+ * Every constant of Bᵀ and Aᵀ is applied as a power of two times a difference or sum (4·(d1 − d2),
+ * 8·(m3 − m4), ...): such a product is exact, so a fused multiply-add gives the same bits as a
+ * multiply and an add, and the tables built with and without contraction agree. */
+
+/* Bᵀ applied to six values (one row or one column of a 6×6 tile) */
+#define SD_WG4_B(D0, D1, D2, D3, D4, D5, R0, R1, R2, R3, R4, R5)                                      \
+    const float R0 = (4.0f * ((D0) - (D2)) - (D2)) + (D4), R1 = ((D3) + (D4)) - 4.0f * ((D1) + (D2)), \
+                R2 = ((D4) - (D3)) + 4.0f * ((D1) - (D2)), R3 = ((D4) - (D2)) + 2.0f * ((D3) - (D1)), \
+                R4 = ((D4) - (D2)) - 2.0f * ((D3) - (D1)), R5 = (4.0f * ((D1) - (D3)) - (D3)) + (D5);
+
+/* Aᵀ applied to six values */
+#define SD_WG4_A(M0, M1, M2, M3, M4, M5, S0, S1, S2, S3)                                                     \
+    const float S0 = (((M0) + (M1)) + ((M2) + (M3))) + (M4), S1 = ((M1) - (M2)) + 2.0f * ((M3) - (M4)),   \
+                S2 = ((M1) + (M2)) + 4.0f * ((M3) + (M4)), S3 = (((M1) - (M2)) + 8.0f * ((M3) - (M4))) + (M5);
+
+/* Input transform of tile rows [ty0, ty1) of one channel plane xc [h, w] (tiles of 4×4 outputs,
+ * 6×6 inputs from row 4ty − 1 and column 4tx − 1): vb[ξ·vs + (ty − ty0)·tw + tx] = (Bᵀ d B)[ξ],
+ * ξ = 6·(row of Bᵀ d) + (column). The padded input row is split in four phases
+ * P_j[k] = p[4k + j] so that the loop over tiles reads each with unit stride.
+ * ws: sd_wg4_ws_floats(tw) floats. */
+static inline int64_t sd_wg4_ws_floats(int64_t tw) { return 28 * (tw + 2); }
+
+static inline void sd_loop_wg4_in_rows(const float *xc, int64_t h, int64_t w, int64_t ty0, int64_t ty1, int64_t tw,
+                                       float *vb, int64_t vs, float *ws)
+{
+    const int64_t rl = tw + 1;
+    float *ph = ws, *pad = ws + 24 * rl; /* 6 rows × 4 phases of rl values; the padded row, 4·rl */
+    for (int64_t ty = ty0; ty < ty1; ty++) {
+        for (int r = 0; r < 6; r++) {
+            float *p0 = ph + (4 * r) * rl;
+            const int64_t iy = 4 * ty - 1 + r;
+            if (iy < 0 || iy >= h) {
+                memset(p0, 0, (size_t)(4 * rl) * sizeof(float));
+                continue;
+            }
+            pad[0] = 0.0f;
+            memcpy(pad + 1, xc + iy * w, (size_t)w * sizeof(float));
+            for (int64_t k = w + 1; k < 4 * rl; k++) pad[k] = 0.0f;
+#pragma omp simd
+            for (int64_t k = 0; k < rl; k++) {
+                p0[k] = pad[4 * k];
+                p0[rl + k] = pad[4 * k + 1];
+                p0[2 * rl + k] = pad[4 * k + 2];
+                p0[3 * rl + k] = pad[4 * k + 3];
+            }
+        }
+        float *v = vb + (ty - ty0) * tw;
+#define SD_WG4_ROW(R, H0, H1, H2, H3, H4, H5)                                                             \
+    const float *row##R = ph + (4 * (R)) * rl;                                                              \
+    SD_WG4_B(row##R[tx], row##R[rl + tx], row##R[2 * rl + tx], row##R[3 * rl + tx], row##R[tx + 1], row##R[rl + tx + 1], \
+             H0, H1, H2, H3, H4, H5)
+#pragma omp simd
+        for (int64_t tx = 0; tx < tw; tx++) {
+            SD_WG4_ROW(0, a0, a1, a2, a3, a4, a5)
+            SD_WG4_ROW(1, b0, b1, b2, b3, b4, b5)
+            SD_WG4_ROW(2, c0, c1, c2, c3, c4, c5)
+            SD_WG4_ROW(3, d0, d1, d2, d3, d4, d5)
+            SD_WG4_ROW(4, e0, e1, e2, e3, e4, e5)
+            SD_WG4_ROW(5, f0, f1, f2, f3, f4, f5)
+            /* vertical: Bᵀ on each column j of the six horizontal results */
+#define SD_WG4_COL(J, X0, X1, X2, X3, X4, X5)                                                          \
+    {                                                                                                  \
+        SD_WG4_B(X0, X1, X2, X3, X4, X5, q0, q1, q2, q3, q4, q5)                                       \
+        v[(0 + (J)) * vs + tx] = q0;                                                                   \
+        v[(6 + (J)) * vs + tx] = q1;                                                                   \
+        v[(12 + (J)) * vs + tx] = q2;                                                                  \
+        v[(18 + (J)) * vs + tx] = q3;                                                                  \
+        v[(24 + (J)) * vs + tx] = q4;                                                                  \
+        v[(30 + (J)) * vs + tx] = q5;                                                                  \
+    }
+            SD_WG4_COL(0, a0, b0, c0, d0, e0, f0)
+            SD_WG4_COL(1, a1, b1, c1, d1, e1, f1)
+            SD_WG4_COL(2, a2, b2, c2, d2, e2, f2)
+            SD_WG4_COL(3, a3, b3, c3, d3, e3, f3)
+            SD_WG4_COL(4, a4, b4, c4, d4, e4, f4)
+            SD_WG4_COL(5, a5, b5, c5, d5, e5, f5)
+#undef SD_WG4_COL
+        }
+#undef SD_WG4_ROW
+    }
+}
+
+/* Output transform of tile rows [ty0, ty1) of one output channel: Y = Aᵀ m A + bias with
+ * m[ξ] = mb[ξ·ms + (ty − ty0)·tw + tx], into the plane yc [h, w]. ws: sd_wg4_ws_floats(tw) floats. */
+static inline void sd_loop_wg4_out_rows(const float *mb0, int64_t ms, float bv, float *yc, int64_t h, int64_t w,
+                                        int64_t ty0, int64_t ty1, int64_t tw, float *ws)
+{
+    float *q = ws;              /* 16 planes of tw values: output (i, j) of each tile */
+    float *r = ws + 16 * tw;    /* one output row, 4·tw values */
+    for (int64_t ty = ty0; ty < ty1; ty++) {
+        const float *mb = mb0 + (ty - ty0) * tw;
+#define SD_WG4_M(A, C) mb[((A) * 6 + (C)) * ms + tx]
+#pragma omp simd
+        for (int64_t tx = 0; tx < tw; tx++) {
+            /* vertical (Aᵀ m) per column c, then horizontal per output row */
+#define SD_WG4_VCOL(C, S0, S1, S2, S3) \
+    SD_WG4_A(SD_WG4_M(0, C), SD_WG4_M(1, C), SD_WG4_M(2, C), SD_WG4_M(3, C), SD_WG4_M(4, C), SD_WG4_M(5, C), S0, S1, S2, S3)
+            SD_WG4_VCOL(0, s00, s10, s20, s30)
+            SD_WG4_VCOL(1, s01, s11, s21, s31)
+            SD_WG4_VCOL(2, s02, s12, s22, s32)
+            SD_WG4_VCOL(3, s03, s13, s23, s33)
+            SD_WG4_VCOL(4, s04, s14, s24, s34)
+            SD_WG4_VCOL(5, s05, s15, s25, s35)
+#undef SD_WG4_VCOL
+#define SD_WG4_HROW(I, X0, X1, X2, X3, X4, X5)           \
+    {                                                    \
+        SD_WG4_A(X0, X1, X2, X3, X4, X5, y0, y1, y2, y3) \
+        q[(4 * (I) + 0) * tw + tx] = y0 + bv;            \
+        q[(4 * (I) + 1) * tw + tx] = y1 + bv;            \
+        q[(4 * (I) + 2) * tw + tx] = y2 + bv;            \
+        q[(4 * (I) + 3) * tw + tx] = y3 + bv;            \
+    }
+            SD_WG4_HROW(0, s00, s01, s02, s03, s04, s05)
+            SD_WG4_HROW(1, s10, s11, s12, s13, s14, s15)
+            SD_WG4_HROW(2, s20, s21, s22, s23, s24, s25)
+            SD_WG4_HROW(3, s30, s31, s32, s33, s34, s35)
+#undef SD_WG4_HROW
+        }
+#undef SD_WG4_M
+        for (int i = 0; i < 4; i++) {
+            const int64_t oy = 4 * ty + i;
+            if (oy >= h) break;
+            const float *q0 = q + (4 * i) * tw, *q1 = q0 + tw, *q2 = q1 + tw, *q3 = q2 + tw;
+#pragma omp simd
+            for (int64_t tx = 0; tx < tw; tx++) {
+                r[4 * tx] = q0[tx];
+                r[4 * tx + 1] = q1[tx];
+                r[4 * tx + 2] = q2[tx];
+                r[4 * tx + 3] = q3[tx];
+            }
+            memcpy(yc + oy * w, r, (size_t)w * sizeof(float));
+        }
+    }
+}
+
 #endif

@@ -214,6 +214,10 @@ sd_tensor sd_linear(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tenso
  * 64×64 1.4×), and while its transformed weights (16·cout·cin floats) stay under 128 MB. */
 #define SD_WINOGRAD_MIN_PIXELS 1024
 #define SD_WINOGRAD_U_MAX ((int64_t)32 << 20)
+/* F(4×4, 3×3) (sd_conv2d_ae) from 128 tiles of 4×4 outputs per thread: at fewer the 36 products
+ * are too narrow (640 channels at 32×32: 1.0×), at 64×64 with 64 channels it is 1.2×, from 128×128
+ * 1.3–1.55× (docs/PERFORMANCE.md "Winograd F(4×4, 3×3) in the autoencoders"). */
+#define SD_WINOGRAD4_MIN_TILES 128
 
 typedef struct conv_geom {
     int64_t cin, h, w, kh, kw, oh, ow;
@@ -278,7 +282,7 @@ static void epilogue_all(const sd_conv_epilogue *ep, sd_tensor y)
 }
 
 static sd_tensor conv2d_impl(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b, int stride, int pad_t,
-                             int pad_b, int pad_l, int pad_r, const sd_conv_epilogue *ep)
+                             int pad_b, int pad_l, int pad_r, const sd_conv_epilogue *ep, int tiles4)
 {
     assert(x.ndim == 4 && w->ndim == 4 && stride >= 1);
     const sd_op_timer pt = sd_op_begin();
@@ -302,10 +306,16 @@ static sd_tensor conv2d_impl(sd_arena *a, sd_tensor x, const sd_tensor *w, const
 
     if (g_winograd && kh == 3 && kw == 3 && stride == 1 && pad_t == 1 && pad_b == 1 && pad_l == 1 && pad_r == 1 &&
         oh * ow >= SD_WINOGRAD_MIN_PIXELS && (int64_t)sd_winograd_u_floats(cout, cin) <= SD_WINOGRAD_U_MAX) {
+        /* F(4×4, 3×3) where the caller allows it and there are enough tiles (SD_WINOGRAD4_MIN_TILES) */
+        const int f4 = tiles4 && n * ((oh + 3) / 4) * ((ow + 3) / 4) >= SD_WINOGRAD4_MIN_TILES * nt &&
+                       (int64_t)sd_winograd4_u_floats(cout, cin) <= SD_WINOGRAD_U_MAX;
         size_t mark = sd_arena_mark(a);
-        float *u = sd_arena_alloc(a, sd_winograd_u_floats(cout, cin) * sizeof(float));
-        float *scr = sd_arena_alloc(a, sd_winograd_scratch_floats(n, cin, h, wd, cout, nt) * sizeof(float));
-        sd_conv3x3_winograd(x.data, n, cin, h, wd, w->data, b ? b->data : NULL, cout, y.data, u, scr, nt, ep);
+        const size_t nu = f4 ? sd_winograd4_u_floats(cout, cin) : sd_winograd_u_floats(cout, cin);
+        const size_t ns = f4 ? sd_winograd4_scratch_floats(n, cin, h, wd, cout, nt)
+                             : sd_winograd_scratch_floats(n, cin, h, wd, cout, nt);
+        float *u = sd_arena_alloc(a, nu * sizeof(float)), *scr = sd_arena_alloc(a, ns * sizeof(float));
+        (f4 ? sd_conv3x3_winograd4 : sd_conv3x3_winograd)(x.data, n, cin, h, wd, w->data, b ? b->data : NULL, cout,
+                                                          y.data, u, scr, nt, ep);
         sd_arena_release(a, mark);
         sd_op_end(kind, pt, flops);
         return y;
@@ -437,13 +447,19 @@ static sd_tensor conv2d_impl(sd_arena *a, sd_tensor x, const sd_tensor *w, const
 sd_tensor sd_conv2d_pad(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b,
                         int stride, int pad_t, int pad_b, int pad_l, int pad_r)
 {
-    return conv2d_impl(a, x, w, b, stride, pad_t, pad_b, pad_l, pad_r, NULL);
+    return conv2d_impl(a, x, w, b, stride, pad_t, pad_b, pad_l, pad_r, NULL, 0);
 }
 
 sd_tensor sd_conv2d_ep(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b, int stride, int pad,
                        const sd_conv_epilogue *ep)
 {
-    return conv2d_impl(a, x, w, b, stride, pad, pad, pad, pad, ep);
+    return conv2d_impl(a, x, w, b, stride, pad, pad, pad, pad, ep, 0);
+}
+
+sd_tensor sd_conv2d_ae(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b, int stride, int pad,
+                       const sd_conv_epilogue *ep)
+{
+    return conv2d_impl(a, x, w, b, stride, pad, pad, pad, pad, ep, 1);
 }
 
 sd_tensor sd_conv2d(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b, int stride,

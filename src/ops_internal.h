@@ -44,6 +44,12 @@ typedef struct sd_cpu_kernels {
                        int64_t vs, float *ws);
     void (*wg_out_rows)(const float *mb, int64_t ms, float bias, float *yc, int64_t h, int64_t w, int64_t ty0,
                         int64_t ty1, int64_t tw, float *ws);
+    /* The same two transforms for F(4×4, 3×3): 36 tile positions ξ, tiles of 4×4 outputs,
+     * ws: sd_wg4_ws_floats(tw) floats (cpu_loops.h). */
+    void (*wg4_in_rows)(const float *xc, int64_t h, int64_t w, int64_t ty0, int64_t ty1, int64_t tw, float *vb,
+                        int64_t vs, float *ws);
+    void (*wg4_out_rows)(const float *mb, int64_t ms, float bias, float *yc, int64_t h, int64_t w, int64_t ty0,
+                         int64_t ty1, int64_t tw, float *ws);
     /* Attention products for head sizes d ≤ attn_max_d (0: none in this table, sd_attention
      * uses sgemm). scores: s[r][j] = scale · Σ_k q[r·ldq + k] · K[j][k], r < rows, j < lkp
      * (lkp % 16 == 0), with K^T in tiles of 64 keys: keys j0 .. j0+w-1 (w = min(64, lkp − j0))
@@ -85,6 +91,12 @@ size_t sd_winograd_scratch_floats(int64_t n, int64_t cin, int64_t h, int64_t w, 
 void sd_conv3x3_winograd(const float *x, int64_t n, int64_t cin, int64_t h, int64_t w, const float *wt,
                          const float *bias, int64_t cout, float *y, float *u, float *scratch, int nt,
                          const sd_conv_epilogue *ep);
+/* The same by F(4×4, 3×3) (winograd.c): 36 products instead of 16 for four times the outputs. */
+size_t sd_winograd4_u_floats(int64_t cout, int64_t cin);
+size_t sd_winograd4_scratch_floats(int64_t n, int64_t cin, int64_t h, int64_t w, int64_t cout, int nt);
+void sd_conv3x3_winograd4(const float *x, int64_t n, int64_t cin, int64_t h, int64_t w, const float *wt,
+                          const float *bias, int64_t cout, float *y, float *u, float *scratch, int nt,
+                          const sd_conv_epilogue *ep);
 /* The epilogue (ops.h) on n values p of an output; add is the matching part of ep->add or NULL. */
 void sd_conv_epilogue_apply(const sd_conv_epilogue *ep, float *p, const float *add, int64_t n);
 

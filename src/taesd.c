@@ -362,7 +362,8 @@ typedef struct taesd_ctx {
 } taesd_ctx;
 
 /* The convolutions' ReLU and the Block's skip sum with its fuse ReLU run as the convolution's epilogue
- * (sd_conv2d_ep): the same float32 operations, on each band of output rows while it is in cache. */
+ * (sd_conv2d_ae, which is sd_conv2d_ep allowed Winograd F(4×4, 3×3)): the same float32 operations, on
+ * each band of output rows while it is in cache. */
 static const sd_conv_epilogue relu_after = {NULL, 1};
 
 /* Weight [cout, cin, 3, 3] of "<coder>.layers.<k>.<part>weight" and, when b is non-NULL, its bias [cout]. */
@@ -384,14 +385,14 @@ static int block(taesd_ctx *c, int k, sd_tensor x, sd_tensor *out)
     sd_tensor w, b;
     sd_scope s = sd_scope_open(c->a);
     if (conv_w(c, k, "conv.0.", C, C, &w, &b)) return -1;
-    sd_tensor h = sd_conv2d_ep(c->a, x, &w, &b, 1, 1, &relu_after);
+    sd_tensor h = sd_conv2d_ae(c->a, x, &w, &b, 1, 1, &relu_after);
     h = sd_scope_keep(c->a, s, h);
     if (conv_w(c, k, "conv.2.", C, C, &w, &b)) return -1;
-    h = sd_conv2d_ep(c->a, h, &w, &b, 1, 1, &relu_after);
+    h = sd_conv2d_ae(c->a, h, &w, &b, 1, 1, &relu_after);
     h = sd_scope_keep(c->a, s, h);
     if (conv_w(c, k, "conv.4.", C, C, &w, &b)) return -1;
     const sd_conv_epilogue fuse = {x.data, 1}; /* self.fuse(self.conv(x) + self.skip(x)) */
-    h = sd_conv2d_ep(c->a, h, &w, &b, 1, 1, &fuse);
+    h = sd_conv2d_ae(c->a, h, &w, &b, 1, 1, &fuse);
     *out = sd_scope_keep(c->a, s, h);
     return 0;
 }
@@ -409,12 +410,12 @@ static int run_coder(taesd_ctx *c, const sd_taesd_coder *cd, int relu_first, sd_
             break;
         case SD_TAESD_CONV:
             if (conv_w(c, L->index, "", L->cout, L->cin, &w, &b)) return -1;
-            y = sd_conv2d_ep(c->a, x, &w, &b, 1, 1, i == 0 && relu_first ? &relu_after : NULL);
+            y = sd_conv2d_ae(c->a, x, &w, &b, 1, 1, i == 0 && relu_first ? &relu_after : NULL);
             break;
         case SD_TAESD_UP_CONV: {
             if (conv_w(c, L->index, "", L->cout, L->cin, &w, NULL)) return -1;
             sd_tensor u = sd_upsample2x(c->a, x); /* nn.Upsample(scale_factor=2), mode "nearest" */
-            y = sd_conv2d(c->a, u, &w, NULL, 1, 1);
+            y = sd_conv2d_ae(c->a, u, &w, NULL, 1, 1, NULL);
             break;
         }
         default: /* SD_TAESD_DOWN_CONV */

@@ -244,7 +244,7 @@ static int vae_conv(vae_ctx *c, const char *base, sd_tensor x, int64_t cout, int
 {
     sd_tensor w, b;
     if (vae_conv_w(c, base, cout, x.ne[1], k, &w, &b)) return -1;
-    *y = sd_conv2d(c->a, x, &w, &b, 1, k / 2);
+    *y = sd_conv2d_ae(c->a, x, &w, &b, 1, k / 2, NULL);
     return 0;
 }
 

@@ -88,7 +88,7 @@ static void check_bits(const char *what, const float *got, const float *want, in
 
 /* Outputs of the ops that go through the CPU kernel table, for one kernel set. */
 enum { KS_SILU, KS_GELU, KS_QGELU, KS_GEGLU, KS_SOFTMAX, KS_GN, KS_GN_SILU, KS_LN, KS_GN_EXACT, KS_LN_EXACT,
-       KS_ATTN, KS_ATTN_CAUSAL, KS_WINOGRAD, KS_F16, KS_N };
+       KS_ATTN, KS_ATTN_CAUSAL, KS_WINOGRAD, KS_WINOGRAD4, KS_F16, KS_N };
 
 /* Fill each run of 2·half values with quarter-integers in [-2, 2] and then their negatives: the
  * run's sum is exactly 0 and every square and partial sum is exact, so the normalisation
@@ -157,6 +157,10 @@ static void run_kernel_ops(sd_arena *a, sd_tensor out[KS_N])
     sd_tensor cx = sd_tensor_4d(a, 1, 16, 40, 36), cw = sd_tensor_4d(a, 24, 16, 3, 3), cb = sd_tensor_2d(a, 1, 24);
     fill(cx, 36); fill(cw, 37); fill(cb, 38);
     out[KS_WINOGRAD] = sd_conv2d(a, cx, &cw, &cb, 1, 1);
+    /* F(4×4, 3×3) on 66×70 pixels (17×18 tiles, the last ones partial) */
+    cx = sd_tensor_4d(a, 1, 16, 66, 70);
+    fill(cx, 39);
+    out[KS_WINOGRAD4] = sd_conv2d_ae(a, cx, &cw, &cb, 1, 1, NULL);
     sd_set_winograd(prev);
     /* every binary16 pattern, NaNs included */
     out[KS_F16] = sd_tensor_2d(a, 1, 65536);
@@ -210,6 +214,7 @@ static void check_kernel_sets(sd_arena *a)
         SAME(KS_GEGLU, "geglu");
         SAME(KS_SOFTMAX, "softmax");
         SAME(KS_WINOGRAD, "conv 3x3 Winograd");
+        SAME(KS_WINOGRAD4, "conv 3x3 Winograd F(4x4, 3x3)");
         SAME(KS_F16, "F16 -> F32, all 65536 patterns");
         NEAR(KS_GN, "groupnorm");
         NEAR(KS_GN_SILU, "groupnorm+silu");
@@ -304,18 +309,39 @@ int main(void)
         EXPECT("conv 3x3 33x35 Winograd vs direct", sd_conv2d(a, x, &w, &b, 1, 1), want, 3e-6);
         sd_set_winograd(0);
         EXPECT("conv 3x3 33x35 im2col vs direct", sd_conv2d(a, x, &w, &b, 1, 1), want, 3e-6);
+        /* F(4×4, 3×3), allowed to the autoencoders: on 66×70 pixels (2 × 306 tiles, enough for 2 threads)
+         * against the direct sum at its own tolerance, and different bits from F(2×2, 3×3) (so the
+         * path was taken); on 33×35 (162 tiles) it is not worth it and sd_conv2d_ae is F(2×2, 3×3). */
+        sd_set_winograd(1);
+        check_bits("conv 3x3 33x35: too few tiles for F(4x4, 3x3), sd_conv2d_ae = sd_conv2d",
+                   sd_conv2d_ae(a, x, &w, &b, 1, 1, NULL).data, sd_conv2d(a, x, &w, &b, 1, 1).data, sd_numel(want));
+        sd_tensor x4 = sd_tensor_4d(a, 2, 24, 66, 70), want4 = sd_tensor_4d(a, 2, 20, 66, 70);
+        fill(x4, 10);
+        naive_conv(&x4, &w, b.data, 1, 1, 1, &want4);
+        EXPECT("conv 3x3 66x70 Winograd F(2x2) vs direct", sd_conv2d(a, x4, &w, &b, 1, 1), want4, 3e-6);
+        sd_tensor y4 = sd_conv2d_ae(a, x4, &w, &b, 1, 1, NULL);
+        EXPECT("conv 3x3 66x70 Winograd F(4x4) vs direct", y4, want4, 3e-5);
+        sd_tensor y2 = sd_conv2d(a, x4, &w, &b, 1, 1);
+        int64_t differ = 0;
+        for (int64_t i = 0; i < sd_numel(y4); i++) differ += memcmp(&y4.data[i], &y2.data[i], sizeof(float)) != 0;
+        CHECK(differ > sd_numel(y4) / 4, "sd_conv2d_ae on 66x70: only %lld of %lld values differ from F(2x2, 3x3): "
+              "F(4x4, 3x3) not taken?", (long long)differ, (long long)sd_numel(y4));
+        sd_set_winograd(0);
+        check_bits("Winograd off: sd_conv2d_ae = im2col", sd_conv2d_ae(a, x4, &w, &b, 1, 1, NULL).data,
+                   sd_conv2d(a, x4, &w, &b, 1, 1).data, sd_numel(want4));
         /* The epilogue (relu, or relu(y + add)) on every path — Winograd, im2col bands, the few-pixels
          * products (6×5: one panel; batch 1 straight into y) — has the bits of the conv followed by
          * sd_add_ and a separate ReLU pass. */
-        const struct { int64_t n, h, w; int wg; const char *what; } paths[] = {
-            {2, 33, 35, 1, "Winograd"}, {2, 33, 35, 0, "im2col bands"}, {2, 6, 5, 0, "few pixels"},
-            {1, 6, 5, 0, "few pixels, one image"}};
+        const struct { int64_t n, h, w; int wg, ae; const char *what; } paths[] = {
+            {2, 33, 35, 1, 0, "Winograd"}, {2, 66, 70, 1, 1, "Winograd F(4x4, 3x3)"}, {2, 33, 35, 0, 0, "im2col bands"},
+            {2, 6, 5, 0, 0, "few pixels"}, {1, 6, 5, 0, 0, "few pixels, one image"}};
         for (size_t p = 0; p < sizeof paths / sizeof paths[0]; p++) {
             sd_tensor xp = sd_tensor_4d(a, paths[p].n, 24, paths[p].h, paths[p].w);
             sd_tensor add = sd_tensor_4d(a, paths[p].n, 20, paths[p].h, paths[p].w);
             fill(xp, 11); fill(add, 12);
             sd_set_winograd(paths[p].wg);
-            sd_tensor ref = sd_conv2d(a, xp, &w, &b, 1, 1), ref2 = sd_conv2d(a, xp, &w, &b, 1, 1);
+            sd_tensor ref = paths[p].ae ? sd_conv2d_ae(a, xp, &w, &b, 1, 1, NULL) : sd_conv2d(a, xp, &w, &b, 1, 1);
+            sd_tensor ref2 = paths[p].ae ? sd_conv2d_ae(a, xp, &w, &b, 1, 1, NULL) : sd_conv2d(a, xp, &w, &b, 1, 1);
             sd_add_(ref2, add);
             for (int64_t i = 0; i < sd_numel(ref); i++) {
                 if (ref.data[i] < 0.0f) ref.data[i] = 0.0f;
@@ -324,9 +350,11 @@ int main(void)
             const sd_conv_epilogue relu = {NULL, 1}, add_relu = {add.data, 1};
             char what[96];
             snprintf(what, sizeof what, "conv 3x3 + relu epilogue, %s", paths[p].what);
-            check_bits(what, sd_conv2d_ep(a, xp, &w, &b, 1, 1, &relu).data, ref.data, sd_numel(ref));
+            sd_tensor (*conv_ep)(sd_arena *, sd_tensor, const sd_tensor *, const sd_tensor *, int, int,
+                                 const sd_conv_epilogue *) = paths[p].ae ? sd_conv2d_ae : sd_conv2d_ep;
+            check_bits(what, conv_ep(a, xp, &w, &b, 1, 1, &relu).data, ref.data, sd_numel(ref));
             snprintf(what, sizeof what, "conv 3x3 + add + relu epilogue, %s", paths[p].what);
-            check_bits(what, sd_conv2d_ep(a, xp, &w, &b, 1, 1, &add_relu).data, ref2.data, sd_numel(ref2));
+            check_bits(what, conv_ep(a, xp, &w, &b, 1, 1, &add_relu).data, ref2.data, sd_numel(ref2));
         }
         sd_set_winograd(prev);
     }

@@ -75,6 +75,14 @@ typedef struct sd_conv_epilogue {
 /* sd_conv2d (symmetric padding) followed by the epilogue (NULL: none). */
 sd_tensor sd_conv2d_ep(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b, int stride, int pad,
                        const sd_conv_epilogue *ep);
+/* sd_conv2d_ep for the autoencoders (VAE, TAESD): a 3×3 stride-1 convolution over a large image may
+ * use Winograd F(4×4, 3×3), 1.2–1.55× faster than F(2×2, 3×3) there, with a rounding error about
+ * 15× larger (≈ 1e-5 of the output's scale per convolution, against 1e-6). Their result is an 8-bit
+ * image, or latents whose sampling noise is far larger, and the golden tolerances hold (tests/test_ops.c,
+ * the golden VAE and TAESD cases). The U-Net keeps F(2×2, 3×3): its output is fed back every step
+ * (docs/PERFORMANCE.md "Winograd F(4×4, 3×3) in the autoencoders"). */
+sd_tensor sd_conv2d_ae(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b, int stride, int pad,
+                       const sd_conv_epilogue *ep);
 
 /* GroupNorm over x [n, c, h, w] (or [n, c, L]) with `groups` groups, affine gain/bias [c]. */
 sd_tensor sd_groupnorm(sd_arena *a, sd_tensor x, int groups, const sd_tensor *gain,
