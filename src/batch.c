@@ -185,6 +185,7 @@ static const keydef KEYS[] = {
     {"init_image", K_STR, NULL},
     {"model", K_STR, NULL},
     {"preset", K_STR, NULL},
+    {"lora_apply", K_STR, "auto|merge|fly"},
     {"loras", K_LORAS, NULL},
     {"seed", K_U64, NULL},
     {"steps", K_INT, NULL},
@@ -248,6 +249,7 @@ static char **str_field(sd_batch_item *it, const char *k)
     if (!strcmp(k, "output")) return &it->output;
     if (!strcmp(k, "init_image")) return &it->init_image;
     if (!strcmp(k, "preset")) return &it->preset;
+    if (!strcmp(k, "lora_apply")) return &it->lora_apply;
     return &it->model;
 }
 
@@ -256,7 +258,7 @@ static void item_clear(sd_batch_item *it)
     free(it->error);
     free(it->prompt); free(it->negative_prompt); free(it->sampler); free(it->schedule); free(it->rng);
     free(it->prediction); free(it->timestep_spacing); free(it->output); free(it->init_image); free(it->model);
-    free(it->loras); free(it->preset);
+    free(it->loras); free(it->preset); free(it->lora_apply);
     for (int i = 0; i < it->n_set; i++) {
         free(it->set_key[i]);
         free(it->set_value[i]);

@@ -766,6 +766,8 @@ static int apply_item(const sd_batch_item *it, sd_gen_opts *o, int *batch_count,
     if (it->prediction && sd_prediction_parse(it->prediction, &o->prediction))
         return sd_errf(err, "unknown prediction \"%s\"", it->prediction);
     if (it->init_image) o->init_image = it->init_image;
+    if (it->lora_apply && sd_lora_mode_parse(it->lora_apply, &o->lora_mode))
+        return sd_errf(err, "unknown LoRA apply mode \"%s\"", it->lora_apply);
     if (it->output) *output = it->output;
     if (it->model && c->model && strcmp(it->model, c->model) != 0)
         return sd_errf(err, "\"model\" differs from the loaded model (%s); a batch uses one model", c->model);

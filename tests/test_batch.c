@@ -347,6 +347,31 @@ static void test_sdxl_keys(void)
     if (rc == 0) sd_batch_free(&b);
 }
 
+/* "lora_apply" on a line: one of sd_lora_mode_parse's words, kept for that line; any other word fails the line. */
+static void test_lora_apply_items(void)
+{
+    const char *text = "{\"prompt\": \"a\", \"lora_apply\": \"fly\"}\n"
+                       "{\"prompt\": \"b\"}\n"
+                       "{\"prompt\": \"c\", \"lora_apply\": \"fused\"}\n"
+                       "{\"prompt\": \"d\", \"lora_apply\": 1}\n";
+    sd_batch b;
+    sd_err err = {0};
+    int rc = sd_batch_parse_mem(text, strlen(text), "l.jsonl", &b, &err);
+    CHECK(rc == 0 && b.n == 4, "lora_apply lines: %s", rc ? err.msg : "");
+    if (rc || b.n != 4) {
+        if (rc == 0) sd_batch_free(&b);
+        return;
+    }
+    CHECK(b.items[0].lora_apply && !strcmp(b.items[0].lora_apply, "fly") && !b.items[0].error, "line 1: \"%s\"",
+          b.items[0].lora_apply ? b.items[0].lora_apply : "(null)");
+    CHECK(!b.items[1].lora_apply && !b.items[1].error, "line 2: no key, no mode");
+    CHECK(b.items[2].error && strstr(b.items[2].error, "l.jsonl:3: \"lora_apply\": unknown value \"fused\" (expected auto|merge|fly)"),
+          "line 3: '%s'", b.items[2].error ? b.items[2].error : "(no error)");
+    CHECK(b.items[3].error && strstr(b.items[3].error, "l.jsonl:4: \"lora_apply\" must be a string"), "line 4: '%s'",
+          b.items[3].error ? b.items[3].error : "(no error)");
+    sd_batch_free(&b);
+}
+
 /* "preset" on a line fills what neither the line nor the command line sets (sd_preset_apply_item), as
  * --preset does on the command line; "none" runs the line without the command line's preset. */
 static void test_preset_items(void)
@@ -433,6 +458,7 @@ int main(void)
     test_jsonl_20(tmp);
     test_jsonl_errors();
     test_preset_items();
+    test_lora_apply_items();
     test_plain();
     test_golden_case_line();
     test_sdxl_keys();

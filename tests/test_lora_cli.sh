@@ -184,6 +184,23 @@ for f in text_emb_cond unet0_out image_float; do
   within "fly: LoRA item within 1e-4 of the merged one ($f)" "$TMP/tag/$f.npy" "$TMP/bfd/1/$f.npy" 1e-4
 done
 
+# A line's "lora_apply" sets the mode for that line only, over the command line's --lora-apply: line 1 on
+# the fly gives the bits of the --lora-apply fly batch above, line 2 (no key) the merged run's; a bad word
+# fails its line only.
+printf '{"prompt": "%s <lora:kohya:0.8>", "seed": 42, "lora_apply": "fly"}\n{"prompt": "%s <lora:kohya:0.8>", "seed": 42}\n{"prompt": "%s", "seed": 42, "lora_apply": "fused"}\n' \
+  "$P" "$P" "$P" >"$TMP/ba.jsonl"
+mkdir -p "$TMP/ba"
+"$SDGEN" "${BASE[@]}" --lora-apply merge --prompts "$TMP/ba.jsonl" -o "$TMP/ba/{index}.png" --dump-dir "$TMP/bad" \
+  >"$TMP/ba.out" 2>"$TMP/ba.err"
+rc=$?
+[ "$rc" = 1 ] && ok "lora_apply batch with a bad line exits 1" || bad "lora_apply batch exit $rc: $(cat "$TMP/ba.err")"
+grep -q 'ba.jsonl:3: "lora_apply": unknown value "fused" (expected auto|merge|fly)' "$TMP/ba.err" \
+  && ok "bad lora_apply names the line, the key and the choices" || bad "lora_apply message: $(cat "$TMP/ba.err")"
+for f in text_emb_cond unet0_out image_float; do
+  same "\"lora_apply\": \"fly\" on a line = --lora-apply fly ($f)" "$TMP/bfd/1/$f.npy" "$TMP/bad/1/$f.npy"
+  same "next line without the key: the command line's merge ($f)" "$TMP/tag/$f.npy" "$TMP/bad/2/$f.npy"
+done
+
 # ---- helper files (python3: header + raw little-endian floats) ----
 python3 - "$TMP" "$G/tiny-sd1.safetensors" <<'PYEOF'
 import json, struct, sys, math

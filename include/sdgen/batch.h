@@ -54,6 +54,7 @@ typedef struct sd_batch_item {
     char *output, *init_image, *model;
     char *loras;         /* "loras": one "PATH[:W]" or "NAME[:W]" a line (sdgen/lora.h), or NULL */
     char *preset;        /* "preset": a name sd_preset_parse accepts, or NULL */
+    char *lora_apply;    /* "lora_apply": auto, merge or fly (sd_lora_mode_parse, sdgen/lora.h), or NULL */
     int has_seed;        uint64_t seed;
     int has_steps;       int steps;
     int has_width;       int width;
