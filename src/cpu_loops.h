@@ -174,6 +174,26 @@ static inline void sd_loop_wg_weights(const float *w, int64_t cout, int64_t cin,
     }
 }
 
+/* Row iy of the plane xc [h, w] with the convolution's zero padding (p[0] = 0, p[1 .. w] = the row, zeros
+ * after; a row outside [0, h) is all zeros), split in nph phases of rl values: dst[j·rl + k] = p[nph·k + j].
+ * The tile loops then read each phase with unit stride. pad: nph·rl floats of work space. */
+static inline void sd_wg_row_phases(const float *xc, int64_t h, int64_t w, int64_t iy, int nph, int64_t rl, float *pad,
+                                    float *dst)
+{
+    if (iy < 0 || iy >= h) {
+        memset(dst, 0, (size_t)(nph * rl) * sizeof(float));
+        return;
+    }
+    pad[0] = 0.0f;
+    memcpy(pad + 1, xc + iy * w, (size_t)w * sizeof(float));
+    for (int64_t k = w + 1; k < nph * rl; k++) pad[k] = 0.0f;
+    for (int j = 0; j < nph; j++) {
+        float *d = dst + j * rl;
+#pragma omp simd
+        for (int64_t k = 0; k < rl; k++) d[k] = pad[nph * k + j];
+    }
+}
+
 /* Input transform of tile rows [ty0, ty1) of one channel plane xc [h, w]:
  * vb[ξ·vs + (ty − ty0)·tw + tx] = (Bᵀ d B)[ξ] of the tile at (ty, tx). ws: 12·(tw + 2) floats. */
 static inline void sd_loop_wg_in_rows(const float *xc, int64_t h, int64_t w, int64_t ty0, int64_t ty1, int64_t tw,
@@ -183,23 +203,7 @@ static inline void sd_loop_wg_in_rows(const float *xc, int64_t h, int64_t w, int
     float *ev = ws, *pad = ws + 8 * (tw + 2);
     for (int64_t ty = ty0; ty < ty1; ty++) {
         /* rows 2ty-1 .. 2ty+2, columns -1 .. 2tw: even/odd split of the padded row */
-        for (int r = 0; r < 4; r++) {
-            float *e = ev + (2 * r) * rl, *o = e + rl;
-            const int64_t iy = 2 * ty - 1 + r;
-            if (iy < 0 || iy >= h) {
-                memset(e, 0, (size_t)(2 * rl) * sizeof(float));
-                continue;
-            }
-            /* padded row p[0] = 0, p[1 .. w] = x row, zeros after; e[k] = p[2k], o[k] = p[2k+1] */
-            pad[0] = 0.0f;
-            memcpy(pad + 1, xc + iy * w, (size_t)w * sizeof(float));
-            for (int64_t k = w + 1; k < 2 * rl; k++) pad[k] = 0.0f;
-#pragma omp simd
-            for (int64_t k = 0; k < rl; k++) {
-                e[k] = pad[2 * k];
-                o[k] = pad[2 * k + 1];
-            }
-        }
+        for (int r = 0; r < 4; r++) sd_wg_row_phases(xc, h, w, 2 * ty - 1 + r, 2, rl, pad, ev + (2 * r) * rl);
         float *v = vb + (ty - ty0) * tw;
         const float *e0 = ev, *o0 = ev + rl, *e1 = ev + 2 * rl, *o1 = ev + 3 * rl;
         const float *e2 = ev + 4 * rl, *o2 = ev + 5 * rl, *e3 = ev + 6 * rl, *o3 = ev + 7 * rl;
@@ -301,24 +305,8 @@ static inline void sd_loop_wg4_in_rows(const float *xc, int64_t h, int64_t w, in
     const int64_t rl = tw + 1;
     float *ph = ws, *pad = ws + 24 * rl; /* 6 rows × 4 phases of rl values; the padded row, 4·rl */
     for (int64_t ty = ty0; ty < ty1; ty++) {
-        for (int r = 0; r < 6; r++) {
-            float *p0 = ph + (4 * r) * rl;
-            const int64_t iy = 4 * ty - 1 + r;
-            if (iy < 0 || iy >= h) {
-                memset(p0, 0, (size_t)(4 * rl) * sizeof(float));
-                continue;
-            }
-            pad[0] = 0.0f;
-            memcpy(pad + 1, xc + iy * w, (size_t)w * sizeof(float));
-            for (int64_t k = w + 1; k < 4 * rl; k++) pad[k] = 0.0f;
-#pragma omp simd
-            for (int64_t k = 0; k < rl; k++) {
-                p0[k] = pad[4 * k];
-                p0[rl + k] = pad[4 * k + 1];
-                p0[2 * rl + k] = pad[4 * k + 2];
-                p0[3 * rl + k] = pad[4 * k + 3];
-            }
-        }
+        /* rows 4ty-1 .. 4ty+4, columns -1 .. 4tw+2: the padded row in four phases */
+        for (int r = 0; r < 6; r++) sd_wg_row_phases(xc, h, w, 4 * ty - 1 + r, 4, rl, pad, ph + (4 * r) * rl);
         float *v = vb + (ty - ty0) * tw;
 #define SD_WG4_ROW(R, H0, H1, H2, H3, H4, H5)                                                             \
     const float *row##R = ph + (4 * (R)) * rl;                                                              \
