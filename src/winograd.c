@@ -1,4 +1,5 @@
-/* winograd.c — 3×3 stride-1 convolutions by Winograd's minimal filtering F(2×2, 3×3)
+/* winograd.c — 3×3 stride-1 convolutions by Winograd's minimal filtering F(2×2, 3×3), and
+ * F(4×4, 3×3) for the autoencoders (below; sd_conv2d_ae in include/sdgen/ops.h)
  * (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2015).
  *
  * Each 2×2 block of outputs comes from a 4×4 input tile d: Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A, so the
@@ -12,8 +13,8 @@
  *   Aᵀ = [1 1 1 0; 0 1 -1 -1]
  *
  * Work is split in tasks of tile rows of one image; each thread transforms its rows into its
- * own V buffer, runs the 16 products and transforms back into y, so the buffers stay in cache.
- * Input rows are read as even/odd columns so every transform loop runs over tiles with unit
+ * own V buffer, runs the 16 (or 36) products and transforms back into y, so the buffers stay in
+ * cache. Input rows are read as even/odd columns (four phases for F(4×4, 3×3)) so every transform loop runs over tiles with unit
  * stride (vectorised). The transforms themselves are entries of the CPU kernel table
  * (cpu_loops.h, compiled once per instruction set); this file is the driver. */
 #include <cblas.h>
