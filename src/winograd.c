@@ -14,9 +14,10 @@
  *
  * Work is split in tasks of tile rows of one image; each thread transforms its rows into its
  * own V buffer, runs the 16 (or 36) products and transforms back into y, so the buffers stay in
- * cache. Input rows are read as even/odd columns (four phases for F(4×4, 3×3)) so every transform loop runs over tiles with unit
- * stride (vectorised). The transforms themselves are entries of the CPU kernel table
- * (cpu_loops.h, compiled once per instruction set); this file is the driver. */
+ * cache. Input rows are read as even/odd columns (four phases for F(4×4, 3×3)) so every
+ * transform loop runs over tiles with unit stride (vectorised). The transforms themselves are
+ * entries of the CPU kernel table (cpu_loops.h, compiled once per instruction set); this file is
+ * the driver. */
 #include <cblas.h>
 #include <omp.h>
 #include <string.h>
