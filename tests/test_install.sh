@@ -26,11 +26,8 @@ export XDG_CACHE_HOME=$TMP/cache # the model-hash cache stays here
 # shellcheck source=bad_inputs/pngcheck.sh
 . "$SRC/tests/bad_inputs/pngcheck.sh"
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1" >&2; }
-check() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1: got '$2' want '$3'"; fi; }
+# shellcheck source=checks.sh
+. "$SRC/tests/checks.sh"
 finish() { echo "$pass passed, $fail failed"; [ "$fail" = 0 ]; exit $?; }
 
 # 1. configure, build, install

@@ -24,11 +24,8 @@ unset SDGEN_VOCAB SDGEN_MODEL
 # shellcheck source=bad_inputs/pngcheck.sh
 . "$SRC/tests/bad_inputs/pngcheck.sh"
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1" >&2; }
-check() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1: got '$2' want '$3'"; fi; }
+# shellcheck source=checks.sh
+. "$SRC/tests/checks.sh"
 no_crash() { # no_crash NAME RC STDERR_FILE
   if grep -qE "AddressSanitizer|LeakSanitizer|runtime error" "$3"; then
     bad "$1: sanitizer report (exit $2)"

@@ -36,10 +36,8 @@ unset SDGEN_VOCAB SDGEN_MODEL
 # shellcheck source=bad_inputs/pngcheck.sh
 . "$SRC/tests/bad_inputs/pngcheck.sh"
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1" >&2; }
+# shellcheck source=checks.sh
+. "$SRC/tests/checks.sh"
 same() { if cmp -s "$2" "$3"; then ok "$1"; else bad "$1: $2 and $3 differ"; fi; }
 differ() { if cmp -s "$2" "$3"; then bad "$1: $2 and $3 are equal"; else ok "$1"; fi; }
 

@@ -26,11 +26,8 @@ export XDG_CACHE_HOME=$TMP/cache
 # shellcheck source=bad_inputs/pngcheck.sh
 . "$SRC/tests/bad_inputs/pngcheck.sh"
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1" >&2; }
-check() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1: got '$2' want '$3'"; fi; }
+# shellcheck source=checks.sh
+. "$SRC/tests/checks.sh"
 has() { case "$2" in *"$3"*) ok "$1";; *) bad "$1: '$3' not in '$2'";; esac; }
 
 BASE=(--vocab "$VOCAB" -p "a lighthouse at dusk" -W 64 -H 64 --seed 11 --overwrite)

@@ -28,11 +28,8 @@ export XDG_CACHE_HOME=$TMP/cache # the hash cache of these runs, not the user's
 # shellcheck source=bad_inputs/pngcheck.sh
 . "$SRC/tests/bad_inputs/pngcheck.sh"
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1" >&2; }
-check() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1: got '$2' want '$3'"; fi; }
+# shellcheck source=checks.sh
+. "$SRC/tests/checks.sh"
 
 PRE=(-m "$NOMODEL" --vocab "$VOCAB" -W 64 -H 64 --steps 2 --seed 1 -q) # refused before the model loads
 GEN=(-m "$MODEL" --vocab "$VOCAB" -W 64 -H 64 --steps 1 --seed 1)       # real runs (tiny model)

@@ -23,11 +23,8 @@ unset SDGEN_VOCAB SDGEN_MODEL SLURM_ARRAY_TASK_ID SLURM_ARRAY_TASK_COUNT SLURM_A
 MODEL="$SRC/models/demo.safetensors"
 RUN=(-m "$MODEL" --steps 4 --threads 1 -q)
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1" >&2; }
-check() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1: got '$2' want '$3'"; fi; }
+# shellcheck source=checks.sh
+. "$SRC/tests/checks.sh"
 has() { # has NAME FILE TEXT: the file holds the text
   if grep -qF -- "$3" "$2"; then ok "$1"; else bad "$1: no '$3' in: $(head -c 600 "$2")"; fi
 }

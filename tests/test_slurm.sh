@@ -21,11 +21,8 @@ CLUSTER="$SRC/scripts/slurm/local-cluster.sh"
 SBATCH_SCRIPT="$SRC/scripts/slurm/sdgen-array.sbatch"
 unset SDGEN_VOCAB SDGEN_MODEL SLURM_ARRAY_TASK_ID SLURM_ARRAY_TASK_COUNT JOB_COMPLETION_INDEX AWS_BATCH_JOB_ARRAY_INDEX
 
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1" >&2; }
-check() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1: got '$2' want '$3'"; fi; }
+# shellcheck source=checks.sh
+. "$SRC/tests/checks.sh"
 has() { if grep -qF -- "$3" "$2"; then ok "$1"; else bad "$1: no '$3' in: $(head -c 800 "$2")"; fi; }
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b - a}'; }
