@@ -47,6 +47,7 @@
 
 size_t sd_winograd4_u_floats(int64_t cout, int64_t cin) { return (size_t)(36 * cout * cin); }
 
+#define WG4_WBLOCK 128
 static void wg4_weights(const float *w, int64_t cout, int64_t cin, float *u)
 {
     static const double G[6][3] = {{0.25, 0, 0},
@@ -56,15 +57,22 @@ static void wg4_weights(const float *w, int64_t cout, int64_t cin, float *u)
                                    {1.0 / 24, -1.0 / 12, 1.0 / 6},
                                    {0, 0, 1}};
     const int64_t cc = cout * cin;
+    /* blocks of WG4_WBLOCK pairs through a buffer, written out one position at a time: the 36 streams lie
+     * cout·cin floats apart and would share cache sets (as in sd_loop_wg_weights) */
 #pragma omp parallel for if (cc >= 16384) schedule(static)
-    for (int64_t k = 0; k < cc; k++) {
-        const float *g = w + k * 9;
-        double t[6][3]; /* G g */
-        for (int a = 0; a < 6; a++)
-            for (int c = 0; c < 3; c++) t[a][c] = G[a][0] * g[c] + G[a][1] * g[3 + c] + G[a][2] * g[6 + c];
-        for (int a = 0; a < 6; a++)
-            for (int b = 0; b < 6; b++)
-                u[(a * 6 + b) * cc + k] = (float)(t[a][0] * G[b][0] + t[a][1] * G[b][1] + t[a][2] * G[b][2]);
+    for (int64_t k0 = 0; k0 < cc; k0 += WG4_WBLOCK) {
+        float ub[36][WG4_WBLOCK];
+        const int64_t nk = k0 + WG4_WBLOCK < cc ? WG4_WBLOCK : cc - k0;
+        for (int64_t j = 0; j < nk; j++) {
+            const float *g = w + (k0 + j) * 9;
+            double t[6][3]; /* G g */
+            for (int a = 0; a < 6; a++)
+                for (int c = 0; c < 3; c++) t[a][c] = G[a][0] * g[c] + G[a][1] * g[3 + c] + G[a][2] * g[6 + c];
+            for (int a = 0; a < 6; a++)
+                for (int b = 0; b < 6; b++)
+                    ub[a * 6 + b][j] = (float)(t[a][0] * G[b][0] + t[a][1] * G[b][1] + t[a][2] * G[b][2]);
+        }
+        for (int x = 0; x < 36; x++) memcpy(u + x * cc + k0, ub[x], (size_t)nk * sizeof(float));
     }
 }
 
