@@ -154,22 +154,44 @@ int sd_text_check(const sd_model *m, const sd_text_config *t, sd_err *err)
     return k.failed ? -1 : 0;
 }
 
-/* Fetch "<prefix><fmt...>" and require the given shape (d[i] < 0: any). */
+/* Fetch "<prefix><name>" and require the given shape (d[i] < 0: any); product: the weight operand of a
+ * product, which may come back as unconverted F16 halves (sd_model_weight_f16). */
+static int clip_fetch(clip_ctx *c, sd_tensor *out, int product, int ndim, int64_t d0, int64_t d1, const char *fmt,
+                      va_list ap)
+{
+    char name[512];
+    int n0 = snprintf(name, sizeof name, "%s", c->pfx);
+    int n = vsnprintf(name + n0, sizeof name - (size_t)n0, fmt, ap);
+    if (n < 0 || n0 + n >= (int)sizeof name) return sd_errf(c->err, "text encoder: weight name too long");
+    const int64_t shape[2] = {d0, d1};
+    const sd_op_timer pt = sd_op_begin(); /* F16 weights are converted here (bench --profile) */
+    int rc = product ? sd_model_weight_f16(c->m, c->a, name, out, c->err)
+                     : sd_model_weight(c->m, c->a, name, out, c->err);
+    if (!rc && sd_tensor_expect(out, name, ndim, shape, c->err)) rc = sd_err_prefix(c->err, "%s", c->m->path);
+    sd_op_end(SD_OP_WEIGHTS, pt, 0);
+    return rc;
+}
+
 static int clip_w(clip_ctx *c, sd_tensor *out, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 static int clip_w(clip_ctx *c, sd_tensor *out, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
 {
-    char name[512];
-    int n0 = snprintf(name, sizeof name, "%s", c->pfx);
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(name + n0, sizeof name - (size_t)n0, fmt, ap);
+    const int rc = clip_fetch(c, out, 0, ndim, d0, d1, fmt, ap);
     va_end(ap);
-    if (n < 0 || n0 + n >= (int)sizeof name) return sd_errf(c->err, "text encoder: weight name too long");
-    const int64_t shape[2] = {d0, d1};
-    const sd_op_timer pt = sd_op_begin(); /* F16 weights are converted here (bench --profile) */
-    const int rc = sd_model_weight_shaped(c->m, c->a, name, ndim, shape, out, c->err);
-    sd_op_end(SD_OP_WEIGHTS, pt, 0);
+    return rc;
+}
+
+/* clip_w for a matrix that only sd_linear reads (may stay F16). */
+static int clip_wp(clip_ctx *c, sd_tensor *out, int64_t d0, int64_t d1, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int clip_wp(clip_ctx *c, sd_tensor *out, int64_t d0, int64_t d1, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    const int rc = clip_fetch(c, out, 1, 2, d0, d1, fmt, ap);
+    va_end(ap);
     return rc;
 }
 
@@ -178,14 +200,17 @@ static sd_tensor clip_rows(sd_tensor t, int64_t r0, int64_t nr)
 {
     sd_tensor r = t;
     int64_t inner = t.ndim == 2 ? t.ne[1] : 1;
-    r.data = t.data + r0 * inner;
+    if (t.f16)
+        r.f16 = t.f16 + r0 * inner;
+    else
+        r.data = t.data + r0 * inner;
     r.ne[0] = nr;
     return r;
 }
 
 typedef struct clip_layer_w {
     sd_tensor ln1_g, ln1_b, wq, bq, wk, bk, wv, bv, wo, bo, ln2_g, ln2_b, w1, b1, w2, b2;
-    sd_tensor wqkv, bqkv; /* OpenCLIP's packed in_proj [3D, D] and [3D]; .data NULL for the HF layout */
+    sd_tensor wqkv, bqkv; /* OpenCLIP's packed in_proj [3D, D] and [3D]; zeros for the HF layout */
     /* LoRA modules added on the fly (sdgen/lowrank.h; NULL: none): of wq, wk, wv, wo, w1, w2 and of the packed
      * in_proj, whose q/k/v modules patch its row blocks */
     const sd_lowrank *lq, *lk, *lv, *lo, *l1, *l2, *lqkv;
@@ -211,19 +236,19 @@ static int clip_layer_weights(clip_ctx *c, const sd_text_config *t, int l, clip_
         const char *L = "encoder.layers.";
         if (clip_w(c, &w->ln1_g, 1, D, 0, "%s%d.layer_norm1.weight", L, l) ||
             clip_w(c, &w->ln1_b, 1, D, 0, "%s%d.layer_norm1.bias", L, l) ||
-            clip_w(c, &w->wq, 2, D, D, "%s%d.self_attn.q_proj.weight", L, l) ||
+            clip_wp(c, &w->wq, D, D, "%s%d.self_attn.q_proj.weight", L, l) ||
             clip_w(c, &w->bq, 1, D, 0, "%s%d.self_attn.q_proj.bias", L, l) ||
-            clip_w(c, &w->wk, 2, D, D, "%s%d.self_attn.k_proj.weight", L, l) ||
+            clip_wp(c, &w->wk, D, D, "%s%d.self_attn.k_proj.weight", L, l) ||
             clip_w(c, &w->bk, 1, D, 0, "%s%d.self_attn.k_proj.bias", L, l) ||
-            clip_w(c, &w->wv, 2, D, D, "%s%d.self_attn.v_proj.weight", L, l) ||
+            clip_wp(c, &w->wv, D, D, "%s%d.self_attn.v_proj.weight", L, l) ||
             clip_w(c, &w->bv, 1, D, 0, "%s%d.self_attn.v_proj.bias", L, l) ||
-            clip_w(c, &w->wo, 2, D, D, "%s%d.self_attn.out_proj.weight", L, l) ||
+            clip_wp(c, &w->wo, D, D, "%s%d.self_attn.out_proj.weight", L, l) ||
             clip_w(c, &w->bo, 1, D, 0, "%s%d.self_attn.out_proj.bias", L, l) ||
             clip_w(c, &w->ln2_g, 1, D, 0, "%s%d.layer_norm2.weight", L, l) ||
             clip_w(c, &w->ln2_b, 1, D, 0, "%s%d.layer_norm2.bias", L, l) ||
-            clip_w(c, &w->w1, 2, F, D, "%s%d.mlp.fc1.weight", L, l) ||
+            clip_wp(c, &w->w1, F, D, "%s%d.mlp.fc1.weight", L, l) ||
             clip_w(c, &w->b1, 1, F, 0, "%s%d.mlp.fc1.bias", L, l) ||
-            clip_w(c, &w->w2, 2, D, F, "%s%d.mlp.fc2.weight", L, l) ||
+            clip_wp(c, &w->w2, D, F, "%s%d.mlp.fc2.weight", L, l) ||
             clip_w(c, &w->b2, 1, D, 0, "%s%d.mlp.fc2.bias", L, l))
             return -1;
         w->lq = clip_lr(c, "%s%d.self_attn.q_proj.weight", L, l);
@@ -239,15 +264,15 @@ static int clip_layer_weights(clip_ctx *c, const sd_text_config *t, int l, clip_
     sd_tensor win, bin;
     if (clip_w(c, &w->ln1_g, 1, D, 0, "%s%d.ln_1.weight", R, l) ||
         clip_w(c, &w->ln1_b, 1, D, 0, "%s%d.ln_1.bias", R, l) ||
-        clip_w(c, &win, 2, 3 * D, D, "%s%d.attn.in_proj_weight", R, l) ||
+        clip_wp(c, &win, 3 * D, D, "%s%d.attn.in_proj_weight", R, l) ||
         clip_w(c, &bin, 1, 3 * D, 0, "%s%d.attn.in_proj_bias", R, l) ||
-        clip_w(c, &w->wo, 2, D, D, "%s%d.attn.out_proj.weight", R, l) ||
+        clip_wp(c, &w->wo, D, D, "%s%d.attn.out_proj.weight", R, l) ||
         clip_w(c, &w->bo, 1, D, 0, "%s%d.attn.out_proj.bias", R, l) ||
         clip_w(c, &w->ln2_g, 1, D, 0, "%s%d.ln_2.weight", R, l) ||
         clip_w(c, &w->ln2_b, 1, D, 0, "%s%d.ln_2.bias", R, l) ||
-        clip_w(c, &w->w1, 2, F, D, "%s%d.mlp.c_fc.weight", R, l) ||
+        clip_wp(c, &w->w1, F, D, "%s%d.mlp.c_fc.weight", R, l) ||
         clip_w(c, &w->b1, 1, F, 0, "%s%d.mlp.c_fc.bias", R, l) ||
-        clip_w(c, &w->w2, 2, D, F, "%s%d.mlp.c_proj.weight", R, l) ||
+        clip_wp(c, &w->w2, D, F, "%s%d.mlp.c_proj.weight", R, l) ||
         clip_w(c, &w->b2, 1, D, 0, "%s%d.mlp.c_proj.bias", R, l))
         return -1;
     w->wqkv = win;
@@ -318,7 +343,7 @@ static int clip_layer(clip_ctx *c, const sd_text_config *t, int l, sd_tensor x)
     if (clip_layer_weights(c, t, l, &w)) return -1;
     sd_tensor h = sd_layernorm(a, x, &w.ln1_g, &w.ln1_b, CLIP_LN_EPS);
     sd_tensor q, k, v;
-    if (w.wqkv.data) {
+    if (w.wqkv.data || w.wqkv.f16) {
         clip_qkv_packed(a, h, &w, &q, &k, &v);
     } else {
         q = sd_linear_lr(a, h, &w.wq, &w.bq, w.lq);
@@ -361,7 +386,7 @@ static int clip_pooled(clip_ctx *c, const sd_text_config *t, sd_tensor x, const 
     if (t->kind == SD_TEXT_CLIP_HF) {
         /* transformers CLIPTextModelWithProjection (a diffusers SDXL text_encoder_2): text_projection is a
          * Linear without bias, weight [P, D], the transpose of OpenCLIP's parameter below; same product */
-        if (clip_w(c, &proj, 2, P, D, "text_projection.weight")) return -1;
+        if (clip_wp(c, &proj, P, D, "text_projection.weight")) return -1;
         *pooled = sd_linear(a, rows, &proj, NULL);
         const int64_t shp[2] = {n_seq, P};
         *pooled = sd_tensor_reshape(*pooled, 2, shp);

@@ -10,6 +10,7 @@
  * A diffusers folder's config.json files take precedence over these rules.
  */
 #include "sdgen/model.h"
+#include "ops_internal.h"
 
 #include <errno.h>
 #include <math.h>
@@ -477,18 +478,6 @@ void sd_model_close(sd_model *m)
     memset(m, 0, sizeof *m);
 }
 
-/* Exact F16 -> F32 of n values into dst, on all threads for large tensors (the conversion is
- * memory-bound; 64 Ki values per task keep each task's output in L2). */
-static void convert_f16_parallel(const uint16_t *src, float *dst, size_t n)
-{
-    const int64_t chunk = (int64_t)1 << 16, nchunks = (int64_t)((n + (size_t)chunk - 1) / (size_t)chunk);
-#pragma omp parallel for schedule(static) if (nchunks > 1)
-    for (int64_t c = 0; c < nchunks; c++) {
-        const size_t o = (size_t)(c * chunk);
-        sd_f16_to_f32(src + o, dst + o, n - o < (size_t)chunk ? n - o : (size_t)chunk);
-    }
-}
-
 int sd_model_weight(sd_model *m, sd_arena *a, const char *name, sd_tensor *out, sd_err *err)
 {
     sd_weight_ref *w = (sd_weight_ref *)sd_model_find(m, name);
@@ -507,9 +496,9 @@ int sd_model_weight(sd_model *m, sd_arena *a, const char *name, sd_tensor *out, 
         data = sd_arena_alloc(a, (size_t)(t->numel ? t->numel : 1) * sizeof(float));
         const void *src = sd_st_data(st, t);
         if (w->f16 && t->dtype == SD_DT_F16)
-            convert_f16_parallel(w->f16, data, (size_t)t->numel); /* the LoRA-merged halves (lora.c) */
+            sd_f16_to_f32_par(w->f16, data, (size_t)t->numel); /* the LoRA-merged halves (lora.c) */
         else if (t->dtype == SD_DT_F16 && ((uintptr_t)src & 1) == 0)
-            convert_f16_parallel(src, data, (size_t)t->numel);
+            sd_f16_to_f32_par(src, data, (size_t)t->numel);
         else if (sd_st_read_f32(st, t, data, err))
             return -1;
     } else if (!w->f32) {
@@ -535,6 +524,30 @@ int sd_model_weight(sd_model *m, sd_arena *a, const char *name, sd_tensor *out, 
     out->ndim = w->ndim ? w->ndim : 1;
     for (int d = 0; d < SD_MAX_DIMS; d++) out->ne[d] = d < w->ndim ? w->shape[d] : 1;
     return 0;
+}
+
+int sd_model_weight_f16(sd_model *m, sd_arena *a, const char *name, sd_tensor *out, sd_err *err)
+{
+    const sd_weight_ref *w = sd_model_find(m, name);
+    if (w && w->ndim >= 2 && w->ndim <= SD_MAX_DIMS) {
+        const sd_safetensors *st = &m->files[w->file];
+        const sd_st_tensor *t = &st->tensors[w->index];
+        const void *src = sd_st_data(st, t);
+        /* the halves sd_model_weight would convert: the LoRA-merged copy, or the mapping where aligned */
+        const uint16_t *h = !scoped(m, w, t) || t->dtype != SD_DT_F16 ? NULL
+                            : w->f16                                 ? w->f16
+                            : ((uintptr_t)src & 1) == 0              ? (const uint16_t *)src
+                                                                     : NULL;
+        if (h) {
+            memset(out, 0, sizeof *out);
+            out->f16 = h;
+            out->mem = h == src ? SD_MEM_MAPPED : SD_MEM_HOST;
+            out->ndim = w->ndim;
+            for (int d = 0; d < SD_MAX_DIMS; d++) out->ne[d] = d < w->ndim ? w->shape[d] : 1;
+            return 0;
+        }
+    }
+    return sd_model_weight(m, a, name, out, err);
 }
 
 int sd_model_weight_shaped(sd_model *m, sd_arena *a, const char *name, int ndim, const int64_t *shape,

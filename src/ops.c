@@ -16,6 +16,7 @@
 #include "sdgen/ops.h"
 
 #include "ops_internal.h"
+#include "sdgen/safetensors.h"
 #include "torch_expf.h"
 
 #include <assert.h>
@@ -138,38 +139,106 @@ void sd_blas_warm(void)
 /* Products smaller than this many FLOPs run on the calling thread alone. */
 #define SD_GEMM_PAR_MIN 4e6
 
-/* C[M, N] = alpha · op(A) · op(B) + beta · C (row major), split across the threads along the
- * longer of M and N (each thread packs all of the operand that is not split, so the smaller one
- * is duplicated), in slices of 16 rows/columns (the AVX-512 kernels' width). */
-static void gemm_par(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, float alpha,
-                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+/* Exact F16 -> F32 of n values on all threads (the conversion is memory-bound; 64 Ki values per task
+ * keep each task's output in L2). */
+void sd_f16_to_f32_par(const uint16_t *src, float *dst, size_t n)
 {
+    const int64_t chunk = (int64_t)1 << 16, nchunks = (int64_t)((n + (size_t)chunk - 1) / (size_t)chunk);
+#pragma omp parallel for schedule(static) if (nchunks > 1)
+    for (int64_t c = 0; c < nchunks; c++) {
+        const size_t o = (size_t)(c * chunk);
+        sd_f16_to_f32(src + o, dst + o, n - o < (size_t)chunk ? n - o : (size_t)chunk);
+    }
+}
+
+/* ---- products with a weight operand, F32 or F16 ----
+ *
+ * The weight of a linear layer or a convolution is a row-major matrix W [R, K] (a kernel [cout, cin,
+ * kh, kw] viewed as [cout, cin·kh·kw]). Held as F16 halves (sd_model_weight_f16), it is not converted
+ * whole into memory and then read back: the product runs over K in blocks, and each block of W is
+ * converted right before sgemm packs it, into a buffer that is still in cache. Where the weights
+ * outweigh the work (77-row text products, the U-Net's 8×8 and 16×16 convolutions) that is 1.1–1.45×
+ * faster than converting first (docs/PERFORMANCE.md, "F16 weights converted in cache").
+ *
+ * The blocks are OpenBLAS's own split of K on SkylakeX (GEMM_Q = 448; the last stretch under 2·Q
+ * halved and rounded up to 16; driver/level3.c): each output is then the same sum sgemm forms over
+ * the whole of K. F32 weights run through the same blocked product without the conversion, so both
+ * weight modes give the same bits on every machine (tests/weights_modes.h), and on SkylakeX the bits of
+ * one whole sgemm call. */
+#define SD_GEMM_KQ 448
+
+static int64_t gemm_kblock(int64_t rest)
+{
+    if (rest >= 2 * SD_GEMM_KQ) return SD_GEMM_KQ;
+    if (rest > SD_GEMM_KQ) return (rest / 2 + 15) / 16 * 16;
+    return rest;
+}
+
+/* C [M, N] = W · X (w_left: W [M, K], X [K, N] with row stride ldx; convolutions) or X · Wᵀ (X [M, K],
+ * W [N, K]; linear layers), plus beta · C; W is wf (F32) or wh (F16), K values per row. Split across
+ * the threads along the longer of M and N (each thread packs all of the operand that is not split, so
+ * the smaller one is duplicated), in slices of 16 rows/columns (the AVX-512 kernels' width). With F16
+ * weights each K block of W is converted first: by each thread
+ * for the rows of W it alone multiplies, or, when every thread multiplies all of W, by all of them
+ * together into one of two shared buffers (a thread may convert block i + 1 into one while another
+ * still multiplies block i from the other). */
+static void gemm_w(sd_arena *a, int w_left, int64_t M, int64_t N, int64_t K, const float *wf, const uint16_t *wh,
+                   const float *X, int64_t ldx, float beta, float *C, int64_t ldc)
+{
+    assert((wf != NULL) != (wh != NULL));
     blas_single();
     int nt = sd_threads();
     const int split_m = M >= N;
-    const int64_t L = split_m ? M : N, units = (L + 15) / 16;
+    const int64_t L = split_m ? M : N, units = (L + 15) / 16, R = w_left ? M : N;
     if (nt > units) nt = (int)units;
-    if (nt <= 1 || 2.0 * (double)M * (double)N * (double)K < SD_GEMM_PAR_MIN) {
-        cblas_sgemm(CblasRowMajor, ta, tb, (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C,
-                    (int)ldc);
-        return;
+    if (2.0 * (double)M * (double)N * (double)K < SD_GEMM_PAR_MIN) nt = 1;
+    const int along_w = split_m == w_left; /* the threads split W's rows */
+    const int own = along_w || nt == 1;    /* each thread converts the rows it multiplies */
+    const int64_t kb = gemm_kblock(K), slice = (units + nt - 1) / nt * 16, rows_t = along_w ? slice : R;
+    const size_t mark = sd_arena_mark(a);
+    float *buf = NULL;
+    if (wh) {
+        const int64_t floats = own ? nt * rows_t * kb : (K > kb ? 2 : 1) * R * kb;
+        buf = sd_arena_alloc(a, (size_t)floats * sizeof(float));
     }
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (nt > 1)
     {
         const int t = omp_get_thread_num(), T = omp_get_num_threads();
-        const int64_t a0 = units * t / T * 16;
-        int64_t a1 = units * (t + 1) / T * 16;
+        int64_t a0 = units * t / T * 16, a1 = units * (t + 1) / T * 16;
         if (a1 > L) a1 = L;
-        if (a1 > a0) {
-            if (split_m)
-                cblas_sgemm(CblasRowMajor, ta, tb, (int)(a1 - a0), (int)N, (int)K, alpha,
-                            A + (ta == CblasNoTrans ? a0 * lda : a0), (int)lda, B, (int)ldb, beta, C + a0 * ldc,
-                            (int)ldc);
-            else
-                cblas_sgemm(CblasRowMajor, ta, tb, (int)M, (int)(a1 - a0), (int)K, alpha, A, (int)lda,
-                            B + (tb == CblasNoTrans ? a0 : a0 * ldb), (int)ldb, beta, C + a0, (int)ldc);
+        const int64_t m0 = split_m ? a0 : 0, m1 = split_m ? a1 : M, n0 = split_m ? 0 : a0, n1 = split_m ? N : a1;
+        const int64_t r0 = along_w ? a0 : 0, r1 = along_w ? a1 : R; /* the rows of W this thread multiplies */
+        int64_t i = 0;
+        for (int64_t k0 = 0; k0 < K; i++) {
+            const int64_t kc = gemm_kblock(K - k0);
+            const float *wb = wf ? wf + r0 * K + k0 : NULL;
+            int64_t ldw = K;
+            if (wh && own) {
+                float *b = buf + (int64_t)t * rows_t * kb;
+                for (int64_t r = r0; r < r1; r++) sd_f16_to_f32(wh + r * K + k0, b + (r - r0) * kc, (size_t)kc);
+                wb = b;
+                ldw = kc;
+            } else if (wh) {
+                float *b = buf + (i & 1) * R * kb;
+                for (int64_t r = R * t / T; r < R * (t + 1) / T; r++)
+                    sd_f16_to_f32(wh + r * K + k0, b + r * kc, (size_t)kc);
+#pragma omp barrier
+                wb = b;
+                ldw = kc;
+            }
+            const float bk = k0 ? 1.0f : beta;
+            if (a1 > a0) {
+                if (w_left)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(m1 - m0), (int)(n1 - n0), (int)kc,
+                                1.0f, wb, (int)ldw, X + k0 * ldx + n0, (int)ldx, bk, C + m0 * ldc + n0, (int)ldc);
+                else
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(m1 - m0), (int)(n1 - n0), (int)kc,
+                                1.0f, X + m0 * ldx + k0, (int)ldx, wb, (int)ldw, bk, C + m0 * ldc + n0, (int)ldc);
+            }
+            k0 += kc;
         }
     }
+    sd_arena_release(a, mark);
 }
 
 /* ---- linear ---- */
@@ -193,7 +262,7 @@ sd_tensor sd_linear(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tenso
 #pragma omp parallel for if (m * out >= SD_PAR_MIN)
         for (int64_t i = 0; i < m; i++) memcpy(yd + i * out, bd, (size_t)out * sizeof(float));
     }
-    gemm_par(CblasNoTrans, CblasTrans, m, out, in, 1.0f, x.data, in, w->data, in, b ? 1.0f : 0.0f, y.data, out);
+    gemm_w(a, 0, m, out, in, w->data, w->f16, x.data, in, b ? 1.0f : 0.0f, y.data, out);
     sd_op_end(SD_OP_LINEAR, pt, 2.0 * (double)m * (double)out * (double)in);
     return y;
 }
@@ -304,12 +373,28 @@ static sd_tensor conv2d_impl(sd_arena *a, sd_tensor x, const sd_tensor *w, const
     const double flops = 2.0 * (double)n * (double)cout * (double)K * (double)ohw;
     const int nt = sd_threads();
 
-    if (g_winograd && kh == 3 && kw == 3 && stride == 1 && pad_t == 1 && pad_b == 1 && pad_l == 1 && pad_r == 1 &&
-        oh * ow >= SD_WINOGRAD_MIN_PIXELS && (int64_t)sd_winograd_u_floats(cout, cin) <= SD_WINOGRAD_U_MAX) {
+    const int wino = g_winograd && kh == 3 && kw == 3 && stride == 1 && pad_t == 1 && pad_b == 1 && pad_l == 1 &&
+                     pad_r == 1 && oh * ow >= SD_WINOGRAD_MIN_PIXELS &&
+                     (int64_t)sd_winograd_u_floats(cout, cin) <= SD_WINOGRAD_U_MAX;
+    const int many = !wino && n * ohw >= cout && nt > 1 && flops >= SD_GEMM_PAR_MIN;
+    const int64_t nc = n * ohw;
+    /* A weight still in F16 (sd_model_weight_f16) is read in place, a block at a time, by the few-pixels
+     * product (gemm_w); the other paths read it more than once, so they get it converted whole, for this
+     * call only. */
+    const size_t mark = sd_arena_mark(a);
+    sd_tensor wv = *w;
+    if (w->f16 && (wino || many || K * nc > SD_SMALL_COL_MAX)) {
+        wv.data = sd_arena_alloc(a, (size_t)sd_numel(*w) * sizeof(float));
+        wv.f16 = NULL;
+        wv.mem = SD_MEM_HOST;
+        sd_f16_to_f32_par(w->f16, wv.data, (size_t)sd_numel(*w));
+    }
+    w = &wv;
+
+    if (wino) {
         /* F(4×4, 3×3) where the caller allows it and there are enough tiles (SD_WINOGRAD4_MIN_TILES) */
         const int f4 = tiles4 && n * ((oh + 3) / 4) * ((ow + 3) / 4) >= SD_WINOGRAD4_MIN_TILES * nt &&
                        (int64_t)sd_winograd4_u_floats(cout, cin) <= SD_WINOGRAD_U_MAX;
-        size_t mark = sd_arena_mark(a);
         const size_t nu = f4 ? sd_winograd4_u_floats(cout, cin) : sd_winograd_u_floats(cout, cin);
         const size_t ns = f4 ? sd_winograd4_scratch_floats(n, cin, h, wd, cout, nt)
                              : sd_winograd_scratch_floats(n, cin, h, wd, cout, nt);
@@ -321,7 +406,7 @@ static sd_tensor conv2d_impl(sd_arena *a, sd_tensor x, const sd_tensor *w, const
         return y;
     }
 
-    if (n * ohw >= cout && nt > 1 && flops >= SD_GEMM_PAR_MIN) {
+    if (many) {
         /* Many pixels (the product is wider than tall): tasks of `band` output rows of one image;
          * each thread builds the task's im2col panel in its own buffer and multiplies it alone,
          * Y[:, band] = W [cout, K] · col [K, band·ow]. */
@@ -333,7 +418,6 @@ static sd_tensor conv2d_impl(sd_arena *a, sd_tensor x, const sd_tensor *w, const
         /* at least two tasks per thread when the image allows it, for balance */
         while (band > 1 && n * ((oh + band - 1) / band) < 2 * nt) band = (band + 1) / 2;
         const int64_t nb = (oh + band - 1) / band, tasks = n * nb;
-        size_t mark = sd_arena_mark(a);
         float *panels = is1x1 ? NULL : sd_arena_alloc(a, (size_t)(nt * K * band * ow) * sizeof(float));
         float *yd = y.data;
         const float *xd = x.data, *wdat = w->data, *bd = b ? b->data : NULL;
@@ -375,8 +459,6 @@ static sd_tensor conv2d_impl(sd_arena *a, sd_tensor x, const sd_tensor *w, const
      * across threads by output channels. All items in one product when the panel is small,
      * T [cout, n·ohw] = W · col [K, n·ohw], then scattered to NCHW (a single image multiplies
      * straight into y); otherwise image by image in bands of output rows. */
-    const int64_t nc = n * ohw;
-    size_t mark = sd_arena_mark(a);
     if (K * nc <= SD_SMALL_COL_MAX) {
         const float *bm = x.data;
         if (!(is1x1 && n == 1)) {
@@ -401,7 +483,7 @@ static sd_tensor conv2d_impl(sd_arena *a, sd_tensor x, const sd_tensor *w, const
 #pragma omp simd
                 for (int64_t j = 0; j < nc; j++) tmp[c * nc + j] = bd[c];
         }
-        gemm_par(CblasNoTrans, CblasNoTrans, cout, nc, K, 1.0f, w->data, K, bm, nc, beta, tmp, nc);
+        gemm_w(a, 1, cout, nc, K, w->data, w->f16, bm, nc, beta, tmp, nc);
         if (n > 1) {
             float *yd = y.data;
 #pragma omp parallel for collapse(2) if (cout * nc >= SD_PAR_MIN)
@@ -434,8 +516,8 @@ static sd_tensor conv2d_impl(sd_arena *a, sd_tensor x, const sd_tensor *w, const
         for (int64_t r0 = 0; r0 < oh; r0 += band) {
             const int64_t rows = r0 + band <= oh ? band : oh - r0, ncol = rows * ow;
             if (!is1x1) im2col(&g, xi, r0, rows, col, ncol, 1);
-            gemm_par(CblasNoTrans, CblasNoTrans, cout, ncol, K, 1.0f, w->data, K, is1x1 ? xi + r0 * ow : col,
-                     is1x1 ? ohw : ncol, beta, y.data + i * cout * ohw + r0 * ow, ohw);
+            gemm_w(a, 1, cout, ncol, K, w->data, NULL, is1x1 ? xi + r0 * ow : col, is1x1 ? ohw : ncol, beta,
+                   y.data + i * cout * ohw + r0 * ow, ohw);
         }
     }
     sd_arena_release(a, mark);

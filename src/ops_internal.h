@@ -97,6 +97,9 @@ size_t sd_winograd4_scratch_floats(int64_t n, int64_t cin, int64_t h, int64_t w,
 void sd_conv3x3_winograd4(const float *x, int64_t n, int64_t cin, int64_t h, int64_t w, const float *wt,
                           const float *bias, int64_t cout, float *y, float *u, float *scratch, int nt,
                           const sd_conv_epilogue *ep);
+/* Exact F16 -> F32 of n values, on all threads for large n (ops.c). */
+void sd_f16_to_f32_par(const uint16_t *src, float *dst, size_t n);
+
 /* The epilogue (ops.h) on n values p of an output; add is the matching part of ep->add or NULL. */
 void sd_conv_epilogue_apply(const sd_conv_epilogue *ep, float *p, const float *add, int64_t n);
 

@@ -52,6 +52,7 @@ sd_tensor sd_tensor_reshape(sd_tensor t, int ndim, const int64_t *shape)
     assert(ndim >= 1 && ndim <= SD_MAX_DIMS);
     sd_tensor r = {0};
     r.data = t.data;
+    r.f16 = t.f16;
     r.mem = t.mem;
     r.ndim = ndim;
     for (int i = 0; i < SD_MAX_DIMS; i++) r.ne[i] = i < ndim ? shape[i] : 1;
@@ -64,7 +65,10 @@ sd_tensor sd_tensor_slice0(sd_tensor t, int64_t i, int64_t count)
     assert(i >= 0 && count >= 0 && i + count <= t.ne[0]);
     sd_tensor r = t;
     int64_t inner = sd_numel(t) / (t.ne[0] ? t.ne[0] : 1);
-    r.data = t.data + i * inner;
+    if (t.f16)
+        r.f16 = t.f16 + i * inner;
+    else
+        r.data = t.data + i * inner;
     r.ne[0] = count;
     return r;
 }

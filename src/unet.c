@@ -47,8 +47,11 @@ typedef struct unet_ctx {
 
 /* ---- weights ---- */
 
-/* F16 weights in memory (SD_WEIGHTS_F16): sd_model_weight converts each tensor at its use into
- * the arena, inside the scope of the block that uses it, so it ends with the block. Converting
+/* F16 weights in memory (SD_WEIGHTS_F16): the matrices and kernels stay F16 (sd_model_weight_f16) and the
+ * products convert them a block at a time in cache (ops.c, "products with a weight operand"); where a
+ * product needs a whole tensor converted (Winograd, the many-pixels convolutions) it converts it into
+ * the arena for that call. The vectors (biases, norms) are converted by sd_model_weight into the arena,
+ * inside the scope of the block that uses them, so they end with the block. Converting
  * into a ring of its own (3x the largest tensor, 455 MB for SD 1.5) instead wrote 3.4 GB per step
  * to memory not touched for a while and evicted the activations: at 256x256 on one thread every
  * op ran 20-45% slower than with F32 weights. In the arena the blocks reuse the same addresses,
@@ -59,7 +62,7 @@ static int weight(unet_ctx *u, sd_tensor *w, const char *pre, const char *suffix
     const sd_op_timer pt = sd_op_begin();
     char name[1200];
     snprintf(name, sizeof name, SD_PREFIX_UNET "%s.%s", pre, suffix);
-    int rc = sd_model_weight(u->m, u->a, name, w, u->err);
+    int rc = sd_model_weight_f16(u->m, u->a, name, w, u->err);
     sd_op_end(SD_OP_WEIGHTS, pt, 0);
     return rc;
 }

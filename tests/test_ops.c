@@ -358,6 +358,52 @@ int main(void)
         }
         sd_set_winograd(prev);
     }
+    {   /* F16 weights read in place (sd_model_weight_f16: .f16 set, .data NULL) give the bits of the same
+         * weights converted first, on every path of the products: linear with the threads splitting the
+         * weight's rows (77 rows) or the inputs' (shared buffers; K = 1000 runs in 3 blocks), a product small
+         * enough for one thread, and the convolutions: few pixels (K = 576: 2 blocks), many pixels, Winograd
+         * (converted whole inside the op) */
+        const int prev = sd_winograd();
+        const struct { int64_t m, out, in; } lin[] = {{77, 300, 1000}, {600, 48, 1000}, {5, 7, 33}, {64, 64, 900}};
+        for (size_t i = 0; i < sizeof lin / sizeof lin[0]; i++) {
+            sd_tensor x = sd_tensor_2d(a, lin[i].m, lin[i].in), w = sd_tensor_2d(a, lin[i].out, lin[i].in);
+            sd_tensor b = sd_tensor_2d(a, 1, lin[i].out);
+            fill(x, 20); fill(w, 21); fill(b, 22);
+            uint16_t *h = malloc((size_t)sd_numel(w) * sizeof *h);
+            for (int64_t j = 0; j < sd_numel(w); j++) h[j] = sd_f32_to_f16_1(w.data[j]);
+            sd_f16_to_f32(h, w.data, (size_t)sd_numel(w)); /* the F32 weight = the halves, exactly */
+            sd_tensor wh = w;
+            wh.data = NULL;
+            wh.f16 = h;
+            char what[128];
+            snprintf(what, sizeof what, "linear [%lld, %lld] x [%lld, %lld]^T: F16 weight read in place = converted",
+                     (long long)lin[i].m, (long long)lin[i].in, (long long)lin[i].out, (long long)lin[i].in);
+            b.ne[0] = lin[i].out, b.ne[1] = 1, b.ndim = 1;
+            check_bits(what, sd_linear(a, x, &wh, &b).data, sd_linear(a, x, &w, &b).data, lin[i].m * lin[i].out);
+            free(h);
+        }
+        const struct { int64_t n, cin, h, w, cout; int wg; const char *what; } cv[] = {
+            {2, 64, 6, 5, 80, 0, "few pixels"}, {1, 64, 6, 5, 80, 0, "few pixels, one image"},
+            {2, 24, 33, 35, 20, 0, "im2col bands"}, {2, 24, 33, 35, 20, 1, "Winograd"}};
+        for (size_t i = 0; i < sizeof cv / sizeof cv[0]; i++) {
+            sd_tensor x = sd_tensor_4d(a, cv[i].n, cv[i].cin, cv[i].h, cv[i].w);
+            sd_tensor w = sd_tensor_4d(a, cv[i].cout, cv[i].cin, 3, 3), b = sd_tensor_2d(a, 1, cv[i].cout);
+            fill(x, 23); fill(w, 24); fill(b, 25);
+            uint16_t *h = malloc((size_t)sd_numel(w) * sizeof *h);
+            for (int64_t j = 0; j < sd_numel(w); j++) h[j] = sd_f32_to_f16_1(0.1f * w.data[j]);
+            sd_f16_to_f32(h, w.data, (size_t)sd_numel(w));
+            sd_tensor wh = w;
+            wh.data = NULL;
+            wh.f16 = h;
+            sd_set_winograd(cv[i].wg);
+            char what[128];
+            snprintf(what, sizeof what, "conv 3x3, %s: F16 weight read in place = converted", cv[i].what);
+            sd_tensor yh = sd_conv2d(a, x, &wh, &b, 1, 1), yf = sd_conv2d(a, x, &w, &b, 1, 1);
+            check_bits(what, yh.data, yf.data, sd_numel(yf));
+            free(h);
+        }
+        sd_set_winograd(prev);
+    }
     {   /* per-op profile: ops add calls and FLOPs to the installed profile, nothing once removed */
         sd_op_profile prof;
         memset(&prof, 0, sizeof prof);

@@ -188,6 +188,12 @@ void sd_model_prefetch_pages(const sd_model *m, const char *prefix);
  *    until the caller's scope that holds it closes (or the arena is reset). With a NULL arena such
  *    a weight is refused with an error rather than converted into memory of unclear lifetime. */
 int sd_model_weight(sd_model *m, sd_arena *a, const char *name, sd_tensor *out, sd_err *err);
+/* sd_model_weight for the weight operand of a product (sd_linear, sd_conv2d*: sdgen/ops.h): a matrix or
+ * kernel (2 or more dims) that SD_WEIGHTS_F16 would convert from F16 into `a` comes back unconverted
+ * instead, out->data NULL and out->f16 its halves (in the mapping, or the LoRA-merged copy), valid as
+ * long as the model's weights are. The product converts it a block at a time in cache, which saves the
+ * converted copy's trip through memory. Anything else is sd_model_weight's. */
+int sd_model_weight_f16(sd_model *m, sd_arena *a, const char *name, sd_tensor *out, sd_err *err);
 /* Same with a printf-formatted name. */
 int sd_model_weightf(sd_model *m, sd_arena *a, sd_tensor *out, sd_err *err, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));

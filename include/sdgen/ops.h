@@ -52,7 +52,10 @@ int sd_cpu_select(const char *name, sd_err *err);
 int sd_cpu_available(const char *name);
 const char *sd_cpu_name(void);
 
-/* y[..., out] = x[..., in] @ w[out, in]^T + b[out]   (b may be NULL). Any leading dims. */
+/* y[..., out] = x[..., in] @ w[out, in]^T + b[out]   (b may be NULL). Any leading dims.
+ * The weight of sd_linear and of the convolutions below may be F16 halves not yet converted (w->f16
+ * set, w->data NULL: sd_model_weight_f16); the product converts it a block at a time, exactly, and gives
+ * the bits it gives the converted weight. */
 sd_tensor sd_linear(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b);
 
 /* 2-D convolution, x [n, cin, h, w], w [cout, cin, kh, kw], b [cout] or NULL.
@@ -145,7 +148,9 @@ typedef enum sd_op_kind {
     SD_OP_ACTIVATION,  /* SiLU, GELU, GEGLU, quick GELU, softmax outside attention */
     SD_OP_ELEMENTWISE, /* add, scale, channel bias */
     SD_OP_LAYOUT,      /* concat, upsample, NCHW <-> NLC transposes */
-    SD_OP_WEIGHTS,     /* weight fetch (F16 -> F32 conversion), timed by the model code */
+    SD_OP_WEIGHTS,     /* weight fetch (F16 -> F32 conversion of the vectors, and of the matrices where the
+                        * model code converts them), timed by the model code; the products' own conversion
+                        * of F16 weights counts in their op */
     SD_OP_KINDS
 } sd_op_kind;
 

@@ -33,6 +33,10 @@ typedef struct sd_tensor {
     int ndim;
     int64_t ne[SD_MAX_DIMS]; /* ne[0] outermost; unused dims are 1 */
     sd_memory mem;           /* SD_MEM_HOST unless the model says otherwise (sd_model_weight) */
+    /* A weight still in IEEE half precision (sd_model_weight_f16): data is NULL and these are its values,
+     * row-major like data. Only the products whose weight operand it is read it (sd_linear and the
+     * convolutions, sdgen/ops.h); every other tensor has NULL here. */
+    const uint16_t *f16;
 } sd_tensor;
 
 /* 1 when an op may write t's data in place (the CPU backend's in-place ops assert it). */
