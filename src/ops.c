@@ -351,7 +351,7 @@ static void epilogue_all(const sd_conv_epilogue *ep, sd_tensor y)
 }
 
 static sd_tensor conv2d_impl(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b, int stride, int pad_t,
-                             int pad_b, int pad_l, int pad_r, const sd_conv_epilogue *ep, int tiles4)
+                             int pad_b, int pad_l, int pad_r, const sd_conv_epilogue *ep, int tiles4, const sd_tensor *into)
 {
     assert(x.ndim == 4 && w->ndim == 4 && stride >= 1);
     const sd_op_timer pt = sd_op_begin();
@@ -362,7 +362,14 @@ static sd_tensor conv2d_impl(sd_arena *a, sd_tensor x, const sd_tensor *w, const
     const int64_t oh = (h + pad_t + pad_b - kh) / stride + 1;
     const int64_t ow = (wd + pad_l + pad_r - kw) / stride + 1;
     assert(oh > 0 && ow > 0);
-    sd_tensor y = sd_tensor_4d(a, n, cout, oh, ow);
+    sd_tensor y;
+    if (into) { /* the caller's output tensor (sd_conv2d_ae_into) */
+        assert(into->ndim == 4 && into->ne[0] == n && into->ne[1] == cout && into->ne[2] == oh && into->ne[3] == ow &&
+               sd_tensor_writable(*into) && into->data != x.data);
+        y = *into;
+    } else {
+        y = sd_tensor_4d(a, n, cout, oh, ow);
+    }
     const int64_t ohw = oh * ow, K = cin * kh * kw;
     const conv_geom g = {cin, h, wd, kh, kw, oh, ow, stride, pad_t, pad_l};
     const int is1x1 = kh == 1 && kw == 1 && stride == 1 && !pad_t && !pad_b && !pad_l && !pad_r;
@@ -529,19 +536,25 @@ static sd_tensor conv2d_impl(sd_arena *a, sd_tensor x, const sd_tensor *w, const
 sd_tensor sd_conv2d_pad(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b,
                         int stride, int pad_t, int pad_b, int pad_l, int pad_r)
 {
-    return conv2d_impl(a, x, w, b, stride, pad_t, pad_b, pad_l, pad_r, NULL, 0);
+    return conv2d_impl(a, x, w, b, stride, pad_t, pad_b, pad_l, pad_r, NULL, 0, NULL);
 }
 
 sd_tensor sd_conv2d_ep(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b, int stride, int pad,
                        const sd_conv_epilogue *ep)
 {
-    return conv2d_impl(a, x, w, b, stride, pad, pad, pad, pad, ep, 0);
+    return conv2d_impl(a, x, w, b, stride, pad, pad, pad, pad, ep, 0, NULL);
 }
 
 sd_tensor sd_conv2d_ae(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b, int stride, int pad,
                        const sd_conv_epilogue *ep)
 {
-    return conv2d_impl(a, x, w, b, stride, pad, pad, pad, pad, ep, 1);
+    return conv2d_impl(a, x, w, b, stride, pad, pad, pad, pad, ep, 1, NULL);
+}
+
+sd_tensor sd_conv2d_ae_into(sd_arena *a, sd_tensor y, sd_tensor x, const sd_tensor *w, const sd_tensor *b, int stride,
+                            int pad, const sd_conv_epilogue *ep)
+{
+    return conv2d_impl(a, x, w, b, stride, pad, pad, pad, pad, ep, 1, &y);
 }
 
 sd_tensor sd_conv2d(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b, int stride,
@@ -554,6 +567,7 @@ sd_tensor sd_conv2d(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tenso
 
 /* GroupNorm as PyTorch's CPU kernel: per (n, group) mean and 1/sqrt(var + eps) (biased
  * variance), then y = x·(rstd·γ_c) + (β_c − mean·rstd·γ_c). Statistics in double. */
+/* a NULL: in place (each group's statistics are taken before any of it is written) */
 static sd_tensor groupnorm_impl(sd_arena *a, sd_tensor x, int groups, const sd_tensor *gain,
                                 const sd_tensor *bias, float eps, int silu)
 {
@@ -563,7 +577,8 @@ static sd_tensor groupnorm_impl(sd_arena *a, sd_tensor x, int groups, const sd_t
     assert(c % groups == 0);
     const int64_t hw = sd_numel(x) / (n * c);
     const int64_t cpg = c / groups, gsz = cpg * hw;
-    sd_tensor y = sd_tensor_new(a, x.ndim, x.ne);
+    assert(a || sd_tensor_writable(x));
+    sd_tensor y = a ? sd_tensor_new(a, x.ndim, x.ne) : x;
     const float *xd = x.data;
     float *yd = y.data;
     const float *gd = gain ? gain->data : NULL, *bd = bias ? bias->data : NULL;
@@ -597,6 +612,11 @@ sd_tensor sd_groupnorm_silu(sd_arena *a, sd_tensor x, int groups, const sd_tenso
                             const sd_tensor *bias, float eps)
 {
     return groupnorm_impl(a, x, groups, gain, bias, eps, 1);
+}
+
+void sd_groupnorm_silu_(sd_tensor x, int groups, const sd_tensor *gain, const sd_tensor *bias, float eps)
+{
+    (void)groupnorm_impl(NULL, x, groups, gain, bias, eps, 1);
 }
 
 sd_tensor sd_layernorm(sd_arena *a, sd_tensor x, const sd_tensor *gain, const sd_tensor *bias,

@@ -404,6 +404,25 @@ int main(void)
         }
         sd_set_winograd(prev);
     }
+    {   /* the forms that write into the caller's memory give the bits of the allocating ones */
+        const int prev = sd_winograd();
+        sd_set_winograd(1);
+        sd_tensor x = sd_tensor_4d(a, 1, 24, 66, 70), w = sd_tensor_4d(a, 20, 24, 3, 3), b = sd_tensor_2d(a, 1, 20);
+        fill(x, 26); fill(w, 27); fill(b, 28);
+        b.ne[0] = 20, b.ne[1] = 1, b.ndim = 1;
+        sd_tensor y = sd_tensor_4d(a, 1, 20, 66, 70);
+        sd_tensor r = sd_conv2d_ae_into(a, y, x, &w, &b, 1, 1, NULL);
+        CHECK(r.data == y.data, "sd_conv2d_ae_into returns its output tensor");
+        check_bits("sd_conv2d_ae_into = sd_conv2d_ae (F(4x4, 3x3) path)", y.data,
+                   sd_conv2d_ae(a, x, &w, &b, 1, 1, NULL).data, sd_numel(y));
+        sd_tensor g = sd_tensor_2d(a, 1, 24), gb = sd_tensor_2d(a, 1, 24);
+        fill(g, 29); fill(gb, 30);
+        g.ne[0] = gb.ne[0] = 24, g.ne[1] = gb.ne[1] = 1, g.ndim = gb.ndim = 1;
+        sd_tensor want = sd_groupnorm_silu(a, x, 4, &g, &gb, 1e-6f);
+        sd_groupnorm_silu_(x, 4, &g, &gb, 1e-6f);
+        check_bits("sd_groupnorm_silu_ (in place) = sd_groupnorm_silu", x.data, want.data, sd_numel(want));
+        sd_set_winograd(prev);
+    }
     {   /* per-op profile: ops add calls and FLOPs to the installed profile, nothing once removed */
         sd_op_profile prof;
         memset(&prof, 0, sizeof prof);

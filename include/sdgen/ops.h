@@ -86,6 +86,11 @@ sd_tensor sd_conv2d_ep(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_te
  * (docs/PERFORMANCE.md "Winograd F(4×4, 3×3) in the autoencoders"). */
 sd_tensor sd_conv2d_ae(sd_arena *a, sd_tensor x, const sd_tensor *w, const sd_tensor *b, int stride, int pad,
                        const sd_conv_epilogue *ep);
+/* sd_conv2d_ae into y, which the caller allocated with the output's shape (not overlapping x): lets a block
+ * allocate a result below the input it is computed from, so that dropping the input afterwards frees the
+ * top of the arena without moving the result. Returns y. */
+sd_tensor sd_conv2d_ae_into(sd_arena *a, sd_tensor y, sd_tensor x, const sd_tensor *w, const sd_tensor *b, int stride,
+                            int pad, const sd_conv_epilogue *ep);
 
 /* GroupNorm over x [n, c, h, w] (or [n, c, L]) with `groups` groups, affine gain/bias [c]. */
 sd_tensor sd_groupnorm(sd_arena *a, sd_tensor x, int groups, const sd_tensor *gain,
@@ -93,6 +98,8 @@ sd_tensor sd_groupnorm(sd_arena *a, sd_tensor x, int groups, const sd_tensor *ga
 /* GroupNorm followed by SiLU (fused; same result as the two ops in sequence). */
 sd_tensor sd_groupnorm_silu(sd_arena *a, sd_tensor x, int groups, const sd_tensor *gain,
                             const sd_tensor *bias, float eps);
+/* The same in place on x (a writable tensor): the same bits. */
+void sd_groupnorm_silu_(sd_tensor x, int groups, const sd_tensor *gain, const sd_tensor *bias, float eps);
 /* LayerNorm over the last dimension, gain/bias [last dim]. */
 sd_tensor sd_layernorm(sd_arena *a, sd_tensor x, const sd_tensor *gain, const sd_tensor *bias,
                        float eps);
