@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "commands.h"
@@ -28,7 +29,8 @@
 #include "sdgen/rng.h"
 
 typedef struct serve_opts {
-    const char *model, *vocab, *listen, *auth, *cors, *save_dir, *vae_decoder;
+    const char *model, *vocab, *listen, *auth, *cors, *save_dir, *vae_decoder, *lora_dir;
+    sd_lora_mode lora_mode;
     int queue, timeout_s, max_images, max_connections, threads, weights_f32, insecure_no_auth;
     uint64_t max_body;
 } serve_opts;
@@ -61,6 +63,9 @@ static void usage(FILE *f)
             "      --save-dir DIR       where save_images: true writes PNGs (default: such requests are refused)\n"
             "      --threads N          worker threads (default: all CPUs)\n"
             "      --weights f16|f32    as for generating\n"
+            "      --lora-dir DIR       where <lora:NAME> tags in prompts are looked up, and what /sdapi/v1/loras\n"
+            "                           lists (default: loras/ beside the model)\n"
+            "      --lora-apply auto|merge|fly  as for generating (docs/LORA.md)\n"
             "  -h, --help\n"
             "\n"
             "Prints the base URL on stdout once listening; one log line per request on stderr. SIGINT/SIGTERM:\n"
@@ -93,7 +98,8 @@ static int parse_args(int argc, char **argv, serve_opts *o)
                     !strcmp(a, "--queue") || !strcmp(a, "--api-auth") || !strcmp(a, "--cors-origin") ||
                     !strcmp(a, "--timeout") || !strcmp(a, "--max-body") || !strcmp(a, "--max-images") ||
                     !strcmp(a, "--max-connections") || !strcmp(a, "--save-dir") || !strcmp(a, "--threads") ||
-                    !strcmp(a, "--weights") || !strcmp(a, "--vae-decoder") || !strcmp(a, "--taesd");
+                    !strcmp(a, "--weights") || !strcmp(a, "--vae-decoder") || !strcmp(a, "--taesd") ||
+                    !strcmp(a, "--lora-dir") || !strcmp(a, "--lora-apply");
         if (takes && !v) {
             sd_cli_say("sdgen serve", "%s needs a value (see sdgen serve --help)", a);
             return -1;
@@ -110,6 +116,13 @@ static int parse_args(int argc, char **argv, serve_opts *o)
         else if (!strcmp(a, "--cors-origin")) o->cors = v;
         else if (!strcmp(a, "--save-dir")) o->save_dir = v;
         else if (!strcmp(a, "--insecure-no-auth")) o->insecure_no_auth = 1;
+        else if (!strcmp(a, "--lora-dir")) o->lora_dir = v;
+        else if (!strcmp(a, "--lora-apply")) {
+            if (sd_lora_mode_parse(v, &o->lora_mode)) {
+                sd_cli_say("sdgen serve", "--lora-apply: expected auto, merge or fly, got \"%.64s\"", v);
+                return -1;
+            }
+        }
         else if (!strcmp(a, "--queue")) {
             if (int_opt(a, v, 1, 4096, &o->queue)) return -1;
         } else if (!strcmp(a, "--timeout")) {
@@ -251,6 +264,10 @@ static int check_startup(const serve_opts *o, listen_addr *la, sd_err *err)
         return sd_errf(err, "--listen %s is reachable from other machines: set --api-auth USER:PASS (or "
                             "--insecure-no-auth to serve it without credentials)",
                        o->listen);
+    struct stat st;
+    if (o->lora_dir && (stat(o->lora_dir, &st) != 0 || !S_ISDIR(st.st_mode)))
+        return sd_errf(err, "--lora-dir %s: %s", o->lora_dir,
+                       stat(o->lora_dir, &st) != 0 ? strerror(errno) : "not a directory");
     if (o->save_dir) {
         char probe[4096];
         snprintf(probe, sizeof probe, "%s/probe.png", o->save_dir);
@@ -291,6 +308,8 @@ static void configure(sv_server *s, const serve_opts *o, const listen_addr *la)
     s->max_connections = o->max_connections;
     s->cors_origin = o->cors;
     s->save_dir = o->save_dir;
+    sd_pipeline_lora_dir(&s->pipe, o->lora_dir, s->lora_dir, sizeof s->lora_dir);
+    s->lora_mode = o->lora_mode;
     s->loopback = la->loopback;
     if (o->auth) {
         s->auth = 1;

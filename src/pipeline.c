@@ -884,6 +884,12 @@ static void dir_beside_model(const char *model_path, const char *what, char *out
     } else snprintf(out, n, "%s", what);
 }
 
+void sd_pipeline_lora_dir(const sd_pipeline *p, const char *given, char *out, size_t n)
+{
+    if (given) snprintf(out, n, "%s", given);
+    else dir_beside_model(p->model.path, "loras", out, n);
+}
+
 /* The LoRAs of one image: the prompts' tags (removed from the texts in *pos / *neg) and o->loras, resolved
  * and merged into the model (a no-op when the previous image used the same set); r gets the infotext's
  * "Lora hashes" (A1111 extra_networks_lora: "name: shorthash" joined by ", ", ':' and ',' dropped from
@@ -902,8 +908,7 @@ static int gen_loras(sd_pipeline *p, const sd_gen_opts *o, char **pos, char **ne
         l.items[l.n - 1].scale_unet = o->loras->items[i].scale_unet;
     }
     char dir[4200];
-    if (o->lora_dir) snprintf(dir, sizeof dir, "%s", o->lora_dir);
-    else dir_beside_model(p->model.path, "loras", dir, sizeof dir);
+    sd_pipeline_lora_dir(p, o->lora_dir, dir, sizeof dir);
     if (sd_lora_resolve(&l, dir, err)) goto out;
     const double t0 = sd_now();
     p->lora.copy_limit = SIZE_MAX; /* the merge's copies must fit in the machine's available memory */

@@ -166,6 +166,8 @@ typedef struct sv_server {
     unsigned char auth_digest[32]; /* SHA-256 of "user:password" */
     int loopback;                  /* listening on a loopback address only */
     const char *save_dir;          /* NULL: save_images refused */
+    char lora_dir[4200];           /* where <lora:NAME> tags are looked up (--lora-dir, else loras/ beside the model) */
+    sd_lora_mode lora_mode;        /* --lora-apply */
     sv_parse_ctx pc;               /* defaults and limits for the parser (def_clip_skip/def_rng under mu) */
 
     sd_pipeline pipe;              /* the worker's alone once serving */

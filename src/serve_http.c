@@ -25,6 +25,7 @@
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -34,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,7 +57,7 @@ struct sv_conn {
 /* The endpoints. */
 typedef enum {
     R_TXT2IMG, R_IMG2IMG, R_OPENAI, R_PNGINFO, R_INTERRUPT, R_PROGRESS, R_SAMPLERS, R_SCHEDULERS, R_SDMODELS,
-    R_OPTIONS_GET, R_OPTIONS_POST, R_EMPTY_LIST, R_EMBEDDINGS, R_SCRIPTS, R_NULL_POST
+    R_OPTIONS_GET, R_OPTIONS_POST, R_EMPTY_LIST, R_LORAS, R_EMBEDDINGS, R_SCRIPTS, R_NULL_POST
 } route_id;
 
 static const struct {
@@ -82,7 +84,7 @@ static const struct {
     {"/sdapi/v1/face-restorers", "GET", R_EMPTY_LIST},
     {"/sdapi/v1/realesrgan-models", "GET", R_EMPTY_LIST},
     {"/sdapi/v1/prompt-styles", "GET", R_EMPTY_LIST},
-    {"/sdapi/v1/loras", "GET", R_EMPTY_LIST},
+    {"/sdapi/v1/loras", "GET", R_LORAS},
     {"/sdapi/v1/embeddings", "GET", R_EMBEDDINGS},
     {"/sdapi/v1/scripts", "GET", R_SCRIPTS},
     {"/sdapi/v1/refresh-checkpoints", "POST", R_NULL_POST},
@@ -367,6 +369,54 @@ static char *sd_models_json(const sv_server *s)
     return print_json(a);
 }
 
+/* A1111's /sdapi/v1/loras (extensions-builtin/Lora, api_networks): one entry per LoRA a prompt tag can name,
+ * here the *.safetensors files of the LoRA folder (--lora-dir, else loras/ beside the model), sorted by name,
+ * at most SV_MAX_LORAS of them; no folder: an empty list. The metadata is left empty (A1111 fills it from the
+ * file's header on request). */
+#define SV_MAX_LORAS 4096
+
+static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static char *loras_json(const sv_server *s)
+{
+    cJSON *a = cJSON_CreateArray();
+    if (!a) return NULL;
+    char **names = NULL;
+    int n = 0;
+    DIR *d = opendir(s->lora_dir);
+    if (d) {
+        names = calloc(SV_MAX_LORAS, sizeof *names);
+        struct dirent *e;
+        while (names && n < SV_MAX_LORAS && (e = readdir(d))) {
+            const size_t len = strlen(e->d_name), ext = sizeof ".safetensors" - 1;
+            if (len <= ext || strcmp(e->d_name + len - ext, ".safetensors")) continue;
+            char path[4400];
+            struct stat st;
+            snprintf(path, sizeof path, "%s/%s", s->lora_dir, e->d_name);
+            if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+            if (!(names[n] = strdup(e->d_name))) break;
+            n++;
+        }
+        closedir(d);
+        qsort(names, (size_t)n, sizeof *names, cmp_names);
+    }
+    for (int i = 0; i < n; i++) {
+        cJSON *it = cJSON_CreateObject();
+        if (!it) break;
+        cJSON_AddItemToArray(a, it);
+        char stem[300], path[4400];
+        snprintf(stem, sizeof stem, "%.*s", (int)(strlen(names[i]) - (sizeof ".safetensors" - 1)), names[i]);
+        snprintf(path, sizeof path, "%s/%s", s->lora_dir, names[i]);
+        cJSON_AddStringToObject(it, "name", stem);
+        cJSON_AddStringToObject(it, "alias", stem);
+        cJSON_AddStringToObject(it, "path", path);
+        cJSON_AddItemToObject(it, "metadata", cJSON_CreateObject());
+    }
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+    return print_json(a);
+}
+
 static char *options_json(sv_server *s)
 {
     cJSON *o = cJSON_CreateObject();
@@ -644,6 +694,7 @@ static enum MHD_Result dispatch(sv_req *r, struct MHD_Connection *c)
         return respond(r, c, 200, dup_text("null"));
     }
     case R_EMPTY_LIST: return respond(r, c, 200, dup_text("[]"));
+    case R_LORAS: return respond(r, c, 200, loras_json(s));
     case R_EMBEDDINGS: return respond(r, c, 200, dup_text("{\"loaded\":{},\"skipped\":{}}"));
     case R_SCRIPTS: return respond(r, c, 200, dup_text("{\"txt2img\":[],\"img2img\":[]}"));
     case R_NULL_POST: return respond(r, c, 200, dup_text("null"));

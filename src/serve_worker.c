@@ -249,9 +249,11 @@ static void job_fail(sv_job *j, int status, const char *msg)
 }
 
 /* The generator's options for a request (what the CLI's options would set for the same image). */
-static void job_options(const sv_spec *sp, sd_gen_opts *o)
+static void job_options(const sv_server *s, const sv_spec *sp, sd_gen_opts *o)
 {
     sd_gen_opts_default(o);
+    o->lora_dir = s->lora_dir;
+    o->lora_mode = s->lora_mode;
     o->prompt = sp->prompt;
     o->negative_prompt = sp->negative_prompt;
     o->width = sp->width;
@@ -291,7 +293,7 @@ static void run_job(sv_server *s, sv_job *j)
     for (int k = 0; k < total; k++) seeds[k] = seed0 + (uint64_t)k; /* wraps at 2^64 as the CLI's batch */
 
     sd_gen_opts o;
-    job_options(sp, &o);
+    job_options(s, sp, &o);
     o.interrupted = &j->stop;
     run_ctx rc = {s, j};
     o.progress = on_step;
@@ -329,8 +331,10 @@ static void run_job(sv_server *s, sv_job *j)
         out_h = res.h;
         uint8_t *png = NULL;
         size_t png_len = 0;
+        o.lora_hashes = res.lora_hashes; /* the infotext's "Lora hashes", as the CLI writes it */
         int bad = sd_gen_infotext(&o, res.w, res.h, s->model_hash, s->model_name, &texts[k], &err) ||
                   sd_png_encode(res.rgb, res.w, res.h, "parameters", texts[k], &png, &png_len, &err);
+        o.lora_hashes = NULL;
         sd_gen_result_free(&res);
         if (!bad && sp->save_images && save_png(s, sp, o.seed, png, png_len, &err)) {
             free(png);

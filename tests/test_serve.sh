@@ -10,6 +10,9 @@
 #   3. the golden tiny SD 1.x model: txt2img = the CLI's bytes (CPU and GPU noise).
 #   4. --api-auth: 401 without / with wrong credentials (WWW-Authenticate), 200 with the right ones; --cors-origin:
 #      the allowed origin gets Access-Control-Allow-Origin, a preflight 204, another origin 403.
+#   3b. LoRA tags through the server give the CLI's PNG bytes (loras/ beside the model; --lora-dir with --lora-apply
+#      fly, two LoRAs, then none); /sdapi/v1/loras lists the folder's *.safetensors; a missing LoRA fails its request
+#      and the server keeps serving; a bad --lora-dir or --lora-apply exits 2.
 #   5. a non-loopback --listen without --api-auth is refused (exit 2, nothing bound); bad options exit 2.
 #   6. SIGTERM during a 200-step job: its client gets 503, a queued one too, the server exits 0 and says "stopped".
 set -u
@@ -74,6 +77,66 @@ if start_server tiny -m "$TINY" --vocab "$VOCAB"; then
   check "SIGINT when idle: exit 0" "$SRV_RC" 0
 fi
 check "sdgen --help mentions serve" "$("$SDGEN" --help | grep -c '^       sdgen serve ')" 1
+
+# ---- 3b. LoRAs: tags through the server = the CLI; --lora-dir and --lora-apply; /sdapi/v1/loras ----
+if [ -f "$TINY" ]; then
+  LG=$SHARED/golden/models
+  mkdir -p "$TMP/lm/loras" "$TMP/ld/sub.safetensors"
+  ln -sf "$TINY" "$TMP/lm/tiny.safetensors"
+  cp "$LG/lora-kohya-tiny-sd1.safetensors" "$TMP/lm/loras/kohya.safetensors"
+  cp "$LG/lora-diffusers-tiny-sd1.safetensors" "$TMP/ld/diff.safetensors"
+  cp "$LG/lora-kohya-tiny-sd1.safetensors" "$TMP/ld/k2.safetensors"
+  echo notes >"$TMP/ld/readme.txt"
+  LM=$TMP/lm/tiny.safetensors
+  LP="a red apple on a wooden table"
+  # lora_pair NAME TAGS CLI-OPTIONS...: the server's PNG for "$LP TAGS" against the CLI's with those options
+  lora_pair() {
+    local name=$1 tags=$2
+    shift 2
+    local code
+    code=$(curl -s --max-time 300 -o "$TMP/$name.json" -w '%{http_code}' -d "{\"prompt\":\"$LP $tags\",\"seed\":42,\
+\"width\":64,\"height\":64,\"steps\":2,\"cfg_scale\":7,\"sampler_name\":\"DDIM\"}" "$SRV_URL/sdapi/v1/txt2img")
+    check "$name: 200" "$code" 200
+    sed -n 's/^{"images":\["\([^"]*\)".*/\1/p' "$TMP/$name.json" | base64 -d >"$TMP/$name.png"
+    "$SDGEN" -q -m "$LM" --vocab "$VOCAB" -p "$LP $tags" --seed 42 -W 64 -H 64 --steps 2 --cfg-scale 7 \
+      --sampler ddim -o "$TMP/$name-cli.png" "$@" >/dev/null
+    if [ -s "$TMP/$name.png" ] && cmp -s "$TMP/$name.png" "$TMP/$name-cli.png"; then
+      ok "$name: PNG bytes equal the CLI's"
+    else
+      bad "$name: the server's PNG differs from the CLI's"
+    fi
+  }
+  if start_server loras -m "$LM" --vocab "$VOCAB"; then
+    lora_pair lora-beside "<lora:kohya:0.8>"
+    check "lora-beside: the answer's infotext has the LoRA's hash" "$(grep -c 'Lora hashes' "$TMP/lora-beside.json")" 1
+    check "/sdapi/v1/loras: loras/ beside the model" \
+      "$(curl -s --max-time 60 "$SRV_URL/sdapi/v1/loras" | grep -o '"name":"[^"]*"' | tr '\n' ' ')" '"name":"kohya" '
+    stop_server loras
+  fi
+  if start_server lorafly -m "$LM" --vocab "$VOCAB" --lora-dir "$TMP/ld" --lora-apply fly; then
+    lora_pair lora-fly "<lora:diff:1> <lora:k2:0.8>" --lora-dir "$TMP/ld" --lora-apply fly
+    lora_pair lora-fly-none "" --lora-dir "$TMP/ld" --lora-apply fly
+    curl -s --max-time 60 "$SRV_URL/sdapi/v1/loras" >"$TMP/loras.json"
+    check "/sdapi/v1/loras: the --lora-dir files, sorted, only *.safetensors files" \
+      "$(grep -o '"name":"[^"]*"' "$TMP/loras.json" | tr '\n' ' ')" '"name":"diff" "name":"k2" '
+    check "/sdapi/v1/loras: A1111's fields" "$(grep -c "\"alias\":\"k2\",\"path\":\"$TMP/ld/k2.safetensors\",\"metadata\":{}" \
+      "$TMP/loras.json")" 1
+    code=$(curl -s --max-time 60 -o "$TMP/lmiss.json" -w '%{http_code}' \
+      -d "{\"prompt\":\"$LP <lora:kohya:1>\",\"steps\":2,\"width\":64,\"height\":64}" "$SRV_URL/sdapi/v1/txt2img")
+    check "a tag naming no file in --lora-dir: an error status" "$([ "$code" -ge 400 ] && echo yes)" yes
+    check "a tag naming no file: the message names the file" "$(grep -c "no file $TMP/ld/kohya.safetensors" "$TMP/lmiss.json")" 1
+    still_serving "after a missing LoRA"
+    stop_server lorafly
+  fi
+  for bad_args in "--lora-dir $TMP/nowhere" "--lora-dir $TMP/ld/readme.txt" "--lora-apply sometimes"; do
+    # shellcheck disable=SC2086
+    "$SDGEN" serve -m "$LM" --vocab "$VOCAB" $bad_args >/dev/null 2>"$TMP/opt.err"
+    rc=$?
+    if [ "$rc" = 2 ] && [ "$(wc -l <"$TMP/opt.err")" = 1 ]; then ok "serve $bad_args: exit 2, $(cat "$TMP/opt.err")"; else
+      bad "serve $bad_args: exit $rc: $(head -c 300 "$TMP/opt.err")"
+    fi
+  done
+fi
 
 # ---- 4. credentials and CORS ----
 if start_server auth -m "$DEMO" --api-auth 'ann:s3cret:with:colons' --cors-origin http://front.example; then

@@ -108,6 +108,9 @@ void sd_pipeline_close(sd_pipeline *p);
  * are (scaling factor 1.0), and image-to-image through its encoder when it has one (no posterior draw);
  * without an encoder the VAE encodes. Its latent channels must be the model's. Faults: exit code 2. */
 int sd_pipeline_set_taesd(sd_pipeline *p, const char *path, sd_err *err);
+/* The folder <lora:NAME> tags are looked up in: `given` (sd_gen_opts.lora_dir) when set, else loras/ beside
+ * the model. */
+void sd_pipeline_lora_dir(const sd_pipeline *p, const char *given, char *out, size_t n);
 /* Check options against the model before any work (steps, sizes, strength, the schedule's
  * timesteps, memory: available memory or --max-memory, and the address-space limit). */
 int sd_gen_validate(const sd_pipeline *p, const sd_gen_opts *o, sd_err *err);
