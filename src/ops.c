@@ -178,10 +178,9 @@ static int64_t gemm_kblock(int64_t rest)
  * W [N, K]; linear layers), plus beta · C; W is wf (F32) or wh (F16), K values per row. Split across
  * the threads along the longer of M and N (each thread packs all of the operand that is not split, so
  * the smaller one is duplicated), in slices of 16 rows/columns (the AVX-512 kernels' width). With F16
- * weights each K block of W is converted first: by each thread
- * for the rows of W it alone multiplies, or, when every thread multiplies all of W, by all of them
- * together into one of two shared buffers (a thread may convert block i + 1 into one while another
- * still multiplies block i from the other). */
+ * weights each K block of W is converted first: by each thread for the rows of W it alone multiplies,
+ * or, when every thread multiplies all of W, by all of them together into one of two shared buffers
+ * (a thread may convert block i + 1 into one while another still multiplies block i from the other). */
 static void gemm_w(sd_arena *a, int w_left, int64_t M, int64_t N, int64_t K, const float *wf, const uint16_t *wh,
                    const float *X, int64_t ldx, float beta, float *C, int64_t ldc)
 {
